@@ -1,0 +1,272 @@
+//! The message channel: whole 1024-byte messages between the engine and one logical worker.
+//!
+//! [`Channel`] is the seam; [`FifoChannel`] is the first implementation, over a pair of named
+//! pipes. A shared-memory ring can implement the same trait without touching its callers.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::stat::Mode;
+
+use crate::error::{Error, Result};
+use crate::ipc_root::IpcPaths;
+use crate::protocol::MESSAGE_SIZE;
+
+/// How long a receive may wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Return at once when nothing is there.
+    NonBlocking,
+    /// Wait at most this long.
+    Timeout(Duration),
+    /// Wait until a message, a wake or a close.
+    Forever,
+}
+
+/// What a receive produced (a closed channel is `Err(Shutdown)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// A whole message is in the buffer.
+    Message,
+    /// The wait ended with nothing to read.
+    TimedOut,
+    /// [`Channel::wake`] was called.
+    Woken,
+}
+
+/// A bidirectional channel of fixed-size messages. `Send + Sync`: `send` may be called from
+/// several threads at once (each message is written atomically); `recv` from one thread at a
+/// time (the worker's inbox serialises readers).
+pub trait Channel: Send + Sync {
+    /// Sends one whole message.
+    fn send(&self, msg: &[u8; MESSAGE_SIZE]) -> Result<()>;
+    /// Receives one whole message into `buf`.
+    fn recv(&self, buf: &mut [u8; MESSAGE_SIZE], wait: Wait) -> Result<Received>;
+    /// Makes a blocked (or the next) `recv` return [`Received::Woken`].
+    fn wake(&self);
+    /// Closes the channel: every blocked and later `recv` returns `Shutdown`.
+    fn close(&self);
+}
+
+/// A channel over two FIFOs: one to read, one to write.
+///
+/// Every write is one 1024-byte record, below `PIPE_BUF`, so concurrent writers never
+/// interleave and a reader always finds whole records.
+#[derive(Debug)]
+pub struct FifoChannel {
+    rx: OwnedFd,
+    tx: OwnedFd,
+    rx_path: PathBuf,
+    tx_path: PathBuf,
+    wake: EventFd,
+    closed: AtomicBool,
+}
+
+/// Creates the two FIFOs of `worker_id` (mode 0600). Existing ones are replaced.
+pub fn create_fifos(paths: &IpcPaths, worker_id: u32) -> Result<()> {
+    for path in [
+        paths.fifo_to_worker(worker_id),
+        paths.fifo_to_engine(worker_id),
+    ] {
+        let _ = std::fs::remove_file(&path);
+        nix::unistd::mkfifo(&path, Mode::from_bits_truncate(0o600))
+            .map_err(|e| Error::errno("mkfifo", &path, e))?;
+    }
+    Ok(())
+}
+
+/// Removes the two FIFOs of `worker_id`, if present.
+pub fn remove_fifos(paths: &IpcPaths, worker_id: u32) {
+    for path in [
+        paths.fifo_to_worker(worker_id),
+        paths.fifo_to_engine(worker_id),
+    ] {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+impl FifoChannel {
+    /// Opens the worker's side of worker `worker_id`'s FIFOs: reads `<id>.in`, writes
+    /// `<id>.out`. The engine must already hold both open (it opens them read-write before
+    /// `WELCOME`), so neither open waits and the worker sees end-of-file once the engine is gone.
+    pub fn open_worker_side(paths: &IpcPaths, worker_id: u32) -> Result<FifoChannel> {
+        FifoChannel::open(
+            &paths.fifo_to_worker(worker_id),
+            &paths.fifo_to_engine(worker_id),
+            false,
+        )
+    }
+
+    /// Opens the engine's side of worker `worker_id`'s FIFOs: reads `<id>.out`, writes
+    /// `<id>.in`, both read-write so that no open waits for the worker and a message can be
+    /// queued before it has connected. (The engine binary uses its own async reactor; this is
+    /// for tools and tests that play the engine.)
+    pub fn open_engine_side(paths: &IpcPaths, worker_id: u32) -> Result<FifoChannel> {
+        FifoChannel::open(
+            &paths.fifo_to_engine(worker_id),
+            &paths.fifo_to_worker(worker_id),
+            true,
+        )
+    }
+
+    /// Opens `rx_path` for reading and `tx_path` for writing, or both read-write.
+    fn open(rx_path: &Path, tx_path: &Path, read_write: bool) -> Result<FifoChannel> {
+        let rx = OpenOptions::new()
+            .read(true)
+            .write(read_write)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(rx_path)
+            .map_err(|e| Error::io("open FIFO for reading", rx_path, e))?;
+        let tx = OpenOptions::new()
+            .read(read_write)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(tx_path)
+            .map_err(|e| Error::io("open FIFO for writing", tx_path, e))?;
+        // Writes block (back-pressure) when the pipe is full.
+        set_nonblocking(tx.as_raw_fd(), false).map_err(|e| Error::io("fcntl", tx_path, e))?;
+        let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(|e| Error::errno("eventfd", rx_path, e))?;
+        Ok(FifoChannel {
+            rx: rx.into(),
+            tx: tx.into(),
+            rx_path: rx_path.to_path_buf(),
+            tx_path: tx_path.to_path_buf(),
+            wake,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
+        nix::unistd::read(self.rx.as_raw_fd(), buf).map_err(io::Error::from)
+    }
+
+    fn shutdown_error(&self) -> Error {
+        Error::Shutdown(format!("channel {} closed", self.rx_path.display()))
+    }
+}
+
+fn set_nonblocking(fd: i32, on: bool) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL).map_err(io::Error::from)?);
+    let flags = if on {
+        flags | OFlag::O_NONBLOCK
+    } else {
+        flags & !OFlag::O_NONBLOCK
+    };
+    fcntl(fd, FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
+    Ok(())
+}
+
+impl Channel for FifoChannel {
+    fn send(&self, msg: &[u8; MESSAGE_SIZE]) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.shutdown_error());
+        }
+        loop {
+            match nix::unistd::write(self.tx.as_fd(), msg) {
+                Ok(n) if n == MESSAGE_SIZE => return Ok(()),
+                Ok(n) => {
+                    return Err(Error::Internal(format!(
+                        "short write of {n} bytes to FIFO {}",
+                        self.tx_path.display()
+                    )))
+                }
+                Err(nix::Error::EINTR) => continue,
+                Err(nix::Error::EPIPE) => {
+                    return Err(Error::Shutdown(format!(
+                        "peer closed FIFO {}",
+                        self.tx_path.display()
+                    )))
+                }
+                Err(e) => return Err(Error::errno("write FIFO", &self.tx_path, e)),
+            }
+        }
+    }
+
+    fn recv(&self, buf: &mut [u8; MESSAGE_SIZE], wait: Wait) -> Result<Received> {
+        let deadline = match wait {
+            Wait::Timeout(d) => Some(Instant::now() + d),
+            _ => None,
+        };
+        let mut filled = 0usize;
+        loop {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(self.shutdown_error());
+            }
+            match self.read_some(&mut buf[filled..]) {
+                Ok(0) => {
+                    return Err(Error::Shutdown(format!(
+                        "peer closed FIFO {}",
+                        self.rx_path.display()
+                    )))
+                }
+                Ok(n) => {
+                    filled += n;
+                    if filled == MESSAGE_SIZE {
+                        return Ok(Received::Message);
+                    }
+                    // A record is written atomically, so the rest is already there or on
+                    // its way: keep reading it regardless of the caller's wait.
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("read FIFO", &self.rx_path, e)),
+            }
+            let timeout = if filled > 0 {
+                PollTimeout::NONE
+            } else {
+                match wait {
+                    Wait::NonBlocking => return Ok(Received::TimedOut),
+                    Wait::Forever => PollTimeout::NONE,
+                    Wait::Timeout(_) => {
+                        let left = deadline
+                            .map(|d| d.saturating_duration_since(Instant::now()))
+                            .unwrap_or_default();
+                        if left.is_zero() {
+                            return Ok(Received::TimedOut);
+                        }
+                        // Round up so a sub-millisecond wait does not spin.
+                        let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+                        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+                    }
+                }
+            };
+            let mut fds = [
+                PollFd::new(self.rx.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.wake.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(nix::Error::EINTR) => {}
+                Err(e) => return Err(Error::errno("poll FIFO", &self.rx_path, e)),
+            }
+            let woken = fds[1]
+                .revents()
+                .is_some_and(|r| r.contains(PollFlags::POLLIN));
+            if woken && filled == 0 {
+                let _ = self.wake.read();
+                if self.closed.load(Ordering::Acquire) {
+                    return Err(self.shutdown_error());
+                }
+                return Ok(Received::Woken);
+            }
+        }
+    }
+
+    fn wake(&self) {
+        let _ = self.wake.write(1);
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.wake();
+    }
+}

@@ -1,0 +1,310 @@
+//! The one error model of Gloam.
+//!
+//! [`ErrorKind`] is the contract every binding maps: C status codes (`GLOAM_E_*`, same numbers),
+//! Python exception classes, JavaScript `err.code` strings and Go sentinel errors. Its numeric
+//! value also travels in the `status` byte of a `FAILED` message, so it must never be renumbered.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::protocol::ProtocolError;
+
+/// What went wrong, as every language sees it. The discriminants are stable wire values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ErrorKind {
+    /// An argument given by the caller is invalid (a NULL pointer, a bad function name, ...).
+    InvalidArgument = 1,
+    /// A configuration file or option is invalid; the message names the file and the key.
+    InvalidConfig = 2,
+    /// The called function is not deployed on this engine; the message names it.
+    FunctionNotFound = 3,
+    /// A payload exceeds the configured limit; the message gives both sizes.
+    PayloadTooLarge = 4,
+    /// The handler returned or raised an error; the message is the handler's.
+    HandlerFailed = 5,
+    /// The worker running the call died before answering.
+    WorkerCrashed = 6,
+    /// The call's deadline passed before it finished.
+    Timeout = 7,
+    /// The function's queue is full; retry later.
+    Overloaded = 8,
+    /// A peer sent bytes that do not decode as a Gloam message; the message names the field.
+    ProtocolError = 9,
+    /// The engine or the worker is shutting down (or the peer went away).
+    Shutdown = 10,
+    /// An operating-system call failed; the message names the operation and the path.
+    Io = 11,
+    /// A bug in Gloam. Please report it.
+    Internal = 12,
+}
+
+impl ErrorKind {
+    /// Every kind, in wire order.
+    pub const ALL: [ErrorKind; 12] = [
+        ErrorKind::InvalidArgument,
+        ErrorKind::InvalidConfig,
+        ErrorKind::FunctionNotFound,
+        ErrorKind::PayloadTooLarge,
+        ErrorKind::HandlerFailed,
+        ErrorKind::WorkerCrashed,
+        ErrorKind::Timeout,
+        ErrorKind::Overloaded,
+        ErrorKind::ProtocolError,
+        ErrorKind::Shutdown,
+        ErrorKind::Io,
+        ErrorKind::Internal,
+    ];
+
+    /// The wire value (also the C status code).
+    pub const fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The kind for a wire value, if it is one.
+    pub fn from_code(code: u8) -> Option<ErrorKind> {
+        ErrorKind::ALL
+            .get(usize::from(code).checked_sub(1)?)
+            .copied()
+    }
+
+    /// Stable upper-snake name, e.g. `FUNCTION_NOT_FOUND` (HTTP error bodies, JS codes).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorKind::InvalidConfig => "INVALID_CONFIG",
+            ErrorKind::FunctionNotFound => "FUNCTION_NOT_FOUND",
+            ErrorKind::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorKind::HandlerFailed => "HANDLER_FAILED",
+            ErrorKind::WorkerCrashed => "WORKER_CRASHED",
+            ErrorKind::Timeout => "TIMEOUT",
+            ErrorKind::Overloaded => "OVERLOADED",
+            ErrorKind::ProtocolError => "PROTOCOL_ERROR",
+            ErrorKind::Shutdown => "SHUTDOWN",
+            ErrorKind::Io => "IO",
+            ErrorKind::Internal => "INTERNAL",
+        }
+    }
+
+    /// The kind for a name produced by [`ErrorKind::as_str`].
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL.iter().copied().find(|k| k.as_str() == name)
+    }
+
+    /// The HTTP status the gateway answers with for this kind.
+    pub const fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidArgument | ErrorKind::ProtocolError => 400,
+            ErrorKind::FunctionNotFound => 404,
+            ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::WorkerCrashed => 502,
+            ErrorKind::Overloaded | ErrorKind::Shutdown => 503,
+            ErrorKind::Timeout => 504,
+            ErrorKind::InvalidConfig
+            | ErrorKind::HandlerFailed
+            | ErrorKind::Io
+            | ErrorKind::Internal => 500,
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error type of `gloam-core`. [`Error::kind`] gives its [`ErrorKind`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// See [`ErrorKind::InvalidArgument`].
+    #[error("invalid argument `{name}`: {reason}")]
+    InvalidArgument {
+        /// The parameter or field.
+        name: &'static str,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// See [`ErrorKind::InvalidConfig`].
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    /// See [`ErrorKind::FunctionNotFound`].
+    #[error("function not found: {0}")]
+    FunctionNotFound(String),
+    /// See [`ErrorKind::PayloadTooLarge`].
+    #[error("payload of {size} bytes exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// Size of the refused payload.
+        size: u64,
+        /// The configured maximum.
+        limit: u64,
+    },
+    /// See [`ErrorKind::HandlerFailed`].
+    #[error("{0}")]
+    HandlerFailed(String),
+    /// See [`ErrorKind::WorkerCrashed`].
+    #[error("worker crashed: {0}")]
+    WorkerCrashed(String),
+    /// See [`ErrorKind::Timeout`].
+    #[error("timeout: {0}")]
+    Timeout(String),
+    /// See [`ErrorKind::Overloaded`].
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+    /// See [`ErrorKind::ProtocolError`].
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// A protocol error reported by the peer as text.
+    #[error("protocol error: {0}")]
+    RemoteProtocol(String),
+    /// See [`ErrorKind::Shutdown`].
+    #[error("shutdown: {0}")]
+    Shutdown(String),
+    /// See [`ErrorKind::Io`].
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done (`open`, `mkfifo`, ...).
+        op: &'static str,
+        /// The file it was done to.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// See [`ErrorKind::Internal`].
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidArgument { .. } => ErrorKind::InvalidArgument,
+            Error::InvalidConfig(_) => ErrorKind::InvalidConfig,
+            Error::FunctionNotFound(_) => ErrorKind::FunctionNotFound,
+            Error::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
+            Error::HandlerFailed(_) => ErrorKind::HandlerFailed,
+            Error::WorkerCrashed(_) => ErrorKind::WorkerCrashed,
+            Error::Timeout(_) => ErrorKind::Timeout,
+            Error::Overloaded(_) => ErrorKind::Overloaded,
+            Error::Protocol(_) | Error::RemoteProtocol(_) => ErrorKind::ProtocolError,
+            Error::Shutdown(_) => ErrorKind::Shutdown,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// Rebuilds an error received from a peer (a `FAILED` message: kind + text).
+    pub fn remote(kind: ErrorKind, message: impl Into<String>) -> Error {
+        let message = message.into();
+        match kind {
+            ErrorKind::InvalidArgument => Error::InvalidArgument {
+                name: "input",
+                reason: message,
+            },
+            ErrorKind::InvalidConfig => Error::InvalidConfig(message),
+            ErrorKind::FunctionNotFound => Error::FunctionNotFound(message),
+            ErrorKind::PayloadTooLarge => {
+                let (size, limit) = parse_sizes(&message).unwrap_or((0, 0));
+                Error::PayloadTooLarge { size, limit }
+            }
+            ErrorKind::HandlerFailed => Error::HandlerFailed(message),
+            ErrorKind::WorkerCrashed => Error::WorkerCrashed(message),
+            ErrorKind::Timeout => Error::Timeout(message),
+            ErrorKind::Overloaded => Error::Overloaded(message),
+            ErrorKind::ProtocolError => Error::RemoteProtocol(message),
+            ErrorKind::Shutdown => Error::Shutdown(message),
+            ErrorKind::Io => Error::Internal(message),
+            ErrorKind::Internal => Error::Internal(message),
+        }
+    }
+
+    /// The text a peer should receive for this error: without the kind prefix that
+    /// `Display` adds, since the kind travels separately.
+    pub fn wire_message(&self) -> String {
+        match self {
+            Error::FunctionNotFound(m)
+            | Error::HandlerFailed(m)
+            | Error::WorkerCrashed(m)
+            | Error::Timeout(m)
+            | Error::Overloaded(m)
+            | Error::RemoteProtocol(m)
+            | Error::Shutdown(m)
+            | Error::InvalidConfig(m)
+            | Error::Internal(m) => m.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn errno(op: &'static str, path: impl Into<PathBuf>, errno: nix::Error) -> Error {
+        Error::io(op, path, io::Error::from(errno))
+    }
+}
+
+/// Extracts "N bytes ... M bytes" from a payload-too-large message (peers send it as text).
+fn parse_sizes(message: &str) -> Option<(u64, u64)> {
+    let mut numbers = message
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse::<u64>().ok());
+    Some((numbers.next()?, numbers.next()?))
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_are_stable() {
+        for (i, kind) in ErrorKind::ALL.iter().enumerate() {
+            assert_eq!(kind.code() as usize, i + 1);
+            assert_eq!(ErrorKind::from_code(kind.code()), Some(*kind));
+            assert_eq!(ErrorKind::from_name(kind.as_str()), Some(*kind));
+        }
+        assert_eq!(ErrorKind::from_code(0), None);
+        assert_eq!(ErrorKind::from_code(13), None);
+        assert_eq!(ErrorKind::FunctionNotFound.code(), 3);
+        assert_eq!(ErrorKind::Internal.code(), 12);
+    }
+
+    #[test]
+    fn remote_errors_keep_kind_and_sizes() {
+        let e = Error::PayloadTooLarge {
+            size: 20,
+            limit: 10,
+        };
+        let back = Error::remote(e.kind(), e.wire_message());
+        assert_eq!(back.kind(), ErrorKind::PayloadTooLarge);
+        assert!(matches!(
+            back,
+            Error::PayloadTooLarge {
+                size: 20,
+                limit: 10
+            }
+        ));
+        for kind in ErrorKind::ALL {
+            assert_eq!(Error::remote(kind, "x").kind(), kind_after_wire(kind));
+        }
+    }
+
+    fn kind_after_wire(kind: ErrorKind) -> ErrorKind {
+        if kind == ErrorKind::Io {
+            ErrorKind::Internal
+        } else {
+            kind
+        }
+    }
+}

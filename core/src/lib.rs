@@ -1,0 +1,19 @@
+//! `gloam-core`: the protocol, channel, shared-memory payloads and worker loop of Gloam.
+//!
+//! Every language runtime (Rust, C, Python, Node.js, Go) and the engine stand on this crate;
+//! nothing else implements the protocol. It has no async runtime, no global state and no
+//! threads it does not own.
+#![warn(missing_docs)]
+
+pub mod channel;
+pub mod clock;
+pub mod error;
+pub mod ipc_root;
+pub mod protocol;
+pub mod shm;
+pub mod table;
+pub mod worker;
+
+pub use error::{Error, ErrorKind, Result};
+pub use protocol::CallId;
+pub use worker::{serve, Call, Ctx, HandlerError, Handlers, ParentRef, Worker, WorkerOptions};

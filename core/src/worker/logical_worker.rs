@@ -1,0 +1,271 @@
+//! One logical worker: a handshake, a channel, and the calls it runs one at a time.
+
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::channel::{Channel, FifoChannel, Wait};
+use crate::clock::now_ns;
+use crate::error::{Error, ErrorKind, Result};
+use crate::ipc_root::{IpcPaths, PayloadSide};
+use crate::protocol::{CallId, Header, Hello, Kind, Message, PayloadLocation, INLINE_CAPACITY};
+use crate::shm;
+use crate::table::FunctionTable;
+
+use super::call::{Call, ParentRef};
+use super::handshake;
+use super::inbox::{Inbox, Want};
+use super::options::WorkerOptions;
+
+/// Extra time an internal call waits past its deadline for the engine's own `TIMEOUT` reply
+/// before giving up locally (the engine normally answers at the deadline).
+const DEADLINE_GRACE: Duration = Duration::from_secs(1);
+
+/// A logical worker connected to the engine.
+///
+/// `Send + Sync`: one thread runs the receive loop (`recv` → `complete`/`fail`) while any number
+/// of threads make internal calls with [`Worker::invoke`] for the call being run.
+pub struct Worker {
+    id: u32,
+    function_id: u16,
+    function: String,
+    table: FunctionTable,
+    paths: IpcPaths,
+    channel: Box<dyn Channel>,
+    inbox: Inbox,
+    next_seq: AtomicU32,
+    // Kept open for the worker's lifetime: the engine sees its closing as the worker's death.
+    _socket: UnixStream,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.id)
+            .field("function", &self.function)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// Connects to the engine, performs the handshake and opens the worker's FIFOs.
+    pub fn connect(opts: &WorkerOptions) -> Result<Worker> {
+        let paths = IpcPaths::new(&opts.ipc_root);
+        let mut sock = handshake::connect(&paths, opts.connect_timeout)?;
+        let hello = Hello {
+            pid: std::process::id(),
+            function: opts.function.clone(),
+            language: opts.language.clone(),
+        };
+        let welcome = handshake::hello(&mut sock, &hello)?;
+        let channel = FifoChannel::open_worker_side(&paths, welcome.worker_id)?;
+        handshake::ready(&mut sock, welcome.worker_id)?;
+        tracing::debug!(worker_id = welcome.worker_id, function = %opts.function, "worker ready");
+        Ok(Worker {
+            id: welcome.worker_id,
+            function_id: welcome.function_id,
+            function: opts.function.clone(),
+            inbox: Inbox::new(welcome.table.max_payload()),
+            table: welcome.table,
+            paths,
+            channel: Box::new(channel),
+            next_seq: AtomicU32::new(1),
+            _socket: sock,
+        })
+    }
+
+    /// The worker id the engine assigned.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+    /// The function served.
+    pub fn function(&self) -> &str {
+        &self.function
+    }
+    /// The function's id.
+    pub fn function_id(&self) -> u16 {
+        self.function_id
+    }
+    /// The engine's function table.
+    pub fn table(&self) -> &FunctionTable {
+        &self.table
+    }
+    /// The payload limit in bytes.
+    pub fn max_payload(&self) -> u64 {
+        self.table.max_payload()
+    }
+
+    /// Waits for the next call. `Ok(None)`: the wait ran out, or [`Worker::wake`] was called.
+    /// `Err(Shutdown)`: the engine retired this worker, or it is going away.
+    pub fn recv(&self, wait: Wait) -> Result<Option<Call>> {
+        let Some(msg) = self
+            .inbox
+            .wait(self.channel.as_ref(), &self.paths, Want::Call, wait)?
+        else {
+            return Ok(None);
+        };
+        let received_ns = now_ns();
+        let shm = match msg.header.payload_loc {
+            PayloadLocation::Shm => Some(shm::open(
+                &self.paths,
+                msg.header.call_id(),
+                PayloadSide::Input,
+                msg.header.payload_len,
+            )),
+            _ => None,
+        };
+        let call = Call {
+            msg,
+            shm: None,
+            received_ns,
+        };
+        match shm {
+            None => Ok(Some(call)),
+            Some(Ok(view)) => Ok(Some(Call {
+                shm: Some(view),
+                ..call
+            })),
+            Some(Err(e)) => {
+                // The call cannot run without its input: fail it so the caller is answered.
+                let _ = self.fail(call, e.kind(), &e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes a waiting [`Worker::recv`] return `Ok(None)`.
+    pub fn wake(&self) {
+        self.inbox.wake(self.channel.as_ref());
+    }
+
+    /// Closes the worker: waiting and later receives and internal calls fail with `Shutdown`.
+    pub fn close(&self) {
+        self.inbox
+            .close(self.channel.as_ref(), "worker closed by its program");
+    }
+
+    /// Completes `call` with `output`. An output over the payload limit fails the call with
+    /// `PayloadTooLarge` instead (the caller is answered either way) and returns that error.
+    pub fn complete(&self, call: Call, output: &[u8]) -> Result<()> {
+        let mut h = self.reply_header(&call, Kind::Complete);
+        let msg = if output.len() <= INLINE_CAPACITY {
+            Message::with_inline(h, output)?
+        } else {
+            match shm::write(
+                &self.paths,
+                call.id(),
+                PayloadSide::Output,
+                output,
+                self.max_payload(),
+            ) {
+                Ok(_) => {
+                    h.payload_loc = PayloadLocation::Shm;
+                    h.payload_len = output.len() as u32;
+                    Message::new(h)
+                }
+                Err(e) => {
+                    self.fail(call, e.kind(), &e.to_string())?;
+                    return Err(e);
+                }
+            }
+        };
+        self.channel.send(&msg.to_bytes())
+    }
+
+    /// Fails `call` with an error `kind` and a message for the caller.
+    pub fn fail(&self, call: Call, kind: ErrorKind, message: &str) -> Result<()> {
+        let h = self.reply_header(&call, Kind::Failed);
+        self.channel
+            .send(&Message::failure(h, kind, message).to_bytes())
+    }
+
+    fn reply_header(&self, call: &Call, kind: Kind) -> Header {
+        let now = now_ns();
+        let mut h = Header::new(kind);
+        h.set_call_id(call.id());
+        h.worker_id = self.id;
+        h.send_ts = now;
+        h.processing_ns = now.saturating_sub(call.received_ns);
+        h.dispatch_delay_ns = call
+            .received_ns
+            .saturating_sub(call.msg.header.send_ts)
+            .min(u64::from(u32::MAX)) as u32;
+        h
+    }
+
+    /// Calls function `name` with `input` through the engine and waits for its output.
+    ///
+    /// May be called from several threads at once for the same parent: replies are matched by
+    /// sequence number. The internal call inherits the parent's deadline.
+    pub fn invoke(&self, parent: ParentRef, name: &str, input: &[u8]) -> Result<Vec<u8>> {
+        let function_id = self.table.id_of(name)?;
+        shm::check_size(input.len(), self.max_payload())?;
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let id = CallId::new(function_id, 0, self.id, seq);
+        let mut h = Header::new(Kind::Invoke);
+        h.set_call_id(id);
+        h.worker_id = self.id;
+        h.parent_call_id = parent.call_id.0;
+        h.deadline_ns = parent.deadline_ns;
+        h.send_ts = now_ns();
+        let msg = if input.len() <= INLINE_CAPACITY {
+            Message::with_inline(h, input)?
+        } else {
+            shm::write(
+                &self.paths,
+                id,
+                PayloadSide::Input,
+                input,
+                self.max_payload(),
+            )?;
+            h.payload_loc = PayloadLocation::Shm;
+            h.payload_len = input.len() as u32;
+            Message::new(h)
+        };
+        self.inbox.expect_reply(seq);
+        let result = (|| {
+            self.channel.send(&msg.to_bytes())?;
+            let wait = match crate::clock::remaining(parent.deadline_ns) {
+                Some(left) => Wait::Timeout(left + DEADLINE_GRACE),
+                None => Wait::Forever,
+            };
+            match self
+                .inbox
+                .wait(self.channel.as_ref(), &self.paths, Want::Reply(seq), wait)?
+            {
+                Some(reply) => self.read_reply(&reply),
+                None => Err(Error::Timeout(format!(
+                    "internal call to {name} got no answer by its deadline"
+                ))),
+            }
+        })();
+        if result.is_err() {
+            self.inbox.abandon(seq, &self.paths);
+        }
+        if h.payload_loc == PayloadLocation::Shm {
+            // The engine removes it too when the call ends; whichever comes first wins.
+            shm::remove_call(&self.paths, id, PayloadSide::Input);
+        }
+        result
+    }
+
+    fn read_reply(&self, reply: &Message) -> Result<Vec<u8>> {
+        let h = &reply.header;
+        match h.kind {
+            Kind::Complete => match h.payload_loc {
+                PayloadLocation::Shm => {
+                    let id = h.call_id();
+                    let out = shm::open(&self.paths, id, PayloadSide::Output, h.payload_len)
+                        .map(|view| view.bytes().to_vec());
+                    shm::remove_call(&self.paths, id, PayloadSide::Output);
+                    out
+                }
+                _ => Ok(reply.inline_payload().to_vec()),
+            },
+            _ => Err(Error::remote(
+                h.status.unwrap_or(ErrorKind::Internal),
+                reply.failure_text(),
+            )),
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The worker side every language uses: handshake, receive loop, completions and internal
+//! calls (several at once), plus the plain Rust handler API.
+
+mod call;
+mod handshake;
+mod inbox;
+mod logical_worker;
+mod options;
+mod serve;
+
+pub use call::{Call, ParentRef};
+pub use logical_worker::Worker;
+pub use options::{workers_from_env, WorkerOptions, ENV_FUNCTION, ENV_IPC_ROOT, ENV_WORKERS};
+pub use serve::{panic_message, run_loop, serve, serve_with, Ctx, HandlerError, Handlers};

@@ -1,0 +1,75 @@
+//! How a worker finds its engine: explicit options, or the environment the launcher sets.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::ipc_root::IpcPaths;
+use crate::protocol::validate_function_name;
+
+/// Environment variable: the IPC root (default `/dev/shm/gloam-<uid>`).
+pub const ENV_IPC_ROOT: &str = "GLOAM_IPC_ROOT";
+/// Environment variable: the function this process serves (required).
+pub const ENV_FUNCTION: &str = "GLOAM_FUNCTION";
+/// Environment variable: how many logical workers this process hosts (default 1).
+pub const ENV_WORKERS: &str = "GLOAM_WORKERS";
+
+/// Options of one logical worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerOptions {
+    /// The engine's IPC root.
+    pub ipc_root: PathBuf,
+    /// The function served.
+    pub function: String,
+    /// The language runtime, reported to the engine (`rust`, `c`, `python`, `node`, `go`).
+    pub language: String,
+    /// How long to keep retrying the engine socket at start.
+    pub connect_timeout: Duration,
+}
+
+impl WorkerOptions {
+    /// Options for `function` on the default IPC root.
+    pub fn new(function: impl Into<String>) -> WorkerOptions {
+        WorkerOptions {
+            ipc_root: IpcPaths::default_root(),
+            function: function.into(),
+            language: "rust".into(),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Options from `GLOAM_FUNCTION` and `GLOAM_IPC_ROOT`, as set by the launcher.
+    pub fn from_env() -> Result<WorkerOptions> {
+        let function = std::env::var(ENV_FUNCTION).map_err(|_| {
+            Error::InvalidConfig(format!(
+                "{ENV_FUNCTION} is not set: start this program with `gloam up`, or set it to the function to serve"
+            ))
+        })?;
+        validate_function_name(&function)
+            .map_err(|reason| Error::InvalidConfig(format!("{ENV_FUNCTION}: {reason}")))?;
+        let mut opts = WorkerOptions::new(function);
+        if let Some(root) = std::env::var_os(ENV_IPC_ROOT) {
+            opts.ipc_root = PathBuf::from(root);
+        }
+        Ok(opts)
+    }
+
+    /// Sets the language reported to the engine.
+    pub fn language(mut self, language: impl Into<String>) -> WorkerOptions {
+        self.language = language.into();
+        self
+    }
+}
+
+/// The number of logical workers this process should host (`GLOAM_WORKERS`, default 1).
+pub fn workers_from_env() -> Result<usize> {
+    match std::env::var(ENV_WORKERS) {
+        Err(_) => Ok(1),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=1024).contains(&n) => Ok(n),
+            _ => Err(Error::InvalidConfig(format!(
+                "{ENV_WORKERS}={v:?}: expected a number of workers from 1 to 1024"
+            ))),
+        },
+    }
+}

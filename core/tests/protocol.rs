@@ -74,7 +74,8 @@ fn valid_bytes() -> [u8; MESSAGE_SIZE] {
 
 #[test]
 fn every_bad_field_is_named() {
-    let cases: Vec<(Box<dyn Fn(&mut Vec<u8>)>, ProtocolError, &str)> = vec![
+    type Mutation = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(Mutation, ProtocolError, &str)> = vec![
         (
             Box::new(|b| b.truncate(100)),
             ProtocolError::Truncated { len: 100 },

@@ -10,5 +10,9 @@ mod serve;
 
 pub use call::{Call, ParentRef};
 pub use logical_worker::Worker;
-pub use options::{workers_from_env, WorkerOptions, ENV_FUNCTION, ENV_IPC_ROOT, ENV_WORKERS};
-pub use serve::{panic_message, run_loop, serve, serve_with, Ctx, HandlerError, Handlers};
+pub use options::{
+    workers_from_env, WorkerOptions, ENV_FUNCTION, ENV_HANDLER, ENV_IPC_ROOT, ENV_WORKERS,
+};
+pub use serve::{
+    panic_message, run_loop, serve, serve_with, Ctx, HandlerError, HandlerFn, Handlers,
+};

@@ -11,6 +11,9 @@ use crate::protocol::validate_function_name;
 pub const ENV_IPC_ROOT: &str = "GLOAM_IPC_ROOT";
 /// Environment variable: the function this process serves (required).
 pub const ENV_FUNCTION: &str = "GLOAM_FUNCTION";
+/// Environment variable: which of the program's handlers to run (default: the function name).
+/// Lets one program serve several functions under other names (`PyEcho` → handler `Echo`).
+pub const ENV_HANDLER: &str = "GLOAM_HANDLER";
 /// Environment variable: how many logical workers this process hosts (default 1).
 pub const ENV_WORKERS: &str = "GLOAM_WORKERS";
 
@@ -21,6 +24,8 @@ pub struct WorkerOptions {
     pub ipc_root: PathBuf,
     /// The function served.
     pub function: String,
+    /// The handler of the program to run for this function (usually the function's name).
+    pub handler: String,
     /// The language runtime, reported to the engine (`rust`, `c`, `python`, `node`, `go`).
     pub language: String,
     /// How long to keep retrying the engine socket at start.
@@ -30,15 +35,18 @@ pub struct WorkerOptions {
 impl WorkerOptions {
     /// Options for `function` on the default IPC root.
     pub fn new(function: impl Into<String>) -> WorkerOptions {
+        let function = function.into();
         WorkerOptions {
             ipc_root: IpcPaths::default_root(),
-            function: function.into(),
+            handler: function.clone(),
+            function,
             language: "rust".into(),
             connect_timeout: Duration::from_secs(10),
         }
     }
 
-    /// Options from `GLOAM_FUNCTION` and `GLOAM_IPC_ROOT`, as set by the launcher.
+    /// Options from `GLOAM_FUNCTION`, `GLOAM_IPC_ROOT` and `GLOAM_HANDLER`, as set by the
+    /// launcher.
     pub fn from_env() -> Result<WorkerOptions> {
         let function = std::env::var(ENV_FUNCTION).map_err(|_| {
             Error::InvalidConfig(format!(
@@ -50,6 +58,11 @@ impl WorkerOptions {
         let mut opts = WorkerOptions::new(function);
         if let Some(root) = std::env::var_os(ENV_IPC_ROOT) {
             opts.ipc_root = PathBuf::from(root);
+        }
+        if let Ok(handler) = std::env::var(ENV_HANDLER) {
+            if !handler.is_empty() {
+                opts.handler = handler;
+            }
         }
         Ok(opts)
     }

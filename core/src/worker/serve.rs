@@ -83,7 +83,10 @@ impl Ctx<'_> {
     }
 }
 
-type BoxedHandler = Arc<dyn Fn(&Ctx<'_>, &[u8]) -> Result<Vec<u8>, HandlerError> + Send + Sync>;
+/// The signature of a Rust handler.
+pub type HandlerFn = dyn Fn(&Ctx<'_>, &[u8]) -> Result<Vec<u8>, HandlerError> + Send + Sync;
+
+type BoxedHandler = Arc<HandlerFn>;
 
 /// Handlers by function name. A program may hold handlers for several functions; the launcher
 /// tells each process which one to serve (`GLOAM_FUNCTION`).
@@ -118,7 +121,8 @@ impl Handlers {
     }
 }
 
-/// Serves the function named by `GLOAM_FUNCTION` with `GLOAM_WORKERS` logical workers (one
+/// Serves the function named by `GLOAM_FUNCTION` (with the handler named by `GLOAM_HANDLER`,
+/// default the same name) with `GLOAM_WORKERS` logical workers (one
 /// thread each) until the engine retires them or goes away.
 pub fn serve(handlers: Handlers) -> Result<()> {
     let opts = WorkerOptions::from_env()?;
@@ -128,7 +132,7 @@ pub fn serve(handlers: Handlers) -> Result<()> {
 
 /// Like [`serve`] with explicit options and worker count.
 pub fn serve_with(opts: &WorkerOptions, workers: usize, handlers: Handlers) -> Result<()> {
-    let handler = handlers.get(&opts.function)?;
+    let handler = handlers.get(&opts.handler)?;
     let threads: Vec<_> = (0..workers)
         .map(|_| {
             let opts = opts.clone();
@@ -152,10 +156,7 @@ pub fn serve_with(opts: &WorkerOptions, workers: usize, handlers: Handlers) -> R
 }
 
 /// Runs `handler` for every call `worker` receives, until retirement or shutdown.
-pub fn run_loop(
-    worker: &Worker,
-    handler: &(dyn Fn(&Ctx<'_>, &[u8]) -> Result<Vec<u8>, HandlerError> + Send + Sync),
-) -> Result<()> {
+pub fn run_loop(worker: &Worker, handler: &HandlerFn) -> Result<()> {
     loop {
         let call = match worker.recv(Wait::Forever) {
             Ok(Some(call)) => call,

@@ -242,7 +242,19 @@ impl HttpClient {
         head_only: bool,
     ) -> Result<(Response, bool), (io::Error, bool)> {
         let conn = self.connect().map_err(|e| (e, false))?;
-        write_request(conn.get_mut(), head, body).map_err(|e| (e, false))?;
+        if let Err(e) = write_request(conn.get_mut(), head, body) {
+            // A server may answer early (e.g. 413 for a body over its limit) and close while
+            // the body is still being written: read that answer if there is one.
+            if matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) {
+                if let Ok(response) = read_response(conn, head_only) {
+                    return Ok((response.0, false));
+                }
+            }
+            return Err((e, false));
+        }
         // Distinguish "closed before answering" from a broken response.
         match conn.fill_buf() {
             Ok([]) => {

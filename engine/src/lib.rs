@@ -1,5 +1,12 @@
 //! The Gloam engine: dispatchers, worker registry, embedded HTTP gateway, launcher and CLI.
 
+pub mod cli;
 pub mod client;
 pub mod config;
+pub mod engine;
+pub mod gateway;
 pub mod launcher;
+pub mod state;
+pub mod status;
+pub mod up;
+pub mod worker_link;

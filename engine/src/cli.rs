@@ -1,0 +1,199 @@
+//! The `gloam` command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::client::HttpClient;
+use crate::config::Config;
+use crate::status::Status;
+
+/// Gloam: a function-as-a-service runtime with microsecond overheads.
+#[derive(Debug, Parser)]
+#[command(name = "gloam", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the engine, its HTTP gateway and every function's workers.
+    Up(UpArgs),
+    /// Start the engine and gateway only (workers are started elsewhere).
+    Engine(UpArgs),
+    /// Start and supervise the worker processes of a config's functions only.
+    Launcher {
+        /// The deployment file.
+        config: PathBuf,
+        /// Only this function.
+        #[arg(long)]
+        function: Option<String>,
+    },
+    /// Call a function over HTTP and print its output.
+    Invoke {
+        /// The function.
+        name: String,
+        /// The input, as text.
+        #[arg(long, conflicts_with = "file")]
+        data: Option<String>,
+        /// The input, from a file.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// The gateway.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        /// Deadline in milliseconds.
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+    },
+    /// Show functions, workers and calls of a running engine.
+    Status {
+        /// The gateway.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Arguments of `up` and `engine`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// The deployment file (`gloam.toml`), or Nightcore's `func_config.json` with --nightcore.
+    pub config: PathBuf,
+    /// Read the file as Nightcore's func_config.json.
+    #[arg(long)]
+    pub nightcore: bool,
+    /// Override the HTTP listen address.
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Override the IPC root.
+    #[arg(long)]
+    pub ipc_root: Option<PathBuf>,
+}
+
+fn load(args: &UpArgs) -> Result<Config> {
+    let mut config = if args.nightcore {
+        let (config, warnings) = Config::from_nightcore_json(&args.config)?;
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        config
+    } else {
+        Config::load(&args.config)?
+    };
+    if let Some(listen) = args.listen {
+        config.engine.listen = listen;
+    }
+    if let Some(root) = &args.ipc_root {
+        config.engine.ipc_root = root.clone();
+    }
+    Ok(config)
+}
+
+/// Runs the command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Up(args) => crate::up::run(load(&args)?, true),
+        Command::Engine(args) => crate::up::run(load(&args)?, false),
+        Command::Launcher { config, function } => launcher_only(&config, function.as_deref()),
+        Command::Invoke {
+            name,
+            data,
+            file,
+            addr,
+            timeout_ms,
+        } => {
+            let input = match (data, file) {
+                (Some(d), _) => d.into_bytes(),
+                (None, Some(f)) => {
+                    std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?
+                }
+                (None, None) => Vec::new(),
+            };
+            let mut client = HttpClient::new(addr.as_str())?;
+            let timeout = timeout_ms.map(|t| t.to_string());
+            let headers: Vec<(&str, &str)> = timeout
+                .as_deref()
+                .map(|t| vec![("X-Gloam-Timeout", t)])
+                .unwrap_or_default();
+            let r = client.request("POST", &format!("/function/{name}"), &headers, &input)?;
+            if r.status != 200 {
+                bail!("HTTP {}: {}", r.status, r.text());
+            }
+            use std::io::Write;
+            std::io::stdout().write_all(&r.body)?;
+            if !r.body.ends_with(b"\n") {
+                println!();
+            }
+            Ok(())
+        }
+        Command::Status { addr, json } => {
+            let mut client = HttpClient::new(addr.as_str())?;
+            let r = client.get("/_/status")?;
+            if r.status != 200 {
+                bail!("HTTP {}: {}", r.status, r.text());
+            }
+            if json {
+                println!("{}", r.text());
+                return Ok(());
+            }
+            let status: Status = serde_json::from_slice(&r.body)?;
+            print_status(&status);
+            Ok(())
+        }
+    }
+}
+
+fn print_status(s: &Status) {
+    println!(
+        "{:<24} {:>4} {:>8} {:>6} {:>8} {:>7} {:>10} {:>8}",
+        "FUNCTION", "ID", "WORKERS", "IDLE", "RUNNING", "QUEUED", "COMPLETED", "FAILED"
+    );
+    for f in &s.functions {
+        println!(
+            "{:<24} {:>4} {:>8} {:>6} {:>8} {:>7} {:>10} {:>8}",
+            f.name, f.id, f.workers, f.idle, f.running, f.queued, f.completed, f.failed
+        );
+    }
+    println!("calls in flight: {}", s.calls_in_flight);
+}
+
+fn launcher_only(path: &std::path::Path, only: Option<&str>) -> Result<()> {
+    let config = Config::load(path)?;
+    if let Some(name) = only {
+        if config.function(name).is_none() {
+            bail!("{}: no function {name:?}", path.display());
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut launchers = Vec::new();
+        for f in &config.functions {
+            if only.is_some_and(|n| n != f.name) {
+                continue;
+            }
+            if let Some(spec) = crate::launcher::LaunchSpec::from_config(f, &config.engine) {
+                launchers.push(crate::launcher::Launcher::start(spec));
+            }
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        for l in launchers {
+            l.stop(Duration::from_secs(3)).await;
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,365 @@
+//! The engine: owns the state, sends what the state decides, runs the deadline timer and takes
+//! external calls from the gateway.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::unix::pipe;
+use tokio::sync::{oneshot, Notify};
+
+use gloam_core::clock::now_ns;
+use gloam_core::ipc_root::{IpcPaths, PayloadSide};
+use gloam_core::protocol::{Header, Kind, Message, PayloadLocation, INLINE_CAPACITY};
+use gloam_core::table::FunctionTable;
+use gloam_core::{shm, ErrorKind};
+
+use crate::config::Config;
+use crate::state::{Action, Outcome, Refusal, ReplyTo, State, Timing};
+
+/// The write end of a worker's engine → worker FIFO.
+pub type WorkerSender = Arc<pipe::Sender>;
+/// Where an external call's outcome is delivered.
+pub type ExternalReply = oneshot::Sender<Outcome>;
+pub(crate) type EngineState = State<ExternalReply, WorkerSender>;
+pub(crate) type EngineAction = Action<ExternalReply, WorkerSender>;
+
+/// The output of a successful external call.
+#[derive(Debug)]
+pub struct CallOutput {
+    /// The output bytes.
+    pub body: Bytes,
+    /// Where the time went.
+    pub timing: Timing,
+}
+
+/// One engine per node.
+pub struct Engine {
+    state: Mutex<EngineState>,
+    paths: IpcPaths,
+    config: Arc<Config>,
+    table: Vec<u8>,
+    timer: Notify,
+    timer_next: AtomicU64,
+}
+
+impl Engine {
+    /// An engine for `config` on the IPC root `paths` (created and locked by the caller).
+    pub fn new(config: Arc<Config>, paths: IpcPaths) -> Arc<Engine> {
+        let table = FunctionTable::new(
+            config
+                .functions
+                .iter()
+                .map(|f| (f.id, f.name.clone()))
+                .collect(),
+            config.engine.max_payload,
+        )
+        .encode();
+        Arc::new(Engine {
+            state: Mutex::new(State::new(&config.functions)),
+            paths,
+            config,
+            table,
+            timer: Notify::new(),
+            timer_next: AtomicU64::new(u64::MAX),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, EngineState> {
+        // The state is only mutated through methods that keep it consistent at every return;
+        // a panic in one of them is a bug we would rather survive than cascade.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The IPC paths.
+    pub fn paths(&self) -> &IpcPaths {
+        &self.paths
+    }
+
+    /// The encoded function table sent in `WELCOME`.
+    pub(crate) fn table(&self) -> &[u8] {
+        &self.table
+    }
+
+    /// Performs what the state decided: sends messages, hands over outcomes, removes files.
+    pub(crate) fn apply(&self, actions: Vec<EngineAction>) {
+        for action in actions {
+            match action {
+                Action::Send {
+                    worker,
+                    sender,
+                    mut msg,
+                } => {
+                    msg.header.send_ts = now_ns();
+                    send_to_worker(worker, sender, msg.to_bytes());
+                }
+                Action::Reply { to, outcome } => {
+                    if let Err(Outcome::Complete(msg, _)) = to.send(outcome) {
+                        // The HTTP client went away: nobody will read the output file.
+                        if msg.header.payload_loc == PayloadLocation::Shm {
+                            shm::remove_call(
+                                &self.paths,
+                                msg.header.call_id(),
+                                PayloadSide::Output,
+                            );
+                        }
+                    }
+                }
+                Action::RemoveShm(id, side) => shm::remove_call(&self.paths, id, side),
+            }
+        }
+    }
+
+    /// Wakes the deadline timer if `deadline` is earlier than what it sleeps towards.
+    pub(crate) fn note_deadline(&self, deadline: u64) {
+        if deadline < self.timer_next.load(Ordering::Acquire) {
+            self.timer.notify_one();
+        }
+    }
+
+    /// Fails every call whose deadline passed, then sleeps until the next deadline. Sleeps
+    /// without waking while no call is in flight.
+    pub async fn run_timer(self: Arc<Self>) {
+        loop {
+            let (actions, next) = self.lock().expire(now_ns());
+            self.apply(actions);
+            self.timer_next
+                .store(next.unwrap_or(u64::MAX), Ordering::Release);
+            match next {
+                Some(deadline) => {
+                    let wait = Duration::from_nanos(deadline.saturating_sub(now_ns()));
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.timer.notified() => {}
+                    }
+                }
+                None => self.timer.notified().await,
+            }
+        }
+    }
+
+    /// Runs an external call of function `name` with `input`; `timeout` overrides the
+    /// function's own.
+    pub async fn call_external(
+        &self,
+        name: &str,
+        input: Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<CallOutput, Refusal> {
+        let (function_id, max_payload) = {
+            let st = self.lock();
+            let f = st.function_by_name(name).ok_or_else(|| Refusal {
+                kind: ErrorKind::FunctionNotFound,
+                message: format!("function {name:?} is not deployed on this engine"),
+            })?;
+            (f.config.id, f.config.max_payload)
+        };
+        if input.len() as u64 > max_payload {
+            return Err(Refusal {
+                kind: ErrorKind::PayloadTooLarge,
+                message: format!(
+                    "input of {} bytes exceeds the limit of {max_payload} bytes of function {name}",
+                    input.len()
+                ),
+            });
+        }
+        let now = now_ns();
+        let id = self.lock().next_external_id(function_id);
+        let mut h = Header::new(Kind::Dispatch);
+        h.set_call_id(id);
+        if let Some(t) = timeout {
+            h.deadline_ns = now.saturating_add(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
+        }
+        let msg = if input.len() <= INLINE_CAPACITY {
+            Message::with_inline(h, &input).map_err(internal)?
+        } else {
+            shm::write(&self.paths, id, PayloadSide::Input, &input, max_payload).map_err(|e| {
+                Refusal {
+                    kind: e.kind(),
+                    message: e.to_string(),
+                }
+            })?;
+            h.payload_loc = PayloadLocation::Shm;
+            h.payload_len = input.len() as u32;
+            Message::new(h)
+        };
+        let (tx, rx) = oneshot::channel();
+        let admitted = self
+            .lock()
+            .admit(id, ReplyTo::External(tx), Box::new(msg), now);
+        let actions = match admitted {
+            Ok(actions) => actions,
+            Err((refusal, _)) => {
+                shm::remove_call(&self.paths, id, PayloadSide::Input);
+                return Err(refusal);
+            }
+        };
+        if let Some(d) = self.lock().next_deadline() {
+            self.note_deadline(d);
+        }
+        self.apply(actions);
+        match rx.await {
+            Ok(Outcome::Complete(msg, timing)) => Ok(CallOutput {
+                body: self.read_output(&msg)?,
+                timing,
+            }),
+            Ok(Outcome::Failed(kind, message)) => Err(Refusal { kind, message }),
+            Err(_) => Err(Refusal {
+                kind: ErrorKind::Internal,
+                message: "the call was dropped without an answer".into(),
+            }),
+        }
+    }
+
+    fn read_output(&self, msg: &Message) -> Result<Bytes, Refusal> {
+        match msg.header.payload_loc {
+            PayloadLocation::Shm => {
+                let id = msg.header.call_id();
+                let out = shm::open(&self.paths, id, PayloadSide::Output, msg.header.payload_len)
+                    .map(|view| Bytes::copy_from_slice(view.bytes()));
+                shm::remove_call(&self.paths, id, PayloadSide::Output);
+                out.map_err(|e| Refusal {
+                    kind: e.kind(),
+                    message: e.to_string(),
+                })
+            }
+            _ => Ok(Bytes::copy_from_slice(msg.inline_payload())),
+        }
+    }
+
+    /// Handles one message from worker `worker`. An error disconnects that worker.
+    pub(crate) fn on_worker_message(&self, worker: u32, bytes: &[u8]) -> Result<(), String> {
+        let msg =
+            Message::decode(bytes, self.config.engine.max_payload).map_err(|e| e.to_string())?;
+        let now = now_ns();
+        match msg.header.kind {
+            Kind::Complete | Kind::Failed => {
+                let actions = self.lock().finish(worker, Box::new(msg), now)?;
+                self.apply(actions);
+                Ok(())
+            }
+            Kind::Invoke => {
+                if msg.header.caller != worker {
+                    return Err(format!(
+                        "INVOKE names caller {} but came from worker {worker}",
+                        msg.header.caller
+                    ));
+                }
+                self.on_invoke(worker, msg, now);
+                Ok(())
+            }
+            other => Err(format!("unexpected {other:?} message on a worker channel")),
+        }
+    }
+
+    fn on_invoke(&self, worker: u32, msg: Message, now: u64) {
+        let id = msg.header.call_id();
+        let mut st = self.lock();
+        let refusal = match st.function(id.function()) {
+            None => Some(Refusal {
+                kind: ErrorKind::FunctionNotFound,
+                message: format!("no function with id {}", id.function()),
+            }),
+            Some(f) if u64::from(msg.header.payload_len) > f.config.max_payload => Some(Refusal {
+                kind: ErrorKind::PayloadTooLarge,
+                message: format!(
+                    "input of {} bytes exceeds the limit of {} bytes of function {}",
+                    msg.header.payload_len, f.config.max_payload, f.config.name
+                ),
+            }),
+            Some(_) => None,
+        };
+        let actions = match refusal {
+            Some(r) => {
+                if msg.header.payload_loc == PayloadLocation::Shm {
+                    shm::remove_call(&self.paths, id, PayloadSide::Input);
+                }
+                st.refuse_internal(worker, id, &r)
+            }
+            None => match st.admit(id, ReplyTo::Worker(worker), Box::new(msg), now) {
+                Ok(actions) => actions,
+                Err((r, _)) => {
+                    shm::remove_call(&self.paths, id, PayloadSide::Input);
+                    st.refuse_internal(worker, id, &r)
+                }
+            },
+        };
+        let next = st.next_deadline();
+        drop(st);
+        if let Some(d) = next {
+            self.note_deadline(d);
+        }
+        self.apply(actions);
+    }
+
+    /// Stops admitting calls and waits (bounded) until the calls in flight have ended.
+    pub async fn drain(&self, limit: Duration) -> usize {
+        self.lock().start_draining();
+        let start = tokio::time::Instant::now();
+        loop {
+            let left = self.lock().calls_in_flight();
+            if left == 0 || start.elapsed() >= limit {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Asks every idle worker to finish and exit.
+    pub fn retire_idle(&self) {
+        let actions = self.lock().retire_idle();
+        self.apply(actions);
+    }
+
+    /// Functions with a launch command that have no ready worker yet.
+    pub fn functions_without_workers(&self) -> Vec<String> {
+        let st = self.lock();
+        let mut names: Vec<String> = st
+            .functions()
+            .filter(|f| f.config.command.is_some() && f.config.min_workers > 0)
+            .filter(|f| f.ready_workers == 0)
+            .map(|f| f.config.name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Refusal {
+    Refusal {
+        kind: ErrorKind::Internal,
+        message: e.to_string(),
+    }
+}
+
+/// Writes one message to a worker's FIFO: at once when the pipe has room (the common case),
+/// else from a task that waits for room. 1024 bytes < PIPE_BUF: a write is whole or nothing.
+fn send_to_worker(worker: u32, sender: WorkerSender, bytes: [u8; 1024]) {
+    match sender.try_write(&bytes) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            tokio::spawn(async move {
+                loop {
+                    if sender.writable().await.is_err() {
+                        return;
+                    }
+                    match sender.try_write(&bytes) {
+                        Ok(_) => return,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(e) => {
+                            tracing::warn!(worker, error = %e, "could not write to worker");
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!(worker, error = %e, "could not write to worker"),
+    }
+}

@@ -1,0 +1,197 @@
+//! The embedded HTTP gateway (HTTP/1.1 keep-alive and h2c): `POST /function/{name}`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use gloam_core::ErrorKind;
+
+use crate::engine::Engine;
+use crate::state::Refusal;
+use crate::status;
+
+/// Request header: the call's deadline in milliseconds from now.
+pub const TIMEOUT_HEADER: &str = "x-gloam-timeout";
+/// Response header: where the time of an external call went (`queue`, `run`, `handler`, µs).
+pub const TIMING_HEADER: &str = "x-gloam-timing";
+
+/// Serves HTTP on `listener` until `stop` turns true.
+pub async fn serve(engine: Arc<Engine>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let engine = engine.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let engine = engine.clone();
+                        async move { Ok::<_, Infallible>(handle(&engine, req).await) }
+                    });
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+                        tracing::debug!(error = %e, "HTTP connection ended with an error");
+                    }
+                });
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn handle(engine: &Engine, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    if let Some(name) = path.strip_prefix("/function/") {
+        return call(engine, name.to_string(), req).await;
+    }
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/_/status") => {
+            let body = serde_json::to_vec(&status::snapshot(engine)).unwrap_or_default();
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!(
+                "no route {} {path}; call functions with POST /function/<name>",
+                req.method()
+            ),
+        ),
+    }
+}
+
+async fn call(engine: &Engine, name: String, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (max_payload, allow_get) = {
+        let st = engine.lock();
+        match st.function_by_name(&name) {
+            Some(f) => (f.config.max_payload, f.config.allow_get),
+            None => {
+                return refusal(Refusal {
+                    kind: ErrorKind::FunctionNotFound,
+                    message: format!("function {name:?} is not deployed on this engine"),
+                })
+            }
+        }
+    };
+    match *req.method() {
+        Method::POST => {}
+        Method::GET if allow_get => {}
+        _ => {
+            return error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                &format!(
+                    "function {name} accepts POST{}",
+                    if allow_get { " and GET" } else { "" }
+                ),
+            )
+        }
+    }
+    let timeout = match req.headers().get(TIMEOUT_HEADER) {
+        None => None,
+        Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+            Some(ms) if ms > 0 => Some(Duration::from_millis(ms)),
+            _ => return refusal(Refusal {
+                kind: ErrorKind::InvalidArgument,
+                message: format!(
+                    "header X-Gloam-Timeout must be a positive number of milliseconds, got {v:?}"
+                ),
+            }),
+        },
+    };
+    let too_large = |size: String| {
+        refusal(Refusal {
+            kind: ErrorKind::PayloadTooLarge,
+            message: format!(
+                "input of {size} bytes exceeds the limit of {max_payload} bytes of function {name}"
+            ),
+        })
+    };
+    if let Some(len) = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        if len > max_payload {
+            return too_large(len.to_string());
+        }
+    }
+    let limit = usize::try_from(max_payload).unwrap_or(usize::MAX);
+    let body = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return too_large(format!("more than {max_payload}"))
+        }
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_ARGUMENT",
+                &format!("could not read the request body: {e}"),
+            )
+        }
+    };
+    match engine.call_external(&name, body, timeout).await {
+        Ok(out) => {
+            let mut r = Response::new(Full::new(out.body));
+            let t = out.timing;
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "queue={};run={};handler={}",
+                t.queued_ns / 1000,
+                t.running_ns / 1000,
+                t.processing_ns / 1000
+            )) {
+                r.headers_mut().insert(TIMING_HEADER, v);
+            }
+            r
+        }
+        Err(r) => refusal(r),
+    }
+}
+
+fn refusal(r: Refusal) -> Response<Full<Bytes>> {
+    let status =
+        StatusCode::from_u16(r.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = error(status, r.kind.as_str(), &r.message);
+    if matches!(r.kind, ErrorKind::Overloaded | ErrorKind::Shutdown) {
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+fn error(status: StatusCode, kind: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "error": kind, "message": message });
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r
+}

@@ -1,0 +1,3 @@
+//! The HTTP front door. On one node it runs inside the engine process.
+
+pub mod http;

@@ -1,0 +1,133 @@
+//! `gloam up` / `gloam engine`: the engine, its embedded gateway and (for `up`) the launchers
+//! of every function, until SIGINT or SIGTERM.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use gloam_core::ipc_root::IpcRoot;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::gateway;
+use crate::launcher::{LaunchSpec, Launcher};
+use crate::worker_link;
+
+/// How long `up` waits for every function's first worker before announcing readiness anyway.
+const READY_WAIT: Duration = Duration::from_secs(60);
+/// How long worker processes get to exit on SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// Runs the engine for `config`; with `launch`, starts every function's worker processes too.
+/// Prints `gloam: ready http://ADDR` on stdout once calls can be served.
+pub fn run(config: Config, launch: bool) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.engine.io_threads)
+        .thread_name("gloam-io")
+        .enable_all()
+        .build()
+        .context("starting the I/O threads")?;
+    runtime.block_on(run_async(Arc::new(config), launch))
+}
+
+async fn run_async(config: Arc<Config>, launch: bool) -> Result<()> {
+    let root = IpcRoot::create(&config.engine.ipc_root)
+        .with_context(|| format!("preparing IPC root {}", config.engine.ipc_root.display()))?;
+    let paths = root.paths().clone();
+    let engine = Engine::new(config.clone(), paths.clone());
+
+    let sock = UnixListener::bind(paths.socket())
+        .with_context(|| format!("listening on {}", paths.socket().display()))?;
+    std::fs::set_permissions(paths.socket(), std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod {}", paths.socket().display()))?;
+    tokio::spawn(worker_link::accept_workers(engine.clone(), sock));
+    tokio::spawn(engine.clone().run_timer());
+
+    let http = TcpListener::bind(config.engine.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.engine.listen))?;
+    let addr = http.local_addr()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let gateway = tokio::spawn(gateway::http::serve(engine.clone(), http, stop_rx));
+
+    let mut launchers = Vec::new();
+    if launch {
+        for f in &config.functions {
+            match LaunchSpec::from_config(f, &config.engine) {
+                Some(spec) if spec.processes > 0 => launchers.push(Launcher::start(spec)),
+                Some(_) => {}
+                None => tracing::warn!(
+                    function = %f.name,
+                    "function has no `command`: start its workers yourself (GLOAM_FUNCTION={} GLOAM_IPC_ROOT={})",
+                    f.name,
+                    paths.root().display()
+                ),
+            }
+        }
+        tracing::info!(log_dir = %config.engine.log_dir.display(), "worker output goes to the log directory");
+    }
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let start = tokio::time::Instant::now();
+    loop {
+        let missing = engine.functions_without_workers();
+        if missing.is_empty() || !launch {
+            break;
+        }
+        if start.elapsed() > READY_WAIT {
+            tracing::warn!(functions = ?missing, "no ready worker yet; see the log directory");
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            _ = term.recv() => return shutdown(&engine, launchers, stop_tx, gateway, root).await,
+            _ = int.recv() => return shutdown(&engine, launchers, stop_tx, gateway, root).await,
+        }
+    }
+    println!("gloam: ready http://{addr}");
+    let _ = std::io::stdout().flush();
+    tracing::info!(%addr, ipc_root = %paths.root().display(), "engine ready");
+
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    shutdown(&engine, launchers, stop_tx, gateway, root).await
+}
+
+async fn shutdown(
+    engine: &Arc<Engine>,
+    launchers: Vec<Launcher>,
+    stop_http: watch::Sender<bool>,
+    gateway: tokio::task::JoinHandle<()>,
+    root: IpcRoot,
+) -> Result<()> {
+    tracing::info!("shutting down: draining calls in flight");
+    let left = engine.drain(engine.config().engine.drain_timeout).await;
+    if left > 0 {
+        tracing::warn!(
+            calls = left,
+            "drain period over; calls still in flight are abandoned"
+        );
+    }
+    let _ = stop_http.send(true);
+    let _ = gateway.await;
+    // Stop every function's processes at once (SIGTERM, then SIGKILL after the grace).
+    let stops: Vec<_> = launchers
+        .into_iter()
+        .map(|l| tokio::spawn(l.stop(STOP_GRACE)))
+        .collect();
+    for s in stops {
+        let _ = s.await;
+    }
+    drop(root);
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! The engine side of a worker's life: handshake on `engine.sock`, the FIFO reader, and the
+//! cleanup when the worker goes away (its socket closes).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::net::{UnixListener, UnixStream};
+
+use gloam_core::channel::{create_fifos, remove_fifos};
+use gloam_core::clock::now_ns;
+use gloam_core::protocol::{Header, Hello, Kind, Message, PayloadLocation, MESSAGE_SIZE};
+use gloam_core::{shm, ErrorKind};
+
+use crate::engine::Engine;
+
+/// How long a connecting worker may take for each handshake step.
+const HANDSHAKE_STEP: Duration = Duration::from_secs(10);
+
+/// Accepts worker connections until the listener fails.
+pub async fn accept_workers(engine: Arc<Engine>, listener: UnixListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let engine = engine.clone();
+                tokio::spawn(async move { handshake(engine, stream).await });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept on engine.sock failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn read_message(sock: &mut UnixStream) -> Result<[u8; MESSAGE_SIZE], String> {
+    let mut buf = [0u8; MESSAGE_SIZE];
+    match tokio::time::timeout(HANDSHAKE_STEP, sock.read_exact(&mut buf)).await {
+        Ok(Ok(_)) => Ok(buf),
+        Ok(Err(e)) => Err(format!("read failed: {e}")),
+        Err(_) => Err(format!("no message within {HANDSHAKE_STEP:?}")),
+    }
+}
+
+async fn reject(sock: &mut UnixStream, kind: ErrorKind, text: &str) {
+    tracing::warn!(%kind, "refused a worker: {text}");
+    let msg = Message::failure(Header::new(Kind::Reject), kind, text);
+    let _ = sock.write_all(&msg.to_bytes()).await;
+}
+
+async fn handshake(engine: Arc<Engine>, mut sock: UnixStream) {
+    let Ok(bytes) = read_message(&mut sock).await else {
+        return;
+    };
+    let hello = match Message::decode(&bytes, 0) {
+        Ok(m) if m.header.kind == Kind::Hello => Hello::from_message(&m),
+        Ok(m) => {
+            let text = format!("expected HELLO, got {:?}", m.header.kind);
+            return reject(&mut sock, ErrorKind::ProtocolError, &text).await;
+        }
+        Err(e) => Err(e),
+    };
+    let hello = match hello {
+        Ok(h) => h,
+        Err(e) => return reject(&mut sock, ErrorKind::ProtocolError, &e.to_string()).await,
+    };
+    let reserved = {
+        let mut st = engine.lock();
+        match st.function_by_name(&hello.function).map(|f| f.config.id) {
+            None => {
+                let mut known: Vec<_> = st.functions().map(|f| f.config.name.clone()).collect();
+                known.sort();
+                Err((
+                    ErrorKind::FunctionNotFound,
+                    format!(
+                        "function {:?} is not in this engine's config (it has: {})",
+                        hello.function,
+                        known.join(", ")
+                    ),
+                ))
+            }
+            Some(fid) => st
+                .reserve_worker_id()
+                .map(|id| (fid, id))
+                .map_err(|r| (r.kind, r.message)),
+        }
+    };
+    let (function_id, id) = match reserved {
+        Ok(v) => v,
+        Err((kind, text)) => return reject(&mut sock, kind, &text).await,
+    };
+    match connect_worker(&engine, &mut sock, &hello, function_id, id).await {
+        Ok(rx) => {
+            tracing::info!(worker = id, function = %hello.function, pid = hello.pid, language = %hello.language, "worker ready");
+            let actions = engine.lock().worker_ready(id, now_ns());
+            engine.apply(actions);
+            serve_worker(engine, id, rx, sock).await;
+        }
+        Err(text) => {
+            tracing::warn!(worker = id, function = %hello.function, "worker handshake failed: {text}");
+            let actions = engine.lock().remove_worker(id, "failed its handshake");
+            engine.apply(actions);
+            engine.lock().release_worker_id(id);
+            remove_fifos(engine.paths(), id);
+        }
+    }
+}
+
+/// Creates the FIFOs, registers the worker, sends `WELCOME`, waits for `READY`.
+async fn connect_worker(
+    engine: &Arc<Engine>,
+    sock: &mut UnixStream,
+    hello: &Hello,
+    function_id: u16,
+    id: u32,
+) -> Result<pipe::Receiver, String> {
+    let paths = engine.paths();
+    create_fifos(paths, id).map_err(|e| e.to_string())?;
+    // Both ends read-write: no open waits for the worker, and the engine never sees a
+    // spurious end-of-file on `.out` (the socket tells when the worker dies).
+    let rx = pipe::OpenOptions::new()
+        .read_write(true)
+        .open_receiver(paths.fifo_to_engine(id))
+        .map_err(|e| format!("open {}: {e}", paths.fifo_to_engine(id).display()))?;
+    let tx = pipe::OpenOptions::new()
+        .read_write(true)
+        .open_sender(paths.fifo_to_worker(id))
+        .map_err(|e| format!("open {}: {e}", paths.fifo_to_worker(id).display()))?;
+    engine
+        .lock()
+        .add_worker(id, function_id, hello.pid, &hello.language, Arc::new(tx));
+    let table = engine.table();
+    let mut h = Header::new(Kind::Welcome);
+    h.worker_id = id;
+    h.function_id = function_id;
+    h.payload_loc = PayloadLocation::Trailing;
+    h.payload_len = table.len() as u32;
+    let mut out = Message::new(h).to_bytes().to_vec();
+    out.extend_from_slice(table);
+    sock.write_all(&out)
+        .await
+        .map_err(|e| format!("write WELCOME: {e}"))?;
+    let bytes = read_message(sock).await?;
+    match Message::decode(&bytes, 0) {
+        Ok(m) if m.header.kind == Kind::Ready => Ok(rx),
+        Ok(m) => Err(format!("expected READY, got {:?}", m.header.kind)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Reads the worker's messages until its socket closes, then cleans up after it.
+async fn serve_worker(engine: Arc<Engine>, id: u32, rx: pipe::Receiver, sock: UnixStream) {
+    let mut buf = [0u8; MESSAGE_SIZE];
+    let mut filled = 0usize;
+    let reason = loop {
+        tokio::select! {
+            biased;
+            ready = rx.readable() => {
+                if let Err(e) = ready {
+                    break format!("channel failed: {e}");
+                }
+                if let Err(reason) = drain_fifo(&engine, id, &rx, &mut buf, &mut filled) {
+                    break reason;
+                }
+            }
+            ready = sock.readable() => {
+                if ready.is_err() {
+                    break "lost its socket".to_string();
+                }
+                let mut probe = [0u8; 64];
+                match sock.try_read(&mut probe) {
+                    Ok(0) => break "exited".to_string(),
+                    Ok(_) => break "sent unexpected bytes on its socket".to_string(),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => break format!("socket failed: {e}"),
+                }
+            }
+        }
+    };
+    // A worker that answered and then exited: its last messages may still sit in the FIFO.
+    let reason = match drain_fifo(&engine, id, &rx, &mut buf, &mut filled) {
+        Ok(()) => reason,
+        Err(bad) => bad,
+    };
+    disconnect(&engine, id, &reason);
+}
+
+/// Reads and handles every whole message available now.
+fn drain_fifo(
+    engine: &Engine,
+    id: u32,
+    rx: &pipe::Receiver,
+    buf: &mut [u8; MESSAGE_SIZE],
+    filled: &mut usize,
+) -> Result<(), String> {
+    loop {
+        match rx.try_read(&mut buf[*filled..]) {
+            Ok(0) => return Err("closed its channel".into()),
+            Ok(n) => {
+                *filled += n;
+                if *filled == MESSAGE_SIZE {
+                    *filled = 0;
+                    engine
+                        .on_worker_message(id, &buf[..])
+                        .map_err(|e| format!("sent a malformed message: {e}"))?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("channel failed: {e}")),
+        }
+    }
+}
+
+fn disconnect(engine: &Engine, id: u32, reason: &str) {
+    let actions = engine.lock().remove_worker(id, reason);
+    let crashed = actions.iter().any(|a| {
+        matches!(
+            a,
+            crate::state::Action::Send { .. } | crate::state::Action::Reply { .. }
+        )
+    });
+    if crashed {
+        tracing::warn!(worker = id, "worker {reason} while running a call");
+    } else {
+        tracing::info!(worker = id, "worker {reason}");
+    }
+    engine.apply(actions);
+    let paths = engine.paths();
+    remove_fifos(paths, id);
+    for file in paths.shm_files_of_caller(id) {
+        shm::remove(&file);
+    }
+}

@@ -1,0 +1,152 @@
+//! The engine against bad input: malformed configs, misbehaving workers, a second engine.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::time::Duration;
+
+use gloam_core::protocol::{Header, Hello, Kind, Message, MESSAGE_SIZE};
+use gloam_core::ErrorKind;
+use support::{gloam_bin, rust_fn, Stack};
+
+fn run_up(config: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gloam.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(gloam_bin())
+        .arg("up")
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn malformed_configs_name_the_file_function_and_key() {
+    let cases = [
+        (
+            "[functions.Foo]\nmin_workers = \"two\"\n",
+            "functions.Foo.min_workers",
+        ),
+        ("[functions.Foo]\ncolour = 1\n", "functions.Foo.colour"),
+        (
+            "[functions.Foo]\nmin_workers = 3\nmax_workers = 2\n",
+            "functions.Foo",
+        ),
+        (
+            "[engine]\nlisten = \"nowhere\"\n[functions.Foo]\n",
+            "engine.listen",
+        ),
+        ("[functions.\"Bad Name\"]\n", "Bad Name"),
+        ("", "no functions"),
+    ];
+    for (config, expected) in cases {
+        let (ok, stderr) = run_up(config);
+        assert!(!ok, "config {config:?} was accepted");
+        assert!(stderr.contains("gloam.toml"), "{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "expected {expected:?} in {stderr}"
+        );
+    }
+}
+
+/// Does the engine's side of a handshake by hand.
+fn handshake(stack: &Stack, function: &str) -> (UnixStream, Message) {
+    let mut sock = UnixStream::connect(stack.ipc_root().join("engine.sock")).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let hello = Hello {
+        pid: std::process::id(),
+        function: function.into(),
+        language: "test".into(),
+    };
+    sock.write_all(&hello.to_message().unwrap().to_bytes())
+        .unwrap();
+    let mut buf = [0u8; MESSAGE_SIZE];
+    sock.read_exact(&mut buf).unwrap();
+    (sock, Message::decode(&buf, u64::MAX).unwrap())
+}
+
+#[test]
+fn bad_workers_are_refused_or_disconnected_and_the_engine_lives_on() {
+    let mut s = Stack::start("", &rust_fn("Echo", "Echo", ""));
+
+    // Unknown function: REJECT naming it.
+    let (_sock, reply) = handshake(&s, "Nope");
+    assert_eq!(reply.header.kind, Kind::Reject);
+    assert_eq!(reply.header.status, Some(ErrorKind::FunctionNotFound));
+    assert!(reply.failure_text().contains("Nope"));
+
+    // Wrong protocol version: REJECT naming the field.
+    let mut sock = UnixStream::connect(s.ipc_root().join("engine.sock")).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut bytes = Hello {
+        pid: 1,
+        function: "Echo".into(),
+        language: "test".into(),
+    }
+    .to_message()
+    .unwrap()
+    .to_bytes();
+    bytes[0] = 9;
+    sock.write_all(&bytes).unwrap();
+    let mut buf = [0u8; MESSAGE_SIZE];
+    sock.read_exact(&mut buf).unwrap();
+    let reply = Message::decode(&buf, 0).unwrap();
+    assert_eq!(reply.header.kind, Kind::Reject);
+    assert!(
+        reply.failure_text().contains("version"),
+        "{}",
+        reply.failure_text()
+    );
+
+    // A worker that completes its handshake, then writes garbage: it alone is disconnected.
+    let (mut sock, welcome) = handshake(&s, "Echo");
+    assert_eq!(welcome.header.kind, Kind::Welcome);
+    let id = welcome.header.worker_id;
+    let mut table = vec![0u8; welcome.header.payload_len as usize];
+    sock.read_exact(&mut table).unwrap();
+    let paths = gloam_core::ipc_root::IpcPaths::new(s.ipc_root());
+    let ch = gloam_core::channel::FifoChannel::open_worker_side(&paths, id).unwrap();
+    let mut ready = Header::new(Kind::Ready);
+    ready.worker_id = id;
+    sock.write_all(&Message::new(ready).to_bytes()).unwrap();
+    s.wait_for("two Echo workers", Duration::from_secs(20), || {
+        s.function_stat("Echo", "workers") == 2
+    });
+    use gloam_core::channel::Channel;
+    ch.send(&[0xAB; MESSAGE_SIZE]).unwrap();
+    s.wait_for(
+        "the bad worker to be dropped",
+        Duration::from_secs(20),
+        || s.function_stat("Echo", "workers") == 1,
+    );
+    for i in 0..5 {
+        let r = s.call("Echo", format!("still {i}").as_bytes());
+        assert_eq!(r.text(), format!("still {i}"));
+    }
+    drop(ch);
+    drop(sock);
+    s.stop();
+}
+
+#[test]
+fn a_second_engine_on_the_same_root_is_refused() {
+    let mut s = Stack::start("", &rust_fn("Echo", "Echo", ""));
+    let config = format!(
+        "[engine]\nipc_root = {:?}\nlisten = \"127.0.0.1:0\"\n[functions.Echo]\n",
+        s.ipc_root().display().to_string()
+    );
+    let (ok, stderr) = run_up(&config);
+    assert!(!ok);
+    assert!(stderr.contains("held by another live engine"), "{stderr}");
+    assert_eq!(s.call("Echo", b"fine").text(), "fine");
+    s.stop();
+}

@@ -50,6 +50,10 @@ pub enum Command {
         /// Deadline in milliseconds.
         #[arg(long)]
         timeout_ms: Option<u64>,
+        /// Call this many times over one keep-alive connection and report the latency
+        /// distribution (p50/p99/p99.9/max) on stderr.
+        #[arg(long, default_value_t = 1)]
+        repeat: u32,
     },
     /// Show functions, workers and calls of a running engine.
     Status {
@@ -109,6 +113,7 @@ pub fn run(cli: Cli) -> Result<()> {
             file,
             addr,
             timeout_ms,
+            repeat,
         } => {
             let input = match (data, file) {
                 (Some(d), _) => d.into_bytes(),
@@ -123,7 +128,17 @@ pub fn run(cli: Cli) -> Result<()> {
                 .as_deref()
                 .map(|t| vec![("X-Gloam-Timeout", t)])
                 .unwrap_or_default();
-            let r = client.request("POST", &format!("/function/{name}"), &headers, &input)?;
+            let path = format!("/function/{name}");
+            let mut times = Vec::with_capacity(repeat as usize);
+            let mut r = client.request("POST", &path, &headers, &input)?;
+            for _ in 1..repeat {
+                let t0 = std::time::Instant::now();
+                r = client.request("POST", &path, &headers, &input)?;
+                times.push(t0.elapsed());
+                if r.status != 200 {
+                    break;
+                }
+            }
             if r.status != 200 {
                 bail!("HTTP {}: {}", r.status, r.text());
             }
@@ -131,6 +146,9 @@ pub fn run(cli: Cli) -> Result<()> {
             std::io::stdout().write_all(&r.body)?;
             if !r.body.ends_with(b"\n") {
                 println!();
+            }
+            if !times.is_empty() {
+                eprintln!("{}", latency_line(&mut times));
             }
             Ok(())
         }
@@ -149,6 +167,23 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// "N calls: p50 … µs, p99 … µs, p99.9 … µs, max … µs".
+fn latency_line(times: &mut [Duration]) -> String {
+    times.sort_unstable();
+    let at = |q: f64| {
+        let i = ((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1;
+        times[i].as_secs_f64() * 1e6
+    };
+    format!(
+        "{} sequential calls: p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us",
+        times.len(),
+        at(0.50),
+        at(0.99),
+        at(0.999),
+        at(1.0)
+    )
 }
 
 fn print_status(s: &Status) {

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Builds everything and runs every test suite of every language.
+# Usage: ci/test.sh [suite ...]   (default: all suites; see SUITES below)
+# Prints one summary line per suite and a final "N passed, N failed" line; exits non-zero on
+# any failure. Each suite's own output goes to target/test-logs/<suite>.log (and is shown
+# when the suite fails).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+export CARGO_TERM_COLOR=never
+LOGS="$ROOT/target/test-logs"
+mkdir -p "$LOGS"
+
+SUITES=(lint rust)
+[ $# -gt 0 ] && SUITES=("$@")
+
+step() { printf '==> %s\n' "$*"; }
+
+suite_lint() {
+    cargo fmt --all -- --check &&
+    cargo clippy --workspace --all-targets --exclude gloam-python --exclude gloam-node -- -D warnings 2>&1 | tail -n 40
+    return "${PIPESTATUS[0]}"
+}
+
+suite_rust() {
+    cargo test --workspace --exclude gloam-python --exclude gloam-node -- --test-threads=2
+}
+
+step "building the Rust workspace (engine, core, examples)"
+start_all=$(date +%s)
+if ! cargo build --workspace --exclude gloam-python --exclude gloam-node > "$LOGS/build.log" 2>&1; then
+    tail -n 60 "$LOGS/build.log"
+    echo "build: FAILED"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
+passed=0; failed=0; summary=()
+for s in "${SUITES[@]}"; do
+    step "suite $s"
+    t0=$(date +%s)
+    if "suite_$s" > "$LOGS/$s.log" 2>&1; then
+        passed=$((passed + 1)); result=passed
+    else
+        failed=$((failed + 1)); result=FAILED
+        tail -n 80 "$LOGS/$s.log"
+    fi
+    line="$s: $result in $(( $(date +%s) - t0 )) s (log: target/test-logs/$s.log)"
+    summary+=("$line"); echo "$line"
+done
+
+echo
+echo "Summary ($(( $(date +%s) - start_all )) s):"
+for l in "${summary[@]}"; do echo "  $l"; done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -11,20 +11,24 @@ export CARGO_TERM_COLOR=never
 LOGS="$ROOT/target/test-logs"
 mkdir -p "$LOGS"
 
-SUITES=(lint rust)
+SUITES=(lint rust c go python node)
 [ $# -gt 0 ] && SUITES=("$@")
 
 step() { printf '==> %s\n' "$*"; }
 
 suite_lint() {
-    cargo fmt --all -- --check &&
-    cargo clippy --workspace --all-targets --exclude gloam-python --exclude gloam-node -- -D warnings 2>&1 | tail -n 40
-    return "${PIPESTATUS[0]}"
+    cargo fmt --all -- --check || return 1
+    cargo clippy --workspace --all-targets -- -D warnings
 }
 
 suite_rust() {
     cargo test --workspace --exclude gloam-python --exclude gloam-node -- --test-threads=2
 }
+
+suite_c() { bindings/c/test.sh; }
+suite_go() { bindings/go/test.sh; }
+suite_python() { bindings/python/test.sh; }
+suite_node() { bindings/node/test.sh; }
 
 step "building the Rust workspace (engine, core, examples)"
 start_all=$(date +%s)

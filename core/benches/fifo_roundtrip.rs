@@ -59,10 +59,15 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 
     times.sort_unstable();
-    let q = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)].as_secs_f64() * 1e6;
+    let q = |p: f64| {
+        times[((times.len() as f64 * p) as usize).min(times.len() - 1)].as_secs_f64() * 1e6
+    };
     let rate = n as f64 / total.as_secs_f64();
     println!("FIFO channel, 1 KiB round trip between two processes ({n} round trips)");
-    println!("{:>10} {:>10} {:>10} {:>10} {:>14}", "p50 us", "p99 us", "p99.9 us", "max us", "round trips/s");
+    println!(
+        "{:>10} {:>10} {:>10} {:>10} {:>14}",
+        "p50 us", "p99 us", "p99.9 us", "max us", "round trips/s"
+    );
     println!(
         "{:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>14.0}",
         q(0.5),

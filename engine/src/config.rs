@@ -30,6 +30,8 @@ use gloam_core::protocol::{validate_function_name, CallId, DEFAULT_MAX_PAYLOAD};
 use gloam_core::worker::{ENV_FUNCTION, ENV_IPC_ROOT, ENV_WORKERS};
 use serde::Deserialize;
 
+use crate::limiter::LimiterConfig;
+
 /// Environment variable the launcher sets to a worker process's slot index (0-based).
 pub const ENV_PROCESS_INDEX: &str = "GLOAM_PROCESS_INDEX";
 
@@ -96,7 +98,7 @@ impl ConfigError {
 }
 
 /// A resolved deployment: the engine's settings and every function, sorted by id.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The `[engine]` table with defaults applied.
     pub engine: EngineConfig,
@@ -128,7 +130,7 @@ pub struct EngineConfig {
 }
 
 /// One `[functions.<Name>]` table, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FunctionConfig {
     /// The function's name (validated with [`validate_function_name`]).
     pub name: String,
@@ -158,6 +160,8 @@ pub struct FunctionConfig {
     pub allow_get: bool,
     /// Bound of the function's call queue (at least 1).
     pub queue_bound: usize,
+    /// Managed concurrency: limiter, pool growth and shrink (see [`crate::limiter`]).
+    pub concurrency: LimiterConfig,
 }
 
 impl FunctionConfig {
@@ -274,6 +278,13 @@ struct RawFunction {
     #[serde(default)]
     allow_get: bool,
     queue_bound: Option<u64>,
+    limiter: Option<bool>,
+    rate_window_ms: Option<u64>,
+    service_alpha: Option<f64>,
+    growth_interval_ms: Option<u64>,
+    shrink: Option<bool>,
+    shrink_grace_ms: Option<u64>,
+    max_relative_queueing_delay: Option<f64>,
 }
 
 /// Turns a deserialization error into `<file>: <key path>: <reason>`, or `<file>: line L,
@@ -671,7 +682,58 @@ fn resolve_function(
         Some(n) => to_usize(n),
     };
 
+    let defaults = LimiterConfig::default();
+    let millis = |v: Option<u64>, name: &str, default: Duration| -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(0) => Err(ConfigError::at(source, key(name), "must be at least 1")),
+            Some(ms) => Ok(Duration::from_millis(ms)),
+        }
+    };
+    let service_alpha = match raw.service_alpha {
+        None => defaults.service_alpha,
+        Some(a) if a > 0.0 && a <= 1.0 => a,
+        Some(a) => {
+            return Err(ConfigError::at(
+                source,
+                key("service_alpha"),
+                format!("{a} is not in (0, 1]"),
+            ))
+        }
+    };
+    let max_relative_queueing_delay = match raw.max_relative_queueing_delay {
+        None => defaults.max_relative_queueing_delay,
+        Some(k) if k >= 0.0 && k.is_finite() => k,
+        Some(k) => {
+            return Err(ConfigError::at(
+                source,
+                key("max_relative_queueing_delay"),
+                format!("{k} must be a number >= 0 (0 = never shed)"),
+            ))
+        }
+    };
+    let shrink_grace = millis(
+        raw.shrink_grace_ms,
+        "shrink_grace_ms",
+        defaults.shrink_grace.unwrap_or(Duration::from_secs(10)),
+    )?;
+    let concurrency = LimiterConfig {
+        enabled: raw.limiter.unwrap_or(defaults.enabled),
+        rate_window: millis(raw.rate_window_ms, "rate_window_ms", defaults.rate_window)?,
+        service_alpha,
+        growth_interval: millis(
+            raw.growth_interval_ms,
+            "growth_interval_ms",
+            defaults.growth_interval,
+        )?,
+        shrink_grace: raw.shrink.unwrap_or(true).then_some(shrink_grace),
+        max_relative_queueing_delay,
+        min_workers,
+        max_workers,
+    };
+
     Ok(FunctionConfig {
+        concurrency,
         name,
         id,
         command,

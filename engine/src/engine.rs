@@ -1,6 +1,7 @@
 //! The engine: owns the state, sends what the state decides, runs the deadline timer and takes
 //! external calls from the gateway.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -16,7 +17,11 @@ use gloam_core::table::FunctionTable;
 use gloam_core::{shm, ErrorKind};
 
 use crate::config::Config;
+use crate::launcher::Launcher;
 use crate::state::{Action, Outcome, Refusal, ReplyTo, State, Timing};
+
+/// How often idle pools are checked for shrinking.
+const SHRINK_CHECK: Duration = Duration::from_secs(1);
 
 /// The write end of a worker's engine → worker FIFO.
 pub type WorkerSender = Arc<pipe::Sender>;
@@ -42,6 +47,7 @@ pub struct Engine {
     table: Vec<u8>,
     timer: Notify,
     timer_next: AtomicU64,
+    launchers: Mutex<HashMap<u16, Launcher>>,
 }
 
 impl Engine {
@@ -63,6 +69,7 @@ impl Engine {
             table,
             timer: Notify::new(),
             timer_next: AtomicU64::new(u64::MAX),
+            launchers: Mutex::new(HashMap::new()),
         })
     }
 
@@ -85,6 +92,27 @@ impl Engine {
     /// The encoded function table sent in `WELCOME`.
     pub(crate) fn table(&self) -> &[u8] {
         &self.table
+    }
+
+    /// Hands the launcher of `function_id` to the engine, which grows and shrinks its pool.
+    pub fn add_launcher(&self, function_id: u16, launcher: Launcher) {
+        lock(&self.launchers).insert(function_id, launcher);
+    }
+
+    /// Takes every launcher back (shutdown).
+    pub fn take_launchers(&self) -> Vec<Launcher> {
+        lock(&self.launchers).drain().map(|(_, l)| l).collect()
+    }
+
+    /// Retires long-idle workers beyond 2τ, once a second, for as long as the engine runs.
+    pub async fn run_shrinker(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(SHRINK_CHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let actions = self.lock().shrink(now_ns());
+            self.apply(actions);
+        }
     }
 
     /// Performs what the state decided: sends messages, hands over outcomes, removes files.
@@ -112,6 +140,19 @@ impl Engine {
                     }
                 }
                 Action::RemoveShm(id, side) => shm::remove_call(&self.paths, id, side),
+                Action::Grow(function_id) => match lock(&self.launchers).get(&function_id) {
+                    Some(l) => {
+                        tracing::debug!(function = %l.spec().function, "pool grows by one process");
+                        l.add_process();
+                    }
+                    None => tracing::debug!(function_id, "no launcher to grow the pool"),
+                },
+                Action::RetireProcess { function_id, pid } => {
+                    if let Some(l) = lock(&self.launchers).get(&function_id) {
+                        tracing::info!(function = %l.spec().function, pid, "pool shrinks: retiring an idle process");
+                        l.retire_pid(pid);
+                    }
+                }
             }
         }
     }
@@ -329,6 +370,10 @@ impl Engine {
         names.sort();
         names
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn internal(e: impl std::fmt::Display) -> Refusal {

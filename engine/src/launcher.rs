@@ -113,6 +113,8 @@ struct Shared {
     pids: Mutex<BTreeMap<usize, u32>>,
     restarts: AtomicU64,
     next_slot: AtomicUsize,
+    /// Slots whose process was asked to retire: when it exits, the slot ends.
+    retiring: Mutex<std::collections::BTreeSet<usize>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -137,6 +139,7 @@ impl Launcher {
                 pids: Mutex::new(BTreeMap::new()),
                 restarts: AtomicU64::new(0),
                 next_slot: AtomicUsize::new(0),
+                retiring: Mutex::new(std::collections::BTreeSet::new()),
             }),
             runtime: tokio::runtime::Handle::current(),
             tasks: Mutex::new(Vec::new()),
@@ -161,6 +164,22 @@ impl Launcher {
         let slot = self.shared.next_slot.fetch_add(1, Ordering::Relaxed);
         let task = self.runtime.spawn(supervise(self.shared.clone(), slot));
         lock(&self.tasks).push(task);
+    }
+
+    /// Marks the process `pid` as retiring (the engine asked its workers to finish): when it
+    /// exits, its slot ends instead of restarting it. Returns whether `pid` is one of ours.
+    pub fn retire_pid(&self, pid: u32) -> bool {
+        let slot = lock(&self.shared.pids)
+            .iter()
+            .find(|(_, p)| **p == pid)
+            .map(|(slot, _)| *slot);
+        match slot {
+            Some(slot) => {
+                lock(&self.shared.retiring).insert(slot);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Number of process slots (running or waiting to restart).
@@ -250,6 +269,10 @@ async fn supervise(shared: Arc<Shared>, slot: usize) {
                 };
                 lock(&shared.pids).remove(&slot);
                 let Some(status) = exited else { return };
+                if lock(&shared.retiring).remove(&slot) {
+                    tracing::info!(function = %spec.function, slot, pid, "worker process retired");
+                    return;
+                }
                 // Whatever the crashed process left behind in its group goes with it.
                 if let Some(pid) = pid {
                     signal_group(pid, Signal::SIGKILL);

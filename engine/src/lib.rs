@@ -6,6 +6,7 @@ pub mod config;
 pub mod engine;
 pub mod gateway;
 pub mod launcher;
+pub mod limiter;
 pub mod state;
 pub mod status;
 pub mod up;

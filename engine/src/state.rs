@@ -10,6 +10,10 @@ use gloam_core::protocol::{CallId, Header, Kind, Message, PayloadLocation};
 use gloam_core::ErrorKind;
 
 use crate::config::FunctionConfig;
+use crate::limiter::Limiter;
+
+/// A pool-growth request not answered by a new worker within this long is forgotten.
+const GROWTH_PATIENCE_NS: u64 = 10_000_000_000;
 
 /// Who receives a call's result.
 #[derive(Debug)]
@@ -53,12 +57,19 @@ pub struct FunctionState {
     pub config: Arc<FunctionConfig>,
     /// Calls waiting for a worker, oldest first (ids whose record is gone are skipped).
     pub queue: VecDeque<CallId>,
-    /// Ready workers with no call, most recently freed last.
-    pub idle: Vec<u32>,
+    /// Ready workers with no call and the time each became idle, most recently freed last.
+    pub idle: Vec<(u32, u64)>,
     /// Calls running now.
     pub running: usize,
-    /// Ready workers.
+    /// Ready workers (including those asked to retire and not gone yet).
     pub ready_workers: usize,
+    /// Workers asked to retire that have not disconnected yet.
+    pub retiring: usize,
+    /// Workers requested from the launcher that have not connected yet, and when.
+    pub requested: usize,
+    requested_at: u64,
+    /// The concurrency limiter (λ, t, τ).
+    pub limiter: Limiter,
     /// Calls ended, by outcome (for status).
     pub completed: u64,
     /// Calls failed (handler error, crash, timeout, ...).
@@ -105,6 +116,15 @@ pub enum Action<R, S> {
     },
     /// Remove a shm payload file of this call.
     RemoveShm(CallId, gloam_core::ipc_root::PayloadSide),
+    /// Ask the launcher of this function for one more worker process.
+    Grow(u16),
+    /// The process `pid` of this function was asked to retire: do not restart it.
+    RetireProcess {
+        /// The function.
+        function_id: u16,
+        /// The process.
+        pid: u32,
+    },
 }
 
 /// How an external call ended.
@@ -173,6 +193,10 @@ impl<R, S: Clone> State<R, S> {
                     idle: Vec::new(),
                     running: 0,
                     ready_workers: 0,
+                    retiring: 0,
+                    requested: 0,
+                    requested_at: 0,
+                    limiter: Limiter::new(f.concurrency.clone()),
                     completed: 0,
                     failed: 0,
                 },
@@ -275,6 +299,7 @@ impl<R, S: Clone> State<R, S> {
         let function_id = w.function_id;
         if let Some(f) = self.functions.get_mut(&function_id) {
             f.ready_workers += 1;
+            f.requested = f.requested.saturating_sub(1);
         }
         let mut actions = Vec::new();
         self.take_next_or_idle(id, function_id, now, &mut actions);
@@ -304,7 +329,13 @@ impl<R, S: Clone> State<R, S> {
             );
             return Err((refusal, reply));
         }
-        let idle = f.idle.pop();
+        f.limiter.on_arrival(now);
+        let can_run = f.running < f.limiter.tau(now) && f.queue.is_empty();
+        let idle = if can_run {
+            f.idle.pop().map(|(w, _)| w)
+        } else {
+            None
+        };
         if idle.is_none() && f.queue.len() >= f.config.queue_bound {
             let refusal = Refusal::new(
                 ErrorKind::Overloaded,
@@ -345,6 +376,7 @@ impl<R, S: Clone> State<R, S> {
                 if let Some(f) = self.functions.get_mut(&function_id) {
                     f.queue.push_back(id);
                 }
+                self.drain_queue(function_id, now, &mut actions);
             }
         }
         Ok(actions)
@@ -369,7 +401,7 @@ impl<R, S: Clone> State<R, S> {
         });
     }
 
-    /// Gives the worker the oldest queued call whose record still exists, or makes it idle.
+    /// Makes a free worker idle (unless it is retiring), then lets the queue move.
     fn take_next_or_idle(
         &mut self,
         worker: u32,
@@ -378,22 +410,148 @@ impl<R, S: Clone> State<R, S> {
         actions: &mut Actions<R, S>,
     ) {
         let retiring = self.workers.get(&worker).is_none_or(|w| w.retiring);
-        if retiring {
-            return;
-        }
-        while let Some(next) = self
-            .functions
-            .get_mut(&function_id)
-            .and_then(|f| f.queue.pop_front())
-        {
-            if self.calls.contains_key(&next) {
-                self.dispatch_to(worker, next, now, actions);
-                return;
+        if !retiring {
+            if let Some(f) = self.functions.get_mut(&function_id) {
+                f.idle.push((worker, now));
             }
         }
-        if let Some(f) = self.functions.get_mut(&function_id) {
-            f.idle.push(worker);
+        self.drain_queue(function_id, now, actions);
+    }
+
+    /// Dispatches queued calls to idle workers while fewer than τ run; sheds internal calls
+    /// that waited too long (when configured); asks for a worker when calls still wait and
+    /// the pool is below τ.
+    fn drain_queue(&mut self, function_id: u16, now: u64, actions: &mut Actions<R, S>) {
+        let Some(f) = self.functions.get(&function_id) else {
+            return;
+        };
+        let tau = f.limiter.tau(now);
+        loop {
+            let Some(f) = self.functions.get_mut(&function_id) else {
+                return;
+            };
+            if f.running >= tau || f.idle.is_empty() {
+                break;
+            }
+            let Some(next) = f.queue.pop_front() else {
+                break;
+            };
+            let Some(rec) = self.calls.get(&next) else {
+                continue; // ended while queued (deadline)
+            };
+            let waited = now.saturating_sub(rec.recv_ns);
+            if matches!(rec.reply, ReplyTo::Worker(_)) && f.limiter.should_shed(waited) {
+                let text = format!(
+                    "internal call to {} shed after waiting {} us in the queue (max_relative_queueing_delay)",
+                    f.config.name,
+                    waited / 1000
+                );
+                self.fail_call(next, ErrorKind::Overloaded, &text, actions);
+                continue;
+            }
+            let Some((worker, _)) = f.idle.pop() else {
+                break;
+            };
+            self.dispatch_to(worker, next, now, actions);
         }
+        self.maybe_grow(function_id, tau, now, actions);
+    }
+
+    /// Asks for one more worker process when calls wait and the pool is below τ.
+    fn maybe_grow(&mut self, function_id: u16, tau: usize, now: u64, actions: &mut Actions<R, S>) {
+        let Some(f) = self.functions.get_mut(&function_id) else {
+            return;
+        };
+        if f.requested > 0 && now.saturating_sub(f.requested_at) > GROWTH_PATIENCE_NS {
+            f.requested = 0; // that process never came: allow asking again
+        }
+        let pool = f.ready_workers.saturating_sub(f.retiring) + f.requested;
+        let waiting = f.queue.iter().any(|id| self.calls.contains_key(id));
+        if waiting
+            && f.idle.is_empty()
+            && pool < tau
+            && pool < f.config.max_workers
+            && f.config.command.is_some()
+            && f.limiter.try_grow(now)
+        {
+            f.requested += f.config.workers_per_process;
+            f.requested_at = now;
+            actions.push(Action::Grow(function_id));
+        }
+    }
+
+    /// Retires idle worker processes beyond max(2τ, min_workers) that stayed idle for the
+    /// function's shrink grace (a process goes only when all its logical workers qualify).
+    pub fn shrink(&mut self, now: u64) -> Actions<R, S> {
+        let mut actions = Vec::new();
+        let ids: Vec<u16> = self.functions.keys().copied().collect();
+        for fid in ids {
+            let Some(f) = self.functions.get(&fid) else {
+                continue;
+            };
+            let Some(grace) = f.limiter.config().shrink_grace else {
+                continue;
+            };
+            let grace = u64::try_from(grace.as_nanos()).unwrap_or(u64::MAX);
+            let keep = f.limiter.keep_workers(now);
+            let mut live = f.ready_workers.saturating_sub(f.retiring);
+            if live <= keep {
+                continue;
+            }
+            let long_idle: Vec<u32> = f
+                .idle
+                .iter()
+                .filter(|(_, since)| now.saturating_sub(*since) >= grace)
+                .map(|(w, _)| *w)
+                .collect();
+            let mut pids: Vec<u32> = long_idle
+                .iter()
+                .filter_map(|w| self.workers.get(w).map(|e| e.pid))
+                .collect();
+            pids.sort_unstable();
+            pids.dedup();
+            for pid in pids {
+                let members: Vec<u32> = self
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| w.function_id == fid && w.pid == pid && w.ready)
+                    .map(|(id, _)| *id)
+                    .collect();
+                if !members.iter().all(|m| long_idle.contains(m)) || live < keep + members.len() {
+                    continue;
+                }
+                live -= members.len();
+                for id in members {
+                    self.retire(fid, id, &mut actions);
+                }
+                actions.push(Action::RetireProcess {
+                    function_id: fid,
+                    pid,
+                });
+            }
+        }
+        actions
+    }
+
+    fn retire(&mut self, function_id: u16, id: u32, actions: &mut Actions<R, S>) {
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        if w.retiring {
+            return;
+        }
+        w.retiring = true;
+        if let Some(f) = self.functions.get_mut(&function_id) {
+            f.idle.retain(|(i, _)| *i != id);
+            f.retiring += 1;
+        }
+        let mut h = Header::new(Kind::Retire);
+        h.worker_id = id;
+        actions.push(Action::Send {
+            worker: id,
+            sender: w.sender.clone(),
+            msg: Box::new(Message::new(h)),
+        });
     }
 
     /// A worker answered (`COMPLETE` or `FAILED`) the call it runs.
@@ -429,6 +587,7 @@ impl<R, S: Clone> State<R, S> {
                 let ok = msg.header.kind == Kind::Complete;
                 if let Some(f) = self.functions.get_mut(&function_id) {
                     if ok {
+                        f.limiter.on_completion(now.saturating_sub(rec.dispatch_ns));
                         f.completed += 1;
                     } else {
                         f.failed += 1;
@@ -539,7 +698,10 @@ impl<R, S: Clone> State<R, S> {
             if w.ready {
                 f.ready_workers = f.ready_workers.saturating_sub(1);
             }
-            f.idle.retain(|&i| i != id);
+            if w.retiring {
+                f.retiring = f.retiring.saturating_sub(1);
+            }
+            f.idle.retain(|(i, _)| *i != id);
         }
         if let Some(call) = w.current {
             if let Some(f) = self.functions.get_mut(&w.function_id) {
@@ -569,22 +731,16 @@ impl<R, S: Clone> State<R, S> {
         actions
     }
 
-    /// Marks idle workers of every function for retirement and returns the `RETIRE` messages.
+    /// Asks every idle worker to finish and exit (shutdown).
     pub fn retire_idle(&mut self) -> Actions<R, S> {
         let mut actions = Vec::new();
-        for f in self.functions.values_mut() {
-            for id in f.idle.drain(..) {
-                if let Some(w) = self.workers.get_mut(&id) {
-                    w.retiring = true;
-                    let mut h = Header::new(Kind::Retire);
-                    h.worker_id = id;
-                    actions.push(Action::Send {
-                        worker: id,
-                        sender: w.sender.clone(),
-                        msg: Box::new(Message::new(h)),
-                    });
-                }
-            }
+        let idle: Vec<(u16, u32)> = self
+            .functions
+            .iter()
+            .flat_map(|(fid, f)| f.idle.iter().map(move |(w, _)| (*fid, *w)))
+            .collect();
+        for (fid, id) in idle {
+            self.retire(fid, id, &mut actions);
         }
         actions
     }
@@ -630,5 +786,185 @@ fn drop_result<R, S>(msg: &Message, actions: &mut Actions<R, S>) {
             msg.header.call_id(),
             gloam_core::ipc_root::PayloadSide::Output,
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const MS: u64 = 1_000_000;
+    type TestState = State<u64, u32>;
+
+    fn state(function: &str) -> TestState {
+        let text = format!("[functions.F]\ncommand = \"/bin/true\"\n{function}\n");
+        let config = Config::parse(&text, std::path::Path::new("/t/gloam.toml")).unwrap();
+        State::new(&config.functions)
+    }
+
+    fn add_ready(st: &mut TestState, pid: u32, now: u64) -> (u32, Vec<Action<u64, u32>>) {
+        let id = st.reserve_worker_id().unwrap();
+        st.add_worker(id, 1, pid, "test", id);
+        (id, st.worker_ready(id, now))
+    }
+
+    fn call(st: &mut TestState, seq: u32, now: u64) -> (CallId, Vec<Action<u64, u32>>) {
+        let id = CallId::new(1, 0, 0, seq);
+        let mut h = Header::new(Kind::Dispatch);
+        h.set_call_id(id);
+        let actions = st
+            .admit(
+                id,
+                ReplyTo::External(u64::from(seq)),
+                Box::new(Message::new(h)),
+                now,
+            )
+            .map_err(|(r, _)| r)
+            .unwrap();
+        (id, actions)
+    }
+
+    fn complete(st: &mut TestState, worker: u32, id: CallId, now: u64) -> Vec<Action<u64, u32>> {
+        let mut h = Header::new(Kind::Complete);
+        h.set_call_id(id);
+        st.finish(worker, Box::new(Message::new(h)), now).unwrap()
+    }
+
+    fn sends(actions: &[Action<u64, u32>]) -> Vec<u32> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send { worker, msg, .. } if msg.header.kind == Kind::Dispatch => {
+                    Some(*worker)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn grows(actions: &[Action<u64, u32>]) -> usize {
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::Grow(_)))
+            .count()
+    }
+
+    #[test]
+    fn queue_drains_on_completion_and_on_new_workers_with_min_zero() {
+        let mut st = state("min_workers = 0\nmax_workers = 4");
+        // No worker at all: the call waits, and the pool is asked to grow.
+        let (c1, actions) = call(&mut st, 1, 0);
+        assert!(sends(&actions).is_empty());
+        assert_eq!(grows(&actions), 1);
+        // The new worker takes it at once (τ ≥ 1 even with min_workers = 0).
+        let (w, actions) = add_ready(&mut st, 100, MS);
+        assert_eq!(sends(&actions), vec![w]);
+        let (c2, actions) = call(&mut st, 2, 2 * MS);
+        assert!(sends(&actions).is_empty(), "one worker, busy: queued");
+        let actions = complete(&mut st, w, c1, 3 * MS);
+        assert_eq!(sends(&actions), vec![w], "completion drains the queue");
+        assert!(actions
+            .iter()
+            .any(|a| matches!(a, Action::Reply { to: 1, .. })));
+        let actions = complete(&mut st, w, c2, 4 * MS);
+        assert!(sends(&actions).is_empty());
+        assert_eq!(st.function(1).unwrap().idle.len(), 1);
+    }
+
+    #[test]
+    fn growth_is_rate_limited_bounded_and_resumes() {
+        let mut st = state("min_workers = 1\nmax_workers = 3\ngrowth_interval_ms = 100");
+        let (w, _) = add_ready(&mut st, 100, 0);
+        let (c0, a) = call(&mut st, 1, MS);
+        assert_eq!(sends(&a), vec![w]);
+        let (_, a) = call(&mut st, 2, 2 * MS);
+        assert_eq!(grows(&a), 1);
+        let (_, a) = call(&mut st, 3, 3 * MS);
+        assert_eq!(grows(&a), 0, "within the growth interval");
+        let (_, a) = call(&mut st, 4, 150 * MS);
+        assert_eq!(grows(&a), 1, "after the interval");
+        let (_, a) = call(&mut st, 5, 400 * MS);
+        assert_eq!(grows(&a), 0, "1 ready + 2 requested = max_workers");
+        // The requested workers arrive and take queued calls in order.
+        let (w2, a) = add_ready(&mut st, 101, 401 * MS);
+        assert_eq!(sends(&a), vec![w2]);
+        let (w3, a) = add_ready(&mut st, 102, 402 * MS);
+        assert_eq!(sends(&a), vec![w3]);
+        let a = complete(&mut st, w, c0, 403 * MS);
+        assert_eq!(sends(&a), vec![w]);
+    }
+
+    #[test]
+    fn limiter_holds_calls_back_to_tau() {
+        // 4 idle workers; a steady 100/s of 10 ms calls needs τ = 1.
+        let mut st = state("min_workers = 1\nmax_workers = 4");
+        let workers: Vec<u32> = (0..4).map(|i| add_ready(&mut st, 100 + i, 0).0).collect();
+        let mut now = MS;
+        for seq in 1..=300u32 {
+            now += 10 * MS;
+            let (id, a) = call(&mut st, seq, now);
+            let w = sends(&a)[0];
+            assert!(workers.contains(&w));
+            complete(&mut st, w, id, now + 10 * MS);
+        }
+        assert_eq!(st.function(1).unwrap().limiter.tau(now), 1);
+        let (_, a) = call(&mut st, 1000, now + MS);
+        assert_eq!(sends(&a).len(), 1);
+        let (_, a) = call(&mut st, 1001, now + 2 * MS);
+        assert!(
+            sends(&a).is_empty(),
+            "a second concurrent call waits for τ = 1"
+        );
+        assert_eq!(st.function(1).unwrap().queue.len(), 1);
+    }
+
+    #[test]
+    fn idle_pool_shrinks_to_twice_tau_after_the_grace() {
+        let mut st = state("min_workers = 1\nmax_workers = 8\nshrink_grace_ms = 1000");
+        for pid in 0..6 {
+            add_ready(&mut st, 200 + pid, 0);
+        }
+        assert!(st.shrink(500 * MS).is_empty(), "not idle long enough");
+        let a = st.shrink(2000 * MS);
+        let retired = a
+            .iter()
+            .filter(|a| matches!(a, Action::RetireProcess { .. }))
+            .count();
+        assert_eq!(retired, 4, "keep max(2τ, min) = 2 of 6");
+        let f = st.function(1).unwrap();
+        assert_eq!((f.ready_workers - f.retiring, f.idle.len()), (2, 2));
+        assert!(
+            st.shrink(3000 * MS).is_empty(),
+            "never below 2τ / min_workers"
+        );
+    }
+
+    #[test]
+    fn queued_calls_past_their_deadline_time_out_without_dispatch() {
+        let mut st = state("timeout_ms = 50");
+        let (w, _) = add_ready(&mut st, 100, 0);
+        let (c1, _) = call(&mut st, 1, 0);
+        let (c2, _) = call(&mut st, 2, 0);
+        let (a, _) = st.expire(60 * MS);
+        let timeouts = a
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::Reply {
+                        outcome: Outcome::Failed(ErrorKind::Timeout, _),
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(timeouts, 2);
+        // The running call's late answer is dropped; the expired queued call is never sent.
+        let a = complete(&mut st, w, c1, 70 * MS);
+        assert!(sends(&a).is_empty());
+        assert!(!a.iter().any(|a| matches!(a, Action::Reply { .. })));
+        assert_eq!(st.calls_in_flight(), 0);
+        let _ = c2;
     }
 }

@@ -48,6 +48,7 @@ async fn run_async(config: Arc<Config>, launch: bool) -> Result<()> {
         .with_context(|| format!("chmod {}", paths.socket().display()))?;
     tokio::spawn(worker_link::accept_workers(engine.clone(), sock));
     tokio::spawn(engine.clone().run_timer());
+    tokio::spawn(engine.clone().run_shrinker());
 
     let http = TcpListener::bind(config.engine.listen)
         .await
@@ -56,12 +57,10 @@ async fn run_async(config: Arc<Config>, launch: bool) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let gateway = tokio::spawn(gateway::http::serve(engine.clone(), http, stop_rx));
 
-    let mut launchers = Vec::new();
     if launch {
         for f in &config.functions {
             match LaunchSpec::from_config(f, &config.engine) {
-                Some(spec) if spec.processes > 0 => launchers.push(Launcher::start(spec)),
-                Some(_) => {}
+                Some(spec) => engine.add_launcher(f.id, Launcher::start(spec)),
                 None => tracing::warn!(
                     function = %f.name,
                     "function has no `command`: start its workers yourself (GLOAM_FUNCTION={} GLOAM_IPC_ROOT={})",
@@ -87,8 +86,8 @@ async fn run_async(config: Arc<Config>, launch: bool) -> Result<()> {
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-            _ = term.recv() => return shutdown(&engine, launchers, stop_tx, gateway, root).await,
-            _ = int.recv() => return shutdown(&engine, launchers, stop_tx, gateway, root).await,
+            _ = term.recv() => return shutdown(&engine, stop_tx, gateway, root).await,
+            _ = int.recv() => return shutdown(&engine, stop_tx, gateway, root).await,
         }
     }
     println!("gloam: ready http://{addr}");
@@ -99,12 +98,11 @@ async fn run_async(config: Arc<Config>, launch: bool) -> Result<()> {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    shutdown(&engine, launchers, stop_tx, gateway, root).await
+    shutdown(&engine, stop_tx, gateway, root).await
 }
 
 async fn shutdown(
     engine: &Arc<Engine>,
-    launchers: Vec<Launcher>,
     stop_http: watch::Sender<bool>,
     gateway: tokio::task::JoinHandle<()>,
     root: IpcRoot,
@@ -120,7 +118,8 @@ async fn shutdown(
     let _ = stop_http.send(true);
     let _ = gateway.await;
     // Stop every function's processes at once (SIGTERM, then SIGKILL after the grace).
-    let stops: Vec<_> = launchers
+    let stops: Vec<_> = engine
+        .take_launchers()
         .into_iter()
         .map(|l| tokio::spawn(l.stop(STOP_GRACE)))
         .collect();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
@@ -112,12 +112,14 @@ async fn call(engine: &Engine, name: String, req: Request<Incoming>) -> Response
         None => None,
         Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
             Some(ms) if ms > 0 => Some(Duration::from_millis(ms)),
-            _ => return refusal(Refusal {
-                kind: ErrorKind::InvalidArgument,
-                message: format!(
+            _ => {
+                return refusal(Refusal {
+                    kind: ErrorKind::InvalidArgument,
+                    message: format!(
                     "header X-Gloam-Timeout must be a positive number of milliseconds, got {v:?}"
                 ),
-            }),
+                })
+            }
         },
     };
     let too_large = |size: String| {
@@ -128,23 +130,17 @@ async fn call(engine: &Engine, name: String, req: Request<Incoming>) -> Response
             ),
         })
     };
-    if let Some(len) = req
+    let declared = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse::<u64>().ok())
-    {
-        if len > max_payload {
-            return too_large(len.to_string());
+        .and_then(|s| s.parse::<u64>().ok());
+    let body = match read_body(req.into_body(), max_payload).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge(seen)) => {
+            return too_large(declared.unwrap_or(seen).to_string());
         }
-    }
-    let limit = usize::try_from(max_payload).unwrap_or(usize::MAX);
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return too_large(format!("more than {max_payload}"))
-        }
-        Err(e) => {
+        Err(BodyError::Read(e)) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 "INVALID_ARGUMENT",
@@ -168,6 +164,40 @@ async fn call(engine: &Engine, name: String, req: Request<Incoming>) -> Response
         }
         Err(r) => refusal(r),
     }
+}
+
+/// After a body proved too large, this much more is read and thrown away so that the client,
+/// still sending, gets the 413 instead of a reset connection. Beyond it, the connection closes.
+const DISCARD_CAP: u64 = 64 << 20;
+
+enum BodyError {
+    /// Over the limit; how many bytes were seen.
+    TooLarge(u64),
+    Read(hyper::Error),
+}
+
+/// Reads the body up to `limit` bytes, never buffering more.
+async fn read_body(mut body: Incoming, limit: u64) -> Result<Bytes, BodyError> {
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Read)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len() as u64;
+        if seen > limit {
+            while seen <= limit.saturating_add(DISCARD_CAP) {
+                match body.frame().await {
+                    Some(Ok(f)) => seen += f.data_ref().map_or(0, |d| d.len() as u64),
+                    _ => break,
+                }
+            }
+            return Err(BodyError::TooLarge(seen));
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
 }
 
 fn refusal(r: Refusal) -> Response<Full<Bytes>> {

@@ -1,0 +1,37 @@
+package gloam
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+)
+
+func TestErrorsIs(t *testing.T) {
+	err := fmt.Errorf("wrapped: %w", &Error{Code: CodeFunctionNotFound, Message: "function not found: X"})
+	if !errors.Is(err, ErrFunctionNotFound) {
+		t.Fatal("errors.Is(ErrFunctionNotFound) is false")
+	}
+	if errors.Is(err, ErrTimeout) {
+		t.Fatal("errors.Is(ErrTimeout) is true")
+	}
+	var ge *Error
+	if !errors.As(err, &ge) || ge.Code != CodeFunctionNotFound || ge.Code.String() != "FUNCTION_NOT_FOUND" {
+		t.Fatalf("errors.As: %#v", ge)
+	}
+	timeout := contextError(context.DeadlineExceeded)
+	if !errors.Is(timeout, ErrTimeout) || !errors.Is(timeout, context.DeadlineExceeded) {
+		t.Fatalf("context timeout %v is not both ErrTimeout and DeadlineExceeded", timeout)
+	}
+	if Code(99).String() != "UNKNOWN(99)" {
+		t.Fatal(Code(99).String())
+	}
+}
+
+func TestNewWorkerWithoutEngine(t *testing.T) {
+	t.Setenv("GLOAM_FUNCTION", "")
+	_, err := NewWorker()
+	if !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("NewWorker without GLOAM_FUNCTION: %v", err)
+	}
+}

@@ -1,0 +1,3 @@
+module gloam.dev/gloam
+
+go 1.22

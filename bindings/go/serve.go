@@ -1,0 +1,107 @@
+package gloam
+
+/*
+#include "gloam.h"
+*/
+import "C"
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// Handler runs one call: it gets the call's input and returns its output, or an error that
+// fails the call (the caller sees HANDLER_FAILED with the error's text). ctx carries the
+// call's deadline. A panic fails the call the same way; the process lives on.
+type Handler func(ctx context.Context, call *Call, input []byte) ([]byte, error)
+
+// Serve serves the function named by GLOAM_FUNCTION with the handler named by GLOAM_HANDLER
+// (default: the function's name) on GLOAM_WORKERS logical workers, one goroutine each, until
+// the engine retires them or goes away. It returns nil after a clean shutdown.
+func Serve(handlers map[string]Handler) error {
+	var cerr C.gloam_error_t
+	var n C.size_t
+	if err := takeError(C.gloam_workers_from_env(&n, &cerr), &cerr); err != nil {
+		return err
+	}
+	first, err := NewWorker()
+	if err != nil {
+		return err
+	}
+	h, ok := handlers[first.Handler()]
+	if !ok {
+		first.Close()
+		names := make([]string, 0, len(handlers))
+		for name := range handlers {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		return &Error{Code: CodeInvalidConfig, Message: fmt.Sprintf(
+			"this program has no handler %q (it has: %s)", first.Handler(), strings.Join(names, ", "))}
+	}
+	errs := make([]error, int(n))
+	var wg sync.WaitGroup
+	for i := 0; i < int(n); i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			w := first
+			if i > 0 {
+				var err error
+				if w, err = NewWorker(); err != nil {
+					errs[i] = err
+					return
+				}
+			}
+			errs[i] = w.Serve(h)
+		}(i)
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Serve runs h for every call the worker receives until shutdown, then closes the worker.
+// It returns nil after a clean shutdown.
+func (w *Worker) Serve(h Handler) error {
+	defer w.Close()
+	for {
+		call, err := w.Recv()
+		if errors.Is(err, ErrShutdown) {
+			return nil
+		}
+		if errors.Is(err, ErrProtocolError) {
+			return err
+		}
+		if err != nil || call == nil {
+			continue
+		}
+		out, herr := runHandler(h, call)
+		if herr != nil {
+			err = w.Fail(call, herr.Error())
+		} else {
+			err = w.Complete(call, out)
+		}
+		if errors.Is(err, ErrShutdown) {
+			return nil
+		}
+	}
+}
+
+func runHandler(h Handler, call *Call) (out []byte, err error) {
+	ctx := context.Background()
+	if d, ok := call.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, d)
+		defer cancel()
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			out, err = nil, fmt.Errorf("handler panicked: %v", p)
+		}
+	}()
+	return h(ctx, call, call.Input())
+}

@@ -1,0 +1,70 @@
+"""Type stubs of the private native module ``gloam._gloam`` (use the ``gloam`` package)."""
+
+from typing import List, Optional, Tuple
+
+__version__: str
+INLINE_CAPACITY: int
+
+class Call:
+    """A received call; answered once with ``Worker.complete`` or ``Worker.fail``."""
+
+    @property
+    def call_id(self) -> int:
+        """The 64-bit call id."""
+    @property
+    def deadline_ns(self) -> int:
+        """The deadline as ``CLOCK_MONOTONIC`` nanoseconds; 0 means none."""
+    @property
+    def function_id(self) -> int:
+        """The id of the function called."""
+    @property
+    def input(self) -> bytes:
+        """A copy of the input bytes (empty once answered)."""
+    @property
+    def pending(self) -> bool:
+        """Whether the call still waits for its answer."""
+
+class Worker:
+    """A logical worker connected to the engine; thread-safe, releases the GIL when waiting."""
+
+    def __init__(self, function: str, ipc_root: str, *, connect_timeout: float = 10.0) -> None:
+        """Connect to the engine and perform the handshake."""
+    @property
+    def id(self) -> int:
+        """The worker id the engine assigned."""
+    @property
+    def function(self) -> str:
+        """The function served."""
+    @property
+    def function_id(self) -> int:
+        """The id of the function served."""
+    @property
+    def max_payload(self) -> int:
+        """The largest payload in bytes."""
+    @property
+    def functions(self) -> List[str]:
+        """The names of the functions deployed on the engine."""
+    def recv(self, timeout: Optional[float] = None) -> Optional[Call]:
+        """Wait for the next call; ``None`` on timeout or wake."""
+    def wake(self) -> None:
+        """Make a waiting ``recv`` return ``None``."""
+    def close(self) -> None:
+        """Close the worker; waiting and later calls raise ``gloam.Shutdown``."""
+    def complete(self, call: Call, output: bytes) -> None:
+        """Answer ``call`` with ``output``."""
+    def fail(self, call: Call, kind: str, message: str) -> None:
+        """Fail ``call`` with an error kind name and a message."""
+    def invoke(self, parent: Call, name: str, data: bytes) -> bytes:
+        """Call function ``name`` on behalf of ``parent``; blocks with the GIL released."""
+
+def options_from_env() -> Tuple[str, str, str]:
+    """Return ``(function, handler, ipc_root)`` from the environment."""
+
+def workers_from_env() -> int:
+    """Return the number of logical workers to host (``GLOAM_WORKERS``)."""
+
+def now_ns() -> int:
+    """Return ``CLOCK_MONOTONIC`` in nanoseconds."""
+
+def install_logging() -> None:
+    """Forward the core's ``tracing`` events to ``logging.getLogger("gloam")``."""

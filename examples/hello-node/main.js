@@ -1,0 +1,115 @@
+'use strict'
+// The Node.js example functions of Gloam: the same set every language's example has.
+// Started by `gloam up` with `command = "node"`, `args = ["<abs path>/examples/hello-node/main.js"]`;
+// GLOAM_HANDLER (or GLOAM_FUNCTION) picks the handler.
+
+const gloam = require('../../bindings/node')
+
+const handlers = {
+  /** Calls Bar internally and prefixes its output. */
+  Foo: async (ctx, input) => {
+    const out = await ctx.invoke('Bar', input)
+    return Buffer.concat([Buffer.from('From function Bar: '), out])
+  },
+  /** `Hello, <input>`, or `Hello, World` for an empty input (synchronous). */
+  Bar: (ctx, input) => (input.length === 0 ? 'Hello, World' : Buffer.concat([Buffer.from('Hello, '), input])),
+  /** Empty output. */
+  Nop: () => Buffer.alloc(0),
+  /** The input back. */
+  Echo: (ctx, input) => input,
+  /** Async variant of Echo (returns a Promise of a Uint8Array). */
+  EchoAsync: async (ctx, input) => new Uint8Array(input),
+  /** Throws: the caller sees HANDLER_FAILED with this message. */
+  Fail: () => {
+    throw new Error('Fail was called')
+  },
+  /** Rejects asynchronously. */
+  FailAsync: async () => {
+    await new Promise((resolve) => setImmediate(resolve))
+    throw new Error('FailAsync was called')
+  },
+  /** Input `crash`: kills the process; anything else: echoed (shows the restarted worker). */
+  MaybeCrash: (ctx, input) => {
+    if (input.toString() === 'crash') process.abort()
+    return input
+  },
+  /** Kills the whole process. */
+  Crash: () => process.abort(),
+  /** Input: milliseconds as decimal text; waits without blocking, then answers. */
+  Sleep: async (ctx, input) => {
+    const ms = Number.parseInt(input.toString() || '0', 10) || 0
+    await new Promise((resolve) => setTimeout(resolve, ms))
+    return `slept ${ms} ms`
+  },
+  /** Three concurrent internal calls to Echo, joined with `;`. */
+  Fanout: async (ctx, input) => {
+    const outs = await Promise.all([1, 2, 3].map((i) => ctx.invoke('Echo', `${input}-${i}`)))
+    return outs.map((b) => b.toString()).join(';')
+  },
+  /** Input `Target:payload`: invokes Target with payload and returns its output. */
+  InvokeOther: async (ctx, input) => {
+    const text = input.toString()
+    const colon = text.indexOf(':')
+    const target = colon < 0 ? text : text.slice(0, colon)
+    const payload = colon < 0 ? '' : text.slice(colon + 1)
+    return ctx.invoke(target, payload)
+  },
+  /** Input `Target:size`: invokes Target with `size` bytes; returns the error code or `ok`. */
+  InvokeSized: async (ctx, input) => {
+    const [target, size] = input.toString().split(':')
+    try {
+      const out = await ctx.invoke(target, Buffer.alloc(Number(size), 0x61))
+      return `ok ${out.length}`
+    } catch (err) {
+      return `${err.code}: ${err.message}`
+    }
+  },
+  /** Input = function name: invokes it with no input; returns the error code or `ok`. */
+  InvokeCatch: async (ctx, input) => {
+    try {
+      const out = await ctx.invoke(input.toString())
+      return `ok ${out.toString()}`
+    } catch (err) {
+      return `${err.code}: ${err.message}`
+    }
+  },
+  /**
+   * Input: milliseconds. Invokes Sleep with it under this call's deadline; the outcome (`ok` or
+   * the error code) is also appended to `$HELLO_NODE_PROBE_FILE` when set, since by then the
+   * caller of this call may have had its own TIMEOUT.
+   */
+  DeadlineProbe: async (ctx, input) => {
+    let outcome
+    try {
+      await ctx.invoke('Sleep', input)
+      outcome = 'ok'
+    } catch (err) {
+      outcome = String(err.code)
+    }
+    if (process.env.HELLO_NODE_PROBE_FILE) {
+      require('node:fs').appendFileSync(process.env.HELLO_NODE_PROBE_FILE, `${outcome}\n`)
+    }
+    return outcome
+  },
+  /** Input N (default 16): N concurrent internal calls to Echo, more than libuv's pool size. */
+  FanoutWide: async (ctx, input) => {
+    const n = Number.parseInt(input.toString() || '16', 10)
+    const outs = await Promise.all(Array.from({ length: n }, (_, i) => ctx.invoke('Echo', String(i))))
+    return outs.map((b) => b.toString()).join(',')
+  },
+  /** What the handler sees of its call, as JSON. */
+  Info: (ctx) =>
+    JSON.stringify({
+      functionName: ctx.functionName,
+      callId: ctx.callId,
+      deadline: ctx.deadline,
+      now: Date.now(),
+    }),
+  /** Returns something that is not bytes: the call fails with a message saying so. */
+  BadResult: () => 42,
+}
+
+gloam.serve(handlers).catch((err) => {
+  console.error(`gloam: ${err.code}: ${err.message}`)
+  process.exitCode = 1
+})

@@ -34,7 +34,7 @@ fn main() {
         .expect("message")
         .to_bytes();
     let mut buf = [0u8; MESSAGE_SIZE];
-    let mut round_trip = |buf: &mut [u8; MESSAGE_SIZE]| {
+    let round_trip = |buf: &mut [u8; MESSAGE_SIZE]| {
         engine.send(&msg).expect("send");
         let got = engine
             .recv(buf, Wait::Timeout(Duration::from_secs(10)))

@@ -49,6 +49,17 @@ pub trait Channel: Send + Sync {
     fn send(&self, msg: &[u8; MESSAGE_SIZE]) -> Result<()>;
     /// Receives one whole message into `buf`.
     fn recv(&self, buf: &mut [u8; MESSAGE_SIZE], wait: Wait) -> Result<Received>;
+    /// Like [`Channel::recv`], with a hint of how long polling may pay off before sleeping
+    /// (transports that cannot poll ignore it).
+    fn recv_spin(
+        &self,
+        buf: &mut [u8; MESSAGE_SIZE],
+        wait: Wait,
+        spin: Duration,
+    ) -> Result<Received> {
+        let _ = spin;
+        self.recv(buf, wait)
+    }
     /// Makes a blocked (or the next) `recv` return [`Received::Woken`].
     fn wake(&self);
     /// Closes the channel: every blocked and later `recv` returns `Shutdown`.

@@ -77,6 +77,14 @@ impl IpcPaths {
     pub fn fifo_to_engine(&self, worker_id: u32) -> PathBuf {
         self.fifo_dir().join(format!("{worker_id}.out"))
     }
+    /// The ring file of `worker_id` (ring transport).
+    pub fn ring_file(&self, worker_id: u32) -> PathBuf {
+        self.fifo_dir().join(format!("{worker_id}.ring"))
+    }
+    /// The engine's doorbell file (ring transport).
+    pub fn engine_bell(&self) -> PathBuf {
+        self.root.join("engine.bell")
+    }
     /// The shm file of a call's input or output.
     pub fn shm_file(&self, call: CallId, side: PayloadSide) -> PathBuf {
         let ext = match side {
@@ -201,10 +209,11 @@ impl IpcRoot {
     /// Used at start (leftovers of a dead engine) and at shutdown.
     pub fn remove_stale_files(&self) {
         remove_matching(&self.paths.fifo_dir(), |n| {
-            n.ends_with(".in") || n.ends_with(".out")
+            n.ends_with(".in") || n.ends_with(".out") || n.ends_with(".ring")
         });
         remove_matching(&self.paths.shm_dir(), |n| parse_shm_name(n).is_some());
         let _ = fs::remove_file(self.paths.socket());
+        let _ = fs::remove_file(self.paths.engine_bell());
     }
 
     /// The names of every file under `fifo/` and `shm/` (tests: "no stray files").

@@ -10,6 +10,8 @@ pub mod clock;
 pub mod error;
 pub mod ipc_root;
 pub mod protocol;
+pub mod ring;
+pub mod ring_channel;
 pub mod shm;
 pub mod table;
 pub mod worker;

@@ -71,8 +71,10 @@ pub mod offset {
 pub mod flags {
     /// The `FAILED` message text was cut to fit the inline area.
     pub const TRUNCATED: u16 = 1 << 0;
+    /// In `WELCOME`: the worker's channel is its shared-memory ring file, not its FIFOs.
+    pub const RING: u16 = 1 << 1;
     /// Every bit this version knows.
-    pub const KNOWN: u16 = TRUNCATED;
+    pub const KNOWN: u16 = TRUNCATED | RING;
 }
 
 /// What a message is.

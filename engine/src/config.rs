@@ -127,6 +127,18 @@ pub struct EngineConfig {
     pub drain_timeout: Duration,
     /// Directory for worker stdout/stderr logs (absolute).
     pub log_dir: PathBuf,
+    /// How engine and workers exchange messages.
+    pub transport: Transport,
+}
+
+/// The message channel between the engine and its workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// Shared-memory rings with doorbells (the default: several times faster).
+    #[default]
+    Ring,
+    /// A pair of named pipes per worker.
+    Fifo,
 }
 
 /// One `[functions.<Name>]` table, resolved.
@@ -258,6 +270,7 @@ struct RawEngine {
     default_timeout_ms: Option<u64>,
     drain_timeout_ms: Option<u64>,
     log_dir: Option<PathBuf>,
+    transport: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -515,7 +528,20 @@ fn resolve_engine(raw: RawEngine, source: &Path, base: &Path) -> Result<EngineCo
         }
         Some(p) => absolute(base, &p),
     };
+    let transport = match raw.transport.as_deref() {
+        None => Transport::default(),
+        Some("ring") => Transport::Ring,
+        Some("fifo") => Transport::Fifo,
+        Some(other) => {
+            return Err(ConfigError::at(
+                source,
+                engine_key("transport"),
+                format!("{other:?} is not a transport; use \"ring\" or \"fifo\""),
+            ))
+        }
+    };
     Ok(EngineConfig {
+        transport,
         ipc_root,
         io_threads,
         listen,

@@ -16,15 +16,25 @@ use gloam_core::protocol::{Header, Kind, Message, PayloadLocation, INLINE_CAPACI
 use gloam_core::table::FunctionTable;
 use gloam_core::{shm, ErrorKind};
 
-use crate::config::Config;
+use crate::config::{Config, Transport};
 use crate::launcher::Launcher;
+use crate::ring_link::{RingLink, RingPoller};
 use crate::state::{Action, Outcome, Refusal, ReplyTo, State, Timing};
 
 /// How often idle pools are checked for shrinking.
 const SHRINK_CHECK: Duration = Duration::from_secs(1);
 
-/// The write end of a worker's engine → worker FIFO.
-pub type WorkerSender = Arc<pipe::Sender>;
+/// How the engine reaches one worker.
+#[derive(Debug)]
+pub enum WorkerLink {
+    /// The write end of the worker's engine → worker FIFO.
+    Fifo(pipe::Sender),
+    /// The worker's ring file.
+    Ring(Arc<RingLink>),
+}
+
+/// A shared handle on a worker's link.
+pub type WorkerSender = Arc<WorkerLink>;
 /// Where an external call's outcome is delivered.
 pub type ExternalReply = oneshot::Sender<Outcome>;
 pub(crate) type EngineState = State<ExternalReply, WorkerSender>;
@@ -48,11 +58,17 @@ pub struct Engine {
     timer: Notify,
     timer_next: AtomicU64,
     launchers: Mutex<HashMap<u16, Launcher>>,
+    poller: Option<Arc<RingPoller>>,
 }
 
 impl Engine {
-    /// An engine for `config` on the IPC root `paths` (created and locked by the caller).
-    pub fn new(config: Arc<Config>, paths: IpcPaths) -> Arc<Engine> {
+    /// An engine for `config` on the IPC root `paths` (created and locked by the caller). With
+    /// the ring transport this creates the engine's doorbell and starts the ring poller thread.
+    pub fn new(config: Arc<Config>, paths: IpcPaths) -> gloam_core::Result<Arc<Engine>> {
+        let poller = match config.engine.transport {
+            Transport::Ring => Some(RingPoller::new(&paths)?),
+            Transport::Fifo => None,
+        };
         let table = FunctionTable::new(
             config
                 .functions
@@ -62,7 +78,7 @@ impl Engine {
             config.engine.max_payload,
         )
         .encode();
-        Arc::new(Engine {
+        let engine = Arc::new(Engine {
             state: Mutex::new(State::new(&config.functions)),
             paths,
             config,
@@ -70,7 +86,62 @@ impl Engine {
             timer: Notify::new(),
             timer_next: AtomicU64::new(u64::MAX),
             launchers: Mutex::new(HashMap::new()),
-        })
+            poller,
+        });
+        if let Some(p) = &engine.poller {
+            p.spawn(Arc::downgrade(&engine)).map_err(|e| {
+                gloam_core::Error::Internal(format!("starting the ring poller: {e}"))
+            })?;
+        }
+        Ok(engine)
+    }
+
+    /// The ring poller, with the ring transport.
+    pub(crate) fn poller(&self) -> Option<&Arc<RingPoller>> {
+        self.poller.as_ref()
+    }
+
+    /// Tells the ring poller how many calls are in flight (it polls while some are).
+    fn publish_in_flight(&self, st: &EngineState) {
+        if let Some(p) = &self.poller {
+            p.set_in_flight(st.calls_in_flight());
+        }
+    }
+
+    /// Removes worker `worker` (gone or misbehaving): fails its call, removes its files, and
+    /// stops reading its link. Idempotent.
+    pub(crate) fn disconnect_worker(&self, worker: u32, reason: &str) {
+        if let Some(p) = &self.poller {
+            if let Err(bad) = p.remove(self, worker) {
+                tracing::warn!(worker, "while disconnecting: {bad}");
+            }
+        }
+        let actions = {
+            let mut st = self.lock();
+            let actions = st.remove_worker(worker, reason);
+            self.publish_in_flight(&st);
+            actions
+        };
+        let crashed = actions
+            .iter()
+            .any(|a| matches!(a, Action::Send { .. } | Action::Reply { .. }));
+        if crashed {
+            tracing::warn!(worker, "worker {reason} while running a call");
+        } else {
+            tracing::debug!(worker, "worker {reason}");
+        }
+        self.apply(actions);
+        gloam_core::channel::remove_fifos(&self.paths, worker);
+        for file in self.paths.shm_files_of_caller(worker) {
+            shm::remove(&file);
+        }
+    }
+
+    /// Stops the ring poller thread.
+    pub fn stop_poller(&self) {
+        if let Some(p) = &self.poller {
+            p.stop();
+        }
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, EngineState> {
@@ -125,7 +196,12 @@ impl Engine {
                     mut msg,
                 } => {
                     msg.header.send_ts = now_ns();
-                    send_to_worker(worker, sender, msg.to_bytes());
+                    match sender.as_ref() {
+                        WorkerLink::Ring(link) => {
+                            link.send(&msg.to_bytes());
+                        }
+                        WorkerLink::Fifo(_) => send_to_worker(worker, sender, msg.to_bytes()),
+                    }
                 }
                 Action::Reply { to, outcome } => {
                     if let Err(Outcome::Complete(msg, _)) = to.send(outcome) {
@@ -168,7 +244,12 @@ impl Engine {
     /// without waking while no call is in flight.
     pub async fn run_timer(self: Arc<Self>) {
         loop {
-            let (actions, next) = self.lock().expire(now_ns());
+            let (actions, next) = {
+                let mut st = self.lock();
+                let expired = st.expire(now_ns());
+                self.publish_in_flight(&st);
+                expired
+            };
             self.apply(actions);
             self.timer_next
                 .store(next.unwrap_or(u64::MAX), Ordering::Release);
@@ -231,9 +312,12 @@ impl Engine {
             Message::new(h)
         };
         let (tx, rx) = oneshot::channel();
-        let admitted = self
-            .lock()
-            .admit(id, ReplyTo::External(tx), Box::new(msg), now);
+        let admitted = {
+            let mut st = self.lock();
+            let admitted = st.admit(id, ReplyTo::External(tx), Box::new(msg), now);
+            self.publish_in_flight(&st);
+            admitted
+        };
         let actions = match admitted {
             Ok(actions) => actions,
             Err((refusal, _)) => {
@@ -281,7 +365,12 @@ impl Engine {
         let now = now_ns();
         match msg.header.kind {
             Kind::Complete | Kind::Failed => {
-                let actions = self.lock().finish(worker, Box::new(msg), now)?;
+                let actions = {
+                    let mut st = self.lock();
+                    let actions = st.finish(worker, Box::new(msg), now)?;
+                    self.publish_in_flight(&st);
+                    actions
+                };
                 self.apply(actions);
                 Ok(())
             }
@@ -332,6 +421,7 @@ impl Engine {
             },
         };
         let next = st.next_deadline();
+        self.publish_in_flight(&st);
         drop(st);
         if let Some(d) = next {
             self.note_deadline(d);
@@ -385,11 +475,17 @@ fn internal(e: impl std::fmt::Display) -> Refusal {
 
 /// Writes one message to a worker's FIFO: at once when the pipe has room (the common case),
 /// else from a task that waits for room. 1024 bytes < PIPE_BUF: a write is whole or nothing.
-fn send_to_worker(worker: u32, sender: WorkerSender, bytes: [u8; 1024]) {
+fn send_to_worker(worker: u32, link: WorkerSender, bytes: [u8; 1024]) {
+    let WorkerLink::Fifo(sender) = link.as_ref() else {
+        return;
+    };
     match sender.try_write(&bytes) {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
             tokio::spawn(async move {
+                let WorkerLink::Fifo(sender) = link.as_ref() else {
+                    return;
+                };
                 loop {
                     if sender.writable().await.is_err() {
                         return;

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod gateway;
 pub mod launcher;
 pub mod limiter;
+pub mod ring_link;
 pub mod state;
 pub mod status;
 pub mod up;

@@ -40,7 +40,7 @@ async fn run_async(config: Arc<Config>, launch: bool) -> Result<()> {
     let root = IpcRoot::create(&config.engine.ipc_root)
         .with_context(|| format!("preparing IPC root {}", config.engine.ipc_root.display()))?;
     let paths = root.paths().clone();
-    let engine = Engine::new(config.clone(), paths.clone());
+    let engine = Engine::new(config.clone(), paths.clone()).context("starting the engine")?;
 
     let sock = UnixListener::bind(paths.socket())
         .with_context(|| format!("listening on {}", paths.socket().display()))?;
@@ -126,6 +126,7 @@ async fn shutdown(
     for s in stops {
         let _ = s.await;
     }
+    engine.stop_poller();
     drop(root);
     tracing::info!("stopped");
     Ok(())

@@ -10,10 +10,12 @@ use tokio::net::{UnixListener, UnixStream};
 
 use gloam_core::channel::{create_fifos, remove_fifos};
 use gloam_core::clock::now_ns;
+use gloam_core::protocol::flags;
 use gloam_core::protocol::{Header, Hello, Kind, Message, PayloadLocation, MESSAGE_SIZE};
-use gloam_core::{shm, ErrorKind};
+use gloam_core::ErrorKind;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, WorkerLink};
+use crate::ring_link::RingLink;
 
 /// How long a connecting worker may take for each handshake step.
 const HANDSHAKE_STEP: Duration = Duration::from_secs(10);
@@ -91,11 +93,19 @@ async fn handshake(engine: Arc<Engine>, mut sock: UnixStream) {
         Err((kind, text)) => return reject(&mut sock, kind, &text).await,
     };
     match connect_worker(&engine, &mut sock, &hello, function_id, id).await {
-        Ok(rx) => {
+        Ok(end) => {
             tracing::info!(worker = id, function = %hello.function, pid = hello.pid, language = %hello.language, "worker ready");
             let actions = engine.lock().worker_ready(id, now_ns());
             engine.apply(actions);
-            serve_worker(engine, id, rx, sock).await;
+            match end {
+                EngineEnd::Fifo(rx) => serve_fifo_worker(engine, id, rx, sock).await,
+                EngineEnd::Ring(link) => {
+                    if let Some(p) = engine.poller() {
+                        p.add(link.clone());
+                    }
+                    serve_ring_worker(engine, id, link, sock).await
+                }
+            }
         }
         Err(text) => {
             tracing::warn!(worker = id, function = %hello.function, "worker handshake failed: {text}");
@@ -107,35 +117,51 @@ async fn handshake(engine: Arc<Engine>, mut sock: UnixStream) {
     }
 }
 
-/// Creates the FIFOs, registers the worker, sends `WELCOME`, waits for `READY`.
+/// The engine's end of a worker's channel.
+enum EngineEnd {
+    Fifo(pipe::Receiver),
+    Ring(Arc<RingLink>),
+}
+
+/// Creates the worker's FIFOs or ring file, registers the worker, sends `WELCOME`, waits for
+/// `READY`.
 async fn connect_worker(
     engine: &Arc<Engine>,
     sock: &mut UnixStream,
     hello: &Hello,
     function_id: u16,
     id: u32,
-) -> Result<pipe::Receiver, String> {
+) -> Result<EngineEnd, String> {
     let paths = engine.paths();
-    create_fifos(paths, id).map_err(|e| e.to_string())?;
-    // Both ends read-write: no open waits for the worker, and the engine never sees a
-    // spurious end-of-file on `.out` (the socket tells when the worker dies).
-    let rx = pipe::OpenOptions::new()
-        .read_write(true)
-        .open_receiver(paths.fifo_to_engine(id))
-        .map_err(|e| format!("open {}: {e}", paths.fifo_to_engine(id).display()))?;
-    let tx = pipe::OpenOptions::new()
-        .read_write(true)
-        .open_sender(paths.fifo_to_worker(id))
-        .map_err(|e| format!("open {}: {e}", paths.fifo_to_worker(id).display()))?;
+    let (end, link) = if engine.poller().is_some() {
+        let link = Arc::new(RingLink::create(paths, id).map_err(|e| e.to_string())?);
+        (EngineEnd::Ring(link.clone()), WorkerLink::Ring(link))
+    } else {
+        create_fifos(paths, id).map_err(|e| e.to_string())?;
+        // Both ends read-write: no open waits for the worker, and the engine never sees a
+        // spurious end-of-file on `.out` (the socket tells when the worker dies).
+        let rx = pipe::OpenOptions::new()
+            .read_write(true)
+            .open_receiver(paths.fifo_to_engine(id))
+            .map_err(|e| format!("open {}: {e}", paths.fifo_to_engine(id).display()))?;
+        let tx = pipe::OpenOptions::new()
+            .read_write(true)
+            .open_sender(paths.fifo_to_worker(id))
+            .map_err(|e| format!("open {}: {e}", paths.fifo_to_worker(id).display()))?;
+        (EngineEnd::Fifo(rx), WorkerLink::Fifo(tx))
+    };
     engine
         .lock()
-        .add_worker(id, function_id, hello.pid, &hello.language, Arc::new(tx));
+        .add_worker(id, function_id, hello.pid, &hello.language, Arc::new(link));
     let table = engine.table();
     let mut h = Header::new(Kind::Welcome);
     h.worker_id = id;
     h.function_id = function_id;
     h.payload_loc = PayloadLocation::Trailing;
     h.payload_len = table.len() as u32;
+    if matches!(end, EngineEnd::Ring(_)) {
+        h.flags |= flags::RING;
+    }
     let mut out = Message::new(h).to_bytes().to_vec();
     out.extend_from_slice(table);
     sock.write_all(&out)
@@ -143,14 +169,40 @@ async fn connect_worker(
         .map_err(|e| format!("write WELCOME: {e}"))?;
     let bytes = read_message(sock).await?;
     match Message::decode(&bytes, 0) {
-        Ok(m) if m.header.kind == Kind::Ready => Ok(rx),
+        Ok(m) if m.header.kind == Kind::Ready => Ok(end),
         Ok(m) => Err(format!("expected READY, got {:?}", m.header.kind)),
         Err(e) => Err(e.to_string()),
     }
 }
 
-/// Reads the worker's messages until its socket closes, then cleans up after it.
-async fn serve_worker(engine: Arc<Engine>, id: u32, rx: pipe::Receiver, sock: UnixStream) {
+/// Waits until the worker's socket closes (or the engine drops the worker), then cleans up.
+/// The ring poller thread reads its messages meanwhile.
+async fn serve_ring_worker(engine: Arc<Engine>, id: u32, link: Arc<RingLink>, sock: UnixStream) {
+    let reason = tokio::select! {
+        reason = watch_socket(&sock) => reason,
+        _ = link.kicked() => "was dropped by the engine".to_string(),
+    };
+    engine.disconnect_worker(id, &reason);
+}
+
+/// Resolves when the worker's socket closes (its process died or it closed the worker).
+async fn watch_socket(sock: &UnixStream) -> String {
+    loop {
+        if sock.readable().await.is_err() {
+            return "lost its socket".to_string();
+        }
+        let mut probe = [0u8; 64];
+        match sock.try_read(&mut probe) {
+            Ok(0) => return "exited".to_string(),
+            Ok(_) => return "sent unexpected bytes on its socket".to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return format!("socket failed: {e}"),
+        }
+    }
+}
+
+/// Reads the worker's FIFO until its socket closes, then cleans up after it.
+async fn serve_fifo_worker(engine: Arc<Engine>, id: u32, rx: pipe::Receiver, sock: UnixStream) {
     let mut buf = [0u8; MESSAGE_SIZE];
     let mut filled = 0usize;
     let reason = loop {
@@ -164,18 +216,7 @@ async fn serve_worker(engine: Arc<Engine>, id: u32, rx: pipe::Receiver, sock: Un
                     break reason;
                 }
             }
-            ready = sock.readable() => {
-                if ready.is_err() {
-                    break "lost its socket".to_string();
-                }
-                let mut probe = [0u8; 64];
-                match sock.try_read(&mut probe) {
-                    Ok(0) => break "exited".to_string(),
-                    Ok(_) => break "sent unexpected bytes on its socket".to_string(),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) => break format!("socket failed: {e}"),
-                }
-            }
+            reason = watch_socket(&sock) => break reason,
         }
     };
     // A worker that answered and then exited: its last messages may still sit in the FIFO.
@@ -183,7 +224,7 @@ async fn serve_worker(engine: Arc<Engine>, id: u32, rx: pipe::Receiver, sock: Un
         Ok(()) => reason,
         Err(bad) => bad,
     };
-    disconnect(&engine, id, &reason);
+    engine.disconnect_worker(id, &reason);
 }
 
 /// Reads and handles every whole message available now.
@@ -210,26 +251,5 @@ fn drain_fifo(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(format!("channel failed: {e}")),
         }
-    }
-}
-
-fn disconnect(engine: &Engine, id: u32, reason: &str) {
-    let actions = engine.lock().remove_worker(id, reason);
-    let crashed = actions.iter().any(|a| {
-        matches!(
-            a,
-            crate::state::Action::Send { .. } | crate::state::Action::Reply { .. }
-        )
-    });
-    if crashed {
-        tracing::warn!(worker = id, "worker {reason} while running a call");
-    } else {
-        tracing::info!(worker = id, "worker {reason}");
-    }
-    engine.apply(actions);
-    let paths = engine.paths();
-    remove_fifos(paths, id);
-    for file in paths.shm_files_of_caller(id) {
-        shm::remove(&file);
     }
 }

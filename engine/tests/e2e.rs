@@ -19,7 +19,7 @@ fn hello_stack() -> Stack {
         rust_fn("Fail", "Fail", ""),
         rust_fn("Fanout", "Fanout", ""),
         rust_fn("InvokeOther", "InvokeOther", ""),
-        rust_fn("Sleep", "Sleep", ""),
+        rust_fn("Sleep", "Sleep", "max_workers = 1"),
     ]
     .concat();
     Stack::start("max_payload = 4194304", &functions)
@@ -147,7 +147,10 @@ fn crashed_worker_fails_its_call_and_is_replaced() {
 
 #[test]
 fn full_queue_answers_503_with_retry_after() {
-    let mut s = Stack::start("", &rust_fn("Sleep", "Sleep", "queue_bound = 1"));
+    let mut s = Stack::start(
+        "",
+        &rust_fn("Sleep", "Sleep", "queue_bound = 1\nmax_workers = 1"),
+    );
     let addr = s.addr.clone();
     let busy: Vec<_> = (0..2)
         .map(|_| {
@@ -170,5 +173,42 @@ fn full_queue_answers_503_with_retry_after() {
     for b in busy {
         assert_eq!(b.join().unwrap(), 200);
     }
+    s.stop();
+}
+
+#[test]
+fn pool_grows_under_load_and_shrinks_when_idle() {
+    let mut s = Stack::start(
+        "",
+        &rust_fn(
+            "Sleep",
+            "Sleep",
+            "min_workers = 1\nmax_workers = 3\ngrowth_interval_ms = 20\nshrink_grace_ms = 300",
+        ),
+    );
+    assert_eq!(s.function_stat("Sleep", "workers"), 1);
+    let addr = s.addr.clone();
+    let load: Vec<_> = (0..6)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut c = gloam_engine::client::HttpClient::new(addr.as_str()).unwrap();
+                c.post("/function/Sleep", b"700").unwrap().status
+            })
+        })
+        .collect();
+    s.wait_for(
+        "the pool to grow to max_workers",
+        Duration::from_secs(30),
+        || s.function_stat("Sleep", "workers") == 3,
+    );
+    for l in load {
+        assert_eq!(l.join().unwrap(), 200);
+    }
+    // Idle past the grace: back to max(2τ, min_workers) = 2 (τ's floor is 1).
+    s.wait_for("the pool to shrink", Duration::from_secs(30), || {
+        s.function_stat("Sleep", "workers") == 2
+    });
+    assert_eq!(s.call("Sleep", b"1").text(), "slept 1 ms");
     s.stop();
 }

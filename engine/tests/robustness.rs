@@ -114,14 +114,22 @@ fn bad_workers_are_refused_or_disconnected_and_the_engine_lives_on() {
     let mut table = vec![0u8; welcome.header.payload_len as usize];
     sock.read_exact(&mut table).unwrap();
     let paths = gloam_core::ipc_root::IpcPaths::new(s.ipc_root());
-    let ch = gloam_core::channel::FifoChannel::open_worker_side(&paths, id).unwrap();
+    let ring = welcome.header.flags & gloam_core::protocol::flags::RING != 0;
+    let ch: Box<dyn gloam_core::channel::Channel> = if ring {
+        let watch = sock.try_clone().unwrap();
+        Box::new(
+            gloam_core::ring_channel::RingChannel::open_worker_side(&paths, id, watch.into())
+                .unwrap(),
+        )
+    } else {
+        Box::new(gloam_core::channel::FifoChannel::open_worker_side(&paths, id).unwrap())
+    };
     let mut ready = Header::new(Kind::Ready);
     ready.worker_id = id;
     sock.write_all(&Message::new(ready).to_bytes()).unwrap();
     s.wait_for("two Echo workers", Duration::from_secs(20), || {
         s.function_stat("Echo", "workers") == 2
     });
-    use gloam_core::channel::Channel;
     ch.send(&[0xAB; MESSAGE_SIZE]).unwrap();
     s.wait_for(
         "the bad worker to be dropped",

@@ -19,6 +19,7 @@ const MAX_TABLE_BYTES: u64 = 4 << 20;
 
 /// What the engine told the worker in `WELCOME`.
 pub(crate) struct Welcome {
+    pub(crate) ring: bool,
     pub(crate) worker_id: u32,
     pub(crate) function_id: u16,
     pub(crate) table: FunctionTable,
@@ -83,6 +84,7 @@ pub(crate) fn hello(sock: &mut UnixStream, hello: &Hello) -> Result<Welcome> {
     sock.set_read_timeout(None)
         .map_err(|e| Error::io("set socket timeout", "engine.sock", e))?;
     Ok(Welcome {
+        ring: reply.header.flags & crate::protocol::flags::RING != 0,
         worker_id: reply.header.worker_id,
         function_id: reply.header.function_id,
         table,

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::channel::{Channel, Received, Wait};
 use crate::error::{Error, Result};
@@ -100,6 +100,7 @@ impl Inbox {
         paths: &IpcPaths,
         want: Want,
         wait: Wait,
+        spin: Duration,
     ) -> Result<Option<Message>> {
         let deadline = match wait {
             Wait::Timeout(d) => Some(Instant::now() + d),
@@ -157,7 +158,7 @@ impl Inbox {
             st.reader_active = true;
             drop(st);
             let mut buf = [0u8; MESSAGE_SIZE];
-            let got = channel.recv(&mut buf, left);
+            let got = channel.recv_spin(&mut buf, left, spin);
             st = self.lock();
             st.reader_active = false;
             match got {

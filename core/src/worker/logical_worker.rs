@@ -1,7 +1,7 @@
 //! One logical worker: a handshake, a channel, and the calls it runs one at a time.
 
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::channel::{Channel, FifoChannel, Wait};
@@ -9,6 +9,7 @@ use crate::clock::now_ns;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ipc_root::{IpcPaths, PayloadSide};
 use crate::protocol::{CallId, Header, Hello, Kind, Message, PayloadLocation, INLINE_CAPACITY};
+use crate::ring_channel::{RingChannel, LINGER};
 use crate::shm;
 use crate::table::FunctionTable;
 
@@ -20,6 +21,10 @@ use super::options::WorkerOptions;
 /// Extra time an internal call waits past its deadline for the engine's own `TIMEOUT` reply
 /// before giving up locally (the engine normally answers at the deadline).
 const DEADLINE_GRACE: Duration = Duration::from_secs(1);
+/// Assumed reply time before the first internal call.
+const INITIAL_REPLY_NS: u64 = 50_000;
+/// Longest a caller polls for a reply before sleeping.
+const MAX_REPLY_SPIN: Duration = Duration::from_millis(1);
 
 /// A logical worker connected to the engine.
 ///
@@ -34,6 +39,8 @@ pub struct Worker {
     channel: Box<dyn Channel>,
     inbox: Inbox,
     next_seq: AtomicU32,
+    /// Moving average of internal-call reply times: how long waiting by polling pays off.
+    reply_ns: AtomicU64,
     // Kept open for the worker's lifetime: the engine sees its closing as the worker's death.
     _socket: UnixStream,
 }
@@ -58,7 +65,18 @@ impl Worker {
             language: opts.language.clone(),
         };
         let welcome = handshake::hello(&mut sock, &hello)?;
-        let channel = FifoChannel::open_worker_side(&paths, welcome.worker_id)?;
+        let channel: Box<dyn Channel> = if welcome.ring {
+            let watch = sock
+                .try_clone()
+                .map_err(|e| Error::io("dup", paths.socket(), e))?;
+            Box::new(RingChannel::open_worker_side(
+                &paths,
+                welcome.worker_id,
+                watch.into(),
+            )?)
+        } else {
+            Box::new(FifoChannel::open_worker_side(&paths, welcome.worker_id)?)
+        };
         handshake::ready(&mut sock, welcome.worker_id)?;
         tracing::debug!(worker_id = welcome.worker_id, function = %opts.function, "worker ready");
         Ok(Worker {
@@ -68,8 +86,9 @@ impl Worker {
             inbox: Inbox::new(welcome.table.max_payload()),
             table: welcome.table,
             paths,
-            channel: Box::new(channel),
+            channel,
             next_seq: AtomicU32::new(1),
+            reply_ns: AtomicU64::new(INITIAL_REPLY_NS),
             _socket: sock,
         })
     }
@@ -98,9 +117,9 @@ impl Worker {
     /// Waits for the next call. `Ok(None)`: the wait ran out, or [`Worker::wake`] was called.
     /// `Err(Shutdown)`: the engine retired this worker, or it is going away.
     pub fn recv(&self, wait: Wait) -> Result<Option<Call>> {
-        let Some(msg) = self
-            .inbox
-            .wait(self.channel.as_ref(), &self.paths, Want::Call, wait)?
+        let Some(msg) =
+            self.inbox
+                .wait(self.channel.as_ref(), &self.paths, Want::Call, wait, LINGER)?
         else {
             return Ok(None);
         };
@@ -223,16 +242,20 @@ impl Worker {
             Message::new(h)
         };
         self.inbox.expect_reply(seq);
+        let started = std::time::Instant::now();
         let result = (|| {
             self.channel.send(&msg.to_bytes())?;
             let wait = match crate::clock::remaining(parent.deadline_ns) {
                 Some(left) => Wait::Timeout(left + DEADLINE_GRACE),
                 None => Wait::Forever,
             };
-            match self
-                .inbox
-                .wait(self.channel.as_ref(), &self.paths, Want::Reply(seq), wait)?
-            {
+            match self.inbox.wait(
+                self.channel.as_ref(),
+                &self.paths,
+                Want::Reply(seq),
+                wait,
+                self.reply_spin(),
+            )? {
                 Some(reply) => self.read_reply(&reply),
                 None => Err(Error::Timeout(format!(
                     "internal call to {name} got no answer by its deadline"
@@ -241,12 +264,33 @@ impl Worker {
         })();
         if result.is_err() {
             self.inbox.abandon(seq, &self.paths);
+        } else {
+            self.note_reply_time(started.elapsed());
         }
         if h.payload_loc == PayloadLocation::Shm {
             // The engine removes it too when the call ends; whichever comes first wins.
             shm::remove_call(&self.paths, id, PayloadSide::Input);
         }
         result
+    }
+
+    /// Polling for a reply pays off when replies come fast: spin up to twice the usual reply
+    /// time (at least the linger, at most 1 ms); for slow callees, only linger, then sleep.
+    fn reply_spin(&self) -> Duration {
+        let usual = Duration::from_nanos(self.reply_ns.load(Ordering::Relaxed));
+        if usual * 2 <= MAX_REPLY_SPIN {
+            (usual * 2).max(LINGER)
+        } else {
+            LINGER
+        }
+    }
+
+    fn note_reply_time(&self, took: Duration) {
+        let x = took.as_nanos().min(u128::from(u64::MAX)) as u64;
+        let old = self.reply_ns.load(Ordering::Relaxed);
+        // EWMA with weight 1/8; races between threads only lose a sample.
+        let new = old - old / 8 + x / 8;
+        self.reply_ns.store(new, Ordering::Relaxed);
     }
 
     fn read_reply(&self, reply: &Message) -> Result<Vec<u8>> {

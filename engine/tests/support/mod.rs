@@ -45,8 +45,12 @@ impl Stack {
     /// Starts `gloam up` with an `[engine]` section of `engine_extra` and `functions`.
     pub fn start(engine_extra: &str, functions: &str) -> Stack {
         let dir = tempfile::tempdir().expect("tempdir");
+        // CI runs these tests once more with the other transport.
+        let transport = std::env::var("GLOAM_TEST_TRANSPORT")
+            .map(|t| format!("transport = {t:?}\n"))
+            .unwrap_or_default();
         let config = format!(
-            "[engine]\nipc_root = {root:?}\nlisten = \"127.0.0.1:0\"\nlog_dir = {logs:?}\n{engine_extra}\n\n{functions}",
+            "[engine]\nipc_root = {root:?}\nlisten = \"127.0.0.1:0\"\nlog_dir = {logs:?}\n{transport}{engine_extra}\n\n{functions}",
             root = dir.path().join("ipc").display().to_string(),
             logs = dir.path().join("logs").display().to_string(),
         );

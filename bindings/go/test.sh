@@ -7,6 +7,9 @@ root="$(cd "$here/../.." && pwd)"
 start=$SECONDS
 cd "$root"
 cargo build -p gloam-c -p gloam-engine -p hello-rust
+# Go's build cache does not see a static library named in #cgo LDFLAGS: key the cgo builds on
+# the library's hash so a rebuilt libgloam.a is never linked stale.
+export CGO_CFLAGS="${CGO_CFLAGS:-} -DGLOAM_LIB_HASH=$(sha256sum target/debug/libgloam.a | cut -c1-16)"
 (cd examples/hello-go && go build -o "$root/target/debug/hello-go" .)
 unformatted="$(gofmt -l "$here" examples/hello-go)"
 if [ -n "$unformatted" ]; then

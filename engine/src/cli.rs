@@ -55,6 +55,8 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         repeat: u32,
     },
+    /// Measure latency, throughput and CPU cost of a running stack.
+    Bench(crate::bench::BenchArgs),
     /// Show functions, workers and calls of a running engine.
     Status {
         /// The gateway.
@@ -152,6 +154,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Bench(args) => crate::bench::run(args),
         Command::Status { addr, json } => {
             let mut client = HttpClient::new(addr.as_str())?;
             let r = client.get("/_/status")?;

@@ -54,6 +54,50 @@ fn invoke_other(ctx: &Ctx<'_>, input: &[u8]) -> Result<Vec<u8>, HandlerError> {
     Ok(ctx.invoke(target, &input[split + 1..])?)
 }
 
+/// Input `N` or `Target:N` (default 10000 calls to `Nop`): makes N sequential internal calls to
+/// the target, after N/10 (at most 1000) unmeasured ones, and answers the latency distribution
+/// measured here as JSON: `{"target","count","p50_us","p90_us","p99_us","p999_us","max_us",
+/// "mean_us","per_s"}` (nearest-rank percentiles, as `gloam bench` computes them).
+fn bench_internal(ctx: &Ctx<'_>, input: &[u8]) -> Result<Vec<u8>, HandlerError> {
+    let text = std::str::from_utf8(input)?.trim();
+    let (target, n) = match text.rsplit_once(':') {
+        Some((t, n)) => (t, n),
+        None => ("Nop", text),
+    };
+    let n: usize = if n.is_empty() { 10_000 } else { n.parse()? };
+    if n == 0 {
+        return Err(HandlerError::new("BenchInternal: N must be at least 1"));
+    }
+    for _ in 0..(n / 10).min(1000) {
+        ctx.invoke(target, b"")?;
+    }
+    let mut ns = Vec::with_capacity(n);
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        let t0 = std::time::Instant::now();
+        ctx.invoke(target, b"")?;
+        ns.push(t0.elapsed().as_nanos() as u64);
+    }
+    let total = start.elapsed().as_secs_f64();
+    ns.sort_unstable();
+    let at = |q: f64| {
+        let rank = (q * ns.len() as f64).ceil() as usize;
+        ns[rank.clamp(1, ns.len()) - 1] as f64 / 1e3
+    };
+    let mean = ns.iter().map(|&x| x as f64).sum::<f64>() / ns.len() as f64 / 1e3;
+    Ok(format!(
+        "{{\"target\":\"{target}\",\"count\":{n},\"p50_us\":{:.2},\"p90_us\":{:.2},\"p99_us\":{:.2},\
+         \"p999_us\":{:.2},\"max_us\":{:.2},\"mean_us\":{mean:.2},\"per_s\":{:.0}}}",
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        at(0.999),
+        at(1.0),
+        n as f64 / total
+    )
+    .into_bytes())
+}
+
 fn main() {
     let handlers = Handlers::new()
         .handler("Foo", foo)
@@ -64,7 +108,8 @@ fn main() {
         .handler("Crash", |_, _| std::process::abort())
         .handler("Sleep", sleep)
         .handler("Fanout", fanout)
-        .handler("InvokeOther", invoke_other);
+        .handler("InvokeOther", invoke_other)
+        .handler("BenchInternal", bench_internal);
     if let Err(e) = serve(handlers) {
         eprintln!("hello-rust: {e}");
         std::process::exit(1);

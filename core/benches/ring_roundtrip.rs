@@ -1,0 +1,111 @@
+//! 1 KiB round trip over a shared-memory ring pair between two processes: the floor of the
+//! ring transport (no engine relay). `cargo bench -p gloam-core --bench ring_roundtrip [-- N]`
+//! prints a table and a JSON line like `fifo_roundtrip`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use gloam_core::protocol::MESSAGE_SIZE;
+use gloam_core::ring::{spin_until, RingFile};
+
+const CHILD_ENV: &str = "GLOAM_BENCH_RING_FILE";
+const SPIN: Duration = Duration::from_micros(50);
+
+fn main() {
+    if let Ok(path) = std::env::var(CHILD_ENV) {
+        echo(&path);
+        return;
+    }
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(200_000);
+    let path = std::env::temp_dir().join(format!("gloam-bench-{}.ring", std::process::id()));
+    let file = RingFile::create(&path).expect("ring file");
+    let mut child = Command::new(std::env::current_exe().expect("exe"))
+        .env(CHILD_ENV, &path)
+        .spawn()
+        .expect("spawn echo peer");
+    let mut tx = file.to_worker_producer();
+    let mut rx = file.to_engine_consumer();
+    let bell = file.worker_bell();
+    let msg = [7u8; MESSAGE_SIZE];
+    let mut buf = [0u8; MESSAGE_SIZE];
+    let mut round_trip = |buf: &mut [u8; MESSAGE_SIZE]| {
+        assert!(tx.try_push(&msg));
+        bell.notify();
+        while !rx.try_pop(buf) {
+            spin_until(SPIN, || rx.has_message());
+        }
+    };
+    for _ in 0..n / 10 {
+        round_trip(&mut buf);
+    }
+    let mut times = Vec::with_capacity(n);
+    let start = Instant::now();
+    for _ in 0..n {
+        let t0 = Instant::now();
+        round_trip(&mut buf);
+        times.push(t0.elapsed());
+    }
+    let total = start.elapsed();
+    let mut stop = [0u8; MESSAGE_SIZE];
+    stop[0] = 0xff;
+    assert!(tx.try_push(&stop));
+    bell.notify();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&path);
+
+    times.sort_unstable();
+    let q = |p: f64| {
+        times[((times.len() as f64 * p) as usize).min(times.len() - 1)].as_secs_f64() * 1e6
+    };
+    let rate = n as f64 / total.as_secs_f64();
+    println!("Ring channel, 1 KiB round trip between two processes ({n} round trips)");
+    println!(
+        "{:>10} {:>10} {:>10} {:>10} {:>14}",
+        "p50 us", "p99 us", "p99.9 us", "max us", "round trips/s"
+    );
+    println!(
+        "{:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>14.0}",
+        q(0.5),
+        q(0.99),
+        q(0.999),
+        q(1.0),
+        rate
+    );
+    println!(
+        "{{\"bench\":\"ring_roundtrip\",\"n\":{n},\"p50_us\":{:.2},\"p99_us\":{:.2},\"p999_us\":{:.2},\"max_us\":{:.2},\"per_s\":{rate:.0}}}",
+        q(0.5),
+        q(0.99),
+        q(0.999),
+        q(1.0)
+    );
+}
+
+/// The peer: waits with the worker's policy (spin, then sleep on its doorbell) and echoes.
+fn echo(path: &str) {
+    let file = RingFile::open(std::path::Path::new(path)).expect("open ring");
+    let mut rx = file.to_worker_consumer();
+    let mut tx = file.to_engine_producer();
+    let bell = file.worker_bell();
+    let mut buf = [0u8; MESSAGE_SIZE];
+    loop {
+        if !spin_until(SPIN, || rx.has_message()) {
+            bell.prepare_sleep();
+            if !rx.has_message() {
+                bell.sleep(Duration::from_millis(100));
+                continue;
+            }
+            bell.cancel_sleep();
+        }
+        while rx.try_pop(&mut buf) {
+            if buf[0] == 0xff {
+                return;
+            }
+            while !tx.try_push(&buf) {
+                std::thread::yield_now();
+            }
+        }
+    }
+}

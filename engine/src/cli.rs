@@ -191,13 +191,38 @@ fn latency_line(times: &mut [Duration]) -> String {
 
 fn print_status(s: &Status) {
     println!(
-        "{:<24} {:>4} {:>8} {:>6} {:>8} {:>7} {:>10} {:>8}",
-        "FUNCTION", "ID", "WORKERS", "IDLE", "RUNNING", "QUEUED", "COMPLETED", "FAILED"
+        "{:<20} {:>4} {:>7} {:>5} {:>7} {:>6} {:>9} {:>6} {:>9} {:>7} {:>4} {:>9} {:>9}",
+        "FUNCTION",
+        "ID",
+        "WORKERS",
+        "IDLE",
+        "RUNNING",
+        "QUEUED",
+        "COMPLETED",
+        "FAILED",
+        "λ/s",
+        "t ms",
+        "τ",
+        "p50 ms",
+        "p99 ms"
     );
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("≤{v}"));
     for f in &s.functions {
         println!(
-            "{:<24} {:>4} {:>8} {:>6} {:>8} {:>7} {:>10} {:>8}",
-            f.name, f.id, f.workers, f.idle, f.running, f.queued, f.completed, f.failed
+            "{:<20} {:>4} {:>7} {:>5} {:>7} {:>6} {:>9} {:>6} {:>9.1} {:>7.3} {:>4} {:>9} {:>9}",
+            f.name,
+            f.id,
+            f.workers,
+            f.idle,
+            f.running,
+            f.queued,
+            f.completed,
+            f.failed,
+            f.rate,
+            f.service_ms,
+            f.tau,
+            ms(f.p50_ms),
+            ms(f.p99_ms)
         );
     }
     println!("calls in flight: {}", s.calls_in_flight);

@@ -118,7 +118,7 @@ impl Engine {
         }
         let actions = {
             let mut st = self.lock();
-            let actions = st.remove_worker(worker, reason);
+            let actions = st.remove_worker(worker, reason, now_ns());
             self.publish_in_flight(&st);
             actions
         };

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod gateway;
 pub mod launcher;
 pub mod limiter;
+pub mod metrics;
 pub mod ring_link;
 pub mod state;
 pub mod status;

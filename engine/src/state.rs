@@ -11,6 +11,7 @@ use gloam_core::ErrorKind;
 
 use crate::config::FunctionConfig;
 use crate::limiter::Limiter;
+use crate::metrics::FunctionMetrics;
 
 /// A pool-growth request not answered by a new worker within this long is forgotten.
 const GROWTH_PATIENCE_NS: u64 = 10_000_000_000;
@@ -70,6 +71,8 @@ pub struct FunctionState {
     requested_at: u64,
     /// The concurrency limiter (λ, t, τ).
     pub limiter: Limiter,
+    /// What its calls did (scraped by `/metrics`).
+    pub metrics: FunctionMetrics,
     /// Calls ended, by outcome (for status).
     pub completed: u64,
     /// Calls failed (handler error, crash, timeout, ...).
@@ -197,6 +200,7 @@ impl<R, S: Clone> State<R, S> {
                     requested: 0,
                     requested_at: 0,
                     limiter: Limiter::new(f.concurrency.clone()),
+                    metrics: FunctionMetrics::default(),
                     completed: 0,
                     failed: 0,
                 },
@@ -291,7 +295,8 @@ impl<R, S: Clone> State<R, S> {
     }
 
     /// The worker finished its handshake: it takes queued work or becomes idle.
-    pub fn worker_ready(&mut self, id: u32, now: u64) -> Actions<R, S> {
+    /// `cold_start_ns`: how long its process took from start to ready, when known.
+    pub fn worker_ready(&mut self, id: u32, now: u64, cold_start_ns: Option<u64>) -> Actions<R, S> {
         let Some(w) = self.workers.get_mut(&id) else {
             return Vec::new();
         };
@@ -300,6 +305,9 @@ impl<R, S: Clone> State<R, S> {
         if let Some(f) = self.functions.get_mut(&function_id) {
             f.ready_workers += 1;
             f.requested = f.requested.saturating_sub(1);
+            if let Some(ns) = cold_start_ns {
+                f.metrics.cold_start.record(ns);
+            }
         }
         let mut actions = Vec::new();
         self.take_next_or_idle(id, function_id, now, &mut actions);
@@ -323,6 +331,7 @@ impl<R, S: Clone> State<R, S> {
             return Err((refusal, reply));
         };
         if self.draining {
+            f.metrics.count(Some(ErrorKind::Shutdown));
             let refusal = Refusal::new(
                 ErrorKind::Shutdown,
                 "the engine is shutting down".to_string(),
@@ -337,6 +346,7 @@ impl<R, S: Clone> State<R, S> {
             None
         };
         if idle.is_none() && f.queue.len() >= f.config.queue_bound {
+            f.metrics.count(Some(ErrorKind::Overloaded));
             let refusal = Refusal::new(
                 ErrorKind::Overloaded,
                 format!(
@@ -446,7 +456,7 @@ impl<R, S: Clone> State<R, S> {
                     f.config.name,
                     waited / 1000
                 );
-                self.fail_call(next, ErrorKind::Overloaded, &text, actions);
+                self.fail_call(next, ErrorKind::Overloaded, &text, now, actions);
                 continue;
             }
             let Some((worker, _)) = f.idle.pop() else {
@@ -586,8 +596,16 @@ impl<R, S: Clone> State<R, S> {
                 self.deadlines.remove(&(rec.deadline_ns, id));
                 let ok = msg.header.kind == Kind::Complete;
                 if let Some(f) = self.functions.get_mut(&function_id) {
+                    let running = now.saturating_sub(rec.dispatch_ns);
+                    let m = &mut f.metrics;
+                    m.ended(now, msg.header.status, now.saturating_sub(rec.recv_ns));
+                    m.queueing
+                        .record(rec.dispatch_ns.saturating_sub(rec.recv_ns));
+                    m.processing.record(msg.header.processing_ns);
+                    m.overhead
+                        .record(running.saturating_sub(msg.header.processing_ns));
                     if ok {
-                        f.limiter.on_completion(now.saturating_sub(rec.dispatch_ns));
+                        f.limiter.on_completion(running);
                         f.completed += 1;
                     } else {
                         f.failed += 1;
@@ -620,13 +638,22 @@ impl<R, S: Clone> State<R, S> {
     }
 
     /// Ends `id` with a failure, if it is still in flight.
-    fn fail_call(&mut self, id: CallId, kind: ErrorKind, text: &str, actions: &mut Actions<R, S>) {
+    fn fail_call(
+        &mut self,
+        id: CallId,
+        kind: ErrorKind,
+        text: &str,
+        now: u64,
+        actions: &mut Actions<R, S>,
+    ) {
         let Some(rec) = self.calls.remove(&id) else {
             return;
         };
         self.deadlines.remove(&(rec.deadline_ns, id));
         if let Some(f) = self.functions.get_mut(&id.function()) {
             f.failed += 1;
+            f.metrics
+                .ended(now, Some(kind), now.saturating_sub(rec.recv_ns));
         }
         if rec.input_in_shm() {
             actions.push(Action::RemoveShm(
@@ -677,7 +704,7 @@ impl<R, S: Clone> State<R, S> {
             } else {
                 format!("call to {name} did not finish by its deadline")
             };
-            self.fail_call(id, ErrorKind::Timeout, &text, &mut actions);
+            self.fail_call(id, ErrorKind::Timeout, &text, now, &mut actions);
         }
         (actions, None)
     }
@@ -689,7 +716,7 @@ impl<R, S: Clone> State<R, S> {
 
     /// A worker is gone (its process died or it misbehaved): fail its call, orphan the
     /// internal calls it made, free its id.
-    pub fn remove_worker(&mut self, id: u32, reason: &str) -> Actions<R, S> {
+    pub fn remove_worker(&mut self, id: u32, reason: &str, now: u64) -> Actions<R, S> {
         let mut actions = Vec::new();
         let Some(w) = self.workers.remove(&id) else {
             return actions;
@@ -719,6 +746,7 @@ impl<R, S: Clone> State<R, S> {
                 call,
                 ErrorKind::WorkerCrashed,
                 &format!("worker {id} of {name} (pid {}) {reason}", w.pid),
+                now,
                 &mut actions,
             );
         }
@@ -806,7 +834,7 @@ mod tests {
     fn add_ready(st: &mut TestState, pid: u32, now: u64) -> (u32, Vec<Action<u64, u32>>) {
         let id = st.reserve_worker_id().unwrap();
         st.add_worker(id, 1, pid, "test", id);
-        (id, st.worker_ready(id, now))
+        (id, st.worker_ready(id, now, None))
     }
 
     fn call(st: &mut TestState, seq: u32, now: u64) -> (CallId, Vec<Action<u64, u32>>) {

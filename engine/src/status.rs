@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::Engine;
 
 /// One function's view.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FunctionStatus {
     /// Its name.
     pub name: String,
@@ -23,10 +23,25 @@ pub struct FunctionStatus {
     pub completed: u64,
     /// Calls failed.
     pub failed: u64,
+    /// λ: estimated arrival rate, calls/s.
+    #[serde(default)]
+    pub rate: f64,
+    /// t: estimated running time, ms (0 until known).
+    #[serde(default)]
+    pub service_ms: f64,
+    /// τ: calls allowed to run at once.
+    #[serde(default)]
+    pub tau: usize,
+    /// Median call duration over the last minute, ms (upper bucket bound).
+    #[serde(default)]
+    pub p50_ms: Option<f64>,
+    /// 99th percentile over the last minute, ms (upper bucket bound).
+    #[serde(default)]
+    pub p99_ms: Option<f64>,
 }
 
 /// One worker's view.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WorkerStatus {
     /// Its id.
     pub id: u32,
@@ -41,7 +56,7 @@ pub struct WorkerStatus {
 }
 
 /// The whole engine's view.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
     /// Functions, by id.
     pub functions: Vec<FunctionStatus>,
@@ -53,18 +68,28 @@ pub struct Status {
 
 /// Takes a snapshot.
 pub fn snapshot(engine: &Engine) -> Status {
+    let now = gloam_core::clock::now_ns();
     let st = engine.lock();
     let mut functions: Vec<FunctionStatus> = st
         .functions()
-        .map(|f| FunctionStatus {
-            name: f.config.name.clone(),
-            id: f.config.id,
-            workers: f.ready_workers,
-            idle: f.idle.len(),
-            running: f.running,
-            queued: f.queue.len(),
-            completed: f.completed,
-            failed: f.failed,
+        .map(|f| {
+            let recent = f.metrics.recent.last_minute(now);
+            let ms = |q: f64| recent.quantile(q).map(|ns| ns as f64 / 1e6);
+            FunctionStatus {
+                name: f.config.name.clone(),
+                id: f.config.id,
+                workers: f.ready_workers,
+                idle: f.idle.len(),
+                running: f.running,
+                queued: f.queue.len(),
+                completed: f.completed,
+                failed: f.failed,
+                rate: f.limiter.rate(now),
+                service_ms: f.limiter.service_ns().unwrap_or(0.0) / 1e6,
+                tau: f.limiter.tau(now),
+                p50_ms: ms(0.5),
+                p99_ms: ms(0.99),
+            }
         })
         .collect();
     functions.sort_by_key(|f| f.id);
@@ -84,6 +109,34 @@ pub fn snapshot(engine: &Engine) -> Status {
     Status {
         functions,
         workers,
+        calls_in_flight: st.calls_in_flight(),
+    }
+}
+
+/// Copies what `/metrics` renders.
+pub fn metrics_snapshot(engine: &Engine) -> crate::metrics::Snapshot {
+    let now = gloam_core::clock::now_ns();
+    let st = engine.lock();
+    let mut functions: Vec<_> = st
+        .functions()
+        .map(|f| {
+            let gauges = crate::metrics::FunctionGauges {
+                workers: f.ready_workers,
+                idle: f.idle.len(),
+                retiring: f.retiring,
+                requested: f.requested,
+                running: f.running,
+                queued: f.queue.len(),
+                rate: f.limiter.rate(now),
+                service_s: f.limiter.service_ns().unwrap_or(0.0) / 1e9,
+                tau: f.limiter.tau(now),
+            };
+            (f.config.name.clone(), f.metrics.clone(), gauges)
+        })
+        .collect();
+    functions.sort_by(|a, b| a.0.cmp(&b.0));
+    crate::metrics::Snapshot {
+        functions,
         calls_in_flight: st.calls_in_flight(),
     }
 }

@@ -95,7 +95,8 @@ async fn handshake(engine: Arc<Engine>, mut sock: UnixStream) {
     match connect_worker(&engine, &mut sock, &hello, function_id, id).await {
         Ok(end) => {
             tracing::info!(worker = id, function = %hello.function, pid = hello.pid, language = %hello.language, "worker ready");
-            let actions = engine.lock().worker_ready(id, now_ns());
+            let cold_start = process_age_ns(hello.pid);
+            let actions = engine.lock().worker_ready(id, now_ns(), cold_start);
             engine.apply(actions);
             match end {
                 EngineEnd::Fifo(rx) => serve_fifo_worker(engine, id, rx, sock).await,
@@ -109,7 +110,9 @@ async fn handshake(engine: Arc<Engine>, mut sock: UnixStream) {
         }
         Err(text) => {
             tracing::warn!(worker = id, function = %hello.function, "worker handshake failed: {text}");
-            let actions = engine.lock().remove_worker(id, "failed its handshake");
+            let actions = engine
+                .lock()
+                .remove_worker(id, "failed its handshake", now_ns());
             engine.apply(actions);
             engine.lock().release_worker_id(id);
             remove_fifos(engine.paths(), id);
@@ -252,4 +255,26 @@ fn drain_fifo(
             Err(e) => return Err(format!("channel failed: {e}")),
         }
     }
+}
+
+/// How long process `pid` has existed (its start time in `/proc` against the uptime), if
+/// readable: the cold start of a worker measured at its `READY`.
+fn process_age_ns(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at its closing ')'.
+    let after = &stat[stat.rfind(')')? + 2..];
+    let start_ticks: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks <= 0 {
+        return None;
+    }
+    let age_s = uptime - start_ticks as f64 / ticks as f64;
+    (age_s >= 0.0).then_some((age_s * 1e9) as u64)
 }

@@ -63,6 +63,27 @@ async fn handle(engine: &Engine, req: Request<Incoming>) -> Response<Full<Bytes>
     }
     match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => {
+            let missing = engine.functions_without_workers();
+            if missing.is_empty() {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "NOT_READY",
+                    &format!("no ready worker yet for: {}", missing.join(", ")),
+                )
+            }
+        }
+        (&Method::GET, "/metrics") => {
+            let body = crate::metrics::render(&status::metrics_snapshot(engine));
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
         (&Method::GET, "/_/status") => {
             let body = serde_json::to_vec(&status::snapshot(engine)).unwrap_or_default();
             let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -159,6 +180,16 @@ async fn call(engine: &Engine, name: String, req: Request<Incoming>) -> Response
                 t.processing_ns / 1000
             )) {
                 r.headers_mut().insert(TIMING_HEADER, v);
+            }
+            // The same split for browsers' developer tools (durations in ms).
+            let overhead = t.running_ns.saturating_sub(t.processing_ns);
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "queue;dur={:.3}, dispatch;dur={:.3}, handler;dur={:.3}",
+                t.queued_ns as f64 / 1e6,
+                overhead as f64 / 1e6,
+                t.processing_ns as f64 / 1e6
+            )) {
+                r.headers_mut().insert("server-timing", v);
             }
             r
         }

@@ -326,7 +326,16 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
+/// A worker log over this size is rotated (to `<name>.1`, replacing the previous one) when its
+/// process is (re)started, so a crash-looping worker cannot fill the disk.
+pub const LOG_ROTATE_BYTES: u64 = 16 << 20;
+
 fn open_log(path: &Path) -> io::Result<File> {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > LOG_ROTATE_BYTES) {
+        let mut rotated = path.as_os_str().to_owned();
+        rotated.push(".1");
+        let _ = std::fs::rename(path, rotated);
+    }
     OpenOptions::new()
         .create(true)
         .append(true)

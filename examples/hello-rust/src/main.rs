@@ -24,6 +24,18 @@ fn sleep(_ctx: &Ctx<'_>, input: &[u8]) -> Result<Vec<u8>, HandlerError> {
     Ok(format!("slept {ms} ms").into_bytes())
 }
 
+/// Busy-computes for the number of microseconds in the input (a CPU-bound handler for the
+/// concurrency benchmarks), and answers how many rounds it did.
+fn spin(_ctx: &Ctx<'_>, input: &[u8]) -> Result<Vec<u8>, HandlerError> {
+    let us: u64 = std::str::from_utf8(input)?.trim().parse()?;
+    let until = std::time::Instant::now() + Duration::from_micros(us);
+    let mut rounds = 0u64;
+    while std::time::Instant::now() < until {
+        rounds = std::hint::black_box(rounds + 1);
+    }
+    Ok(rounds.to_string().into_bytes())
+}
+
 /// Three internal calls to `Echo` at once, answers joined with `;`.
 fn fanout(ctx: &Ctx<'_>, input: &[u8]) -> Result<Vec<u8>, HandlerError> {
     let answers = std::thread::scope(|s| {
@@ -107,6 +119,7 @@ fn main() {
         .handler("Fail", |_, _| Err(HandlerError::new("Fail was called")))
         .handler("Crash", |_, _| std::process::abort())
         .handler("Sleep", sleep)
+        .handler("Spin", spin)
         .handler("Fanout", fanout)
         .handler("InvokeOther", invoke_other)
         .handler("BenchInternal", bench_internal);

@@ -11,7 +11,7 @@ export CARGO_TERM_COLOR=never
 LOGS="$ROOT/target/test-logs"
 mkdir -p "$LOGS"
 
-SUITES=(lint rust c go python node)
+SUITES=(lint rust c go python node matrix)
 [ $# -gt 0 ] && SUITES=("$@")
 
 step() { printf '==> %s\n' "$*"; }
@@ -22,7 +22,7 @@ suite_lint() {
 }
 
 suite_rust() {
-    cargo test --workspace --exclude gloam-python --exclude gloam-node -- --test-threads=2 || return 1
+    cargo test --workspace --exclude gloam-python --exclude gloam-node --exclude gloam-bench-baselines -- --test-threads=2 || return 1
     # The default transport is the shared-memory ring; run the engine's suites over FIFOs too.
     GLOAM_TEST_TRANSPORT=fifo cargo test -p gloam-engine --test e2e --test robustness -- --test-threads=2
 }
@@ -31,10 +31,12 @@ suite_c() { bindings/c/test.sh; }
 suite_go() { bindings/go/test.sh; }
 suite_python() { bindings/python/test.sh; }
 suite_node() { bindings/node/test.sh; }
+# Every language calls every language's Echo internally (25 pairs, small and 2 MiB payloads).
+suite_matrix() { ci/matrix/test.sh; }
 
 step "building the Rust workspace (engine, core, examples)"
 start_all=$(date +%s)
-if ! cargo build --workspace --exclude gloam-python --exclude gloam-node > "$LOGS/build.log" 2>&1; then
+if ! cargo build --workspace --exclude gloam-python --exclude gloam-node --exclude gloam-bench-baselines > "$LOGS/build.log" 2>&1; then
     tail -n 60 "$LOGS/build.log"
     echo "build: FAILED"
     echo "0 passed, 1 failed"

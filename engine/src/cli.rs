@@ -98,7 +98,9 @@ fn load(args: &UpArgs) -> Result<Config> {
         config.engine.listen = listen;
     }
     if let Some(root) = &args.ipc_root {
-        config.engine.ipc_root = root.clone();
+        // Workers run in their own directories: hand them an absolute path.
+        config.engine.ipc_root = std::path::absolute(root)
+            .with_context(|| format!("resolving --ipc-root {}", root.display()))?;
     }
     Ok(config)
 }

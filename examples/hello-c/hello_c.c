@@ -1,8 +1,9 @@
 /*
  * hello_c.c — Gloam's C example functions, served with gloam_serve().
  *
- * Foo (calls Bar), Bar, Nop, Echo, Fail, Crash, Sleep and Fanout (three concurrent internal
- * calls of Echo on pthreads). The engine picks the handler with GLOAM_HANDLER / GLOAM_FUNCTION.
+ * Foo (calls Bar), Bar, Nop, Echo, Fail, Crash, Sleep, Fanout (three concurrent internal
+ * calls of Echo on pthreads) and InvokeOther (input "Target:payload" calls Target with payload,
+ * split at the first ':', and returns its output; used by the cross-language matrix). The engine picks the handler with GLOAM_HANDLER / GLOAM_FUNCTION.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -134,10 +135,30 @@ static int fanout(void *ud, gloam_ctx_t *ctx, const uint8_t *in, size_t len) {
     return rc;
 }
 
+static int invoke_other(void *ud, gloam_ctx_t *ctx, const uint8_t *in, size_t len) {
+    (void)ud;
+    const uint8_t *colon = len ? memchr(in, ':', len) : NULL;
+    if (!colon) {
+        static const char msg[] = "InvokeOther expects Target:payload";
+        (void)gloam_ctx_fail(ctx, msg, sizeof msg - 1);
+        return 1;
+    }
+    size_t name_len = (size_t)(colon - in);
+    gloam_buffer_t out = {0};
+    gloam_error_t err = {0};
+    if (gloam_ctx_invoke(ctx, (const char *)in, name_len, colon + 1, len - name_len - 1, &out, &err) !=
+        GLOAM_OK)
+        return fail_with(ctx, "InvokeOther", &err);
+    int rc = gloam_ctx_set_output(ctx, out.data, out.len) == GLOAM_OK ? 0 : 1;
+    gloam_buffer_free(&out);
+    return rc;
+}
+
 int main(void) {
     static const gloam_handler_t handlers[] = {
         {"Foo", foo},   {"Bar", bar},           {"Nop", nop},     {"Echo", echo},
         {"Fail", fail}, {"Crash", crash},       {"Sleep", sleep_ms}, {"Fanout", fanout},
+        {"InvokeOther", invoke_other},
     };
     gloam_error_t err = {0};
     gloam_status_e st = gloam_serve(handlers, sizeof handlers / sizeof handlers[0], NULL, &err);

@@ -46,12 +46,11 @@ const handlers = {
     const outs = await Promise.all([1, 2, 3].map((i) => ctx.invoke('Echo', `${input}-${i}`)))
     return outs.map((b) => b.toString()).join(';')
   },
-  /** Input `Target:payload`: invokes Target with payload and returns its output. */
+  /** Input `Target:payload`: invokes Target with payload (bytes, split at the first ':'). */
   InvokeOther: async (ctx, input) => {
-    const text = input.toString()
-    const colon = text.indexOf(':')
-    const target = colon < 0 ? text : text.slice(0, colon)
-    const payload = colon < 0 ? '' : text.slice(colon + 1)
+    const colon = input.indexOf(0x3a)
+    const target = (colon < 0 ? input : input.subarray(0, colon)).toString()
+    const payload = colon < 0 ? Buffer.alloc(0) : input.subarray(colon + 1)
     return ctx.invoke(target, payload)
   },
   /** Input `Target:size`: invokes Target with `size` bytes; returns the error code or `ok`. */

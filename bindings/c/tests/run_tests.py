@@ -183,7 +183,7 @@ def case_empty_input(e):
     expect((st, out) == (200, b"Hello, World"), f"Bar: {st} {out!r}")
 
 
-def case_inline_edge_960_961(e):
+def case_inline_edge_960_and_961(e):
     for n in (959, 960, 961):
         body = bytes((i * 7) % 256 for i in range(n))
         st, out = e.call("CEcho", body)
@@ -314,7 +314,7 @@ def sanitizer_reports(log_dir):
 CASES = [
     case_echo,
     case_empty_input,
-    case_inline_edge_960_961,
+    case_inline_edge_960_and_961,
     case_shm_payload_2mib,
     case_oversize,
     case_handler_error,

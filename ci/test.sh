@@ -11,7 +11,7 @@ export CARGO_TERM_COLOR=never
 LOGS="$ROOT/target/test-logs"
 mkdir -p "$LOGS"
 
-SUITES=(lint rust c go python node matrix)
+SUITES=(lint rust c go python node matrix browser)
 [ $# -gt 0 ] && SUITES=("$@")
 
 step() { printf '==> %s\n' "$*"; }
@@ -33,6 +33,13 @@ suite_python() { bindings/python/test.sh; }
 suite_node() { bindings/node/test.sh; }
 # Every language calls every language's Echo internally (25 pairs, small and 2 MiB payloads).
 suite_matrix() { ci/matrix/test.sh; }
+# The status page at / in headless Chromium against a real stack (installs Debian's chromium
+# and playwright-core first when missing). Its screenshot goes to target/test-logs/ here;
+# `cd tests/browser && npm test` refreshes docs/status-page.png.
+suite_browser() {
+    ci/install-browser.sh || return 1
+    (cd tests/browser && SCREENSHOT="$LOGS/status-page.png" node --test --test-timeout=120000 status-page.test.mjs)
+}
 
 step "building the Rust workspace (engine, core, examples)"
 start_all=$(date +%s)

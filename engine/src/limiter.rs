@@ -5,11 +5,11 @@
 //! to `[max(1, min_workers), max_workers]`. Running fewer calls at once than there are workers
 //! keeps the machine's cores on the calls that are running instead of spreading them thin.
 //!
-//! * λ is the inverse of an exponentially weighted mean of the gaps between arrivals, with a
-//!   time-based weight `1 − e^(−gap/window)`: it follows the rate of the last `window` and, when
-//!   arrivals stop, the time since the last one counts as a growing gap, so λ decays to zero.
-//!   (Averaging the gaps, not the instantaneous rates 1/gap as Nightcore does, does not
-//!   over-estimate an irregular rate.)
+//! * λ is an exponentially decaying count of arrivals: each arrival adds `1/window`, and the
+//!   sum decays by `e^(−Δt/window)`. It reads as "arrivals per second over the last window",
+//!   follows a step within about one window whatever came before (an average of gaps would let
+//!   one long idle gap dominate for many windows), decays to zero when arrivals stop, and does
+//!   not over-estimate an irregular rate as Nightcore's mean of instantaneous rates 1/gap does.
 //! * t is an exponentially weighted mean of dispatch → completion times, per sample.
 //! * Until the first completion there is no t: τ is `max_workers` (no limit while warming up).
 //! * τ is never below 1, so a queued call can always run once a worker is free: the queue
@@ -45,7 +45,7 @@ impl Default for LimiterConfig {
     fn default() -> LimiterConfig {
         LimiterConfig {
             enabled: true,
-            rate_window: Duration::from_secs(1),
+            rate_window: Duration::from_millis(250),
             service_alpha: 0.05,
             growth_interval: Duration::from_millis(100),
             shrink_grace: Some(Duration::from_secs(10)),
@@ -61,7 +61,8 @@ impl Default for LimiterConfig {
 pub struct Limiter {
     config: LimiterConfig,
     last_arrival: Option<u64>,
-    mean_gap_ns: Option<f64>,
+    /// Decayed arrival count per second, as of `last_arrival`.
+    rate_at_last: f64,
     mean_service_ns: Option<f64>,
     last_growth: Option<u64>,
 }
@@ -72,7 +73,7 @@ impl Limiter {
         Limiter {
             config,
             last_arrival: None,
-            mean_gap_ns: None,
+            rate_at_last: 0.0,
             mean_service_ns: None,
             last_growth: None,
         }
@@ -89,17 +90,9 @@ impl Limiter {
 
     /// Records an arrival at `now`.
     pub fn on_arrival(&mut self, now: u64) {
-        if let Some(last) = self.last_arrival {
-            let gap = now.saturating_sub(last).max(1) as f64;
-            self.mean_gap_ns = Some(match self.mean_gap_ns {
-                None => gap,
-                Some(mean) => {
-                    let w = 1.0 - (-gap / self.window_ns()).exp();
-                    mean + w * (gap - mean)
-                }
-            });
-        }
-        self.last_arrival = Some(now.max(self.last_arrival.unwrap_or(0)));
+        let now = now.max(self.last_arrival.unwrap_or(0));
+        self.rate_at_last = self.rate(now) + 1e9 / self.window_ns();
+        self.last_arrival = Some(now);
     }
 
     /// Records a completed call that ran `running_ns` (dispatch → completion).
@@ -113,17 +106,11 @@ impl Limiter {
 
     /// λ in calls per second at `now` (decays while no call arrives).
     pub fn rate(&self, now: u64) -> f64 {
-        let (Some(last), Some(mean)) = (self.last_arrival, self.mean_gap_ns) else {
+        let Some(last) = self.last_arrival else {
             return 0.0;
         };
         let since = now.saturating_sub(last) as f64;
-        let gap = if since > mean {
-            let w = 1.0 - (-since / self.window_ns()).exp();
-            mean + w * (since - mean)
-        } else {
-            mean
-        };
-        1e9 / gap.max(1.0)
+        self.rate_at_last * (-since / self.window_ns()).exp()
     }
 
     /// t in nanoseconds, once known.
@@ -226,6 +213,9 @@ mod tests {
         // 1000 calls/s of 10 ms each need 10 at once.
         let now = drive(&mut l, 0, 1000, 10 * MS, 3);
         assert!((l.rate(now) - 1000.0).abs() < 20.0, "rate {}", l.rate(now));
+        // Right after a long idle period, a new steady rate is tracked within about a window.
+        let now = drive(&mut l, now + 60 * S, 1000, 10 * MS, 1);
+        assert_eq!(l.tau(now), 10);
         assert_eq!(l.tau(now), 10);
     }
 

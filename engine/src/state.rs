@@ -925,12 +925,12 @@ mod tests {
 
     #[test]
     fn limiter_holds_calls_back_to_tau() {
-        // 4 idle workers; a steady 100/s of 10 ms calls needs τ = 1.
+        // 4 idle workers; a steady 50/s of 10 ms calls needs τ = 1.
         let mut st = state("min_workers = 1\nmax_workers = 4");
         let workers: Vec<u32> = (0..4).map(|i| add_ready(&mut st, 100 + i, 0).0).collect();
         let mut now = MS;
         for seq in 1..=300u32 {
-            now += 10 * MS;
+            now += 20 * MS;
             let (id, a) = call(&mut st, seq, now);
             let w = sends(&a)[0];
             assert!(workers.contains(&w));

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use gloam_core::ErrorKind;
 
+use super::page;
 use crate::engine::Engine;
 use crate::state::Refusal;
 use crate::status;
@@ -62,6 +63,9 @@ async fn handle(engine: &Engine, req: Request<Incoming>) -> Response<Full<Bytes>
         return call(engine, name.to_string(), req).await;
     }
     match (req.method(), path.as_str()) {
+        (&Method::GET, "/") => page::index(),
+        (&Method::GET, page::APP_JS_PATH) => page::script(),
+        (&Method::GET, page::STYLE_CSS_PATH) => page::style(),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => {
             let missing = engine.functions_without_workers();

@@ -1,3 +1,4 @@
 //! The HTTP front door. On one node it runs inside the engine process.
 
 pub mod http;
+pub mod page;

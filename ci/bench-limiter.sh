@@ -37,17 +37,20 @@ TOML
             pools="$pools $(curl -s "$url/_/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["functions"][0]["workers"])')"
         done
     done
-    python3 - "$1" "$dir" "$pools" <<'PY'
+    python3 - "$1" "$dir" "$pools" "$HIGH" <<'PY'
 import json, sys, glob
-mode, d, pools = sys.argv[1], sys.argv[2], sys.argv[3]
+mode, d, pools, high = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+rs = [json.load(open(f)) for f in sorted(glob.glob(f"{d}/r-*.json"))]
 for phase in ("high", "low"):
-    rs = [json.load(open(f)) for f in sorted(glob.glob(f"{d}/r-*.json"))]
-    rates = sorted({r.get("target_rate") or r.get("rate") or 0 for r in rs})
-    sel = [r for r in rs if (r.get("target_rate") or r.get("rate") or 0) == (max(rates) if phase == "high" else min(rates))]
-    def med(key):
-        v = sorted(x.get(key, 0) or 0 for x in sel)
-        return v[len(v)//2] if v else 0
-    print(f"| limiter {mode} | {phase} | {med('p50_us'):.0f} | {med('p99_us'):.0f} | {med('achieved_per_s'):.0f} | {med('cpu_us_per_call'):.1f} | {pools.strip()} |")
+    sel = [r for r in rs if ((r.get("target_per_s") or 0) == high) == (phase == "high")]
+    def med(get):
+        v = sorted(get(x) for x in sel)
+        return v[len(v) // 2] if v else 0
+    p50 = med(lambda r: r["latency"]["p50_us"])
+    p99 = med(lambda r: r["latency"]["p99_us"])
+    ach = med(lambda r: r["achieved_per_s"])
+    cpu = med(lambda r: (r.get("cpu") or {}).get("us_per_call", 0.0))
+    print(f"| limiter {mode} | {phase} | {p50:.0f} | {p99:.0f} | {ach:.0f} | {cpu:.1f} | {pools.strip()} |")
 PY
     kill -TERM "$pid"; wait "$pid" || true
     rm -rf "$dir"

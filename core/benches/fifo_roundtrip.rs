@@ -2,6 +2,9 @@
 //! transport. `cargo bench -p gloam-core --bench fifo_roundtrip [-- N]` prints a table and a
 //! JSON line with p50/p99/p99.9/max latency and round trips per second.
 
+#[path = "report.rs"]
+mod report;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -58,30 +61,11 @@ fn main() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 
-    times.sort_unstable();
-    let q = |p: f64| {
-        times[((times.len() as f64 * p) as usize).min(times.len() - 1)].as_secs_f64() * 1e6
-    };
-    let rate = n as f64 / total.as_secs_f64();
-    println!("FIFO channel, 1 KiB round trip between two processes ({n} round trips)");
-    println!(
-        "{:>10} {:>10} {:>10} {:>10} {:>14}",
-        "p50 us", "p99 us", "p99.9 us", "max us", "round trips/s"
-    );
-    println!(
-        "{:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>14.0}",
-        q(0.5),
-        q(0.99),
-        q(0.999),
-        q(1.0),
-        rate
-    );
-    println!(
-        "{{\"bench\":\"fifo_roundtrip\",\"n\":{n},\"p50_us\":{:.2},\"p99_us\":{:.2},\"p999_us\":{:.2},\"max_us\":{:.2},\"per_s\":{rate:.0}}}",
-        q(0.5),
-        q(0.99),
-        q(0.999),
-        q(1.0)
+    report::print(
+        "fifo_roundtrip",
+        "FIFO channel, 1 KiB round trip between two processes",
+        &mut times,
+        total,
     );
 }
 

@@ -3,7 +3,6 @@
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::Mutex;
 
-use gloam_core::channel::Wait;
 use gloam_core::worker::{workers_from_env, WorkerOptions};
 use gloam_core::{Error, ErrorKind};
 
@@ -168,17 +167,8 @@ unsafe impl Sync for UserData {}
 
 fn worker_main(opts: &WorkerOptions, func: RawHandler, user: UserData) -> Result<(), Error> {
     let worker = gloam_worker_t::connect(opts)?;
-    loop {
-        let call = match worker.inner.recv(Wait::Forever) {
-            Ok(Some(call)) => gloam_call_t { inner: call },
-            Ok(None) => continue,
-            Err(e) if e.kind() == ErrorKind::Shutdown => return Ok(()),
-            Err(e) if e.kind() == ErrorKind::ProtocolError => return Err(e),
-            Err(e) => {
-                eprintln!("gloam: could not receive a call: {e}");
-                continue;
-            }
-        };
+    while let Some(call) = worker.inner.next_call()? {
+        let call = gloam_call_t { inner: call };
         let mut ctx = gloam_ctx_t {
             worker: &worker,
             call: &call,
@@ -214,6 +204,7 @@ fn worker_main(opts: &WorkerOptions, func: RawHandler, user: UserData) -> Result
             Err(e) => eprintln!("gloam: could not answer a call: {e}"),
         }
     }
+    Ok(())
 }
 
 /// # Safety

@@ -3,7 +3,6 @@
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 
-use gloam_core::channel::Wait;
 use gloam_core::worker::workers_from_env;
 use gloam_core::{Error, ErrorKind, Worker, WorkerOptions};
 use napi::bindgen_prelude::ToNapiValue;
@@ -198,17 +197,7 @@ fn run_worker(
     tsfn: ThreadsafeFunction<Job, ErrorStrategy::Fatal>,
 ) -> Result<(), Error> {
     let worker = Arc::new(Worker::connect(opts)?);
-    loop {
-        let call = match worker.recv(Wait::Forever) {
-            Ok(Some(call)) => call,
-            Ok(None) => continue,
-            Err(e) if e.kind() == ErrorKind::Shutdown => return Ok(()),
-            Err(e) if e.kind() == ErrorKind::ProtocolError => return Err(e),
-            Err(e) => {
-                eprintln!("gloam: could not receive a call: {e}");
-                continue;
-            }
-        };
+    while let Some(call) = worker.next_call()? {
         let (tx, rx) = sync_channel::<Outcome>(1);
         let job = Job {
             ctx: Ctx::new(&worker, &call),
@@ -243,4 +232,5 @@ fn run_worker(
             return Err(Error::Shutdown("the JavaScript thread went away".into()));
         }
     }
+    Ok(())
 }

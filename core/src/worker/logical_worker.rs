@@ -152,6 +152,22 @@ impl Worker {
         }
     }
 
+    /// The next call for a serve loop. `Ok(None)`: the worker was retired or the engine is
+    /// gone, so the loop should end. `Err`: the engine sent something undecodable. Other
+    /// receive errors (a call whose input file could not be read, already failed back to its
+    /// caller by [`Worker::recv`]) are logged and skipped.
+    pub fn next_call(&self) -> Result<Option<Call>> {
+        loop {
+            match self.recv(Wait::Forever) {
+                Ok(Some(call)) => return Ok(Some(call)),
+                Ok(None) => continue,
+                Err(e) if e.kind() == ErrorKind::Shutdown => return Ok(None),
+                Err(e) if e.kind() == ErrorKind::ProtocolError => return Err(e),
+                Err(e) => tracing::warn!(error = %e, "could not receive a call"),
+            }
+        }
+    }
+
     /// Makes a waiting [`Worker::recv`] return `Ok(None)`.
     pub fn wake(&self) {
         self.inbox.wake(self.channel.as_ref());

@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use crate::channel::Wait;
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::CallId;
 
@@ -157,17 +156,7 @@ pub fn serve_with(opts: &WorkerOptions, workers: usize, handlers: Handlers) -> R
 
 /// Runs `handler` for every call `worker` receives, until retirement or shutdown.
 pub fn run_loop(worker: &Worker, handler: &HandlerFn) -> Result<()> {
-    loop {
-        let call = match worker.recv(Wait::Forever) {
-            Ok(Some(call)) => call,
-            Ok(None) => continue,
-            Err(e) if e.kind() == ErrorKind::Shutdown => return Ok(()),
-            Err(e) if e.kind() == ErrorKind::ProtocolError => return Err(e),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not receive a call");
-                continue;
-            }
-        };
+    while let Some(call) = worker.next_call()? {
         let ctx = Ctx {
             worker,
             call: &call,
@@ -191,6 +180,7 @@ pub fn run_loop(worker: &Worker, handler: &HandlerFn) -> Result<()> {
             Err(e) => tracing::warn!(error = %e, "could not answer a call"),
         }
     }
+    Ok(())
 }
 
 /// The text of a panic payload.

@@ -10,7 +10,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::ExitCode;
 use std::sync::Mutex;
 
-use gloam_core::channel::Wait;
 use gloam_core::worker::{workers_from_env, WorkerOptions};
 use gloam_core::{Error, ErrorKind, ParentRef, Worker};
 
@@ -163,15 +162,10 @@ fn serve_one(opts: &WorkerOptions, lib: Library) -> Result<(), Error> {
         )));
     }
     let result = loop {
-        let call = match worker.recv(Wait::Forever) {
+        let call = match worker.next_call() {
             Ok(Some(call)) => call,
-            Ok(None) => continue,
-            Err(e) if e.kind() == ErrorKind::Shutdown => break Ok(()),
-            Err(e) if e.kind() == ErrorKind::ProtocolError => break Err(e),
-            Err(e) => {
-                eprintln!("gloam-cworker: could not receive a call: {e}");
-                continue;
-            }
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
         };
         {
             let mut st = ctx.state();

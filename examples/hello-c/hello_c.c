@@ -3,10 +3,14 @@
  *
  * Foo (calls Bar), Bar, Nop, Echo, Fail, Crash, Sleep, Fanout (three concurrent internal
  * calls of Echo on pthreads) and InvokeOther (input "Target:payload" calls Target with payload,
- * split at the first ':', and returns its output; used by the cross-language matrix). The engine picks the handler with GLOAM_HANDLER / GLOAM_FUNCTION.
+ * split at the first ':', and returns its output; used by the cross-language matrix) and
+ * BenchInternal (input "N" or "Target:N": N timed internal calls, the distribution as JSON).
+ * The engine picks the handler with GLOAM_HANDLER / GLOAM_FUNCTION.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,11 +158,121 @@ static int invoke_other(void *ud, gloam_ctx_t *ctx, const uint8_t *in, size_t le
     return rc;
 }
 
+static int fail_msg(gloam_ctx_t *ctx, const char *msg) {
+    (void)gloam_ctx_fail(ctx, msg, strlen(msg));
+    return 1;
+}
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank percentile q of the n sorted samples, in µs. */
+static double rank_us(const uint64_t *ns, size_t n, double q) {
+    double x = q * (double)n;
+    size_t rank = (size_t)x;
+    if ((double)rank < x) /* ceil without libm */
+        rank++;
+    rank = rank < 1 ? 1 : rank > n ? n : rank;
+    return (double)ns[rank - 1] / 1e3;
+}
+
+/* Input "N" or "Target:N" (default 10000 calls to Nop): N/10 (at most 1000) unmeasured internal
+ * calls, then N sequential ones timed here with CLOCK_MONOTONIC; answers
+ * {"target","count","p50_us","p90_us","p99_us","p999_us","max_us","mean_us","per_s"} like the
+ * Rust BenchInternal (nearest-rank percentiles). */
+static int bench_internal(void *ud, gloam_ctx_t *ctx, const uint8_t *in, size_t len) {
+    (void)ud;
+    while (len > 0 && (in[len - 1] == ' ' || in[len - 1] == '\n' || in[len - 1] == '\r' ||
+                       in[len - 1] == '\t'))
+        len--;
+    while (len > 0 && (in[0] == ' ' || in[0] == '\n' || in[0] == '\r' || in[0] == '\t'))
+        in++, len--;
+    const char *target = "Nop";
+    size_t target_len = 3;
+    const uint8_t *num = in;
+    size_t num_len = len;
+    for (size_t i = len; i > 0; i--) {
+        if (in[i - 1] == ':') {
+            target = (const char *)in;
+            target_len = i - 1;
+            num = in + i;
+            num_len = len - i;
+            break;
+        }
+    }
+    size_t n = 10000;
+    if (num_len > 0) {
+        char buf[24];
+        if (num_len >= sizeof buf)
+            return fail_msg(ctx, "BenchInternal: N is not a number");
+        memcpy(buf, num, num_len);
+        buf[num_len] = '\0';
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(buf, &end, 10);
+        if (errno != 0 || *end != '\0' || buf[0] < '0' || buf[0] > '9')
+            return fail_msg(ctx, "BenchInternal: N is not a number");
+        n = (size_t)v;
+    }
+    if (n == 0)
+        return fail_msg(ctx, "BenchInternal: N must be at least 1");
+    uint64_t *ns = malloc(n * sizeof *ns);
+    if (!ns)
+        return fail_msg(ctx, "BenchInternal: out of memory");
+    gloam_buffer_t out = {0};
+    gloam_error_t err = {0};
+    size_t warm = n / 10 < 1000 ? n / 10 : 1000;
+    for (size_t i = 0; i < warm; i++) {
+        if (gloam_ctx_invoke(ctx, target, target_len, NULL, 0, &out, &err) != GLOAM_OK) {
+            free(ns);
+            return fail_with(ctx, "BenchInternal", &err);
+        }
+        gloam_buffer_free(&out);
+    }
+    uint64_t start = now_ns();
+    for (size_t i = 0; i < n; i++) {
+        uint64_t t0 = now_ns();
+        gloam_status_e st = gloam_ctx_invoke(ctx, target, target_len, NULL, 0, &out, &err);
+        ns[i] = now_ns() - t0;
+        if (st != GLOAM_OK) {
+            free(ns);
+            return fail_with(ctx, "BenchInternal", &err);
+        }
+        gloam_buffer_free(&out);
+    }
+    double total_s = (double)(now_ns() - start) / 1e9;
+    qsort(ns, n, sizeof *ns, cmp_u64);
+    double sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += (double)ns[i];
+    char json[512];
+    int w = snprintf(json, sizeof json,
+                     "{\"target\":\"%.*s\",\"count\":%zu,\"p50_us\":%.2f,\"p90_us\":%.2f,"
+                     "\"p99_us\":%.2f,\"p999_us\":%.2f,\"max_us\":%.2f,\"mean_us\":%.2f,"
+                     "\"per_s\":%.0f}",
+                     (int)(target_len > 256 ? 256 : target_len), target, n,
+                     rank_us(ns, n, 0.5), rank_us(ns, n, 0.9), rank_us(ns, n, 0.99),
+                     rank_us(ns, n, 0.999), rank_us(ns, n, 1.0), sum / (double)n / 1e3,
+                     (double)n / total_s);
+    free(ns);
+    if (w < 0 || (size_t)w >= sizeof json)
+        return fail_msg(ctx, "BenchInternal: answer too long");
+    return gloam_ctx_set_output(ctx, (const uint8_t *)json, (size_t)w) == GLOAM_OK ? 0 : 1;
+}
+
 int main(void) {
     static const gloam_handler_t handlers[] = {
         {"Foo", foo},   {"Bar", bar},           {"Nop", nop},     {"Echo", echo},
         {"Fail", fail}, {"Crash", crash},       {"Sleep", sleep_ms}, {"Fanout", fanout},
-        {"InvokeOther", invoke_other},
+        {"InvokeOther", invoke_other}, {"BenchInternal", bench_internal},
     };
     gloam_error_t err = {0};
     gloam_status_e st = gloam_serve(handlers, sizeof handlers / sizeof handlers[0], NULL, &err);

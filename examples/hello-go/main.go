@@ -1,7 +1,9 @@
 // Command hello-go holds Gloam's Go example functions: Foo (calls Bar), Bar, Nop, Echo, Fail,
 // Crash, Panic, Sleep, Fanout (three concurrent internal calls of Echo), InvokeOther (input
 // "Target:payload" calls Target) and InvokeSize (input "Target:N" calls Target with N bytes
-// and reports the outcome). The engine picks one with GLOAM_HANDLER / GLOAM_FUNCTION.
+// and reports the outcome), InvokeAbandon and BenchInternal (input "N" or "Target:N": N timed
+// internal calls, the distribution as JSON). The engine picks one with GLOAM_HANDLER /
+// GLOAM_FUNCTION.
 package main
 
 import (
@@ -10,7 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -127,6 +131,58 @@ func invokeAbandon(ctx context.Context, call *gloam.Call, input []byte) ([]byte,
 	return nil, fmt.Errorf("Invoke returned %v after %v", err, time.Since(start))
 }
 
+// benchInternal takes "N" or "Target:N" (default 10000 calls to Nop): it makes N/10 (at most
+// 1000) unmeasured internal calls, then N sequential ones timed here with time.Now/time.Since,
+// and answers {"target","count","p50_us","p90_us","p99_us","p999_us","max_us","mean_us","per_s"}
+// like the Rust BenchInternal (nearest-rank percentiles).
+func benchInternal(ctx context.Context, call *gloam.Call, input []byte) ([]byte, error) {
+	text := strings.TrimSpace(string(input))
+	target, num := "Nop", text
+	if i := strings.LastIndexByte(text, ':'); i >= 0 {
+		target, num = text[:i], text[i+1:]
+	}
+	n := 10000
+	if num != "" {
+		v, err := strconv.ParseUint(num, 10, 63)
+		if err != nil {
+			return nil, fmt.Errorf("BenchInternal: N: %w", err)
+		}
+		n = int(v)
+	}
+	if n == 0 {
+		return nil, errors.New("BenchInternal: N must be at least 1")
+	}
+	for i := 0; i < min(n/10, 1000); i++ {
+		if _, err := call.Invoke(ctx, target, nil); err != nil {
+			return nil, err
+		}
+	}
+	ns := make([]int64, n)
+	start := time.Now()
+	for i := range ns {
+		t0 := time.Now()
+		_, err := call.Invoke(ctx, target, nil)
+		ns[i] = int64(time.Since(t0))
+		if err != nil {
+			return nil, err
+		}
+	}
+	total := time.Since(start).Seconds()
+	slices.Sort(ns)
+	at := func(q float64) float64 {
+		rank := int(math.Ceil(q * float64(n)))
+		return float64(ns[max(1, min(rank, n))-1]) / 1e3
+	}
+	var sum float64
+	for _, x := range ns {
+		sum += float64(x)
+	}
+	return []byte(fmt.Sprintf(`{"target":"%s","count":%d,"p50_us":%.2f,"p90_us":%.2f,`+
+		`"p99_us":%.2f,"p999_us":%.2f,"max_us":%.2f,"mean_us":%.2f,"per_s":%.0f}`,
+		target, n, at(0.5), at(0.9), at(0.99), at(0.999), at(1), sum/float64(n)/1e3,
+		float64(n)/total)), nil
+}
+
 func main() {
 	err := gloam.Serve(map[string]gloam.Handler{
 		"Foo":           foo,
@@ -141,6 +197,7 @@ func main() {
 		"InvokeOther":   invokeOther,
 		"InvokeSize":    invokeSize,
 		"InvokeAbandon": invokeAbandon,
+		"BenchInternal": benchInternal,
 	})
 	if err != nil {
 		log.Fatalf("hello-go: %v", err)

@@ -106,6 +106,43 @@ const handlers = {
     }),
   /** Returns something that is not bytes: the call fails with a message saying so. */
   BadResult: () => 42,
+  /**
+   * Input `N` or `Target:N` (default 10000 calls to Nop): N/10 (at most 1000) unmeasured
+   * internal calls, then N sequential `await ctx.invoke` calls timed with
+   * process.hrtime.bigint(); answers the distribution as JSON like the Rust BenchInternal:
+   * {"target","count","p50_us","p90_us","p99_us","p999_us","max_us","mean_us","per_s"}
+   * (nearest-rank percentiles).
+   */
+  BenchInternal: async (ctx, input) => {
+    const text = input.toString().trim()
+    const colon = text.lastIndexOf(':')
+    const target = colon < 0 ? 'Nop' : text.slice(0, colon)
+    const num = colon < 0 ? text : text.slice(colon + 1)
+    const n = num === '' ? 10000 : Number(num)
+    if (!/^\d*$/.test(num) || !Number.isSafeInteger(n)) {
+      throw new Error(`BenchInternal: N is not a number: ${num}`)
+    }
+    if (n < 1) throw new Error('BenchInternal: N must be at least 1')
+    const empty = Buffer.alloc(0)
+    for (let i = 0; i < Math.min(Math.floor(n / 10), 1000); i++) await ctx.invoke(target, empty)
+    const ns = new Float64Array(n)
+    const start = process.hrtime.bigint()
+    for (let i = 0; i < n; i++) {
+      const t0 = process.hrtime.bigint()
+      await ctx.invoke(target, empty)
+      ns[i] = Number(process.hrtime.bigint() - t0)
+    }
+    const totalS = Number(process.hrtime.bigint() - start) / 1e9
+    ns.sort()
+    const at = (q) => ns[Math.min(Math.max(Math.ceil(q * n), 1), n) - 1] / 1e3
+    const mean = ns.reduce((a, b) => a + b, 0) / n / 1e3
+    const f = (x) => x.toFixed(2)
+    return (
+      `{"target":"${target}","count":${n},"p50_us":${f(at(0.5))},"p90_us":${f(at(0.9))},` +
+      `"p99_us":${f(at(0.99))},"p999_us":${f(at(0.999))},"max_us":${f(at(1))},` +
+      `"mean_us":${f(mean)},"per_s":${(n / totalS).toFixed(0)}}`
+    )
+  },
 }
 
 gloam.serve(handlers).catch((err) => {

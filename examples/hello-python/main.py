@@ -10,6 +10,11 @@
   ``<input>#1``, ``<input>#2``; returns their outputs joined with ``;``.
 - ``InvokeOther`` / ``CallRust``: input ``Name:payload`` calls function ``Name`` with
   ``payload`` and returns its output (used by the cross-language matrix).
+- ``BenchInternal`` (async, ``await ctx.invoke``) / ``BenchInternalSync`` (``ctx.invoke_sync``):
+  input ``N`` or ``Target:N`` (default 10000 calls to ``Nop``); makes N/10 (at most 1000)
+  unmeasured internal calls, then N sequential ones timed with ``time.perf_counter_ns``, and
+  returns the distribution as JSON like the Rust ``BenchInternal``: ``{"target","count",
+  "p50_us","p90_us","p99_us","p999_us","max_us","mean_us","per_s"}`` (nearest-rank).
 
 Start it with ``gloam up`` (``command = "python3"``, ``args = [".../main.py"]``); the function
 served is ``GLOAM_HANDLER`` or else ``GLOAM_FUNCTION``.
@@ -18,7 +23,9 @@ served is ``GLOAM_HANDLER`` or else ``GLOAM_FUNCTION``.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import time
 
 import gloam
 
@@ -75,6 +82,65 @@ async def invoke_other(ctx: gloam.Context, data: bytes) -> bytes:
     return await ctx.invoke(name.decode(), payload)
 
 
+def _bench_args(data: bytes) -> tuple[str, int]:
+    """Parse ``N`` or ``Target:N`` (default ``Nop``, 10000) for the ``BenchInternal`` handlers."""
+    text = data.decode().strip()
+    target, sep, num = text.rpartition(":")
+    if not sep:
+        target = "Nop"
+    n = int(num) if num else 10_000
+    if n < 1:
+        raise ValueError("BenchInternal: N must be at least 1")
+    return target, n
+
+
+def _bench_json(target: str, ns: list[int], total_ns: int) -> str:
+    """Summarise the measured call times (ns) as the JSON every ``BenchInternal`` answers."""
+    ns.sort()
+    n = len(ns)
+
+    def at(q: float) -> float:
+        rank = math.ceil(q * n)
+        return ns[min(max(rank, 1), n) - 1] / 1e3
+
+    mean = sum(ns) / n / 1e3
+    return (
+        f'{{"target":"{target}","count":{n},"p50_us":{at(0.5):.2f},"p90_us":{at(0.9):.2f},'
+        f'"p99_us":{at(0.99):.2f},"p999_us":{at(0.999):.2f},"max_us":{at(1.0):.2f},'
+        f'"mean_us":{mean:.2f},"per_s":{n / (total_ns / 1e9):.0f}}}'
+    )
+
+
+async def bench_internal(ctx: gloam.Context, data: bytes) -> str:
+    """Time N sequential ``await ctx.invoke`` calls to the target (see the module doc)."""
+    target, n = _bench_args(data)
+    for _ in range(min(n // 10, 1000)):
+        await ctx.invoke(target)
+    ns = [0] * n
+    clock = time.perf_counter_ns
+    start = clock()
+    for i in range(n):
+        t0 = clock()
+        await ctx.invoke(target)
+        ns[i] = clock() - t0
+    return _bench_json(target, ns, clock() - start)
+
+
+def bench_internal_sync(ctx: gloam.Context, data: bytes) -> str:
+    """Time N sequential ``ctx.invoke_sync`` calls to the target (see the module doc)."""
+    target, n = _bench_args(data)
+    for _ in range(min(n // 10, 1000)):
+        ctx.invoke_sync(target)
+    ns = [0] * n
+    clock = time.perf_counter_ns
+    start = clock()
+    for i in range(n):
+        t0 = clock()
+        ctx.invoke_sync(target)
+        ns[i] = clock() - t0
+    return _bench_json(target, ns, clock() - start)
+
+
 HANDLERS: dict[str, gloam.Handler] = {
     "Foo": foo,
     "Bar": bar,
@@ -86,6 +152,8 @@ HANDLERS: dict[str, gloam.Handler] = {
     "Fanout": fanout,
     "InvokeOther": invoke_other,
     "CallRust": invoke_other,
+    "BenchInternal": bench_internal,
+    "BenchInternalSync": bench_internal_sync,
 }
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ min_workers = 1
 max_workers = 8
 limiter = $limiter
 growth_interval_ms = 50
+rate_window_ms = ${RATE_WINDOW_MS:-50}
 shrink_grace_ms = 2000
 TOML
     "$G" up "$dir/g.toml" > "$dir/out" 2> "$dir/err" &

@@ -294,6 +294,7 @@ struct RawFunction {
     limiter: Option<bool>,
     rate_window_ms: Option<u64>,
     service_alpha: Option<f64>,
+    limiter_headroom: Option<f64>,
     growth_interval_ms: Option<u64>,
     shrink: Option<bool>,
     shrink_grace_ms: Option<u64>,
@@ -738,6 +739,17 @@ fn resolve_function(
             ))
         }
     };
+    let headroom = match raw.limiter_headroom {
+        None => defaults.headroom,
+        Some(h) if h.is_finite() && h >= 1.0 => h,
+        Some(h) => {
+            return Err(ConfigError::at(
+                source,
+                key("limiter_headroom"),
+                format!("{h} must be a number >= 1"),
+            ))
+        }
+    };
     let shrink_grace = millis(
         raw.shrink_grace_ms,
         "shrink_grace_ms",
@@ -747,6 +759,7 @@ fn resolve_function(
         enabled: raw.limiter.unwrap_or(defaults.enabled),
         rate_window: millis(raw.rate_window_ms, "rate_window_ms", defaults.rate_window)?,
         service_alpha,
+        headroom,
         growth_interval: millis(
             raw.growth_interval_ms,
             "growth_interval_ms",

@@ -1,8 +1,9 @@
 //! Managed concurrency: the control law of DESIGN §5, on an explicit clock.
 //!
 //! Per function the engine estimates the arrival rate λ and the running time t, and lets at most
-//! τ = ⌈λ·t⌉ calls run at once (Little's law: the concurrency the load actually needs), clamped
-//! to `[max(1, min_workers), max_workers]`. Running fewer calls at once than there are workers
+//! τ = ⌈h·λ·t⌉ calls run at once (Little's law: λ·t is the concurrency the load actually needs;
+//! the headroom h, default 2, keeps bursts from queueing at full utilisation), clamped to
+//! `[max(1, min_workers), max_workers]`. Running fewer calls at once than there are workers
 //! keeps the machine's cores on the calls that are running instead of spreading them thin.
 //!
 //! * λ is an exponentially decaying count of arrivals: each arrival adds `1/window`, and the
@@ -17,6 +18,9 @@
 
 use std::time::Duration;
 
+/// A queue is meant to drain within this long: see [`Limiter::tau_queued`].
+pub const QUEUE_DRAIN: Duration = Duration::from_millis(50);
+
 /// λ·t within this much above an integer n counts as n (estimates are noisy).
 const TAU_TOLERANCE: f64 = 0.05;
 
@@ -29,6 +33,10 @@ pub struct LimiterConfig {
     pub rate_window: Duration,
     /// The weight of each new running-time sample, in (0, 1].
     pub service_alpha: f64,
+    /// τ = ⌈headroom · λ · t⌉ (Nightcore's `concurrency_limit_coef`). At exactly λ·t the
+    /// function runs at full utilisation and any burst queues without bound; the default 2
+    /// keeps the queue short while still bounding concurrency.
+    pub headroom: f64,
     /// At most one pool-growth request per this interval.
     pub growth_interval: Duration,
     /// Retire workers beyond 2τ that stayed idle this long (`None`: never shrink).
@@ -45,8 +53,9 @@ impl Default for LimiterConfig {
     fn default() -> LimiterConfig {
         LimiterConfig {
             enabled: true,
-            rate_window: Duration::from_millis(250),
+            rate_window: Duration::from_millis(50),
             service_alpha: 0.05,
+            headroom: 2.0,
             growth_interval: Duration::from_millis(100),
             shrink_grace: Some(Duration::from_secs(10)),
             max_relative_queueing_delay: 0.0,
@@ -91,7 +100,9 @@ impl Limiter {
     /// Records an arrival at `now`.
     pub fn on_arrival(&mut self, now: u64) {
         let now = now.max(self.last_arrival.unwrap_or(0));
-        self.rate_at_last = self.rate(now) + 1e9 / self.window_ns();
+        let since = now.saturating_sub(self.last_arrival.unwrap_or(now)) as f64;
+        self.rate_at_last =
+            self.rate_at_last * (-since / self.window_ns()).exp() + 1e9 / self.window_ns();
         self.last_arrival = Some(now);
     }
 
@@ -110,7 +121,9 @@ impl Limiter {
             return 0.0;
         };
         let since = now.saturating_sub(last) as f64;
-        self.rate_at_last * (-since / self.window_ns()).exp()
+        // Right after an arrival the decayed count reads 1/gap + 1/(2·window) in steady state;
+        // τ is computed at arrivals, so take that bias off.
+        (self.rate_at_last * (-since / self.window_ns()).exp() - 0.5e9 / self.window_ns()).max(0.0)
     }
 
     /// t in nanoseconds, once known.
@@ -118,8 +131,22 @@ impl Limiter {
         self.mean_service_ns
     }
 
+    /// τ at `now` with `queued` calls waiting: the rate used is λ plus what would drain the
+    /// queue within [`QUEUE_DRAIN`], so a burst that outruns the rate estimate (which lags by
+    /// about one window) does not sit in the queue at full utilisation.
+    pub fn tau_queued(&self, now: u64, queued: usize) -> usize {
+        if queued == 0 {
+            return self.tau(now);
+        }
+        self.tau_for_rate(self.rate(now) + queued as f64 / QUEUE_DRAIN.as_secs_f64())
+    }
+
     /// τ at `now`: how many calls may run at once.
     pub fn tau(&self, now: u64) -> usize {
+        self.tau_for_rate(self.rate(now))
+    }
+
+    fn tau_for_rate(&self, rate: f64) -> usize {
         let lo = self.config.min_workers.max(1);
         let hi = self.config.max_workers.max(lo);
         if !self.config.enabled {
@@ -129,7 +156,7 @@ impl Limiter {
             return hi;
         };
         // A little tolerance so that λ·t = 10.0 plus estimation noise means 10, not 11.
-        let want = (self.rate(now) * t / 1e9 - TAU_TOLERANCE).ceil();
+        let want = (self.config.headroom * rate * t / 1e9 - TAU_TOLERANCE).ceil();
         if want.is_finite() && want >= 0.0 {
             (want as usize).clamp(lo, hi)
         } else {
@@ -182,8 +209,29 @@ mod tests {
         Limiter::new(LimiterConfig {
             min_workers: min,
             max_workers: max,
+            headroom: 1.0,
             ..LimiterConfig::default()
         })
+    }
+
+    #[test]
+    fn a_queue_raises_tau_until_it_drains() {
+        let mut l = limiter(1, 64);
+        let now = drive(&mut l, 0, 1000, 4 * MS, 3);
+        assert_eq!(l.tau(now), 4);
+        // 100 queued calls want draining within 50 ms: +2000/s × 4 ms = +8.
+        assert_eq!(l.tau_queued(now, 100), 12);
+        assert_eq!(l.tau_queued(now, 0), 4);
+    }
+
+    #[test]
+    fn headroom_scales_tau() {
+        let mut l = Limiter::new(LimiterConfig {
+            max_workers: 64,
+            ..LimiterConfig::default()
+        });
+        let now = drive(&mut l, 0, 1000, 5 * MS, 3);
+        assert_eq!(l.tau(now), 10, "2 × 1000/s × 5 ms");
     }
 
     /// Feeds `rate`/s arrivals each running `service` ns for `secs` seconds from `start`.

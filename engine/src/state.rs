@@ -435,7 +435,7 @@ impl<R, S: Clone> State<R, S> {
         let Some(f) = self.functions.get(&function_id) else {
             return;
         };
-        let tau = f.limiter.tau(now);
+        let tau = f.limiter.tau_queued(now, f.queue.len());
         loop {
             let Some(f) = self.functions.get_mut(&function_id) else {
                 return;
@@ -925,16 +925,16 @@ mod tests {
 
     #[test]
     fn limiter_holds_calls_back_to_tau() {
-        // 4 idle workers; a steady 50/s of 10 ms calls needs τ = 1.
-        let mut st = state("min_workers = 1\nmax_workers = 4");
+        // 4 idle workers; a steady 200/s of 1 ms calls needs τ = 1 (no headroom here).
+        let mut st = state("min_workers = 1\nmax_workers = 4\nlimiter_headroom = 1");
         let workers: Vec<u32> = (0..4).map(|i| add_ready(&mut st, 100 + i, 0).0).collect();
         let mut now = MS;
         for seq in 1..=300u32 {
-            now += 20 * MS;
+            now += 5 * MS;
             let (id, a) = call(&mut st, seq, now);
             let w = sends(&a)[0];
             assert!(workers.contains(&w));
-            complete(&mut st, w, id, now + 10 * MS);
+            complete(&mut st, w, id, now + MS);
         }
         assert_eq!(st.function(1).unwrap().limiter.tau(now), 1);
         let (_, a) = call(&mut st, 1000, now + MS);

@@ -4,6 +4,7 @@
 //! checkable in one place.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use gloam_core::protocol::{CallId, Header, Kind, Message, PayloadLocation};
@@ -12,6 +13,35 @@ use gloam_core::ErrorKind;
 use crate::config::FunctionConfig;
 use crate::limiter::Limiter;
 use crate::metrics::FunctionMetrics;
+
+/// A map keyed by an engine-assigned integer id (function, worker, call). SipHash's defence
+/// against chosen keys buys nothing for ids the engine itself hands out, and it showed in
+/// profiles of the per-call path; a multiplicative hash is enough.
+type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// Fibonacci hashing of the integer written into it.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
 
 /// A pool-growth request not answered by a new worker within this long is forgotten.
 const GROWTH_PATIENCE_NS: u64 = 10_000_000_000;
@@ -153,12 +183,12 @@ pub struct Timing {
 /// The whole engine state, behind one lock.
 #[derive(Debug)]
 pub struct State<R, S> {
-    functions: HashMap<u16, FunctionState>,
+    functions: IdMap<u16, FunctionState>,
     names: HashMap<String, u16>,
-    workers: HashMap<u32, WorkerEntry<S>>,
+    workers: IdMap<u32, WorkerEntry<S>>,
     free_ids: Vec<u32>,
     next_id: u32,
-    calls: HashMap<CallId, CallRecord<R>>,
+    calls: IdMap<CallId, CallRecord<R>>,
     deadlines: BTreeSet<(u64, CallId)>,
     next_external_seq: u32,
     draining: bool,
@@ -184,7 +214,7 @@ type Actions<R, S> = Vec<Action<R, S>>;
 impl<R, S: Clone> State<R, S> {
     /// A state for these functions.
     pub fn new(functions: &[FunctionConfig]) -> State<R, S> {
-        let mut map = HashMap::new();
+        let mut map = IdMap::default();
         let mut names = HashMap::new();
         for f in functions {
             names.insert(f.name.clone(), f.id);
@@ -209,10 +239,10 @@ impl<R, S: Clone> State<R, S> {
         State {
             functions: map,
             names,
-            workers: HashMap::new(),
+            workers: IdMap::default(),
             free_ids: Vec::new(),
             next_id: 1,
-            calls: HashMap::new(),
+            calls: IdMap::default(),
             deadlines: BTreeSet::new(),
             next_external_seq: 1,
             draining: false,
@@ -776,7 +806,7 @@ impl<R, S: Clone> State<R, S> {
 
 /// Hands a result to its caller: the external handle, or the calling worker's channel.
 fn route<R, S: Clone>(
-    workers: &HashMap<u32, WorkerEntry<S>>,
+    workers: &IdMap<u32, WorkerEntry<S>>,
     reply: ReplyTo<R>,
     mut msg: Box<Message>,
     timing: Timing,

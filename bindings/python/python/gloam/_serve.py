@@ -166,6 +166,11 @@ class _Runtime:
     async def run(self, worker: _gloam.Worker) -> None:
         """Receive and answer calls on ``worker`` until it is retired or closed."""
         loop = asyncio.get_running_loop()
+        if not self.is_async:
+            # Plain handlers run on the worker's own thread, right after `recv`: no hop to the
+            # event loop and back per call (each hop is a thread wake-up, tens of µs).
+            await loop.run_in_executor(self.handlers, self._run_sync, worker, loop)
+            return
         while True:
             try:
                 call = await loop.run_in_executor(self.receivers, worker.recv)
@@ -178,6 +183,43 @@ class _Runtime:
                 continue
             if call is not None:
                 await self.answer(worker, call)
+
+    def _run_sync(self, worker: _gloam.Worker, loop: asyncio.AbstractEventLoop) -> None:
+        """Receive and answer calls with a plain handler, on a thread of its own."""
+        while True:
+            try:
+                call = worker.recv()
+            except Shutdown:
+                return
+            except ProtocolError:
+                raise
+            except GloamError as exc:
+                _log.warning("worker %d could not receive a call: %s", worker.id, exc)
+                continue
+            if call is not None:
+                self._answer_sync(worker, call, loop)
+
+    def _answer_sync(
+        self, worker: _gloam.Worker, call: _gloam.Call, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """Run a plain handler for ``call`` on this thread and send its answer."""
+        ctx = Context(worker, call, self.invokers, self.loop_thread)
+        try:
+            out = self.fn(ctx, call.input)
+            # A plain function may still return an awaitable: finish it on the loop.
+            if inspect.isawaitable(out):
+                out = asyncio.run_coroutine_threadsafe(_awaited(out), loop).result()
+            output = to_bytes(out, "handler result")
+        except Exception as exc:
+            _log.warning(
+                "%s: handler failed call %#x", worker.function, call.call_id, exc_info=True
+            )
+            _send(worker.fail, call, "HANDLER_FAILED", _describe(exc))
+            return
+        except BaseException:
+            _send(worker.fail, call, "SHUTDOWN", "the worker process is stopping")
+            raise
+        _send(worker.complete, call, output)
 
     async def answer(self, worker: _gloam.Worker, call: _gloam.Call) -> None:
         """Run the handler for ``call`` and send its output or its failure."""
@@ -204,6 +246,11 @@ class _Runtime:
             _send(worker.fail, call, "SHUTDOWN", "the worker process is stopping")
             raise
         _send(worker.complete, call, output)
+
+
+async def _awaited(value: Awaitable[Payload]) -> Payload:
+    """Await ``value`` (lets an arbitrary awaitable run through run_coroutine_threadsafe)."""
+    return await value
 
 
 def _send(answer: Callable[..., None], call: _gloam.Call, *args: object) -> None:

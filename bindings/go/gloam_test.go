@@ -68,7 +68,7 @@ func TestInternalCall(t *testing.T) {
 	expectOK(t, "Foo", []byte("Gloam"), "From function Bar: Hello, Gloam")
 	expectOK(t, "InvokeOther", []byte("Echo:ping"), "ping")
 	if _, err := os.Stat(filepath.Join("..", "..", "target", "debug", "hello-rust")); err != nil {
-		t.Skip("target/debug/hello-rust not built: Go -> Rust skipped")
+		t.Fatalf("target/debug/hello-rust is missing (bindings/go/test.sh builds it): %v", err)
 	}
 	expectOK(t, "InvokeOther", []byte("RustEcho:ping rust"), "ping rust")
 }

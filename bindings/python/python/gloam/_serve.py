@@ -211,41 +211,39 @@ class _Runtime:
                 out = asyncio.run_coroutine_threadsafe(_awaited(out), loop).result()
             output = to_bytes(out, "handler result")
         except Exception as exc:
-            _log.warning(
-                "%s: handler failed call %#x", worker.function, call.call_id, exc_info=True
-            )
-            _send(worker.fail, call, "HANDLER_FAILED", _describe(exc))
+            _handler_failed(worker, call, exc)
             return
         except BaseException:
-            _send(worker.fail, call, "SHUTDOWN", "the worker process is stopping")
+            _stopping(worker, call)
             raise
         _send(worker.complete, call, output)
 
     async def answer(self, worker: _gloam.Worker, call: _gloam.Call) -> None:
-        """Run the handler for ``call`` and send its output or its failure."""
+        """Run the ``async def`` handler for ``call`` and send its output or its failure."""
         ctx = Context(worker, call, self.invokers, self.loop_thread)
         try:
-            data = call.input
-            if self.is_async:
-                out = self.fn(ctx, data)
-            else:
-                loop = asyncio.get_running_loop()
-                out = await loop.run_in_executor(self.handlers, self.fn, ctx, data)
-            # A plain function may still return an awaitable: finish it on the loop.
+            out = self.fn(ctx, call.input)
             if inspect.isawaitable(out):
                 out = await out
             output = to_bytes(out, "handler result")
         except Exception as exc:
-            _log.warning(
-                "%s: handler failed call %#x", worker.function, call.call_id, exc_info=True
-            )
-            _send(worker.fail, call, "HANDLER_FAILED", _describe(exc))
+            _handler_failed(worker, call, exc)
             return
         except BaseException:
-            # Cancellation or interpreter exit: the caller must still get an answer.
-            _send(worker.fail, call, "SHUTDOWN", "the worker process is stopping")
+            _stopping(worker, call)
             raise
         _send(worker.complete, call, output)
+
+
+def _handler_failed(worker: _gloam.Worker, call: _gloam.Call, exc: Exception) -> None:
+    """Fail ``call`` with the handler's exception (its type and message); the worker lives on."""
+    _log.warning("%s: handler failed call %#x", worker.function, call.call_id, exc_info=True)
+    _send(worker.fail, call, "HANDLER_FAILED", _describe(exc))
+
+
+def _stopping(worker: _gloam.Worker, call: _gloam.Call) -> None:
+    """Answer ``call`` on cancellation or interpreter exit: the caller must still get one."""
+    _send(worker.fail, call, "SHUTDOWN", "the worker process is stopping")
 
 
 async def _awaited(value: Awaitable[Payload]) -> Payload:

@@ -1,10 +1,9 @@
 //! `serve`: one Rust thread per logical worker receives calls and hands them to JavaScript.
 
-use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use gloam_core::worker::workers_from_env;
-use gloam_core::{Error, ErrorKind, Worker, WorkerOptions};
+use gloam_core::{Call, Error, ErrorKind, Worker, WorkerOptions};
 use napi::bindgen_prelude::ToNapiValue;
 use napi::threadsafe_function::{
     ErrorStrategy, ThreadSafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode,
@@ -19,11 +18,47 @@ use crate::errors::{from_core, js_error};
 /// What a handler produced: the output, or the message of what it threw / rejected with.
 type Outcome = Result<Vec<u8>, String>;
 
+/// A call being run in JavaScript. Its answer is sent from the JavaScript thread as soon as the
+/// handler settles (a single 1 KiB write), so the receive thread never waits for it and no
+/// thread wake-up sits on the call's path. Dropped unanswered — the handler's Promise was
+/// garbage-collected without settling — it fails the call, so the caller is never left waiting.
+struct Pending {
+    worker: Arc<Worker>,
+    call: Mutex<Option<Call>>,
+}
+
+impl Pending {
+    fn settle(&self, outcome: Outcome) {
+        let Some(call) = self.call.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        let sent = match outcome {
+            Ok(output) => match self.worker.complete(call, &output) {
+                // The caller got PAYLOAD_TOO_LARGE instead; nothing else to do here.
+                Err(e) if e.kind() == ErrorKind::PayloadTooLarge => Ok(()),
+                other => other,
+            },
+            Err(message) => self.worker.fail(call, ErrorKind::HandlerFailed, &message),
+        };
+        match sent {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Shutdown => {}
+            Err(e) => eprintln!("gloam: could not answer a call: {e}"),
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.settle(Err("the handler's Promise never settled".into()));
+    }
+}
+
 /// One call handed to the JavaScript thread.
 struct Job {
     ctx: Ctx,
     input: Vec<u8>,
-    reply: SyncSender<Outcome>,
+    pending: Arc<Pending>,
 }
 
 /// Runs `handler(ctx, input)` and settles through `ok` / `fail`. `new Promise` turns a
@@ -156,8 +191,12 @@ fn find_handler(env: &Env, handlers: &JsObject, name: &str) -> napi::Result<JsFu
 /// On the JavaScript thread: the arguments of the bound dispatcher, `(ctx, input, ok, fail)`.
 /// Infallible towards napi (an error here would be fatal): a failure is answered on the call.
 fn dispatch_args(env: Env, job: Job) -> Vec<JsUnknown> {
-    let Job { ctx, input, reply } = job;
-    let fail_reply = reply.clone();
+    let Job {
+        ctx,
+        input,
+        pending,
+    } = job;
+    let on_error = pending.clone();
     let build = || -> napi::Result<Vec<JsUnknown>> {
         // SAFETY: converting a class instance on the JS thread of `env`.
         let ctx = unsafe {
@@ -168,15 +207,15 @@ fn dispatch_args(env: Env, job: Job) -> Vec<JsUnknown> {
             .create_buffer_with_data(input)?
             .into_raw()
             .into_unknown();
-        let ok_reply = reply.clone();
+        let on_ok = pending.clone();
         let ok = env.create_function_from_closure("gloamOk", move |cx: CallContext<'_>| {
             let value: JsUnknown = cx.get(0)?;
-            let _ = ok_reply.try_send(to_bytes(cx.env, value, "handler result"));
+            on_ok.settle(to_bytes(cx.env, value, "handler result"));
             cx.env.get_undefined()
         })?;
         let fail = env.create_function_from_closure("gloamFail", move |cx: CallContext<'_>| {
             let value: JsUnknown = cx.get(0)?;
-            let _ = reply.try_send(Err(error_message(value)));
+            pending.settle(Err(error_message(value)));
             cx.env.get_undefined()
         })?;
         Ok(vec![ctx, input, ok.into_unknown(), fail.into_unknown()])
@@ -184,7 +223,7 @@ fn dispatch_args(env: Env, job: Job) -> Vec<JsUnknown> {
     match build() {
         Ok(args) => args,
         Err(e) => {
-            let _ = fail_reply.try_send(Err(format!("could not start the handler: {e}")));
+            on_error.settle(Err(format!("could not start the handler: {e}")));
             // No arguments: the dispatcher returns without running the handler.
             Vec::new()
         }
@@ -198,38 +237,20 @@ fn run_worker(
 ) -> Result<(), Error> {
     let worker = Arc::new(Worker::connect(opts)?);
     while let Some(call) = worker.next_call()? {
-        let (tx, rx) = sync_channel::<Outcome>(1);
         let job = Job {
             ctx: Ctx::new(&worker, &call),
             input: call.input().to_vec(),
-            reply: tx,
+            pending: Arc::new(Pending {
+                worker: worker.clone(),
+                call: Mutex::new(Some(call)),
+            }),
         };
+        // On failure the job (and its `Pending`) is dropped, which fails the call.
         let status = tsfn.call(job, ThreadsafeFunctionCallMode::NonBlocking);
-        let outcome = if status == napi::Status::Ok {
-            // Every path on the JS side sends at most once; if all senders are dropped (the
-            // handler's Promise was garbage-collected unsettled) `recv` fails instead of hanging.
-            rx.recv()
-                .unwrap_or_else(|_| Err("the handler's Promise never settled".into()))
-        } else {
-            Err(format!(
-                "the JavaScript thread is not accepting calls ({status})"
-            ))
-        };
-        let sent = match outcome {
-            Ok(output) => match worker.complete(call, &output) {
-                // The caller got PAYLOAD_TOO_LARGE instead; nothing else to do here.
-                Err(e) if e.kind() == ErrorKind::PayloadTooLarge => Ok(()),
-                other => other,
-            },
-            Err(message) => worker.fail(call, ErrorKind::HandlerFailed, &message),
-        };
-        match sent {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::Shutdown => return Ok(()),
-            Err(e) => eprintln!("gloam: could not answer a call: {e}"),
-        }
         if status != napi::Status::Ok {
-            return Err(Error::Shutdown("the JavaScript thread went away".into()));
+            return Err(Error::Shutdown(format!(
+                "the JavaScript thread is not accepting calls ({status})"
+            )));
         }
     }
     Ok(())

@@ -153,7 +153,7 @@ class _Runtime:
         self.loop_thread = threading.get_ident()
         # One thread per logical worker waits in `recv` (the GIL released meanwhile).
         self.receivers = ThreadPoolExecutor(count, thread_name_prefix="gloam-recv")
-        # A logical worker runs one call at a time, so `count` threads serve sync handlers.
+        # Plain handlers: one thread per logical worker runs its receive/answer loop.
         self.handlers = ThreadPoolExecutor(count, thread_name_prefix="gloam-handler")
         # Internal calls waiting for their answer; generous, threads start only when needed.
         self.invokers = ThreadPoolExecutor(max(64, 16 * count), thread_name_prefix="gloam-invoke")

@@ -3,8 +3,10 @@
 //! Waiting follows the policy measured in `ring-transport-study.md`: poll with yields for a
 //! bounded spin (long enough to catch a reply that is about to come, short enough not to
 //! starve the peer on a 2-vCPU machine), then sleep on the worker's doorbell. While asleep the
-//! worker checks every 100 ms that the engine still holds the handshake socket, so a dead
-//! engine is noticed instead of waited for.
+//! worker checks every second that the engine still holds the handshake socket, so a dead
+//! engine is noticed instead of waited for (launched workers also die with the engine through
+//! `PR_SET_PDEATHSIG`; this covers workers started by hand). An idle worker thus wakes once a
+//! second, nothing more.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +22,7 @@ use crate::protocol::MESSAGE_SIZE;
 use crate::ring::{self, Bell, Consumer, Producer, RingFile, SharedMap};
 
 /// How long a sleeping worker goes between checks that the engine is alive.
-const LIVENESS_CHECK: Duration = Duration::from_millis(100);
+const LIVENESS_CHECK: Duration = Duration::from_secs(1);
 /// Spin before sleeping when waiting for a new call (the study's "linger").
 pub const LINGER: Duration = Duration::from_micros(20);
 

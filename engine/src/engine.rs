@@ -466,12 +466,6 @@ impl Engine {
         }
     }
 
-    /// Asks every idle worker to finish and exit.
-    pub fn retire_idle(&self) {
-        let actions = self.lock().retire_idle();
-        self.apply(actions);
-    }
-
     /// Functions with a launch command that have no ready worker yet.
     pub fn functions_without_workers(&self) -> Vec<String> {
         let st = self.lock();

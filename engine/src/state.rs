@@ -788,20 +788,6 @@ impl<R, S: Clone> State<R, S> {
         self.free_ids.push(id);
         actions
     }
-
-    /// Asks every idle worker to finish and exit (shutdown).
-    pub fn retire_idle(&mut self) -> Actions<R, S> {
-        let mut actions = Vec::new();
-        let idle: Vec<(u16, u32)> = self
-            .functions
-            .iter()
-            .flat_map(|(fid, f)| f.idle.iter().map(move |(w, _)| (*fid, *w)))
-            .collect();
-        for (fid, id) in idle {
-            self.retire(fid, id, &mut actions);
-        }
-        actions
-    }
 }
 
 /// Hands a result to its caller: the external handle, or the calling worker's channel.

@@ -88,6 +88,14 @@ impl PyWorker {
         Ok(got.map(PyCall::new))
     }
 
+    /// Waits for the next call of a serve loop: `None` once the worker is retired or the
+    /// engine is gone (the loop should end); raises `gloam.ProtocolError` if the engine sent
+    /// something undecodable. Other receive errors are logged and skipped.
+    fn next_call(&self, py: Python<'_>) -> PyResult<Option<PyCall>> {
+        let got = py.allow_threads(|| self.inner.next_call()).map_err(to_py)?;
+        Ok(got.map(PyCall::new))
+    }
+
     /// Makes a waiting `recv` return `None`.
     fn wake(&self) {
         self.inner.wake();

@@ -46,6 +46,8 @@ class Worker:
         """The names of the functions deployed on the engine."""
     def recv(self, timeout: Optional[float] = None) -> Optional[Call]:
         """Wait for the next call; ``None`` on timeout or wake."""
+    def next_call(self) -> Optional[Call]:
+        """Wait for the next call of a serve loop; ``None`` once retired or shut down."""
     def wake(self) -> None:
         """Make a waiting ``recv`` return ``None``."""
     def close(self) -> None:

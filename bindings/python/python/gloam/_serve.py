@@ -22,7 +22,7 @@ from typing import (
 
 from . import _gloam
 from ._context import Context, Payload, to_bytes
-from ._errors import GloamError, InvalidArgument, InvalidConfig, ProtocolError, Shutdown
+from ._errors import GloamError, InvalidArgument, InvalidConfig, Shutdown
 
 __all__ = ["Handler", "handler", "serve", "serve_async"]
 
@@ -167,37 +167,17 @@ class _Runtime:
         """Receive and answer calls on ``worker`` until it is retired or closed."""
         loop = asyncio.get_running_loop()
         if not self.is_async:
-            # Plain handlers run on the worker's own thread, right after `recv`: no hop to the
+            # Plain handlers run on the worker's own thread, right after receiving: no hop to the
             # event loop and back per call (each hop is a thread wake-up, tens of µs).
             await loop.run_in_executor(self.handlers, self._run_sync, worker, loop)
             return
-        while True:
-            try:
-                call = await loop.run_in_executor(self.receivers, worker.recv)
-            except Shutdown:
-                return
-            except ProtocolError:
-                raise
-            except GloamError as exc:
-                _log.warning("worker %d could not receive a call: %s", worker.id, exc)
-                continue
-            if call is not None:
-                await self.answer(worker, call)
+        while (call := await loop.run_in_executor(self.receivers, worker.next_call)) is not None:
+            await self.answer(worker, call)
 
     def _run_sync(self, worker: _gloam.Worker, loop: asyncio.AbstractEventLoop) -> None:
         """Receive and answer calls with a plain handler, on a thread of its own."""
-        while True:
-            try:
-                call = worker.recv()
-            except Shutdown:
-                return
-            except ProtocolError:
-                raise
-            except GloamError as exc:
-                _log.warning("worker %d could not receive a call: %s", worker.id, exc)
-                continue
-            if call is not None:
-                self._answer_sync(worker, call, loop)
+        while (call := worker.next_call()) is not None:
+            self._answer_sync(worker, call, loop)
 
     def _answer_sync(
         self, worker: _gloam.Worker, call: _gloam.Call, loop: asyncio.AbstractEventLoop

@@ -17,6 +17,7 @@ use nix::sys::stat::Mode;
 
 use crate::error::{Error, Result};
 use crate::ipc_root::IpcPaths;
+use crate::lane::LaneGrant;
 use crate::protocol::MESSAGE_SIZE;
 
 /// How long a receive may wait.
@@ -59,6 +60,23 @@ pub trait Channel: Send + Sync {
     ) -> Result<Received> {
         let _ = spin;
         self.recv(buf, wait)
+    }
+    /// Runs an internal call on a direct lane when the engine granted one for `function_id`
+    /// (see [`crate::lane`]): `build` makes the call message for the callee it is given, and
+    /// the answer comes back. `None`: no lane is free; the call goes through the engine.
+    /// `Err(Timeout)`: the deadline written in the message passed.
+    fn lane_call(
+        &self,
+        function_id: u16,
+        build: &mut dyn FnMut(&LaneGrant) -> [u8; MESSAGE_SIZE],
+        spin: Duration,
+    ) -> Option<Result<[u8; MESSAGE_SIZE]>> {
+        let _ = (function_id, build, spin);
+        None
+    }
+    /// Answers a call that came on a lane (its `DISPATCH` had [`crate::protocol::flags::LANE`]).
+    fn answer_lane(&self, answer: &[u8; MESSAGE_SIZE]) -> Result<()> {
+        self.send(answer)
     }
     /// Makes a blocked (or the next) `recv` return [`Received::Woken`].
     fn wake(&self);

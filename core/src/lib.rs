@@ -9,6 +9,7 @@ pub mod channel;
 pub mod clock;
 pub mod error;
 pub mod ipc_root;
+pub mod lane;
 pub mod protocol;
 pub mod ring;
 pub mod ring_channel;

@@ -73,8 +73,14 @@ pub mod flags {
     pub const TRUNCATED: u16 = 1 << 0;
     /// In `WELCOME`: the worker's channel is its shared-memory ring file, not its FIFOs.
     pub const RING: u16 = 1 << 1;
+    /// In `DISPATCH`: the call came on a direct lane from its caller, not from the engine
+    /// (see [`crate::lane`]); in `COMPLETE`/`FAILED` sent to the engine: the record of such a
+    /// call (header only), kept for the engine's counts.
+    pub const LANE: u16 = 1 << 2;
+    /// With [`LANE`] in a record: the engine had revoked the lease, which ended with this call.
+    pub const LANE_END: u16 = 1 << 3;
     /// Every bit this version knows.
-    pub const KNOWN: u16 = TRUNCATED | RING;
+    pub const KNOWN: u16 = TRUNCATED | RING | LANE | LANE_END;
 }
 
 /// What a message is.

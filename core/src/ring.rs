@@ -11,6 +11,7 @@
 //!   0      worker doorbell (u32)            0   engine doorbell (u32)
 //!   256    ring engine → worker
 //!   66048  ring worker → engine
+//!   132352 direct-call lanes (see `lane.rs`)
 //! ring (66048 bytes)
 //!   0      tail: u32, written by the producer only (alone on a 128-byte line)
 //!   128    head: u32, written by the consumer only (alone on a 128-byte line)
@@ -55,8 +56,10 @@ pub const WORKER_BELL: usize = 0;
 pub const TO_WORKER: usize = 2 * LINE;
 /// Offset of the worker → engine ring.
 pub const TO_ENGINE: usize = TO_WORKER + RING_BYTES;
+/// End of the two rings; the direct-call lanes follow (see [`crate::lane`]).
+pub const RINGS_END: usize = TO_ENGINE + RING_BYTES;
 /// Size of a ring file.
-pub const RING_FILE_BYTES: usize = TO_ENGINE + RING_BYTES;
+pub const RING_FILE_BYTES: usize = crate::lane::LANES_END;
 /// Size of the engine's doorbell file.
 pub const BELL_FILE_BYTES: usize = LINE;
 
@@ -116,7 +119,14 @@ impl SharedMap {
         Ok(SharedMap { map })
     }
 
-    fn word(&self, offset: usize) -> &AtomicU32 {
+    /// A pointer to `len` bytes at `offset` (checked to lie inside the mapping).
+    pub(crate) fn bytes_at(&self, offset: usize, len: usize) -> *mut u8 {
+        assert!(offset + len <= self.map.len());
+        // SAFETY: the range was just checked to lie inside the mapping.
+        unsafe { self.map.as_mut_ptr().add(offset) }
+    }
+
+    pub(crate) fn word(&self, offset: usize) -> &AtomicU32 {
         assert!(offset + 4 <= self.map.len() && offset % 4 == 0);
         // SAFETY: the mapping is page-aligned, `offset` is a multiple of 4 within it, and every
         // process accesses this word only through atomics, so an `AtomicU32` view is sound for
@@ -176,6 +186,11 @@ impl Producer {
             tail,
             cached_head,
         }
+    }
+
+    /// Messages published and not yet taken, as last seen (an upper bound).
+    pub fn pending(&self) -> u32 {
+        self.tail.wrapping_sub(self.cached_head)
     }
 
     /// Copies `msg` into the next slot and publishes it; `false` when the ring is full.
@@ -331,10 +346,10 @@ fn futex_wake(word: &AtomicU32) {
     }
 }
 
-/// A logical worker's ring file, mapped: both rings and the worker's doorbell.
+/// A logical worker's ring file, mapped: both rings, the worker's doorbell and its lanes.
 #[derive(Debug, Clone)]
 pub struct RingFile {
-    map: Arc<SharedMap>,
+    pub(crate) map: Arc<SharedMap>,
 }
 
 impl RingFile {

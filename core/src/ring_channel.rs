@@ -16,19 +16,37 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::channel::{Channel, Received, Wait};
+use crate::clock::now_ns;
 use crate::error::{Error, Result};
-use crate::ipc_root::IpcPaths;
-use crate::protocol::MESSAGE_SIZE;
+use crate::ipc_root::{IpcPaths, PayloadSide};
+use crate::lane::{LaneGrant, LANES};
+use crate::protocol::{flags, offset, Header, Kind, PayloadLocation, HEADER_SIZE, MESSAGE_SIZE};
 use crate::ring::{self, Bell, Consumer, Producer, RingFile, SharedMap};
+use crate::shm;
 
 /// How long a sleeping worker goes between checks that the engine is alive.
 const LIVENESS_CHECK: Duration = Duration::from_secs(1);
 /// Spin before sleeping when waiting for a new call (the study's "linger").
 pub const LINGER: Duration = Duration::from_micros(20);
 
+/// Lane records waiting in the worker → engine ring before the worker rings the engine.
+const RECORDS_BEFORE_NOTIFY: u32 = ring::SLOTS / 2;
+
+/// Another worker's ring file, mapped for a lane (the nonce tells a recycled id apart).
+struct Peer {
+    worker: u32,
+    nonce: u32,
+    file: RingFile,
+}
+
 /// A logical worker's end of its ring file.
 pub struct RingChannel {
-    _file: RingFile,
+    file: RingFile,
+    paths: IpcPaths,
+    /// The callees of the lanes this worker holds.
+    lane_peers: [Mutex<Option<Peer>>; LANES],
+    /// The holder of this worker's lease.
+    holder_peer: Mutex<Option<Peer>>,
     rx: Mutex<Consumer>,
     tx: Mutex<Producer>,
     my_bell: Bell,
@@ -66,7 +84,10 @@ impl RingChannel {
             tx: Mutex::new(file.to_engine_producer()),
             my_bell: file.worker_bell(),
             engine_bell: Bell::new(&bell_map, 0),
-            _file: file,
+            file,
+            paths: paths.clone(),
+            lane_peers: std::array::from_fn(|_| Mutex::new(None)),
+            holder_peer: Mutex::new(None),
             engine_socket,
             closed: AtomicBool::new(false),
             woken: AtomicBool::new(false),
@@ -82,10 +103,31 @@ impl RingChannel {
     fn shutdown(&self) -> Error {
         Error::Shutdown("ring channel closed".into())
     }
-}
 
-impl Channel for RingChannel {
-    fn send(&self, msg: &[u8; MESSAGE_SIZE]) -> Result<()> {
+    /// Worker `worker`'s ring file, from `cache` or mapped anew; `None` when it is gone or is
+    /// not the file of that nonce any more.
+    fn peer(&self, cache: &Mutex<Option<Peer>>, worker: u32, nonce: u32) -> Option<RingFile> {
+        let mut cached = lock(cache);
+        if let Some(p) = cached.as_ref() {
+            if p.worker == worker && p.nonce == nonce {
+                return Some(p.file.clone());
+            }
+        }
+        let file = RingFile::open(&self.paths.ring_file(worker)).ok()?;
+        if file.nonce() != nonce {
+            return None;
+        }
+        *cached = Some(Peer {
+            worker,
+            nonce,
+            file: file.clone(),
+        });
+        Some(file)
+    }
+
+    /// Publishes `msg` to the engine; rings the engine only when `notify` (the engine reads
+    /// unrung messages on its next pass).
+    fn push(&self, msg: &[u8; MESSAGE_SIZE], notify: bool) -> Result<()> {
         {
             let mut tx = lock(&self.tx);
             let mut tries = 0u32;
@@ -106,9 +148,116 @@ impl Channel for RingChannel {
                     }
                 }
             }
+            if !notify && tx.pending() < RECORDS_BEFORE_NOTIFY {
+                return Ok(());
+            }
         }
         self.engine_bell.notify();
         Ok(())
+    }
+
+    /// Waits for the answer in lane `lane` until `deadline_ns` (0 = none).
+    fn wait_lane(
+        &self,
+        lane: usize,
+        deadline_ns: u64,
+        spin: Duration,
+    ) -> Result<[u8; MESSAGE_SIZE]> {
+        let mut out = [0u8; MESSAGE_SIZE];
+        loop {
+            if !self.file.lane_waiting(lane) {
+                self.file.take_lane_reply(lane, &mut out);
+                return Ok(out);
+            }
+            let closed = self.closed.load(Ordering::Acquire);
+            let left = match deadline_ns {
+                0 => LIVENESS_CHECK,
+                d => Duration::from_nanos(d.saturating_sub(now_ns())),
+            };
+            if closed || left.is_zero() {
+                if self.file.abandon_lane_call(lane) {
+                    return Err(if closed {
+                        self.shutdown()
+                    } else {
+                        Error::Timeout("the direct call got no answer by its deadline".into())
+                    });
+                }
+                continue;
+            }
+            let waiting = || self.file.lane_waiting(lane) && !self.closed.load(Ordering::Acquire);
+            if ring::spin_until(spin.min(left), || !waiting()) {
+                continue;
+            }
+            self.my_bell.prepare_sleep();
+            if !waiting() {
+                self.my_bell.cancel_sleep();
+                continue;
+            }
+            self.my_bell.sleep(left.min(LIVENESS_CHECK));
+            if waiting() && self.engine_gone() && self.file.abandon_lane_call(lane) {
+                return Err(Error::Shutdown("the engine went away".into()));
+            }
+        }
+    }
+}
+
+impl Channel for RingChannel {
+    fn send(&self, msg: &[u8; MESSAGE_SIZE]) -> Result<()> {
+        self.push(msg, true)
+    }
+
+    fn lane_call(
+        &self,
+        function_id: u16,
+        build: &mut dyn FnMut(&LaneGrant) -> [u8; MESSAGE_SIZE],
+        spin: Duration,
+    ) -> Option<Result<[u8; MESSAGE_SIZE]>> {
+        let (lane, grant) = self.file.begin_lane_call(function_id)?;
+        let Some(callee) = self.peer(&self.lane_peers[lane], grant.callee, grant.callee_nonce)
+        else {
+            self.file.cancel_lane_call(lane);
+            return None;
+        };
+        let call = build(&grant);
+        let mut deadline = [0u8; 8];
+        deadline.copy_from_slice(&call[offset::DEADLINE_NS..offset::DEADLINE_NS + 8]);
+        callee.deliver_call(&call);
+        callee.worker_bell().notify();
+        Some(self.wait_lane(lane, u64::from_le_bytes(deadline), spin))
+    }
+
+    fn answer_lane(&self, answer: &[u8; MESSAGE_SIZE]) -> Result<()> {
+        let holder = self.file.holder();
+        self.file.finish_inbound();
+        let answered = self
+            .peer(&self.holder_peer, holder.worker, holder.nonce)
+            .map(|file| {
+                let a = file.answer_lane(holder.lane, answer);
+                if a.delivered {
+                    file.worker_bell().notify();
+                }
+                a
+            });
+        let lease_ended = answered.is_none_or(|a| a.lease_ended);
+        let mut record = [0u8; MESSAGE_SIZE];
+        record[..HEADER_SIZE].copy_from_slice(&answer[..HEADER_SIZE]);
+        let mut h = Header::decode(&record, u64::MAX)
+            .map_err(|e| Error::Internal(format!("lane answer: {e}")))?;
+        if !answered.is_some_and(|a| a.delivered)
+            && h.kind == Kind::Complete
+            && h.payload_loc == PayloadLocation::Shm
+        {
+            // Nobody will read the output file.
+            shm::remove_call(&self.paths, h.call_id(), PayloadSide::Output);
+        }
+        h.flags |= flags::LANE;
+        if lease_ended {
+            h.flags |= flags::LANE_END;
+        }
+        h.payload_len = 0;
+        h.payload_loc = PayloadLocation::Inline;
+        h.encode(&mut record);
+        self.push(&record, lease_ended)
     }
 
     fn recv(&self, buf: &mut [u8; MESSAGE_SIZE], wait: Wait) -> Result<Received> {
@@ -130,7 +279,7 @@ impl Channel for RingChannel {
             if self.closed.load(Ordering::Acquire) {
                 return Err(self.shutdown());
             }
-            if rx.try_pop(buf) {
+            if rx.try_pop(buf) || self.file.take_inbound(buf) {
                 return Ok(Received::Message);
             }
             if self.woken.swap(false, Ordering::AcqRel) {
@@ -147,8 +296,11 @@ impl Channel for RingChannel {
                 }
                 _ => LIVENESS_CHECK,
             };
-            let interrupted =
-                || self.closed.load(Ordering::Acquire) || self.woken.load(Ordering::Acquire);
+            let interrupted = || {
+                self.closed.load(Ordering::Acquire)
+                    || self.woken.load(Ordering::Acquire)
+                    || self.file.inbound_full()
+            };
             if ring::spin_until(spin.min(left), || rx.has_message() || interrupted()) {
                 continue;
             }

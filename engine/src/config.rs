@@ -129,6 +129,9 @@ pub struct EngineConfig {
     pub log_dir: PathBuf,
     /// How engine and workers exchange messages.
     pub transport: Transport,
+    /// Lease idle workers to callers that call their function again and again, so those
+    /// calls skip the engine (direct lanes; ring transport only).
+    pub direct_calls: bool,
 }
 
 /// The message channel between the engine and its workers.
@@ -271,6 +274,7 @@ struct RawEngine {
     drain_timeout_ms: Option<u64>,
     log_dir: Option<PathBuf>,
     transport: Option<String>,
+    direct_calls: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -543,6 +547,7 @@ fn resolve_engine(raw: RawEngine, source: &Path, base: &Path) -> Result<EngineCo
     };
     Ok(EngineConfig {
         transport,
+        direct_calls: raw.direct_calls.unwrap_or(true),
         ipc_root,
         io_threads,
         listen,

@@ -12,14 +12,15 @@ use tokio::sync::{oneshot, Notify};
 
 use gloam_core::clock::now_ns;
 use gloam_core::ipc_root::{IpcPaths, PayloadSide};
-use gloam_core::protocol::{Header, Kind, Message, PayloadLocation, INLINE_CAPACITY};
+use gloam_core::lane::{self, LaneGrant};
+use gloam_core::protocol::{flags, Header, Kind, Message, PayloadLocation, INLINE_CAPACITY};
 use gloam_core::table::FunctionTable;
 use gloam_core::{shm, ErrorKind};
 
 use crate::config::{Config, Transport};
 use crate::launcher::Launcher;
 use crate::ring_link::{RingLink, RingPoller};
-use crate::state::{Action, Outcome, Refusal, ReplyTo, State, Timing};
+use crate::state::{Action, LeaseRef, Outcome, Refusal, ReplyTo, State, Timing};
 
 /// Longest an I/O thread polls for an external call's answer.
 const EXTERNAL_SPIN_CAP: Duration = Duration::from_micros(200);
@@ -83,8 +84,10 @@ impl Engine {
             config.engine.max_payload,
         )
         .encode();
+        let mut state = State::new(&config.functions);
+        state.set_direct_calls(poller.is_some() && config.engine.direct_calls);
         let engine = Arc::new(Engine {
-            state: Mutex::new(State::new(&config.functions)),
+            state: Mutex::new(state),
             paths,
             config,
             table,
@@ -234,7 +237,102 @@ impl Engine {
                         l.retire_pid(pid);
                     }
                 }
+                Action::Grant {
+                    lease,
+                    function_id,
+                    timeout_ms,
+                } => self.grant(&lease, function_id, timeout_ms),
+                Action::Revoke { lease, holder_gone } => self.revoke(&lease, holder_gone),
+                Action::FailLane { lease, text } => self.fail_lane(&lease, &text),
             }
+        }
+    }
+
+    /// Writes a lease into both files, or ends it at once when the holder's lane still holds
+    /// an answer it has not read.
+    fn grant(&self, lease: &LeaseRef<WorkerSender>, function_id: u16, timeout_ms: u32) {
+        if let Some((holder, callee)) = ring_links(lease) {
+            if holder.file().lane_reusable(usize::from(lease.lane)) {
+                let grant = LaneGrant {
+                    function_id,
+                    callee: lease.callee,
+                    callee_nonce: callee.file().nonce(),
+                    timeout_ms,
+                };
+                holder.file().grant_lane(
+                    usize::from(lease.lane),
+                    grant,
+                    lease.holder,
+                    callee.file(),
+                );
+                tracing::debug!(
+                    holder = lease.holder,
+                    callee = lease.callee,
+                    lane = lease.lane,
+                    "direct lane granted"
+                );
+                return;
+            }
+        }
+        self.end_lease(lease);
+    }
+
+    /// Revokes a lease; ends it at once when the callee has none of the holder's calls.
+    fn revoke(&self, lease: &LeaseRef<WorkerSender>, holder_gone: bool) {
+        let Some((holder, callee)) = ring_links(lease) else {
+            return self.end_lease(lease);
+        };
+        let found = holder.file().revoke_lane(usize::from(lease.lane));
+        let busy = matches!(found, lane::phase::CALLING | lane::phase::ABANDONED)
+            && !(holder_gone && !callee.file().inbound_busy());
+        tracing::debug!(
+            holder = lease.holder,
+            callee = lease.callee,
+            busy,
+            "direct lane revoked"
+        );
+        if !busy {
+            self.end_lease(lease);
+        }
+    }
+
+    fn end_lease(&self, lease: &LeaseRef<WorkerSender>) {
+        let actions = {
+            let mut st = self.lock();
+            let actions = st.end_lease(lease.callee, lease.holder, now_ns());
+            self.publish_in_flight(&st);
+            actions
+        };
+        self.apply(actions);
+    }
+
+    /// The callee of a lease died: the holder's waiting call, if any, fails with
+    /// `WorkerCrashed`.
+    fn fail_lane(&self, lease: &LeaseRef<WorkerSender>, text: &str) {
+        let Some((holder, callee)) = ring_links(lease) else {
+            return;
+        };
+        let mut call = [0u8; gloam_core::protocol::MESSAGE_SIZE];
+        callee.file().inbound_header(&mut call);
+        let mut h = Header::new(Kind::Failed);
+        if let Ok(sent) = Header::decode(&call, u64::MAX) {
+            h.set_call_id(sent.call_id());
+        }
+        h.worker_id = lease.holder;
+        let failure = Message::failure(h, ErrorKind::WorkerCrashed, text).to_bytes();
+        if holder.file().fail_lane(usize::from(lease.lane), &failure) {
+            tracing::warn!(
+                callee = lease.callee,
+                "worker {text} while running a direct call"
+            );
+        }
+        holder.notify();
+    }
+
+    /// Reads the lane-call records waiting in every ring (status and metrics count them).
+    pub fn sync_direct_calls(&self) {
+        if let Some(p) = &self.poller {
+            p.drain_all(self);
         }
     }
 
@@ -388,6 +486,11 @@ impl Engine {
             Message::decode(bytes, self.config.engine.max_payload).map_err(|e| e.to_string())?;
         let now = now_ns();
         match msg.header.kind {
+            Kind::Complete | Kind::Failed if msg.header.flags & flags::LANE != 0 => {
+                let actions = self.lock().lane_call_done(worker, &msg.header, now);
+                self.apply(actions);
+                Ok(())
+            }
             Kind::Complete | Kind::Failed => {
                 let actions = {
                     let mut st = self.lock();
@@ -455,10 +558,14 @@ impl Engine {
 
     /// Stops admitting calls and waits (bounded) until the calls in flight have ended.
     pub async fn drain(&self, limit: Duration) -> usize {
-        self.lock().start_draining();
+        let revokes = self.lock().start_draining();
+        self.apply(revokes);
         let start = tokio::time::Instant::now();
         loop {
-            let left = self.lock().calls_in_flight();
+            let left = {
+                let st = self.lock();
+                st.calls_in_flight() + st.leases()
+            };
             if left == 0 || start.elapsed() >= limit {
                 return left;
             }
@@ -500,6 +607,14 @@ async fn spin_then_await(
     match ready {
         Some(Ok(v)) => Ok(v),
         _ => rx.await,
+    }
+}
+
+/// The ring links of both ends of a lease (leases exist only with the ring transport).
+fn ring_links(lease: &LeaseRef<WorkerSender>) -> Option<(&Arc<RingLink>, &Arc<RingLink>)> {
+    match (lease.holder_sender.as_ref(), lease.callee_sender.as_ref()) {
+        (WorkerLink::Ring(h), WorkerLink::Ring(c)) => Some((h, c)),
+        _ => None,
     }
 }
 

@@ -201,6 +201,10 @@ pub struct FunctionGauges {
     pub service_s: f64,
     /// τ.
     pub tau: usize,
+    /// Workers leased to a caller (direct lanes).
+    pub leased: usize,
+    /// Calls that ran on a direct lane.
+    pub direct_calls: u64,
 }
 
 /// Everything a scrape renders, copied out of the state.
@@ -260,6 +264,18 @@ pub fn render(s: &Snapshot) -> String {
             }
         }
     }
+    let _ = writeln!(
+        out,
+        "# HELP gloam_direct_calls_total Internal calls that ran on a direct lane (caller to callee without the engine); also counted in faas_invocations_total."
+    );
+    let _ = writeln!(out, "# TYPE gloam_direct_calls_total counter");
+    for (name, _, g) in &s.functions {
+        let _ = writeln!(
+            out,
+            "gloam_direct_calls_total{{function=\"{name}\"}} {}",
+            g.direct_calls
+        );
+    }
     let rows = |pick: fn(&FunctionMetrics) -> &Histogram| -> Vec<(&str, &Histogram)> {
         s.functions
             .iter()
@@ -306,7 +322,11 @@ pub fn render(s: &Snapshot) -> String {
     for (n, _, g) in &s.functions {
         for (state, v) in [
             ("idle", g.idle),
-            ("busy", g.workers.saturating_sub(g.idle + g.retiring)),
+            ("leased", g.leased),
+            (
+                "busy",
+                g.workers.saturating_sub(g.idle + g.retiring + g.leased),
+            ),
             ("retiring", g.retiring),
             ("requested", g.requested),
         ] {

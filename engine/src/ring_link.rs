@@ -5,14 +5,16 @@
 //! thread on this kind of machine costs ~20 µs; 20 µs after the last message (or 1 ms into an
 //! in-flight call with no message) it sleeps on the engine's doorbell, which any worker rings
 //! after publishing — but only when the poller announced it sleeps (notification suppression).
-//! An idle engine therefore uses no CPU.
+//! An idle engine therefore uses no CPU. The records callees leave of direct-lane calls are
+//! read but awaited by nobody: they do not count as messages for staying awake, and callees
+//! ring for them only every half ring.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use gloam_core::ipc_root::IpcPaths;
-use gloam_core::protocol::MESSAGE_SIZE;
+use gloam_core::protocol::{self, offset, MESSAGE_SIZE};
 use gloam_core::ring::{self, Bell, Consumer, Producer, RingFile, SharedMap};
 
 use crate::engine::Engine;
@@ -26,6 +28,21 @@ const MAX_SLEEP: Duration = Duration::from_millis(500);
 /// Messages taken from one ring per pass, so that one busy worker does not starve the rest.
 const BATCH: usize = 16;
 
+/// What one pass over a ring handled.
+#[derive(Debug, Default, Clone, Copy)]
+struct Drained {
+    messages: usize,
+    /// Messages somebody waits on (all but the records of lane calls).
+    urgent: usize,
+}
+
+/// Whether `msg` is the record of a call that ran on a direct lane: counted by the engine,
+/// awaited by nobody, so it does not keep the poller polling.
+fn is_lane_record(msg: &[u8; MESSAGE_SIZE]) -> bool {
+    let flags = u16::from_le_bytes([msg[offset::FLAGS], msg[offset::FLAGS + 1]]);
+    flags & protocol::flags::LANE != 0
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -33,7 +50,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// One worker's ring file, as the engine holds it.
 pub struct RingLink {
     worker: u32,
-    _file: RingFile,
+    file: RingFile,
     tx: Mutex<Producer>,
     rx: Mutex<Consumer>,
     worker_bell: Bell,
@@ -53,12 +70,14 @@ impl RingLink {
     /// Creates worker `worker`'s ring file.
     pub fn create(paths: &IpcPaths, worker: u32) -> gloam_core::Result<RingLink> {
         let file = RingFile::create(&paths.ring_file(worker))?;
+        // Tells this file from an earlier one of the same (recycled) worker id.
+        file.set_nonce((gloam_core::clock::now_ns() as u32).wrapping_mul(2_654_435_761) | 1);
         Ok(RingLink {
             worker,
             tx: Mutex::new(file.to_worker_producer()),
             rx: Mutex::new(file.to_engine_consumer()),
             worker_bell: file.worker_bell(),
-            _file: file,
+            file,
             closed: AtomicBool::new(false),
             kick: tokio::sync::Notify::new(),
         })
@@ -96,17 +115,30 @@ impl RingLink {
     }
 
     /// Handles every message waiting in the worker → engine ring (at most `limit`).
-    fn drain(&self, engine: &Engine, limit: usize) -> Result<usize, String> {
+    fn drain(&self, engine: &Engine, limit: usize) -> Result<Drained, String> {
         let mut rx = lock(&self.rx);
         let mut buf = [0u8; MESSAGE_SIZE];
-        let mut n = 0;
-        while n < limit && rx.try_pop(&mut buf) {
-            n += 1;
+        let mut got = Drained::default();
+        while got.messages < limit && rx.try_pop(&mut buf) {
+            got.messages += 1;
+            if !is_lane_record(&buf) {
+                got.urgent += 1;
+            }
             engine
                 .on_worker_message(self.worker, &buf)
                 .map_err(|e| format!("sent a malformed message: {e}"))?;
         }
-        Ok(n)
+        Ok(got)
+    }
+
+    /// The worker's ring file (its lanes and inbound slot).
+    pub fn file(&self) -> &RingFile {
+        &self.file
+    }
+
+    /// Rings the worker's doorbell (if it sleeps).
+    pub fn notify(&self) {
+        self.worker_bell.notify();
     }
 
     /// Resolves once the engine dropped this link (its task then closes the worker's socket).
@@ -169,6 +201,17 @@ impl RingPoller {
         }
     }
 
+    /// Handles every message waiting in every ring now, from the calling thread (the records
+    /// of lane calls are not rung for; status and metrics read them first).
+    pub fn drain_all(&self, engine: &Engine) {
+        let links = lock(&self.links).clone();
+        for link in links {
+            if let Err(reason) = link.drain(engine, usize::MAX) {
+                engine.disconnect_worker(link.worker, &reason);
+            }
+        }
+    }
+
     /// Tells the poller how many calls are in flight (it polls while some are).
     pub fn set_in_flight(&self, n: usize) {
         self.in_flight.store(n, Ordering::Relaxed);
@@ -202,11 +245,14 @@ impl RingPoller {
                 links = lock(&self.links).clone();
                 seen_generation = generation;
             }
-            let mut progress = false;
+            let mut got = Drained::default();
             let mut bad = Vec::new();
             for link in &links {
                 match link.drain(&engine, BATCH) {
-                    Ok(n) => progress |= n > 0,
+                    Ok(d) => {
+                        got.messages += d.messages;
+                        got.urgent += d.urgent;
+                    }
                     Err(reason) => bad.push((link.worker, reason)),
                 }
             }
@@ -214,8 +260,10 @@ impl RingPoller {
                 engine.disconnect_worker(worker, &reason);
             }
             drop(engine);
-            if progress {
+            if got.urgent > 0 {
                 last_progress = Instant::now();
+            }
+            if got.messages > 0 {
                 continue;
             }
             let idle_for = last_progress.elapsed();
@@ -243,7 +291,6 @@ impl RingPoller {
                 continue;
             }
             self.bell.sleep(MAX_SLEEP);
-            last_progress = Instant::now() - LINGER;
         }
     }
 }

@@ -45,6 +45,16 @@ impl Hasher for IdHasher {
 
 /// A pool-growth request not answered by a new worker within this long is forgotten.
 const GROWTH_PATIENCE_NS: u64 = 10_000_000_000;
+/// Internal calls from one worker to one function, each within [`LEASE_GAP_NS`] of the
+/// last, after which the engine leases that worker a callee (a direct lane).
+const LEASE_AFTER_CALLS: u32 = 2;
+/// See [`LEASE_AFTER_CALLS`].
+const LEASE_GAP_NS: u64 = 10_000_000;
+/// After a lease of a function was revoked for other callers, no new lease of it for this
+/// long (a function in demand is not leased and revoked back and forth).
+const LEASE_COOLDOWN_NS: u64 = 50_000_000;
+/// Lanes a worker may hold (`gloam_core::lane::LANES`).
+const LANES: u8 = gloam_core::lane::LANES as u8;
 
 /// Who receives a call's result.
 #[derive(Debug)]
@@ -107,6 +117,12 @@ pub struct FunctionState {
     pub completed: u64,
     /// Calls failed (handler error, crash, timeout, ...).
     pub failed: u64,
+    /// Workers leased to a caller (direct lanes), not in `idle` and not counted in `running`.
+    pub leased: usize,
+    /// Calls that ran on a direct lane (also counted in `completed`/`failed`).
+    pub direct_calls: u64,
+    /// When a lease of this function was last revoked for other callers.
+    revoked_at: Option<u64>,
 }
 
 /// A connected logical worker.
@@ -126,6 +142,30 @@ pub struct WorkerEntry<S> {
     pub current: Option<CallId>,
     /// Retirement requested.
     pub retiring: bool,
+    /// As a callee: the worker it is leased to.
+    pub lease: Option<Lease>,
+    /// As a caller: the lanes it holds (bit i = lane i).
+    pub lanes: u8,
+    /// As a caller: its run of internal calls to one function.
+    streak: Streak,
+}
+
+/// A callee's lease: which worker holds it, on which of that worker's lanes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The holder (caller).
+    pub holder: u32,
+    /// The holder's lane.
+    pub lane: u8,
+    /// Revoked, ending when the callee answers its current call.
+    pub revoking: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Streak {
+    function_id: u16,
+    calls: u32,
+    last_ns: u64,
 }
 
 /// A message to send to a worker, or a result to hand to an external caller.
@@ -158,6 +198,46 @@ pub enum Action<R, S> {
         /// The process.
         pid: u32,
     },
+    /// Write a lease into the holder's lane and the callee's inbound control (if the lane is
+    /// not reusable yet, the engine ends the lease at once with [`State::end_lease`]).
+    Grant {
+        /// The lease.
+        lease: LeaseRef<S>,
+        /// The callee's function.
+        function_id: u16,
+        /// Its own timeout in ms (0 = none).
+        timeout_ms: u32,
+    },
+    /// Revoke a lease; if the lane shows no call in the callee's hands the engine ends it
+    /// at once, else the callee's record of its answer ends it.
+    Revoke {
+        /// The lease.
+        lease: LeaseRef<S>,
+        /// The holder is gone: a call it began but never handed over does not count.
+        holder_gone: bool,
+    },
+    /// The callee of a lease died: fail the call waiting in the holder's lane, if any.
+    FailLane {
+        /// The lease.
+        lease: LeaseRef<S>,
+        /// The failure text.
+        text: String,
+    },
+}
+
+/// The two ends of a lease, for the engine to reach their files.
+#[derive(Debug)]
+pub struct LeaseRef<S> {
+    /// The holder (caller).
+    pub holder: u32,
+    /// Its sender.
+    pub holder_sender: S,
+    /// The holder's lane.
+    pub lane: u8,
+    /// The callee.
+    pub callee: u32,
+    /// Its sender.
+    pub callee_sender: S,
 }
 
 /// How an external call ended.
@@ -192,6 +272,7 @@ pub struct State<R, S> {
     deadlines: BTreeSet<(u64, CallId)>,
     next_external_seq: u32,
     draining: bool,
+    direct_calls: bool,
 }
 
 /// Why a call was not admitted.
@@ -233,6 +314,9 @@ impl<R, S: Clone> State<R, S> {
                     metrics: FunctionMetrics::default(),
                     completed: 0,
                     failed: 0,
+                    leased: 0,
+                    direct_calls: 0,
+                    revoked_at: None,
                 },
             );
         }
@@ -246,7 +330,18 @@ impl<R, S: Clone> State<R, S> {
             deadlines: BTreeSet::new(),
             next_external_seq: 1,
             draining: false,
+            direct_calls: false,
         }
+    }
+
+    /// Lets the engine lease workers to frequent callers (direct lanes; ring transport).
+    pub fn set_direct_calls(&mut self, on: bool) {
+        self.direct_calls = on;
+    }
+
+    /// Leases in force (including revoked ones whose callee has not answered yet).
+    pub fn leases(&self) -> usize {
+        self.functions.values().map(|f| f.leased).sum()
     }
 
     /// The function called `name`.
@@ -274,9 +369,20 @@ impl<R, S: Clone> State<R, S> {
         self.calls.len()
     }
 
-    /// Stops admitting new calls (shutdown); calls in flight go on.
-    pub fn start_draining(&mut self) {
+    /// Stops admitting new calls (shutdown) and revokes every lease; calls in flight go on.
+    pub fn start_draining(&mut self) -> Actions<R, S> {
         self.draining = true;
+        let mut actions = Vec::new();
+        let callees: Vec<u32> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.lease.is_some_and(|l| !l.revoking))
+            .map(|(id, _)| *id)
+            .collect();
+        for callee in callees {
+            self.revoke(callee, &mut actions);
+        }
+        actions
     }
 
     /// The next sequence number for an external call.
@@ -320,6 +426,9 @@ impl<R, S: Clone> State<R, S> {
                 ready: false,
                 current: None,
                 retiring: false,
+                lease: None,
+                lanes: 0,
+                streak: Streak::default(),
             },
         );
     }
@@ -413,13 +522,174 @@ impl<R, S: Clone> State<R, S> {
         match idle {
             Some(w) => self.dispatch_to(w, id, now, &mut actions),
             None => {
+                let mut reclaim = false;
                 if let Some(f) = self.functions.get_mut(&function_id) {
                     f.queue.push_back(id);
+                    reclaim = f.idle.is_empty() && f.leased > 0;
+                }
+                if reclaim {
+                    self.reclaim_lease(function_id, now, &mut actions);
                 }
                 self.drain_queue(function_id, now, &mut actions);
             }
         }
         Ok(actions)
+    }
+
+    /// A call of `function_id` waits and no worker is idle: revoke one of its leases (the
+    /// callee comes back when its current lane call, if any, ends).
+    fn reclaim_lease(&mut self, function_id: u16, now: u64, actions: &mut Actions<R, S>) {
+        let callee = self
+            .workers
+            .iter()
+            .find(|(_, w)| w.function_id == function_id && w.lease.is_some_and(|l| !l.revoking))
+            .map(|(id, _)| *id);
+        if let Some(callee) = callee {
+            if let Some(f) = self.functions.get_mut(&function_id) {
+                f.revoked_at = Some(now);
+            }
+            self.revoke(callee, actions);
+        }
+    }
+
+    fn lease_ref(&self, callee: u32) -> Option<LeaseRef<S>> {
+        let w = self.workers.get(&callee)?;
+        let lease = w.lease?;
+        let holder = self.workers.get(&lease.holder)?;
+        Some(LeaseRef {
+            holder: lease.holder,
+            holder_sender: holder.sender.clone(),
+            lane: lease.lane,
+            callee,
+            callee_sender: w.sender.clone(),
+        })
+    }
+
+    fn revoke(&mut self, callee: u32, actions: &mut Actions<R, S>) {
+        let Some(lease) = self.lease_ref(callee) else {
+            return;
+        };
+        if let Some(l) = self.workers.get_mut(&callee).and_then(|w| w.lease.as_mut()) {
+            l.revoking = true;
+        }
+        actions.push(Action::Revoke {
+            lease,
+            holder_gone: false,
+        });
+    }
+
+    /// Leases `callee` (just idle) to `holder` when the holder keeps calling its function.
+    fn maybe_lease(&mut self, holder: u32, callee: u32, now: u64, actions: &mut Actions<R, S>) {
+        if !self.direct_calls || self.draining {
+            return;
+        }
+        let Some(function_id) = self.workers.get(&callee).map(|w| w.function_id) else {
+            return;
+        };
+        let Some(h) = self.workers.get_mut(&holder) else {
+            return;
+        };
+        let s = &mut h.streak;
+        if s.function_id == function_id && now.saturating_sub(s.last_ns) <= LEASE_GAP_NS {
+            s.calls = s.calls.saturating_add(1);
+        } else {
+            *s = Streak {
+                function_id,
+                calls: 1,
+                last_ns: now,
+            };
+        }
+        s.last_ns = now;
+        let free_lane = (0..LANES).find(|i| h.lanes & (1 << i) == 0);
+        let (Some(lane), false, true) = (free_lane, h.retiring, s.calls >= LEASE_AFTER_CALLS)
+        else {
+            return;
+        };
+        let Some(f) = self.functions.get_mut(&function_id) else {
+            return;
+        };
+        let cooling = f
+            .revoked_at
+            .is_some_and(|t| now.saturating_sub(t) < LEASE_COOLDOWN_NS);
+        let Some(at) = f.idle.iter().position(|(w, _)| *w == callee) else {
+            return;
+        };
+        if cooling || !f.queue.is_empty() {
+            return;
+        }
+        f.idle.remove(at);
+        f.leased += 1;
+        let timeout_ms = u32::try_from(f.config.timeout.as_millis()).unwrap_or(u32::MAX);
+        if let Some(h) = self.workers.get_mut(&holder) {
+            h.lanes |= 1 << lane;
+            h.streak.calls = 0;
+        }
+        if let Some(c) = self.workers.get_mut(&callee) {
+            c.lease = Some(Lease {
+                holder,
+                lane,
+                revoking: false,
+            });
+        }
+        if let Some(lease) = self.lease_ref(callee) {
+            actions.push(Action::Grant {
+                lease,
+                function_id,
+                timeout_ms,
+            });
+        }
+    }
+
+    /// Ends `callee`'s lease to `holder` (revoked and done, or never written): the callee
+    /// takes queued work or becomes idle. Ignored unless that lease is in force.
+    pub fn end_lease(&mut self, callee: u32, holder: u32, now: u64) -> Actions<R, S> {
+        let mut actions = Vec::new();
+        let Some(w) = self.workers.get_mut(&callee) else {
+            return actions;
+        };
+        let Some(lease) = w.lease.filter(|l| l.holder == holder) else {
+            return actions;
+        };
+        w.lease = None;
+        let function_id = w.function_id;
+        if let Some(f) = self.functions.get_mut(&function_id) {
+            f.leased = f.leased.saturating_sub(1);
+        }
+        if let Some(h) = self.workers.get_mut(&holder) {
+            h.lanes &= !(1 << lease.lane);
+        }
+        self.take_next_or_idle(callee, function_id, now, &mut actions);
+        actions
+    }
+
+    /// The record of a call that ran on a lane of `callee` (its answer's header): counts it,
+    /// feeds the limiter, and ends the lease when the record says so.
+    pub fn lane_call_done(&mut self, callee: u32, h: &Header, now: u64) -> Actions<R, S> {
+        let Some(function_id) = self.workers.get(&callee).map(|w| w.function_id) else {
+            return Vec::new();
+        };
+        if let Some(f) = self.functions.get_mut(&function_id) {
+            let ok = h.kind == Kind::Complete;
+            let delay = u64::from(h.dispatch_delay_ns);
+            f.direct_calls += 1;
+            f.limiter.on_arrival(now);
+            let m = &mut f.metrics;
+            m.ended(now, h.status, delay + h.processing_ns);
+            m.queueing.record(0);
+            m.processing.record(h.processing_ns);
+            m.overhead.record(delay);
+            if ok {
+                f.limiter.on_completion(delay + h.processing_ns);
+                f.completed += 1;
+            } else {
+                f.failed += 1;
+            }
+        }
+        if h.flags & gloam_core::protocol::flags::LANE_END != 0 {
+            self.end_lease(callee, h.caller, now)
+        } else {
+            Vec::new()
+        }
     }
 
     fn dispatch_to(&mut self, worker: u32, id: CallId, now: u64, actions: &mut Actions<R, S>) {
@@ -573,6 +843,19 @@ impl<R, S: Clone> State<R, S> {
         actions
     }
 
+    /// Revokes every lease worker `holder` holds.
+    fn revoke_held_by(&mut self, holder: u32, actions: &mut Actions<R, S>) {
+        let callees: Vec<u32> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.lease.is_some_and(|l| l.holder == holder && !l.revoking))
+            .map(|(id, _)| *id)
+            .collect();
+        for callee in callees {
+            self.revoke(callee, actions);
+        }
+    }
+
     fn retire(&mut self, function_id: u16, id: u32, actions: &mut Actions<R, S>) {
         let Some(w) = self.workers.get_mut(&id) else {
             return;
@@ -581,10 +864,7 @@ impl<R, S: Clone> State<R, S> {
             return;
         }
         w.retiring = true;
-        if let Some(f) = self.functions.get_mut(&function_id) {
-            f.idle.retain(|(i, _)| *i != id);
-            f.retiring += 1;
-        }
+        let holds_lanes = w.lanes != 0;
         let mut h = Header::new(Kind::Retire);
         h.worker_id = id;
         actions.push(Action::Send {
@@ -592,6 +872,13 @@ impl<R, S: Clone> State<R, S> {
             sender: w.sender.clone(),
             msg: Box::new(Message::new(h)),
         });
+        if let Some(f) = self.functions.get_mut(&function_id) {
+            f.idle.retain(|(i, _)| *i != id);
+            f.retiring += 1;
+        }
+        if holds_lanes {
+            self.revoke_held_by(id, actions);
+        }
     }
 
     /// A worker answered (`COMPLETE` or `FAILED`) the call it runs.
@@ -623,6 +910,10 @@ impl<R, S: Clone> State<R, S> {
         self.take_next_or_idle(worker, function_id, now, &mut actions);
         match self.calls.remove(&id) {
             Some(rec) => {
+                if let (ReplyTo::Worker(holder), Kind::Complete) = (&rec.reply, msg.header.kind) {
+                    let holder = *holder;
+                    self.maybe_lease(holder, worker, now, &mut actions);
+                }
                 self.deadlines.remove(&(rec.deadline_ns, id));
                 let ok = msg.header.kind == Kind::Complete;
                 if let Some(f) = self.functions.get_mut(&function_id) {
@@ -759,6 +1050,53 @@ impl<R, S: Clone> State<R, S> {
                 f.retiring = f.retiring.saturating_sub(1);
             }
             f.idle.retain(|(i, _)| *i != id);
+        }
+        if let Some(lease) = w.lease {
+            if let Some(f) = self.functions.get_mut(&w.function_id) {
+                f.leased = f.leased.saturating_sub(1);
+            }
+            if let Some(h) = self.workers.get_mut(&lease.holder) {
+                h.lanes &= !(1 << lease.lane);
+                let name = self
+                    .functions
+                    .get(&w.function_id)
+                    .map_or(String::new(), |f| f.config.name.clone());
+                actions.push(Action::FailLane {
+                    lease: LeaseRef {
+                        holder: lease.holder,
+                        holder_sender: h.sender.clone(),
+                        lane: lease.lane,
+                        callee: id,
+                        callee_sender: w.sender.clone(),
+                    },
+                    text: format!("worker {id} of {name} (pid {}) {reason}", w.pid),
+                });
+            }
+        }
+        if w.lanes != 0 {
+            let held: Vec<(u32, u8)> = self
+                .workers
+                .iter()
+                .filter_map(|(c, e)| e.lease.filter(|l| l.holder == id).map(|l| (*c, l.lane)))
+                .collect();
+            for (callee, lane) in held {
+                let Some(c) = self.workers.get_mut(&callee) else {
+                    continue;
+                };
+                if let Some(l) = c.lease.as_mut() {
+                    l.revoking = true;
+                }
+                actions.push(Action::Revoke {
+                    lease: LeaseRef {
+                        holder: id,
+                        holder_sender: w.sender.clone(),
+                        lane,
+                        callee,
+                        callee_sender: c.sender.clone(),
+                    },
+                    holder_gone: true,
+                });
+            }
         }
         if let Some(call) = w.current {
             if let Some(f) = self.functions.get_mut(&w.function_id) {

@@ -38,6 +38,12 @@ pub struct FunctionStatus {
     /// 99th percentile over the last minute, ms (upper bucket bound).
     #[serde(default)]
     pub p99_ms: Option<f64>,
+    /// Workers leased to a frequent caller (direct lanes).
+    #[serde(default)]
+    pub leased: usize,
+    /// Calls that ran on a direct lane (included in `completed`/`failed`).
+    #[serde(default)]
+    pub direct_calls: u64,
 }
 
 /// One worker's view.
@@ -53,6 +59,9 @@ pub struct WorkerStatus {
     pub language: String,
     /// Whether it runs a call now.
     pub busy: bool,
+    /// The worker it is leased to (direct lane), if any.
+    #[serde(default)]
+    pub leased_to: Option<u32>,
 }
 
 /// The whole engine's view.
@@ -68,6 +77,7 @@ pub struct Status {
 
 /// Takes a snapshot.
 pub fn snapshot(engine: &Engine) -> Status {
+    engine.sync_direct_calls();
     let now = gloam_core::clock::now_ns();
     let st = engine.lock();
     let mut functions: Vec<FunctionStatus> = st
@@ -89,6 +99,8 @@ pub fn snapshot(engine: &Engine) -> Status {
                 tau: f.limiter.tau(now),
                 p50_ms: ms(0.5),
                 p99_ms: ms(0.99),
+                leased: f.leased,
+                direct_calls: f.direct_calls,
             }
         })
         .collect();
@@ -103,6 +115,7 @@ pub fn snapshot(engine: &Engine) -> Status {
             pid: w.pid,
             language: w.language.clone(),
             busy: w.current.is_some(),
+            leased_to: w.lease.map(|l| l.holder),
         })
         .collect();
     workers.sort_by_key(|w| w.id);
@@ -115,6 +128,7 @@ pub fn snapshot(engine: &Engine) -> Status {
 
 /// Copies what `/metrics` renders.
 pub fn metrics_snapshot(engine: &Engine) -> crate::metrics::Snapshot {
+    engine.sync_direct_calls();
     let now = gloam_core::clock::now_ns();
     let st = engine.lock();
     let mut functions: Vec<_> = st
@@ -130,6 +144,8 @@ pub fn metrics_snapshot(engine: &Engine) -> crate::metrics::Snapshot {
                 rate: f.limiter.rate(now),
                 service_s: f.limiter.service_ns().unwrap_or(0.0) / 1e9,
                 tau: f.limiter.tau(now),
+                leased: f.leased,
+                direct_calls: f.direct_calls,
             };
             (f.config.name.clone(), f.metrics.clone(), gauges)
         })

@@ -8,7 +8,11 @@ use crate::channel::{Channel, FifoChannel, Wait};
 use crate::clock::now_ns;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ipc_root::{IpcPaths, PayloadSide};
-use crate::protocol::{CallId, Header, Hello, Kind, Message, PayloadLocation, INLINE_CAPACITY};
+use crate::lane::LaneGrant;
+use crate::protocol::{
+    flags, CallId, Header, Hello, Kind, Message, PayloadLocation, HEADER_SIZE, INLINE_CAPACITY,
+    MESSAGE_SIZE,
+};
 use crate::ring_channel::{RingChannel, LINGER};
 use crate::shm;
 use crate::table::FunctionTable;
@@ -228,14 +232,22 @@ impl Worker {
                 }
             }
         };
-        self.channel.send(&msg.to_bytes())
+        self.answer(&call, &msg.to_bytes())
     }
 
     /// Fails `call` with an error `kind` and a message for the caller.
     pub fn fail(&self, call: Call, kind: ErrorKind, message: &str) -> Result<()> {
         let h = self.reply_header(&call, Kind::Failed);
-        self.channel
-            .send(&Message::failure(h, kind, message).to_bytes())
+        self.answer(&call, &Message::failure(h, kind, message).to_bytes())
+    }
+
+    /// Sends an answer the way its call came: to the engine, or back along a direct lane.
+    fn answer(&self, call: &Call, bytes: &[u8; MESSAGE_SIZE]) -> Result<()> {
+        if call.msg.header.flags & flags::LANE != 0 {
+            self.channel.answer_lane(bytes)
+        } else {
+            self.channel.send(bytes)
+        }
     }
 
     fn reply_header(&self, call: &Call, kind: Kind) -> Header {
@@ -282,8 +294,17 @@ impl Worker {
             h.payload_len = input.len() as u32;
             Message::new(h)
         };
-        self.inbox.expect_reply(seq);
         let started = std::time::Instant::now();
+        if let Some(result) = self.lane_call(&h, input, name) {
+            if result.is_ok() {
+                self.note_reply_time(started.elapsed());
+            }
+            if h.payload_loc == PayloadLocation::Shm {
+                shm::remove_call(&self.paths, id, PayloadSide::Input);
+            }
+            return result;
+        }
+        self.inbox.expect_reply(seq);
         let result = (|| {
             self.channel.send(&msg.to_bytes())?;
             let wait = match crate::clock::remaining(parent.deadline_ns) {
@@ -313,6 +334,53 @@ impl Worker {
             shm::remove_call(&self.paths, id, PayloadSide::Input);
         }
         result
+    }
+
+    /// Runs the call of header `invoke` on a direct lane if the engine granted one for its
+    /// function (see [`crate::lane`]); `None`: the call goes through the engine. The lane
+    /// call's deadline is the parent's, capped by the callee function's own timeout, as the
+    /// engine would set it.
+    fn lane_call(&self, invoke: &Header, input: &[u8], name: &str) -> Option<Result<Vec<u8>>> {
+        let mut build = |grant: &LaneGrant| {
+            let mut h = *invoke;
+            h.kind = Kind::Dispatch;
+            h.flags |= flags::LANE;
+            h.worker_id = grant.callee;
+            let now = now_ns();
+            if grant.timeout_ms > 0 {
+                let own = now.saturating_add(u64::from(grant.timeout_ms) * 1_000_000);
+                h.deadline_ns = match h.deadline_ns {
+                    0 => own,
+                    d => d.min(own),
+                };
+            }
+            h.send_ts = now;
+            let mut bytes = [0u8; MESSAGE_SIZE];
+            if h.payload_loc == PayloadLocation::Inline {
+                h.payload_len = input.len() as u32;
+                bytes[HEADER_SIZE..HEADER_SIZE + input.len()].copy_from_slice(input);
+            }
+            h.encode(&mut bytes);
+            bytes
+        };
+        let reply =
+            match self
+                .channel
+                .lane_call(invoke.function_id, &mut build, self.reply_spin())?
+            {
+                Ok(reply) => reply,
+                Err(e) if e.kind() == ErrorKind::Timeout => {
+                    return Some(Err(Error::Timeout(format!(
+                        "internal call to {name} got no answer by its deadline"
+                    ))))
+                }
+                Err(e) => return Some(Err(e)),
+            };
+        Some(
+            Message::decode(&reply, self.max_payload())
+                .map_err(|e| Error::RemoteProtocol(format!("direct call answer: {e}")))
+                .and_then(|m| self.read_reply(&m)),
+        )
     }
 
     /// Polling for a reply pays off when replies come fast: spin up to twice the usual reply

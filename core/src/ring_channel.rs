@@ -250,6 +250,11 @@ impl Channel for RingChannel {
             // Nobody will read the output file.
             shm::remove_call(&self.paths, h.call_id(), PayloadSide::Output);
         }
+        if answered.is_some_and(|a| !a.delivered) {
+            // The holder gave up at the deadline: for the engine's counts the call timed out.
+            h.kind = Kind::Failed;
+            h.status = Some(crate::error::ErrorKind::Timeout);
+        }
         h.flags |= flags::LANE;
         if lease_ended {
             h.flags |= flags::LANE_END;

@@ -283,8 +283,10 @@ impl Engine {
             return self.end_lease(lease);
         };
         let found = holder.file().revoke_lane(usize::from(lease.lane));
+        // A dead holder may have begun a call it never handed over: only a call in the
+        // callee's inbound slot keeps the lease until the callee answers.
         let busy = matches!(found, lane::phase::CALLING | lane::phase::ABANDONED)
-            && !(holder_gone && !callee.file().inbound_busy());
+            && (!holder_gone || callee.file().inbound_busy());
         tracing::debug!(
             holder = lease.holder,
             callee = lease.callee,

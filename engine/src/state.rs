@@ -45,8 +45,8 @@ impl Hasher for IdHasher {
 
 /// A pool-growth request not answered by a new worker within this long is forgotten.
 const GROWTH_PATIENCE_NS: u64 = 10_000_000_000;
-/// Internal calls from one worker to one function, each within [`LEASE_GAP_NS`] of the
-/// last, after which the engine leases that worker a callee (a direct lane).
+/// Internal calls from one worker to one function, each made within [`LEASE_GAP_NS`] of the
+/// previous one's answer, after which the engine leases that worker a callee (a direct lane).
 const LEASE_AFTER_CALLS: u32 = 2;
 /// See [`LEASE_AFTER_CALLS`].
 const LEASE_GAP_NS: u64 = 10_000_000;
@@ -161,11 +161,28 @@ pub struct Lease {
     pub revoking: bool,
 }
 
+/// A caller's run of internal calls to one function, each made within [`LEASE_GAP_NS`] of
+/// the previous one's answer.
 #[derive(Debug, Default, Clone, Copy)]
 struct Streak {
     function_id: u16,
     calls: u32,
+    /// When the last of them was answered.
     last_ns: u64,
+}
+
+impl Streak {
+    fn called(&mut self, function_id: u16, now: u64) {
+        if self.function_id == function_id && now.saturating_sub(self.last_ns) <= LEASE_GAP_NS {
+            self.calls = self.calls.saturating_add(1);
+        } else {
+            *self = Streak {
+                function_id,
+                calls: 1,
+                last_ns: now,
+            };
+        }
+    }
 }
 
 /// A message to send to a worker, or a result to hand to an external caller.
@@ -462,6 +479,11 @@ impl<R, S: Clone> State<R, S> {
         now: u64,
     ) -> Result<Actions<R, S>, (Refusal, ReplyTo<R>)> {
         let function_id = id.function();
+        if let ReplyTo::Worker(caller) = &reply {
+            if let Some(w) = self.workers.get_mut(caller) {
+                w.streak.called(function_id, now);
+            }
+        }
         let Some(f) = self.functions.get_mut(&function_id) else {
             let refusal = Refusal::new(
                 ErrorKind::FunctionNotFound,
@@ -590,19 +612,10 @@ impl<R, S: Clone> State<R, S> {
             return;
         };
         let s = &mut h.streak;
-        if s.function_id == function_id && now.saturating_sub(s.last_ns) <= LEASE_GAP_NS {
-            s.calls = s.calls.saturating_add(1);
-        } else {
-            *s = Streak {
-                function_id,
-                calls: 1,
-                last_ns: now,
-            };
-        }
         s.last_ns = now;
+        let hot = s.function_id == function_id && s.calls >= LEASE_AFTER_CALLS;
         let free_lane = (0..LANES).find(|i| h.lanes & (1 << i) == 0);
-        let (Some(lane), false, true) = (free_lane, h.retiring, s.calls >= LEASE_AFTER_CALLS)
-        else {
+        let (Some(lane), false, true) = (free_lane, h.retiring, hot) else {
             return;
         };
         let Some(f) = self.functions.get_mut(&function_id) else {

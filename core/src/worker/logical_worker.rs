@@ -370,9 +370,10 @@ impl Worker {
             {
                 Ok(reply) => reply,
                 Err(e) if e.kind() == ErrorKind::Timeout => {
+                    // The words the engine uses for a call it expires.
                     return Some(Err(Error::Timeout(format!(
-                        "internal call to {name} got no answer by its deadline"
-                    ))))
+                        "call to {name} did not finish by its deadline"
+                    ))));
                 }
                 Err(e) => return Some(Err(e)),
             };

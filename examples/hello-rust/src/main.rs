@@ -66,6 +66,20 @@ fn invoke_other(ctx: &Ctx<'_>, input: &[u8]) -> Result<Vec<u8>, HandlerError> {
     Ok(ctx.invoke(target, &input[split + 1..])?)
 }
 
+/// Input `Target:p1,p2,...` → calls `Target` once per payload, one after the other, and
+/// answers the outputs joined by `,` (a caller that keeps calling one function).
+fn repeat(ctx: &Ctx<'_>, input: &[u8]) -> Result<Vec<u8>, HandlerError> {
+    let input = std::str::from_utf8(input)?;
+    let (target, payloads) = input
+        .split_once(':')
+        .ok_or_else(|| HandlerError::new("input must be `Target:p1,p2,...`"))?;
+    let mut outs = Vec::new();
+    for p in payloads.split(',') {
+        outs.push(ctx.invoke(target, p.as_bytes())?);
+    }
+    Ok(outs.join(&b','))
+}
+
 /// Input `N` or `Target:N` (default 10000 calls to `Nop`): makes N sequential internal calls to
 /// the target, after N/10 (at most 1000) unmeasured ones, and answers the latency distribution
 /// measured here as JSON: `{"target","count","p50_us","p90_us","p99_us","p999_us","max_us",
@@ -122,6 +136,7 @@ fn main() {
         .handler("Spin", spin)
         .handler("Fanout", fanout)
         .handler("InvokeOther", invoke_other)
+        .handler("Repeat", repeat)
         .handler("BenchInternal", bench_internal);
     if let Err(e) = serve(handlers) {
         eprintln!("hello-rust: {e}");

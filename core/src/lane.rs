@@ -53,8 +53,8 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::protocol::MESSAGE_SIZE;
-use crate::ring::{RingFile, RINGS_END};
+use crate::protocol::{used_len, MESSAGE_SIZE};
+use crate::ring::{copy_message_out, copy_used, RingFile, RINGS_END};
 
 /// Lanes a worker can hold at once (one per function it calls often).
 pub const LANES: usize = 8;
@@ -210,13 +210,7 @@ impl RingFile {
                 phase::CALLING => {
                     // SAFETY: in CALLING the holder does not read the slot and the callee (the
                     // only other writer) is dead.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            failure.as_ptr(),
-                            self.lane_slot(lane),
-                            MESSAGE_SIZE,
-                        )
-                    };
+                    unsafe { copy_used(failure.as_ptr(), self.lane_slot(lane), used_len(failure)) };
                     phase::REPLIED | phase::REVOKED
                 }
                 phase::ABANDONED => phase::IDLE | phase::REVOKED,
@@ -288,7 +282,7 @@ impl RingFile {
     pub fn deliver_call(&self, call: &[u8; MESSAGE_SIZE]) {
         // SAFETY: the slot is EMPTY (the callee empties it before publishing the previous
         // answer, and the lane's CALLING phase makes this holder its only writer).
-        unsafe { std::ptr::copy_nonoverlapping(call.as_ptr(), self.inbound_slot(), MESSAGE_SIZE) };
+        unsafe { copy_used(call.as_ptr(), self.inbound_slot(), used_len(call)) };
         self.map.word(INBOUND_STATE).store(FULL, Ordering::Release);
     }
 
@@ -321,9 +315,7 @@ impl RingFile {
         debug_assert_eq!(s & phase::MASK, phase::REPLIED);
         // SAFETY: REPLIED was acquired above: the writer finished the slot and nobody writes
         // it again before this holder changes the phase below.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.lane_slot(lane), out.as_mut_ptr(), MESSAGE_SIZE)
-        };
+        unsafe { copy_message_out(self.lane_slot(lane), out) };
         // Only the engine may change a REPLIED lane concurrently (adding REVOKED): retry then.
         let mut s = s;
         loop {
@@ -353,9 +345,7 @@ impl RingFile {
         }
         // SAFETY: FULL was acquired: the holder finished writing and writes no more until
         // this callee publishes its answer.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.inbound_slot(), out.as_mut_ptr(), MESSAGE_SIZE)
-        };
+        unsafe { copy_message_out(self.inbound_slot(), out) };
         self.map
             .word(INBOUND_STATE)
             .store(RUNNING, Ordering::Release);
@@ -385,9 +375,7 @@ impl RingFile {
         if s & phase::MASK == phase::CALLING {
             // SAFETY: in CALLING only this callee writes the slot and the holder does not
             // read it; if the holder abandons meanwhile it never reads these bytes.
-            unsafe {
-                std::ptr::copy_nonoverlapping(answer.as_ptr(), self.lane_slot(lane), MESSAGE_SIZE)
-            };
+            unsafe { copy_used(answer.as_ptr(), self.lane_slot(lane), used_len(answer)) };
         }
         loop {
             let revoked = s & phase::REVOKED;
@@ -443,8 +431,12 @@ mod tests {
         );
     }
 
+    /// A message whose every byte counts (a full inline payload of `b`).
     fn msg(b: u8) -> [u8; MESSAGE_SIZE] {
-        [b; MESSAGE_SIZE]
+        let h = crate::protocol::Header::new(crate::protocol::Kind::Dispatch);
+        crate::protocol::Message::with_inline(h, &[b; crate::protocol::INLINE_CAPACITY])
+            .unwrap()
+            .to_bytes()
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod ring;
 pub mod ring_channel;
 pub mod shm;
 pub mod table;
+pub mod tally;
 pub mod worker;
 
 pub use error::{Error, ErrorKind, Result};

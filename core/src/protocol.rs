@@ -522,6 +522,22 @@ impl Message {
     }
 }
 
+/// How many leading bytes of an encoded message carry meaning: the header, plus the inline
+/// payload when there is one. Transports copy only these (a `Nop` call moves 64 bytes, not
+/// 1024); decoders never read past them. Total: any bytes give a length within the message.
+pub fn used_len(bytes: &[u8; MESSAGE_SIZE]) -> usize {
+    if bytes[offset::PAYLOAD_LOC] != PayloadLocation::Inline as u8 {
+        return HEADER_SIZE;
+    }
+    let len = u32::from_le_bytes([
+        bytes[offset::PAYLOAD_LEN],
+        bytes[offset::PAYLOAD_LEN + 1],
+        bytes[offset::PAYLOAD_LEN + 2],
+        bytes[offset::PAYLOAD_LEN + 3],
+    ]);
+    HEADER_SIZE + (len as usize).min(INLINE_CAPACITY)
+}
+
 /// The inline payload of a `HELLO`: who the worker is.
 ///
 /// Layout: `pid` u32 LE, then `function` and `language` as (u8 length, UTF-8 bytes) pairs.

@@ -9,7 +9,7 @@
 //! second, nothing more.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -17,12 +17,13 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::channel::{Channel, Received, Wait};
 use crate::clock::now_ns;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::ipc_root::{IpcPaths, PayloadSide};
 use crate::lane::{LaneGrant, LANES};
-use crate::protocol::{flags, offset, Header, Kind, PayloadLocation, HEADER_SIZE, MESSAGE_SIZE};
+use crate::protocol::{offset, Header, Kind, PayloadLocation, MESSAGE_SIZE};
 use crate::ring::{self, Bell, Consumer, Producer, RingFile, SharedMap};
 use crate::shm;
+use crate::tally::Tally;
 
 /// How long a sleeping worker goes between checks that the engine is alive.
 const LIVENESS_CHECK: Duration = Duration::from_secs(1);
@@ -31,6 +32,11 @@ pub const LINGER: Duration = Duration::from_micros(20);
 
 /// Lane records waiting in the worker → engine ring before the worker rings the engine.
 const RECORDS_BEFORE_NOTIFY: u32 = ring::SLOTS / 2;
+/// Lane calls counted in one record at most.
+const TALLY_CALLS: u32 = 64;
+/// A tally older than this is sent with the next call's answer (a sleeping callee sends it
+/// before it sleeps).
+const TALLY_AGE_NS: u64 = 10_000_000;
 
 /// Another worker's ring file, mapped for a lane (the nonce tells a recycled id apart).
 struct Peer {
@@ -47,6 +53,12 @@ pub struct RingChannel {
     lane_peers: [Mutex<Option<Peer>>; LANES],
     /// The holder of this worker's lease.
     holder_peer: Mutex<Option<Peer>>,
+    /// The lane calls answered since the last record, and since when.
+    tally: Mutex<Tally>,
+    tally_since: AtomicU64,
+    /// The last message received came on the lane (not from the engine).
+    lane_served: AtomicBool,
+    worker_id: u32,
     rx: Mutex<Consumer>,
     tx: Mutex<Producer>,
     my_bell: Bell,
@@ -88,6 +100,10 @@ impl RingChannel {
             paths: paths.clone(),
             lane_peers: std::array::from_fn(|_| Mutex::new(None)),
             holder_peer: Mutex::new(None),
+            tally: Mutex::new(Tally::default()),
+            tally_since: AtomicU64::new(0),
+            lane_served: AtomicBool::new(false),
+            worker_id,
             engine_socket,
             closed: AtomicBool::new(false),
             woken: AtomicBool::new(false),
@@ -156,6 +172,23 @@ impl RingChannel {
         Ok(())
     }
 
+    /// Sends the tally to the engine (ringing only when the lease ended) and starts anew.
+    fn flush(&self, tally: &mut Tally, lease_ended: bool) -> Result<()> {
+        let record = tally.to_message(self.worker_id, lease_ended).to_bytes();
+        *tally = Tally::default();
+        self.push(&record, lease_ended)
+    }
+
+    /// Sends what the tally holds, if anything (before sleeping).
+    fn flush_tally(&self) {
+        let mut tally = lock(&self.tally);
+        if tally.calls() > 0 {
+            if let Err(e) = self.flush(&mut tally, false) {
+                tracing::debug!(error = %e, "could not send the lane tally");
+            }
+        }
+    }
+
     /// Waits for the answer in lane `lane` until `deadline_ns` (0 = none).
     fn wait_lane(
         &self,
@@ -185,7 +218,7 @@ impl RingChannel {
                 continue;
             }
             let waiting = || self.file.lane_waiting(lane) && !self.closed.load(Ordering::Acquire);
-            if ring::spin_until(spin.min(left), || !waiting()) {
+            if ring::spin_until_with(spin.min(left), ring::YIELD_DIRECT, || !waiting()) {
                 continue;
             }
             self.my_bell.prepare_sleep();
@@ -238,31 +271,34 @@ impl Channel for RingChannel {
                 }
                 a
             });
-        let lease_ended = answered.is_none_or(|a| a.lease_ended);
-        let mut record = [0u8; MESSAGE_SIZE];
-        record[..HEADER_SIZE].copy_from_slice(&answer[..HEADER_SIZE]);
-        let mut h = Header::decode(&record, u64::MAX)
+        let h = Header::decode(answer, u64::MAX)
             .map_err(|e| Error::Internal(format!("lane answer: {e}")))?;
-        if !answered.is_some_and(|a| a.delivered)
-            && h.kind == Kind::Complete
-            && h.payload_loc == PayloadLocation::Shm
-        {
+        let delivered = answered.is_some_and(|a| a.delivered);
+        if !delivered && h.kind == Kind::Complete && h.payload_loc == PayloadLocation::Shm {
             // Nobody will read the output file.
             shm::remove_call(&self.paths, h.call_id(), PayloadSide::Output);
         }
-        if answered.is_some_and(|a| !a.delivered) {
+        let outcome = match (answered, h.kind) {
             // The holder gave up at the deadline: for the engine's counts the call timed out.
-            h.kind = Kind::Failed;
-            h.status = Some(crate::error::ErrorKind::Timeout);
+            (Some(a), _) if !a.delivered => Some(ErrorKind::Timeout),
+            (_, Kind::Failed) => Some(h.status.unwrap_or(ErrorKind::Internal)),
+            _ => None,
+        };
+        let lease_ended = answered.is_none_or(|a| a.lease_ended);
+        let mut tally = lock(&self.tally);
+        if tally.calls() > 0 && tally.holder != holder.worker {
+            self.flush(&mut tally, false)?;
         }
-        h.flags |= flags::LANE;
-        if lease_ended {
-            h.flags |= flags::LANE_END;
+        if tally.calls() == 0 {
+            tally.holder = holder.worker;
+            self.tally_since.store(now_ns(), Ordering::Relaxed);
         }
-        h.payload_len = 0;
-        h.payload_loc = PayloadLocation::Inline;
-        h.encode(&mut record);
-        self.push(&record, lease_ended)
+        tally.record(outcome, h.processing_ns, u64::from(h.dispatch_delay_ns));
+        let old = now_ns().saturating_sub(self.tally_since.load(Ordering::Relaxed)) >= TALLY_AGE_NS;
+        if lease_ended || old || tally.calls() >= TALLY_CALLS {
+            self.flush(&mut tally, lease_ended)?;
+        }
+        Ok(())
     }
 
     fn recv(&self, buf: &mut [u8; MESSAGE_SIZE], wait: Wait) -> Result<Received> {
@@ -284,7 +320,12 @@ impl Channel for RingChannel {
             if self.closed.load(Ordering::Acquire) {
                 return Err(self.shutdown());
             }
-            if rx.try_pop(buf) || self.file.take_inbound(buf) {
+            if rx.try_pop(buf) {
+                self.lane_served.store(false, Ordering::Relaxed);
+                return Ok(Received::Message);
+            }
+            if self.file.take_inbound(buf) {
+                self.lane_served.store(true, Ordering::Relaxed);
                 return Ok(Received::Message);
             }
             if self.woken.swap(false, Ordering::AcqRel) {
@@ -306,9 +347,18 @@ impl Channel for RingChannel {
                     || self.woken.load(Ordering::Acquire)
                     || self.file.inbound_full()
             };
-            if ring::spin_until(spin.min(left), || rx.has_message() || interrupted()) {
+            // A callee serving a lane expects its next call from the holder alone.
+            let cadence = if self.lane_served.load(Ordering::Relaxed) {
+                ring::YIELD_DIRECT
+            } else {
+                ring::YIELD_SHARED
+            };
+            if ring::spin_until_with(spin.min(left), cadence, || {
+                rx.has_message() || interrupted()
+            }) {
                 continue;
             }
+            self.flush_tally();
             self.my_bell.prepare_sleep();
             if rx.has_message() || interrupted() {
                 self.my_bell.cancel_sleep();
@@ -327,6 +377,7 @@ impl Channel for RingChannel {
     }
 
     fn close(&self) {
+        self.flush_tally();
         self.closed.store(true, Ordering::Release);
         self.my_bell.force_wake();
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use gloam_core::channel::{Channel, Received, Wait};
 use gloam_core::ipc_root::IpcPaths;
-use gloam_core::protocol::MESSAGE_SIZE;
+use gloam_core::protocol::{offset, INLINE_CAPACITY, MESSAGE_SIZE};
 use gloam_core::ring::{self, Bell, RingFile, SharedMap, SLOTS};
 use gloam_core::ring_channel::RingChannel;
 use gloam_core::ErrorKind;
@@ -25,6 +25,10 @@ fn message(seq: u64) -> [u8; MESSAGE_SIZE] {
         x ^= x << 17;
         chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
     }
+    // Rings copy what the header says counts: make it all of it (inline, 960 bytes).
+    m[offset::PAYLOAD_LEN..offset::PAYLOAD_LEN + 4]
+        .copy_from_slice(&(INLINE_CAPACITY as u32).to_le_bytes());
+    m[offset::PAYLOAD_LOC] = 0;
     let sum = checksum(&m[..MESSAGE_SIZE - 8]);
     m[MESSAGE_SIZE - 8..].copy_from_slice(&sum.to_le_bytes());
     m

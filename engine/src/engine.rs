@@ -489,7 +489,7 @@ impl Engine {
         let now = now_ns();
         match msg.header.kind {
             Kind::Complete | Kind::Failed if msg.header.flags & flags::LANE != 0 => {
-                let actions = self.lock().lane_call_done(worker, &msg.header, now);
+                let actions = self.lock().lane_call_done(worker, &msg, now);
                 self.apply(actions);
                 Ok(())
             }

@@ -99,10 +99,15 @@ impl Limiter {
 
     /// Records an arrival at `now`.
     pub fn on_arrival(&mut self, now: u64) {
+        self.on_arrivals(now, 1);
+    }
+
+    /// `n` calls arrived by `now` (a batch counted at once: direct-lane tallies).
+    pub fn on_arrivals(&mut self, now: u64, n: u32) {
         let now = now.max(self.last_arrival.unwrap_or(0));
         let since = now.saturating_sub(self.last_arrival.unwrap_or(now)) as f64;
-        self.rate_at_last =
-            self.rate_at_last * (-since / self.window_ns()).exp() + 1e9 / self.window_ns();
+        self.rate_at_last = self.rate_at_last * (-since / self.window_ns()).exp()
+            + f64::from(n) * 1e9 / self.window_ns();
         self.last_arrival = Some(now);
     }
 

@@ -6,34 +6,11 @@
 
 use std::fmt::Write;
 
+use gloam_core::tally::TallyHistogram;
 use gloam_core::ErrorKind;
 
 /// Histogram bucket upper bounds, in nanoseconds (1 µs … 30 s, roughly 1-2-5 steps).
-pub const BUCKETS_NS: [u64; 23] = [
-    1_000,
-    2_000,
-    5_000,
-    10_000,
-    20_000,
-    50_000,
-    100_000,
-    200_000,
-    500_000,
-    1_000_000,
-    2_000_000,
-    5_000_000,
-    10_000_000,
-    20_000_000,
-    50_000_000,
-    100_000_000,
-    200_000_000,
-    500_000_000,
-    1_000_000_000,
-    2_000_000_000,
-    5_000_000_000,
-    10_000_000_000,
-    30_000_000_000,
-];
+pub use gloam_core::tally::LATENCY_BUCKETS_NS as BUCKETS_NS;
 
 /// A histogram with fixed buckets (plus an overflow bucket), a count and a sum.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,6 +32,15 @@ impl Histogram {
     }
 
     /// Adds another histogram's samples.
+    /// Adds the samples of a direct-lane tally.
+    pub fn add_tally(&mut self, t: &TallyHistogram) {
+        for (a, b) in self.counts.iter_mut().zip(t.counts.iter()) {
+            *a += u64::from(*b);
+        }
+        self.count += t.counts.iter().map(|&c| u64::from(c)).sum::<u64>();
+        self.sum_ns = self.sum_ns.saturating_add(t.sum_ns);
+    }
+
     pub fn merge(&mut self, other: &Histogram) {
         for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
             *a += b;
@@ -105,6 +91,12 @@ impl Recent {
     pub fn record(&mut self, now: u64, ns: u64) {
         self.rotate(now);
         self.current.record(ns);
+    }
+
+    /// Adds a direct-lane tally's samples at `now`.
+    pub fn add_tally(&mut self, now: u64, t: &TallyHistogram) {
+        self.rotate(now);
+        self.current.add_tally(t);
     }
 
     fn rotate(&mut self, now: u64) {

@@ -8,6 +8,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use gloam_core::protocol::{CallId, Header, Kind, Message, PayloadLocation};
+use gloam_core::tally::Tally;
 use gloam_core::ErrorKind;
 
 use crate::config::FunctionConfig;
@@ -675,31 +676,44 @@ impl<R, S: Clone> State<R, S> {
         actions
     }
 
-    /// The record of a call that ran on a lane of `callee` (its answer's header): counts it,
-    /// feeds the limiter, and ends the lease when the record says so.
-    pub fn lane_call_done(&mut self, callee: u32, h: &Header, now: u64) -> Actions<R, S> {
+    /// A callee's tally of the calls it ran on its lane (see `gloam_core::tally`): counts
+    /// them, feeds the limiter, and ends the lease when the record says so.
+    pub fn lane_call_done(&mut self, callee: u32, record: &Message, now: u64) -> Actions<R, S> {
         let Some(function_id) = self.workers.get(&callee).map(|w| w.function_id) else {
             return Vec::new();
         };
-        if let Some(f) = self.functions.get_mut(&function_id) {
-            let ok = h.kind == Kind::Complete;
-            let delay = u64::from(h.dispatch_delay_ns);
-            f.direct_calls += 1;
-            f.limiter.on_arrival(now);
-            let m = &mut f.metrics;
-            m.ended(now, h.status, delay + h.processing_ns);
-            m.queueing.record(0);
-            m.processing.record(h.processing_ns);
-            m.overhead.record(delay);
-            if ok {
-                f.limiter.on_completion(delay + h.processing_ns);
-                f.completed += 1;
-            } else {
-                f.failed += 1;
+        let tally = match Tally::from_message(record) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(worker = callee, "ignored a lane tally: {e}");
+                return Vec::new();
             }
+        };
+        let calls = tally.calls();
+        if let Some(f) = self.functions.get_mut(&function_id) {
+            let ok = u64::from(tally.outcomes[0]);
+            f.direct_calls += u64::from(calls);
+            f.completed += ok;
+            f.failed += u64::from(calls) - ok;
+            if calls > 0 {
+                f.limiter.on_arrivals(now, calls);
+                f.limiter
+                    .on_completion(tally.duration.sum_ns / u64::from(calls));
+            }
+            let m = &mut f.metrics;
+            for (slot, n) in m.outcomes.iter_mut().zip(tally.outcomes) {
+                *slot += u64::from(n);
+            }
+            m.duration.add_tally(&tally.duration);
+            m.recent.add_tally(now, &tally.duration);
+            m.processing.add_tally(&tally.processing);
+            m.overhead.add_tally(&tally.delay);
+            let mut queued = gloam_core::tally::TallyHistogram::default();
+            queued.counts[0] = calls;
+            m.queueing.add_tally(&queued);
         }
-        if h.flags & gloam_core::protocol::flags::LANE_END != 0 {
-            self.end_lease(callee, h.caller, now)
+        if record.header.flags & gloam_core::protocol::flags::LANE_END != 0 {
+            self.end_lease(callee, tally.holder, now)
         } else {
             Vec::new()
         }
@@ -1243,6 +1257,152 @@ mod tests {
             .iter()
             .filter(|a| matches!(a, Action::Grow(_)))
             .count()
+    }
+
+    /// Functions G (id 1, the caller) and F (id 2), one worker each, direct calls on.
+    fn lease_state() -> (TestState, u32, u32) {
+        let text = "[functions.G]\nid = 1\ncommand = \"/bin/true\"\n\
+                    [functions.F]\nid = 2\ncommand = \"/bin/true\"\nmax_workers = 1\n";
+        let config = Config::parse(text, std::path::Path::new("/t/gloam.toml")).unwrap();
+        let mut st = State::new(&config.functions);
+        st.set_direct_calls(true);
+        let mut ready = |function_id| {
+            let id = st.reserve_worker_id().unwrap();
+            st.add_worker(id, function_id, 100 + id, "test", id);
+            st.worker_ready(id, 0, None);
+            id
+        };
+        let (a, b) = (ready(1), ready(2));
+        (st, a, b)
+    }
+
+    fn internal(st: &mut TestState, caller: u32, seq: u32, now: u64) -> CallId {
+        let id = CallId::new(2, 0, caller, seq);
+        let mut h = Header::new(Kind::Invoke);
+        h.set_call_id(id);
+        st.admit(id, ReplyTo::Worker(caller), Box::new(Message::new(h)), now)
+            .map_err(|(r, _)| r)
+            .unwrap();
+        id
+    }
+
+    fn grants(actions: &[Action<u64, u32>]) -> Vec<(u32, u32, u8)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Grant { lease, .. } => Some((lease.holder, lease.callee, lease.lane)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn revokes(actions: &[Action<u64, u32>]) -> Vec<(u32, bool)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Revoke { lease, holder_gone } => Some((lease.callee, *holder_gone)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Two quick internal calls from `a` to F: the second one's answer grants the lease.
+    fn lease(st: &mut TestState, a: u32, b: u32, t: u64) {
+        let id = internal(st, a, 1, t);
+        assert!(grants(&complete(st, b, id, t + MS)).is_empty());
+        let id = internal(st, a, 2, t + 2 * MS);
+        assert_eq!(grants(&complete(st, b, id, t + 3 * MS)), vec![(a, b, 0)]);
+        assert_eq!(st.function(2).unwrap().leased, 1);
+        assert!(st.function(2).unwrap().idle.is_empty());
+    }
+
+    #[test]
+    fn a_frequent_caller_is_leased_a_callee_that_comes_back_when_others_need_it() {
+        let (mut st, a, b) = lease_state();
+        // Calls far apart make no streak.
+        let id = internal(&mut st, a, 1, 0);
+        complete(&mut st, b, id, MS);
+        let id = internal(&mut st, a, 2, 100 * MS);
+        assert!(grants(&complete(&mut st, b, id, 101 * MS)).is_empty());
+        lease(&mut st, a, b, 200 * MS);
+
+        // Lane calls are counted from the callee's tallies.
+        let mut tally = Tally {
+            holder: a,
+            ..Tally::default()
+        };
+        tally.record(None, 1_000, 500);
+        tally.record(Some(ErrorKind::HandlerFailed), 1_000, 500);
+        assert!(st
+            .lane_call_done(b, &tally.to_message(b, false), 204 * MS)
+            .is_empty());
+        let f = st.function(2).unwrap();
+        assert_eq!((f.direct_calls, f.completed, f.failed), (2, 5, 1));
+        assert_eq!(f.metrics.duration.count, 6);
+
+        // An external call finds no idle worker: it waits and the lease is revoked.
+        let (ext, actions) = call_f(&mut st, 9, 205 * MS);
+        assert_eq!(revokes(&actions), vec![(b, false)]);
+        assert!(sends(&actions).is_empty());
+        // The callee's last record says the lease ended: it takes the queued call.
+        let last = Tally {
+            holder: a,
+            ..Tally::default()
+        };
+        assert_eq!(
+            sends(&st.lane_call_done(b, &last.to_message(b, true), 206 * MS)),
+            vec![b]
+        );
+        assert_eq!(st.function(2).unwrap().leased, 0);
+        complete(&mut st, b, ext, 207 * MS);
+        // Within the cool-down there is no new lease; after it there is.
+        let id = internal(&mut st, a, 10, 208 * MS);
+        complete(&mut st, b, id, 209 * MS);
+        let id = internal(&mut st, a, 11, 210 * MS);
+        assert!(grants(&complete(&mut st, b, id, 211 * MS)).is_empty());
+        lease(&mut st, a, b, 300 * MS);
+    }
+
+    #[test]
+    fn leases_end_with_their_holder_or_their_callee() {
+        let (mut st, a, b) = lease_state();
+        lease(&mut st, a, b, 0);
+        // The holder dies: its lease is revoked (the engine ends it when the lane is free).
+        let actions = st.remove_worker(a, "exited", 10 * MS);
+        assert_eq!(revokes(&actions), vec![(b, true)]);
+        assert!(sends(&st.end_lease(b, a, 11 * MS)).is_empty());
+        assert_eq!(st.function(2).unwrap().idle.len(), 1);
+
+        // The callee dies while leased: the holder's waiting call is failed by the engine.
+        let (mut st, a, b) = lease_state();
+        lease(&mut st, a, b, 0);
+        let actions = st.remove_worker(b, "exited", 10 * MS);
+        assert!(actions
+            .iter()
+            .any(|a| matches!(a, Action::FailLane { text, .. } if text.contains("exited"))));
+        assert_eq!(st.function(2).unwrap().leased, 0);
+        assert_eq!(st.leases(), 0);
+    }
+
+    #[test]
+    fn draining_revokes_every_lease() {
+        let (mut st, a, b) = lease_state();
+        lease(&mut st, a, b, 0);
+        assert_eq!(revokes(&st.start_draining()), vec![(b, false)]);
+        assert_eq!(st.leases(), 1, "until the engine sees the lane free");
+        st.end_lease(b, a, MS);
+        assert_eq!(st.leases(), 0);
+    }
+
+    fn call_f(st: &mut TestState, seq: u32, now: u64) -> (CallId, Vec<Action<u64, u32>>) {
+        let id = CallId::new(2, 0, 0, seq);
+        let mut h = Header::new(Kind::Dispatch);
+        h.set_call_id(id);
+        let actions = st
+            .admit(id, ReplyTo::External(9), Box::new(Message::new(h)), now)
+            .map_err(|(r, _)| r)
+            .unwrap();
+        (id, actions)
     }
 
     #[test]

@@ -49,7 +49,11 @@ fn a_frequent_caller_gets_a_lane_every_call_is_counted_and_others_get_the_worker
         (200, payloads.join(",").as_str())
     );
 
-    // Every call is counted once, whichever way it went.
+    // Every call is counted once, whichever way it went (lane calls reach the engine in the
+    // callee's tallies, sent at the latest when it goes to sleep).
+    s.wait_for("every call to be counted", Duration::from_secs(10), || {
+        s.function_stat("Echo", "completed") >= 50
+    });
     assert_eq!(s.function_stat("Echo", "completed"), 50);
     assert_eq!(
         metric(
@@ -82,6 +86,9 @@ fn a_frequent_caller_gets_a_lane_every_call_is_counted_and_others_get_the_worker
     std::thread::sleep(Duration::from_millis(100));
     let r = s.call("Repeat", input.as_bytes());
     assert_eq!(r.status, 200);
+    s.wait_for("every call to be counted", Duration::from_secs(10), || {
+        s.function_stat("Echo", "completed") >= 101
+    });
     assert_eq!(s.function_stat("Echo", "completed"), 101);
     if rings() {
         assert!(s.function_stat("Echo", "direct_calls") > direct);
@@ -185,6 +192,9 @@ fn a_direct_call_past_its_deadline_times_out_and_the_lane_recovers() {
         Duration::from_secs(10),
         || s.function_stat("Sleep", "failed") == 1,
     );
+    s.wait_for("every call to be counted", Duration::from_secs(10), || {
+        s.function_stat("Sleep", "completed") >= 6
+    });
     assert_eq!(s.function_stat("Sleep", "completed"), 6);
     s.stop();
 }

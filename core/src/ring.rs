@@ -326,6 +326,16 @@ impl Bell {
         self.word().store(AWAKE, Ordering::Relaxed);
     }
 
+    /// Another thread of the consumer's process takes its place while it sleeps: producers
+    /// stop ringing (the word says awake) and the taker reads the rings itself. `true` when
+    /// the consumer was asleep and the bell was taken; give it back with
+    /// [`Bell::prepare_sleep`], then re-check the rings and [`Bell::force_wake`] if needed.
+    pub fn take_over(&self) -> bool {
+        self.word()
+            .compare_exchange(SLEEPING, AWAKE, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
     /// Wakes the consumer whatever its state (close/wake from its own process).
     pub fn force_wake(&self) {
         self.word().store(AWAKE, Ordering::SeqCst);

@@ -434,9 +434,22 @@ impl Engine {
             self.note_deadline(d);
         }
         self.apply(actions);
-        let outcome = match self.external_spin(function_id) {
-            Some(budget) => spin_then_await(rx, budget).await,
-            None => rx.await,
+        let outcome = match (self.external_spin(function_id), &self.poller) {
+            (Some(budget), Some(poller)) => {
+                // This thread polls the rings itself while it waits, and holds the poller's
+                // doorbell so that the answer does not also wake the poller thread: the call
+                // then involves two parties (this thread and the worker), not three.
+                let held = poller.hold();
+                let polled = spin_for(rx, budget, || poller.poll_once(self));
+                if held {
+                    poller.release();
+                }
+                match polled {
+                    Ok(answer) => answer,
+                    Err(rx) => rx.await,
+                }
+            }
+            _ => rx.await,
         };
         match outcome {
             Ok(Outcome::Complete(msg, timing)) => Ok(CallOutput {
@@ -589,26 +602,32 @@ impl Engine {
     }
 }
 
-/// Polls `rx` for up to `budget` (yielding the CPU between polls), then awaits it.
-async fn spin_then_await(
+/// Polls `rx` for up to `budget`, running `poll` and yielding the CPU between polls: the
+/// answer, or `rx` back to be awaited.
+fn spin_for(
     mut rx: oneshot::Receiver<Outcome>,
     budget: Duration,
-) -> Result<Outcome, oneshot::error::RecvError> {
+    mut poll: impl FnMut(),
+) -> Result<Result<Outcome, oneshot::error::RecvError>, oneshot::Receiver<Outcome>> {
     let mut ready = None;
     gloam_core::ring::spin_until(budget, || match rx.try_recv() {
         Ok(v) => {
-            ready = Some(Ok(v));
+            ready = Some(Some(v));
             true
         }
-        Err(oneshot::error::TryRecvError::Empty) => false,
+        Err(oneshot::error::TryRecvError::Empty) => {
+            poll();
+            false
+        }
         Err(oneshot::error::TryRecvError::Closed) => {
-            ready = Some(Err(()));
+            ready = Some(None);
             true
         }
     });
     match ready {
-        Some(Ok(v)) => Ok(v),
-        _ => rx.await,
+        Some(Some(v)) => Ok(Ok(v)),
+        // Closed: awaiting gives the RecvError.
+        Some(None) | None => Err(rx),
     }
 }
 

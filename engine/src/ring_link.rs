@@ -212,6 +212,41 @@ impl RingPoller {
         }
     }
 
+    /// One pass over every ring from the calling thread (an I/O thread waiting for an
+    /// external call's answer polls the rings itself).
+    pub fn poll_once(&self, engine: &Engine) {
+        let mut bad = Vec::new();
+        {
+            let links = lock(&self.links);
+            for link in links.iter() {
+                if link.has_message() {
+                    if let Err(reason) = link.drain(engine, BATCH) {
+                        bad.push((link.worker, reason));
+                    }
+                }
+            }
+        }
+        for (worker, reason) in bad {
+            engine.disconnect_worker(worker, &reason);
+        }
+    }
+
+    /// Takes the poller's doorbell over while it sleeps, so that workers publishing messages
+    /// do not wake it: the caller polls the rings itself meanwhile and must call
+    /// [`RingPoller::release`] when it stops. `false`: the poller was awake; nothing held.
+    pub fn hold(&self) -> bool {
+        self.bell.take_over()
+    }
+
+    /// Gives the doorbell back to the sleeping poller, and wakes it if a message came that
+    /// nobody rang for.
+    pub fn release(&self) {
+        self.bell.prepare_sleep();
+        if lock(&self.links).iter().any(|l| l.has_message()) {
+            self.bell.force_wake();
+        }
+    }
+
     /// Tells the poller how many calls are in flight (it polls while some are).
     pub fn set_in_flight(&self, n: usize) {
         self.in_flight.store(n, Ordering::Relaxed);

@@ -23,7 +23,6 @@ package gloam
 
 /*
 #cgo CFLAGS: -I${SRCDIR}/../c/include
-#cgo LDFLAGS: ${SRCDIR}/../../target/debug/libgloam.a -ldl -lpthread -lm
 #include <stdlib.h>
 #include <time.h>
 #include "gloam.h"

@@ -56,4 +56,15 @@ export class Ctx {
    * const out = await ctx.invoke('Bar', Buffer.from('world'))
    */
   invoke(name: string, input?: Buffer | Uint8Array | string | null): Promise<Buffer>
+  /**
+   * Calls function `name` like `invoke` but waits for the output on the
+   * JavaScript thread and returns it: no thread, no event-loop wake-up, so a fast callee
+   * answers in microseconds (over a direct lane, a few; through `invoke`, tens). The event
+   * loop is blocked meanwhile: use it for calls that answer quickly, `invoke` for the rest
+   * and for concurrency. Throws an `Error` with the same `code`s as `invoke`.
+   *
+   * @example
+   * const out = ctx.invokeSync('Bar', Buffer.from('world'))
+   */
+  invokeSync(name: string, input?: Buffer | Uint8Array | string | null): Buffer
 }

@@ -53,6 +53,25 @@ const handlers = {
     const payload = colon < 0 ? Buffer.alloc(0) : input.subarray(colon + 1)
     return ctx.invoke(target, payload)
   },
+  /**
+   * Input `Target:p1,p2,...`: calls Target once per payload with `ctx.invokeSync` (the fast
+   * path: repeated calls get a direct lane) and answers the outputs joined by `,`; an error
+   * answers `<code>: <message>`.
+   */
+  RepeatSync: (ctx, input) => {
+    const text = input.toString()
+    const colon = text.indexOf(':')
+    const target = text.slice(0, colon)
+    try {
+      return text
+        .slice(colon + 1)
+        .split(',')
+        .map((p) => ctx.invokeSync(target, p).toString())
+        .join(',')
+    } catch (err) {
+      return `${err.code}: ${err.message}`
+    }
+  },
   /** Input `Target:size`: invokes Target with `size` bytes; returns the error code or `ok`. */
   InvokeSized: async (ctx, input) => {
     const [target, size] = input.toString().split(':')
@@ -114,15 +133,7 @@ const handlers = {
    * (nearest-rank percentiles).
    */
   BenchInternal: async (ctx, input) => {
-    const text = input.toString().trim()
-    const colon = text.lastIndexOf(':')
-    const target = colon < 0 ? 'Nop' : text.slice(0, colon)
-    const num = colon < 0 ? text : text.slice(colon + 1)
-    const n = num === '' ? 10000 : Number(num)
-    if (!/^\d*$/.test(num) || !Number.isSafeInteger(n)) {
-      throw new Error(`BenchInternal: N is not a number: ${num}`)
-    }
-    if (n < 1) throw new Error('BenchInternal: N must be at least 1')
+    const { target, n } = benchArgs(input)
     const empty = Buffer.alloc(0)
     for (let i = 0; i < Math.min(Math.floor(n / 10), 1000); i++) await ctx.invoke(target, empty)
     const ns = new Float64Array(n)
@@ -132,17 +143,51 @@ const handlers = {
       await ctx.invoke(target, empty)
       ns[i] = Number(process.hrtime.bigint() - t0)
     }
-    const totalS = Number(process.hrtime.bigint() - start) / 1e9
-    ns.sort()
-    const at = (q) => ns[Math.min(Math.max(Math.ceil(q * n), 1), n) - 1] / 1e3
-    const mean = ns.reduce((a, b) => a + b, 0) / n / 1e3
-    const f = (x) => x.toFixed(2)
-    return (
-      `{"target":"${target}","count":${n},"p50_us":${f(at(0.5))},"p90_us":${f(at(0.9))},` +
-      `"p99_us":${f(at(0.99))},"p999_us":${f(at(0.999))},"max_us":${f(at(1))},` +
-      `"mean_us":${f(mean)},"per_s":${(n / totalS).toFixed(0)}}`
-    )
+    return benchReport(target, ns, start)
   },
+  /** BenchInternal with `ctx.invokeSync` (the event loop waits for each answer). */
+  BenchInternalSync: (ctx, input) => {
+    const { target, n } = benchArgs(input)
+    const empty = Buffer.alloc(0)
+    for (let i = 0; i < Math.min(Math.floor(n / 10), 1000); i++) ctx.invokeSync(target, empty)
+    const ns = new Float64Array(n)
+    const start = process.hrtime.bigint()
+    for (let i = 0; i < n; i++) {
+      const t0 = process.hrtime.bigint()
+      ctx.invokeSync(target, empty)
+      ns[i] = Number(process.hrtime.bigint() - t0)
+    }
+    return benchReport(target, ns, start)
+  },
+}
+
+/** Parses BenchInternal's input `N` or `Target:N`. */
+function benchArgs(input) {
+  const text = input.toString().trim()
+  const colon = text.lastIndexOf(':')
+  const target = colon < 0 ? 'Nop' : text.slice(0, colon)
+  const num = colon < 0 ? text : text.slice(colon + 1)
+  const n = num === '' ? 10000 : Number(num)
+  if (!/^\d*$/.test(num) || !Number.isSafeInteger(n)) {
+    throw new Error(`BenchInternal: N is not a number: ${num}`)
+  }
+  if (n < 1) throw new Error('BenchInternal: N must be at least 1')
+  return { target, n }
+}
+
+/** The JSON answer of BenchInternal from per-call times in ns. */
+function benchReport(target, ns, start) {
+  const n = ns.length
+  const totalS = Number(process.hrtime.bigint() - start) / 1e9
+  ns.sort()
+  const at = (q) => ns[Math.min(Math.max(Math.ceil(q * n), 1), n) - 1] / 1e3
+  const mean = ns.reduce((a, b) => a + b, 0) / n / 1e3
+  const f = (x) => x.toFixed(2)
+  return (
+    `{"target":"${target}","count":${n},"p50_us":${f(at(0.5))},"p90_us":${f(at(0.9))},` +
+    `"p99_us":${f(at(0.99))},"p999_us":${f(at(0.999))},"max_us":${f(at(1))},` +
+    `"mean_us":${f(mean)},"per_s":${(n / totalS).toFixed(0)}}`
+  )
 }
 
 gloam.serve(handlers).catch((err) => {

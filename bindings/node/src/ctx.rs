@@ -119,4 +119,30 @@ impl Ctx {
             })?;
         Ok(promise)
     }
+
+    /// Calls function `name` like `invoke` but waits for the output on the
+    /// JavaScript thread and returns it: no thread, no event-loop wake-up, so a fast callee
+    /// answers in microseconds (over a direct lane, a few; through `invoke`, tens). The event
+    /// loop is blocked meanwhile: use it for calls that answer quickly, `invoke` for the rest
+    /// and for concurrency. Throws an `Error` with the same `code`s as `invoke`.
+    ///
+    /// @example
+    /// const out = ctx.invokeSync('Bar', Buffer.from('world'))
+    #[napi(ts_args_type = "name: string, input?: Buffer | Uint8Array | string | null")]
+    pub fn invoke_sync(
+        &self,
+        env: Env,
+        name: String,
+        input: Option<JsUnknown>,
+    ) -> napi::Result<Buffer> {
+        let input = match input {
+            Some(v) => to_bytes(&env, v, "invokeSync input")
+                .map_err(|m| js_error(&env, ErrorKind::InvalidArgument, &m))?,
+            None => Vec::new(),
+        };
+        self.worker
+            .invoke(self.parent, &name, &input)
+            .map(Buffer::from)
+            .map_err(|e| from_core(&env, &e))
+    }
 }

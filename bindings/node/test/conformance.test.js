@@ -35,6 +35,7 @@ const NODE_FUNCTIONS = {
   Fanout: {},
   FanoutWide: {},
   InvokeOther: {},
+  RepeatSync: {},
   InvokeSized: {},
   InvokeCatch: {},
   DeadlineProbe: {},
@@ -275,6 +276,14 @@ describe('gloam node sdk', () => {
     assert.equal((await ok('InvokeOther', 'RustEcho:from node')).text, 'from node')
     // Rust → Node (hello-rust's Foo calls Bar, which is the Node example here).
     assert.equal((await ok('RustFoo', 'rust')).text, 'From function Bar: Hello, rust')
+  })
+
+  it('invokeSync: repeated calls (direct lane), errors with codes', T, async () => {
+    const payloads = Array.from({ length: 20 }, (_, i) => `p${i}`).join(',')
+    assert.equal((await ok('RepeatSync', `RustEcho:${payloads}`)).text, payloads)
+    assert.equal((await ok('RepeatSync', `Echo:a,b,c`)).text, 'a,b,c')
+    const missing = await ok('RepeatSync', 'Nope:x')
+    assert.match(missing.text, /^GLOAM_E_FUNCTION_NOT_FOUND: .*Nope/)
   })
 
   it('concurrent internal calls', T, async () => {

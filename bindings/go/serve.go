@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Handler runs one call: it gets the call's input and returns its output, or an error that
@@ -92,16 +93,79 @@ func (w *Worker) Serve(h Handler) error {
 }
 
 func runHandler(h Handler, call *Call) (out []byte, err error) {
-	ctx := context.Background()
-	if d, ok := call.Deadline(); ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, d)
-		defer cancel()
-	}
+	ctx := newCallContext(call)
+	call.ctx = ctx
+	defer ctx.stop()
 	defer func() {
 		if p := recover(); p != nil {
 			out, err = nil, fmt.Errorf("handler panicked: %v", p)
 		}
 	}()
 	return h(ctx, call, call.Input())
+}
+
+// callContext is the context a handler gets: done at the call's deadline. It starts a timer
+// only when something waits on Done (most handlers never do), and Call.Invoke given this very
+// context calls the core directly, which enforces the same deadline itself.
+type callContext struct {
+	deadline time.Time
+	hasDL    bool
+	once     sync.Once
+	done     chan struct{}
+	timer    *time.Timer
+	mu       sync.Mutex
+}
+
+func newCallContext(call *Call) *callContext {
+	d, ok := call.Deadline()
+	return &callContext{deadline: d, hasDL: ok}
+}
+
+func (c *callContext) Deadline() (time.Time, bool) { return c.deadline, c.hasDL }
+
+func (c *callContext) Done() <-chan struct{} {
+	if !c.hasDL {
+		return nil
+	}
+	c.once.Do(func() {
+		c.done = make(chan struct{})
+		left := time.Until(c.deadline)
+		if left <= 0 {
+			close(c.done)
+			return
+		}
+		c.mu.Lock()
+		c.timer = time.AfterFunc(left, func() { close(c.done) })
+		c.mu.Unlock()
+	})
+	return c.done
+}
+
+func (c *callContext) Err() error {
+	if !c.hasDL {
+		return nil
+	}
+	if c.done != nil {
+		select {
+		case <-c.done:
+			return context.DeadlineExceeded
+		default:
+			return nil
+		}
+	}
+	if time.Now().Before(c.deadline) {
+		return nil
+	}
+	return context.DeadlineExceeded
+}
+
+func (c *callContext) Value(any) any { return nil }
+
+// stop releases the timer, if one was started, once the handler has returned.
+func (c *callContext) stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.timer != nil {
+		c.timer.Stop()
+	}
 }

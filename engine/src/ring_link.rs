@@ -201,28 +201,27 @@ impl RingPoller {
         }
     }
 
-    /// Handles every message waiting in every ring now, from the calling thread (the records
+    /// Handles every message waiting in every ring now, from the calling thread (the tallies
     /// of lane calls are not rung for; status and metrics read them first).
     pub fn drain_all(&self, engine: &Engine) {
-        let links = lock(&self.links).clone();
-        for link in links {
-            if let Err(reason) = link.drain(engine, usize::MAX) {
-                engine.disconnect_worker(link.worker, &reason);
-            }
-        }
+        self.pass(engine, usize::MAX);
     }
 
     /// One pass over every ring from the calling thread (an I/O thread waiting for an
     /// external call's answer polls the rings itself).
     pub fn poll_once(&self, engine: &Engine) {
+        self.pass(engine, BATCH);
+    }
+
+    /// Handles up to `limit` waiting messages of each ring; disconnects workers that sent
+    /// malformed ones (after releasing the list, which disconnecting changes).
+    fn pass(&self, engine: &Engine, limit: usize) {
         let mut bad = Vec::new();
         {
             let links = lock(&self.links);
-            for link in links.iter() {
-                if link.has_message() {
-                    if let Err(reason) = link.drain(engine, BATCH) {
-                        bad.push((link.worker, reason));
-                    }
+            for link in links.iter().filter(|l| l.has_message()) {
+                if let Err(reason) = link.drain(engine, limit) {
+                    bad.push((link.worker, reason));
                 }
             }
         }

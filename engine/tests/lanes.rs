@@ -198,3 +198,71 @@ fn a_direct_call_past_its_deadline_times_out_and_the_lane_recovers() {
     assert_eq!(s.function_stat("Sleep", "completed"), 6);
     s.stop();
 }
+
+#[test]
+fn leases_granted_and_revoked_under_concurrent_load_lose_no_call() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let functions = [
+        rust_fn("Repeat", "Repeat", "min_workers = 2\nmax_workers = 2"),
+        rust_fn("Echo", "Echo", "min_workers = 2\nmax_workers = 2"),
+    ]
+    .concat();
+    let mut s = Stack::start("", &functions);
+    let addr = s.addr.clone();
+    let done = Arc::new(AtomicBool::new(false));
+    let external = Arc::new(AtomicU64::new(0));
+    // Two callers that keep calling Echo (and so are leased its workers)...
+    let callers: Vec<_> = (0..2)
+        .map(|t| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut c = gloam_engine::client::HttpClient::new(addr.as_str()).unwrap();
+                for round in 0..20 {
+                    let payloads: Vec<String> =
+                        (0..100).map(|i| format!("t{t}r{round}i{i}")).collect();
+                    let input = format!("Echo:{}", payloads.join(","));
+                    let r = c.post("/function/Repeat", input.as_bytes()).unwrap();
+                    assert_eq!(r.status, 200, "{}", r.text());
+                    assert_eq!(r.text(), payloads.join(","));
+                }
+            })
+        })
+        .collect();
+    // ...while external calls take those workers back, again and again.
+    let others: Vec<_> = (0..2)
+        .map(|t| {
+            let (addr, done, external) = (addr.clone(), done.clone(), external.clone());
+            std::thread::spawn(move || {
+                let mut c = gloam_engine::client::HttpClient::new(addr.as_str()).unwrap();
+                let mut i = 0;
+                while !done.load(Ordering::Acquire) {
+                    let body = format!("x{t}-{i}");
+                    let r = c.post("/function/Echo", body.as_bytes()).unwrap();
+                    assert_eq!((r.status, r.text().as_ref()), (200, body.as_str()));
+                    external.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                    std::thread::sleep(Duration::from_millis(3));
+                }
+            })
+        })
+        .collect();
+    for t in callers {
+        t.join().expect("a caller thread failed");
+    }
+    done.store(true, Ordering::Release);
+    for t in others {
+        t.join().expect("an external caller failed");
+    }
+    let total = 4000 + external.load(Ordering::Relaxed);
+    s.wait_for("every call to be counted", Duration::from_secs(10), || {
+        s.function_stat("Echo", "completed") >= total
+    });
+    assert_eq!(s.function_stat("Echo", "completed"), total);
+    assert_eq!(s.function_stat("Echo", "failed"), 0);
+    assert_eq!(s.function_stat("Repeat", "completed"), 40);
+    if rings() {
+        assert!(s.function_stat("Echo", "direct_calls") > 0);
+    }
+    s.stop();
+}

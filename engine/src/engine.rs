@@ -440,7 +440,13 @@ impl Engine {
                 // doorbell so that the answer does not also wake the poller thread: the call
                 // then involves two parties (this thread and the worker), not three.
                 let held = poller.hold();
-                let polled = spin_for(rx, budget, || poller.poll_once(self));
+                // With the poller asleep only this thread and the worker poll: the lane case.
+                let cadence = if held {
+                    gloam_core::ring::YIELD_DIRECT
+                } else {
+                    gloam_core::ring::YIELD_SHARED
+                };
+                let polled = spin_for(rx, budget, cadence, || poller.poll_once(self));
                 if held {
                     poller.release();
                 }
@@ -602,15 +608,16 @@ impl Engine {
     }
 }
 
-/// Polls `rx` for up to `budget`, running `poll` and yielding the CPU between polls: the
-/// answer, or `rx` back to be awaited.
+/// Polls `rx` for up to `budget`, running `poll` between polls and yielding the CPU every
+/// `yield_every`: the answer, or `rx` back to be awaited.
 fn spin_for(
     mut rx: oneshot::Receiver<Outcome>,
     budget: Duration,
+    yield_every: u32,
     mut poll: impl FnMut(),
 ) -> Result<Result<Outcome, oneshot::error::RecvError>, oneshot::Receiver<Outcome>> {
     let mut ready = None;
-    gloam_core::ring::spin_until(budget, || match rx.try_recv() {
+    gloam_core::ring::spin_until_with(budget, yield_every, || match rx.try_recv() {
         Ok(v) => {
             ready = Some(Some(v));
             true

@@ -193,15 +193,17 @@ fn latency_line(times: &mut [Duration]) -> String {
 
 fn print_status(s: &Status) {
     println!(
-        "{:<20} {:>4} {:>7} {:>5} {:>7} {:>6} {:>9} {:>6} {:>9} {:>7} {:>4} {:>9} {:>9}",
+        "{:<20} {:>4} {:>7} {:>5} {:>6} {:>7} {:>6} {:>9} {:>6} {:>9} {:>9} {:>7} {:>4} {:>9} {:>9}",
         "FUNCTION",
         "ID",
         "WORKERS",
         "IDLE",
+        "LEASED",
         "RUNNING",
         "QUEUED",
         "COMPLETED",
         "FAILED",
+        "DIRECT",
         "λ/s",
         "t ms",
         "τ",
@@ -211,15 +213,17 @@ fn print_status(s: &Status) {
     let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("≤{v}"));
     for f in &s.functions {
         println!(
-            "{:<20} {:>4} {:>7} {:>5} {:>7} {:>6} {:>9} {:>6} {:>9.1} {:>7.3} {:>4} {:>9} {:>9}",
+            "{:<20} {:>4} {:>7} {:>5} {:>6} {:>7} {:>6} {:>9} {:>6} {:>9} {:>9.1} {:>7.3} {:>4} {:>9} {:>9}",
             f.name,
             f.id,
             f.workers,
             f.idle,
+            f.leased,
             f.running,
             f.queued,
             f.completed,
             f.failed,
+            f.direct_calls,
             f.rate,
             f.service_ms,
             f.tau,

@@ -24,6 +24,9 @@
 //!           8  callee: u32    the callee's worker id
 //!           12 callee nonce: u32
 //!           16 timeout_ms: u32  the callee function's own timeout (0 = none)
+//!           64 doorbell: u32    the waiting holder thread sleeps here (one waiter per lane:
+//!                               the worker's own doorbell may have another sleeper, its
+//!                               receive loop, and one sleeper's wake-up would hide the other's)
 //! ```
 //!
 //! **The lane state machine** (one word, changed only by compare-and-swap or by its owner):
@@ -54,7 +57,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::protocol::{used_len, MESSAGE_SIZE};
-use crate::ring::{copy_message_out, copy_used, RingFile, RINGS_END};
+use crate::ring::{copy_message_out, copy_used, Bell, RingFile, RINGS_END};
 
 /// Lanes a worker can hold at once (one per function it calls often).
 pub const LANES: usize = 8;
@@ -67,6 +70,7 @@ const INBOUND_HOLDER_NONCE: usize = 144;
 const INBOUND_SLOT: usize = RINGS_END;
 const LANE_BASE: usize = INBOUND_SLOT + MESSAGE_SIZE;
 const LANE_CONTROL: usize = 128;
+const LANE_BELL: usize = 64;
 const LANE_BYTES: usize = LANE_CONTROL + MESSAGE_SIZE;
 /// End of the lanes area: the size of a ring file.
 pub const LANES_END: usize = LANE_BASE + LANES * LANE_BYTES;
@@ -125,6 +129,13 @@ impl RingFile {
     fn lane_word(&self, lane: usize, field: usize) -> &AtomicU32 {
         assert!(lane < LANES);
         self.map.word(LANE_BASE + lane * LANE_BYTES + field)
+    }
+
+    /// The doorbell of lane `lane`: its holder sleeps on it, the callee (or the engine, for a
+    /// dead callee) rings it after publishing the answer.
+    pub fn lane_bell(&self, lane: usize) -> Bell {
+        assert!(lane < LANES);
+        Bell::new(&self.map, LANE_BASE + lane * LANE_BYTES + LANE_BELL)
     }
 
     fn lane_slot(&self, lane: usize) -> *mut u8 {

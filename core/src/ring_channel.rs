@@ -197,6 +197,7 @@ impl RingChannel {
         spin: Duration,
     ) -> Result<[u8; MESSAGE_SIZE]> {
         let mut out = [0u8; MESSAGE_SIZE];
+        let bell = self.file.lane_bell(lane);
         loop {
             if !self.file.lane_waiting(lane) {
                 self.file.take_lane_reply(lane, &mut out);
@@ -221,12 +222,12 @@ impl RingChannel {
             if ring::spin_until_with(spin.min(left), ring::YIELD_DIRECT, || !waiting()) {
                 continue;
             }
-            self.my_bell.prepare_sleep();
+            bell.prepare_sleep();
             if !waiting() {
-                self.my_bell.cancel_sleep();
+                bell.cancel_sleep();
                 continue;
             }
-            self.my_bell.sleep(left.min(LIVENESS_CHECK));
+            bell.sleep(left.min(LIVENESS_CHECK));
             if waiting() && self.engine_gone() && self.file.abandon_lane_call(lane) {
                 return Err(Error::Shutdown("the engine went away".into()));
             }
@@ -267,7 +268,7 @@ impl Channel for RingChannel {
             .map(|file| {
                 let a = file.answer_lane(holder.lane, answer);
                 if a.delivered {
-                    file.worker_bell().notify();
+                    file.lane_bell(holder.lane).notify();
                 }
                 a
             });
@@ -380,5 +381,8 @@ impl Channel for RingChannel {
         self.flush_tally();
         self.closed.store(true, Ordering::Release);
         self.my_bell.force_wake();
+        for lane in 0..LANES {
+            self.file.lane_bell(lane).force_wake();
+        }
     }
 }

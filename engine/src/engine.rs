@@ -328,7 +328,7 @@ impl Engine {
                 "worker {text} while running a direct call"
             );
         }
-        holder.notify();
+        holder.file().lane_bell(usize::from(lease.lane)).notify();
     }
 
     /// Reads the lane-call records waiting in every ring (status and metrics count them).

@@ -136,11 +136,6 @@ impl RingLink {
         &self.file
     }
 
-    /// Rings the worker's doorbell (if it sleeps).
-    pub fn notify(&self) {
-        self.worker_bell.notify();
-    }
-
     /// Resolves once the engine dropped this link (its task then closes the worker's socket).
     pub async fn kicked(&self) {
         self.kick.notified().await

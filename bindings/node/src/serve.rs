@@ -1,14 +1,21 @@
-//! `serve`: one Rust thread per logical worker receives calls and hands them to JavaScript.
+//! `serve`: one Rust thread per logical worker receives calls and hands them to JavaScript;
+//! when calls come in quick succession the JavaScript thread receives them itself for a while.
 
-use std::sync::{Arc, Mutex};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
+use gloam_core::channel::Wait;
+use gloam_core::clock::now_ns;
 use gloam_core::worker::workers_from_env;
+use gloam_core::worker::Next;
 use gloam_core::{Call, Error, ErrorKind, Worker, WorkerOptions};
 use napi::bindgen_prelude::ToNapiValue;
 use napi::threadsafe_function::{
     ErrorStrategy, ThreadSafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode,
 };
-use napi::{CallContext, Env, JsFunction, JsObject, JsUnknown, NapiValue, ValueType};
+use napi::{CallContext, Env, JsFunction, JsObject, JsUnknown, NapiValue, Ref, ValueType};
 use napi_derive::napi;
 
 use crate::convert::{error_message, to_bytes};
@@ -23,7 +30,7 @@ type Outcome = Result<Vec<u8>, String>;
 /// thread wake-up sits on the call's path. Dropped unanswered — the handler's Promise was
 /// garbage-collected without settling — it fails the call, so the caller is never left waiting.
 struct Pending {
-    worker: Arc<Worker>,
+    receiver: Arc<Receiver>,
     call: Mutex<Option<Call>>,
 }
 
@@ -33,13 +40,17 @@ impl Pending {
             return;
         };
         let sent = match outcome {
-            Ok(output) => match self.worker.complete(call, &output) {
+            Ok(output) => match self.receiver.worker.complete(call, &output) {
                 // The caller got PAYLOAD_TOO_LARGE instead; nothing else to do here.
                 Err(e) if e.kind() == ErrorKind::PayloadTooLarge => Ok(()),
                 other => other,
             },
-            Err(message) => self.worker.fail(call, ErrorKind::HandlerFailed, &message),
+            Err(message) => self
+                .receiver
+                .worker
+                .fail(call, ErrorKind::HandlerFailed, &message),
         };
+        self.receiver.answered();
         match sent {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::Shutdown => {}
@@ -51,6 +62,216 @@ impl Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         self.settle(Err("the handler's Promise never settled".into()));
+    }
+}
+
+/// Longest the JavaScript thread waits for a worker's next call after answering one.
+const MAX_JS_LINGER: Duration = Duration::from_micros(200);
+/// How long the JavaScript thread waits for the Rust thread to leave its receive.
+const TAKE_OVER_WAIT: Duration = Duration::from_micros(100);
+/// A streak of calls run in place on the JavaScript thread ends after this long, so that the
+/// event loop gets its turn (timers, I/O, other workers' calls).
+const MAX_JS_STREAK: Duration = Duration::from_millis(2);
+
+/// One logical worker's receiving. Its Rust thread receives calls and hands them to the
+/// JavaScript thread through a threadsafe function — an event-loop wake-up (tens of µs) per
+/// call. So when calls come in quick succession, the JavaScript thread, having answered one,
+/// receives the next itself for a short adaptive while (the Rust thread waits meanwhile) and
+/// runs it in place.
+struct Receiver {
+    worker: Arc<Worker>,
+    /// Who receives: while the JavaScript thread does, the Rust thread waits (parked).
+    turn: Mutex<Turn>,
+    turn_changed: Condvar,
+    /// Calls handed to the JavaScript thread and not yet started there.
+    handed: AtomicUsize,
+    /// When a call was last answered (monotonic ns), and the moving average of the gap between
+    /// an answer and the next call (0 = none yet).
+    answered_ns: AtomicU64,
+    gap_ns: AtomicU64,
+}
+
+impl Receiver {
+    fn new(worker: Arc<Worker>) -> Receiver {
+        Receiver {
+            worker,
+            turn: Mutex::new(Turn::default()),
+            turn_changed: Condvar::new(),
+            handed: AtomicUsize::new(0),
+            answered_ns: AtomicU64::new(0),
+            gap_ns: AtomicU64::new(0),
+        }
+    }
+
+    fn answered(&self) {
+        self.answered_ns.store(now_ns(), Ordering::Relaxed);
+    }
+
+    /// A call arrived: updates the gap average.
+    fn arrived(&self) {
+        let answered = self.answered_ns.load(Ordering::Relaxed);
+        if answered == 0 {
+            return;
+        }
+        let gap = now_ns().saturating_sub(answered);
+        let old = self.gap_ns.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            gap
+        } else {
+            old - old / 8 + gap / 8
+        };
+        self.gap_ns.store(new.max(1), Ordering::Relaxed);
+    }
+
+    /// How long the JavaScript thread should wait for the next call: twice the usual gap when
+    /// calls come quickly, nothing when they come rarely.
+    fn linger(&self) -> Option<Duration> {
+        let gap = Duration::from_nanos(self.gap_ns.load(Ordering::Relaxed));
+        if gap.is_zero() {
+            return Some(Duration::from_micros(20));
+        }
+        (gap * 2 <= MAX_JS_LINGER).then(|| (gap * 2).max(Duration::from_micros(20)))
+    }
+
+    fn job(self: &Arc<Self>, call: Call) -> Job {
+        self.arrived();
+        Job {
+            ctx: Ctx::new(&self.worker, &call),
+            input: call.input().to_vec(),
+            pending: Arc::new(Pending {
+                receiver: self.clone(),
+                call: Mutex::new(Some(call)),
+            }),
+        }
+    }
+
+    fn lock_turn(&self) -> std::sync::MutexGuard<'_, Turn> {
+        self.turn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rust thread: waits (parked) while the JavaScript thread receives.
+    fn wait_for_turn(&self) {
+        let mut turn = self.lock_turn();
+        while turn.js_receiving {
+            turn.rust_parked = true;
+            self.turn_changed.notify_all();
+            turn = self
+                .turn_changed
+                .wait(turn)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        turn.rust_parked = false;
+    }
+
+    /// JavaScript thread: takes the receiving over; `false` when the Rust thread did not park
+    /// in time or handed a call over meanwhile (that call must run first).
+    fn take_over(&self) -> bool {
+        self.lock_turn().js_receiving = true;
+        // Wakes the Rust thread out of its receive; it parks in `wait_for_turn`. It is usually
+        // polling for the next call, so this thread polls for its parking too (sleeping on the
+        // condition variable would cost a wake-up, the thing this avoids).
+        self.worker.wake();
+        gloam_core::ring::spin_until(TAKE_OVER_WAIT, || {
+            self.lock_turn().rust_parked || self.handed.load(Ordering::Acquire) > 0
+        });
+        let mut turn = self.lock_turn();
+        let ok = turn.rust_parked && self.handed.load(Ordering::Acquire) == 0;
+        if !ok {
+            turn.js_receiving = false;
+            self.turn_changed.notify_all();
+        }
+        ok
+    }
+
+    /// JavaScript thread: gives the receiving back.
+    fn give_back(&self) {
+        self.lock_turn().js_receiving = false;
+        self.turn_changed.notify_all();
+    }
+}
+
+/// Who receives a worker's calls.
+#[derive(Debug, Default)]
+struct Turn {
+    js_receiving: bool,
+    rust_parked: bool,
+}
+
+thread_local! {
+    /// The bound dispatcher `(ctx, input, ok, fail)` of this JavaScript thread, and when the
+    /// current streak of calls run in place began.
+    static JS_SIDE: RefCell<Option<(Ref<()>, Option<Instant>)>> = const { RefCell::new(None) };
+}
+
+/// JavaScript thread, right after a call of `receiver` was answered: when calls come quickly,
+/// waits a little for the next one and runs it in place.
+fn linger(env: Env, receiver: &Arc<Receiver>) {
+    let Some(budget) = receiver.linger() else {
+        end_streak();
+        return;
+    };
+    let streak_ok = JS_SIDE.with(|side| match side.borrow_mut().as_mut() {
+        Some((_, streak)) => {
+            let start = *streak.get_or_insert_with(Instant::now);
+            if start.elapsed() > MAX_JS_STREAK {
+                *streak = None; // let the event loop turn; the next call comes the usual way
+                false
+            } else {
+                true
+            }
+        }
+        None => false,
+    });
+    // A call already handed over waits for this thread's event loop: no lingering then.
+    if !streak_ok || receiver.handed.load(Ordering::Acquire) > 0 || !receiver.take_over() {
+        end_streak();
+        return;
+    }
+    let until = Instant::now() + budget;
+    let call = loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break None;
+        }
+        match receiver.worker.recv(Wait::Timeout(left)) {
+            Ok(Some(call)) => break Some(call),
+            Ok(None) => continue,
+            Err(_) => break None, // the Rust thread sees the same and handles it
+        }
+    };
+    receiver.give_back();
+    match call {
+        Some(call) => run_in_place(env, receiver.job(call)),
+        None => end_streak(),
+    }
+}
+
+/// The JavaScript thread goes back to its event loop: the next streak starts afresh.
+fn end_streak() {
+    JS_SIDE.with(|side| {
+        if let Some((_, streak)) = side.borrow_mut().as_mut() {
+            *streak = None;
+        }
+    });
+}
+
+/// JavaScript thread: runs `job` through the bound dispatcher now.
+fn run_in_place(env: Env, job: Job) {
+    let args = dispatch_args(env, job);
+    if args.is_empty() {
+        return;
+    }
+    let called = JS_SIDE.with(|side| -> napi::Result<()> {
+        let side = side.borrow();
+        let Some((dispatch, _)) = side.as_ref() else {
+            return Err(napi::Error::from_reason("no dispatcher on this thread"));
+        };
+        let dispatch: JsFunction = env.get_reference_value(dispatch)?;
+        dispatch.call(None, &args).map(|_| ())
+    });
+    if let Err(e) = called {
+        // The handler never ran: its Pending fails the call when collected.
+        eprintln!("gloam: could not run a call on the JavaScript thread: {e}");
     }
 }
 
@@ -107,8 +328,19 @@ pub fn serve(env: Env, handlers: JsObject) -> napi::Result<JsObject> {
     )?;
     // SAFETY: `Function.prototype.bind` returns a function.
     let bound: JsFunction = unsafe { bound.cast() };
-    let tsfn: ThreadsafeFunction<Job, ErrorStrategy::Fatal> = bound
-        .create_threadsafe_function(0, |cx: ThreadSafeCallContext<Job>| {
+    let dispatch_ref = env.create_reference(&bound)?;
+    JS_SIDE.with(|side| {
+        if let Some((mut old, _)) = side.borrow_mut().replace((dispatch_ref, None)) {
+            let _ = old.unref(env);
+        }
+    });
+    let tsfn: ThreadsafeFunction<Job, ErrorStrategy::Fatal> =
+        bound.create_threadsafe_function(0, |cx: ThreadSafeCallContext<Job>| {
+            cx.value
+                .pending
+                .receiver
+                .handed
+                .fetch_sub(1, Ordering::AcqRel);
             Ok(dispatch_args(cx.env, cx.value))
         })?;
 
@@ -211,11 +443,13 @@ fn dispatch_args(env: Env, job: Job) -> Vec<JsUnknown> {
         let ok = env.create_function_from_closure("gloamOk", move |cx: CallContext<'_>| {
             let value: JsUnknown = cx.get(0)?;
             on_ok.settle(to_bytes(cx.env, value, "handler result"));
+            linger(*cx.env, &on_ok.receiver);
             cx.env.get_undefined()
         })?;
         let fail = env.create_function_from_closure("gloamFail", move |cx: CallContext<'_>| {
             let value: JsUnknown = cx.get(0)?;
             pending.settle(Err(error_message(value)));
+            linger(*cx.env, &pending.receiver);
             cx.env.get_undefined()
         })?;
         Ok(vec![ctx, input, ok.into_unknown(), fail.into_unknown()])
@@ -230,28 +464,28 @@ fn dispatch_args(env: Env, job: Job) -> Vec<JsUnknown> {
     }
 }
 
-/// One logical worker: connect, then receive → run in JavaScript → answer, until shutdown.
+/// One logical worker: connect, then receive → run in JavaScript → answer, until shutdown
+/// (leaving the receiving to the JavaScript thread while it lingers, see [`Receiver`]).
 fn run_worker(
     opts: &WorkerOptions,
     tsfn: ThreadsafeFunction<Job, ErrorStrategy::Fatal>,
 ) -> Result<(), Error> {
-    let worker = Arc::new(Worker::connect(opts)?);
-    while let Some(call) = worker.next_call()? {
-        let job = Job {
-            ctx: Ctx::new(&worker, &call),
-            input: call.input().to_vec(),
-            pending: Arc::new(Pending {
-                worker: worker.clone(),
-                call: Mutex::new(Some(call)),
-            }),
+    let receiver = Arc::new(Receiver::new(Arc::new(Worker::connect(opts)?)));
+    loop {
+        receiver.wait_for_turn();
+        let call = match receiver.worker.next_event()? {
+            Next::Call(call) => call,
+            Next::Woken => continue,
+            Next::Done => return Ok(()),
         };
         // On failure the job (and its `Pending`) is dropped, which fails the call.
-        let status = tsfn.call(job, ThreadsafeFunctionCallMode::NonBlocking);
+        receiver.handed.fetch_add(1, Ordering::AcqRel);
+        let status = tsfn.call(receiver.job(call), ThreadsafeFunctionCallMode::NonBlocking);
         if status != napi::Status::Ok {
+            receiver.handed.fetch_sub(1, Ordering::AcqRel);
             return Err(Error::Shutdown(format!(
                 "the JavaScript thread is not accepting calls ({status})"
             )));
         }
     }
-    Ok(())
 }

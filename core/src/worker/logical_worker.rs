@@ -32,6 +32,17 @@ const MAX_REPLY_SPIN: Duration = Duration::from_millis(1);
 /// Longest an idle worker polls for its next call before sleeping.
 const MAX_CALL_LINGER: Duration = Duration::from_micros(300);
 
+/// What [`Worker::next_event`] produced.
+#[derive(Debug)]
+pub enum Next {
+    /// A call to run.
+    Call(Call),
+    /// [`Worker::wake`] was called.
+    Woken,
+    /// The worker was retired or the engine is gone: the loop should end.
+    Done,
+}
+
 /// A logical worker connected to the engine.
 ///
 /// `Send + Sync`: one thread runs the receive loop (`recv` → `complete`/`fail`) while any number
@@ -186,10 +197,22 @@ impl Worker {
     /// caller by [`Worker::recv`]) are logged and skipped.
     pub fn next_call(&self) -> Result<Option<Call>> {
         loop {
+            match self.next_event()? {
+                Next::Call(call) => return Ok(Some(call)),
+                Next::Woken => continue,
+                Next::Done => return Ok(None),
+            }
+        }
+    }
+
+    /// [`Worker::next_call`] that also returns when [`Worker::wake`] is called (a serve loop
+    /// that lets another thread receive for a while).
+    pub fn next_event(&self) -> Result<Next> {
+        loop {
             match self.recv(Wait::Forever) {
-                Ok(Some(call)) => return Ok(Some(call)),
-                Ok(None) => continue,
-                Err(e) if e.kind() == ErrorKind::Shutdown => return Ok(None),
+                Ok(Some(call)) => return Ok(Next::Call(call)),
+                Ok(None) => return Ok(Next::Woken),
+                Err(e) if e.kind() == ErrorKind::Shutdown => return Ok(Next::Done),
                 Err(e) if e.kind() == ErrorKind::ProtocolError => return Err(e),
                 Err(e) => tracing::warn!(error = %e, "could not receive a call"),
             }

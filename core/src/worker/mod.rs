@@ -9,7 +9,7 @@ mod options;
 mod serve;
 
 pub use call::{Call, ParentRef};
-pub use logical_worker::Worker;
+pub use logical_worker::{Next, Worker};
 pub use options::{
     workers_from_env, WorkerOptions, ENV_FUNCTION, ENV_HANDLER, ENV_IPC_ROOT, ENV_WORKERS,
 };

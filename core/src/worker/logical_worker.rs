@@ -34,6 +34,8 @@ const MAX_CALL_LINGER: Duration = Duration::from_micros(300);
 
 /// What [`Worker::next_event`] produced.
 #[derive(Debug)]
+// Returned by value once per call: boxing the call would add an allocation to the call path.
+#[allow(clippy::large_enum_variant)]
 pub enum Next {
     /// A call to run.
     Call(Call),

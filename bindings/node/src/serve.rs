@@ -2,7 +2,7 @@
 //! when calls come in quick succession the JavaScript thread receives them itself for a while.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -85,6 +85,8 @@ struct Receiver {
     turn_changed: Condvar,
     /// Calls handed to the JavaScript thread and not yet started there.
     handed: AtomicUsize,
+    /// A give-back is scheduled for when the event loop next turns.
+    give_back_scheduled: AtomicBool,
     /// When a call was last answered (monotonic ns), and the moving average of the gap between
     /// an answer and the next call (0 = none yet).
     answered_ns: AtomicU64,
@@ -98,6 +100,7 @@ impl Receiver {
             turn: Mutex::new(Turn::default()),
             turn_changed: Condvar::new(),
             handed: AtomicUsize::new(0),
+            give_back_scheduled: AtomicBool::new(false),
             answered_ns: AtomicU64::new(0),
             gap_ns: AtomicU64::new(0),
         }
@@ -166,7 +169,13 @@ impl Receiver {
     /// JavaScript thread: takes the receiving over; `false` when the Rust thread did not park
     /// in time or handed a call over meanwhile (that call must run first).
     fn take_over(&self) -> bool {
-        self.lock_turn().js_receiving = true;
+        {
+            let mut turn = self.lock_turn();
+            if turn.js_receiving && turn.rust_parked {
+                return true; // still held from the last call of this streak
+            }
+            turn.js_receiving = true;
+        }
         // Wakes the Rust thread out of its receive; it parks in `wait_for_turn`. It is usually
         // polling for the next call, so this thread polls for its parking too (sleeping on the
         // condition variable would cost a wake-up, the thing this avoids).
@@ -224,6 +233,7 @@ fn linger(env: Env, receiver: &Arc<Receiver>) {
     });
     // A call already handed over waits for this thread's event loop: no lingering then.
     if !streak_ok || receiver.handed.load(Ordering::Acquire) > 0 || !receiver.take_over() {
+        receiver.give_back();
         end_streak();
         return;
     }
@@ -239,11 +249,46 @@ fn linger(env: Env, receiver: &Arc<Receiver>) {
             Err(_) => break None, // the Rust thread sees the same and handles it
         }
     };
-    receiver.give_back();
     match call {
-        Some(call) => run_in_place(env, receiver.job(call)),
-        None => end_streak(),
+        Some(call) => {
+            // Keep receiving through the streak: the next linger (after this call settles)
+            // needs no hand-over. The receiving goes back when the event loop next turns
+            // (an async handler that waits on I/O, or the end of the streak).
+            if !schedule_give_back(env, receiver) {
+                receiver.give_back();
+            }
+            run_in_place(env, receiver.job(call));
+        }
+        None => {
+            receiver.give_back();
+            end_streak();
+        }
     }
+}
+
+/// Gives `receiver`'s receiving back to its Rust thread when the event loop next turns
+/// (`setImmediate`), once per streak. `false` when it could not be scheduled.
+fn schedule_give_back(env: Env, receiver: &Arc<Receiver>) -> bool {
+    if receiver.give_back_scheduled.swap(true, Ordering::AcqRel) {
+        return true;
+    }
+    let schedule = || -> napi::Result<()> {
+        let set_immediate: JsFunction = env.get_global()?.get_named_property("setImmediate")?;
+        let r = receiver.clone();
+        let give_back = env.create_function_from_closure("gloamGiveBack", move |cx| {
+            r.give_back_scheduled.store(false, Ordering::Release);
+            r.give_back();
+            end_streak();
+            cx.env.get_undefined()
+        })?;
+        set_immediate.call(None, &[give_back])?;
+        Ok(())
+    };
+    let ok = schedule().is_ok();
+    if !ok {
+        receiver.give_back_scheduled.store(false, Ordering::Release);
+    }
+    ok
 }
 
 /// The JavaScript thread goes back to its event loop: the next streak starts afresh.

@@ -11,11 +11,11 @@ use gloam_core::clock::now_ns;
 use gloam_core::worker::workers_from_env;
 use gloam_core::worker::Next;
 use gloam_core::{Call, Error, ErrorKind, Worker, WorkerOptions};
-use napi::bindgen_prelude::ToNapiValue;
+use napi::bindgen_prelude::{External, FromNapiValue, ToNapiValue};
 use napi::threadsafe_function::{
     ErrorStrategy, ThreadSafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode,
 };
-use napi::{CallContext, Env, JsFunction, JsObject, JsUnknown, NapiValue, Ref, ValueType};
+use napi::{CallContext, Env, JsFunction, JsObject, JsUnknown, NapiRaw, NapiValue, Ref, ValueType};
 use napi_derive::napi;
 
 use crate::convert::{error_message, to_bytes};
@@ -327,13 +327,16 @@ struct Job {
     pending: Arc<Pending>,
 }
 
-/// Runs `handler(ctx, input)` and settles through `ok` / `fail`. `new Promise` turns a
+/// Runs `handler(ctx, input)` and settles through `ok(pending, value)` / `fail(pending, error)`
+/// (two native functions made once; `pending` is the call's External). `new Promise` turns a
 /// synchronous throw into a rejection, and `resolve` adopts a returned Promise, so both sync and
 /// async handlers end in exactly one of the two callbacks. It never throws itself. Called
-/// without arguments (the call could not be prepared, and is already answered), it does nothing.
-const DISPATCH_JS: &str = "(function gloamDispatch(handler, ctx, input, ok, fail) {\n\
-  if (ok === undefined) return;\n\
-  new Promise(function (resolve) { resolve(handler(ctx, input)); }).then(ok, fail);\n\
+/// without a `pending` (the call could not be prepared, and is already answered), it does
+/// nothing.
+const DISPATCH_JS: &str = "(function gloamDispatch(handler, ok, fail, ctx, input, pending) {\n\
+  if (pending === undefined) return;\n\
+  new Promise(function (resolve) { resolve(handler(ctx, input)); })\n\
+    .then(function (v) { ok(pending, v); }, function (e) { fail(pending, e); });\n\
 })";
 
 /// Serves the function named by `GLOAM_FUNCTION` with `handlers[GLOAM_HANDLER]` (default:
@@ -367,9 +370,28 @@ pub fn serve(env: Env, handlers: JsObject) -> napi::Result<JsObject> {
 
     let dispatch: JsObject = env.run_script(DISPATCH_JS)?;
     let bind: JsFunction = dispatch.get_named_property("bind")?;
+    let ok = env.create_function_from_closure("gloamOk", |cx: CallContext<'_>| {
+        let pending = pending_of(&cx)?;
+        let value: JsUnknown = cx.get(1)?;
+        pending.settle(to_bytes(cx.env, value, "handler result"));
+        linger(*cx.env, &pending.receiver);
+        cx.env.get_undefined()
+    })?;
+    let fail = env.create_function_from_closure("gloamFail", |cx: CallContext<'_>| {
+        let pending = pending_of(&cx)?;
+        let value: JsUnknown = cx.get(1)?;
+        pending.settle(Err(error_message(value)));
+        linger(*cx.env, &pending.receiver);
+        cx.env.get_undefined()
+    })?;
     let bound = bind.call(
         Some(&dispatch),
-        &[env.get_undefined()?.into_unknown(), handler.into_unknown()],
+        &[
+            env.get_undefined()?.into_unknown(),
+            handler.into_unknown(),
+            ok.into_unknown(),
+            fail.into_unknown(),
+        ],
     )?;
     // SAFETY: `Function.prototype.bind` returns a function.
     let bound: JsFunction = unsafe { bound.cast() };
@@ -465,7 +487,17 @@ fn find_handler(env: &Env, handlers: &JsObject, name: &str) -> napi::Result<JsFu
     ))
 }
 
-/// On the JavaScript thread: the arguments of the bound dispatcher, `(ctx, input, ok, fail)`.
+/// The call's `Pending`, from the External passed as the first argument.
+fn pending_of(cx: &CallContext<'_>) -> napi::Result<Arc<Pending>> {
+    let value: JsUnknown = cx.get(0)?;
+    // SAFETY: a value of this callback's own arguments, on the JS thread of `cx.env`; the
+    // type tag is checked (a foreign External is an error, not a cast).
+    let external =
+        unsafe { External::<Arc<Pending>>::from_napi_value(cx.env.raw(), NapiRaw::raw(&value))? };
+    Ok(Arc::clone(&external))
+}
+
+/// On the JavaScript thread: the arguments of the bound dispatcher, `(ctx, input, pending)`.
 /// Infallible towards napi (an error here would be fatal): a failure is answered on the call.
 fn dispatch_args(env: Env, job: Job) -> Vec<JsUnknown> {
     let Job {
@@ -484,20 +516,13 @@ fn dispatch_args(env: Env, job: Job) -> Vec<JsUnknown> {
             .create_buffer_with_data(input)?
             .into_raw()
             .into_unknown();
-        let on_ok = pending.clone();
-        let ok = env.create_function_from_closure("gloamOk", move |cx: CallContext<'_>| {
-            let value: JsUnknown = cx.get(0)?;
-            on_ok.settle(to_bytes(cx.env, value, "handler result"));
-            linger(*cx.env, &on_ok.receiver);
-            cx.env.get_undefined()
-        })?;
-        let fail = env.create_function_from_closure("gloamFail", move |cx: CallContext<'_>| {
-            let value: JsUnknown = cx.get(0)?;
-            pending.settle(Err(error_message(value)));
-            linger(*cx.env, &pending.receiver);
-            cx.env.get_undefined()
-        })?;
-        Ok(vec![ctx, input, ok.into_unknown(), fail.into_unknown()])
+        // Dropped when collected; unanswered by then, the call fails (`Pending`'s Drop).
+        // SAFETY: creating a value on the JS thread of `env`.
+        let pending = unsafe {
+            let raw = External::to_napi_value(env.raw(), External::new(pending))?;
+            JsUnknown::from_raw(env.raw(), raw)?
+        };
+        Ok(vec![ctx, input, pending])
     };
     match build() {
         Ok(args) => args,

@@ -183,7 +183,9 @@ func (c *Call) take() (*C.gloam_call_t, error) {
 //
 // When ctx ends first, Invoke returns at once: an error matching [ErrTimeout] and
 // context.DeadlineExceeded for a deadline, ctx.Err() for a cancellation. The internal call
-// still runs to its end in the background and its result is dropped.
+// still runs to its end in the background and its result is dropped. With the handler's own
+// context (which ends exactly at the call's deadline, enforced by the core too) or a context
+// that never ends, the call runs on the calling goroutine, without a watcher.
 func (c *Call) Invoke(ctx context.Context, name string, input []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, contextError(err)

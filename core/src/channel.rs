@@ -18,7 +18,7 @@ use nix::sys::stat::Mode;
 use crate::error::{Error, Result};
 use crate::ipc_root::IpcPaths;
 use crate::lane::LaneGrant;
-use crate::protocol::MESSAGE_SIZE;
+use crate::protocol::{Header, MESSAGE_SIZE};
 
 /// How long a receive may wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,8 +74,10 @@ pub trait Channel: Send + Sync {
         let _ = (function_id, build, spin);
         None
     }
-    /// Answers a call that came on a lane (its `DISPATCH` had [`crate::protocol::flags::LANE`]).
-    fn answer_lane(&self, answer: &[u8; MESSAGE_SIZE]) -> Result<()> {
+    /// Answers a call that came on a lane (its `DISPATCH` had [`crate::protocol::flags::LANE`]):
+    /// `answer` is `header` encoded with its payload.
+    fn answer_lane(&self, header: &Header, answer: &[u8; MESSAGE_SIZE]) -> Result<()> {
+        let _ = header;
         self.send(answer)
     }
     /// Makes a blocked (or the next) `recv` return [`Received::Woken`].

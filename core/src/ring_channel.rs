@@ -9,7 +9,7 @@
 //! second, nothing more.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,13 @@ const TALLY_CALLS: u32 = 64;
 /// before it sleeps).
 const TALLY_AGE_NS: u64 = 10_000_000;
 
+/// A tally being filled, and when its first call was counted (monotonic ns).
+#[derive(Default)]
+struct OpenTally {
+    tally: Tally,
+    since_ns: u64,
+}
+
 /// Another worker's ring file, mapped for a lane (the nonce tells a recycled id apart).
 struct Peer {
     worker: u32,
@@ -54,8 +61,7 @@ pub struct RingChannel {
     /// The holder of this worker's lease.
     holder_peer: Mutex<Option<Peer>>,
     /// The lane calls answered since the last record, and since when.
-    tally: Mutex<Tally>,
-    tally_since: AtomicU64,
+    tally: Mutex<OpenTally>,
     /// The last message received came on the lane (not from the engine).
     lane_served: AtomicBool,
     worker_id: u32,
@@ -100,8 +106,7 @@ impl RingChannel {
             paths: paths.clone(),
             lane_peers: std::array::from_fn(|_| Mutex::new(None)),
             holder_peer: Mutex::new(None),
-            tally: Mutex::new(Tally::default()),
-            tally_since: AtomicU64::new(0),
+            tally: Mutex::new(OpenTally::default()),
             lane_served: AtomicBool::new(false),
             worker_id,
             engine_socket,
@@ -181,9 +186,9 @@ impl RingChannel {
 
     /// Sends what the tally holds, if anything (before sleeping).
     fn flush_tally(&self) {
-        let mut tally = lock(&self.tally);
-        if tally.calls() > 0 {
-            if let Err(e) = self.flush(&mut tally, false) {
+        let mut open = lock(&self.tally);
+        if open.tally.calls() > 0 {
+            if let Err(e) = self.flush(&mut open.tally, false) {
                 tracing::debug!(error = %e, "could not send the lane tally");
             }
         }
@@ -260,7 +265,7 @@ impl Channel for RingChannel {
         Some(self.wait_lane(lane, u64::from_le_bytes(deadline), spin))
     }
 
-    fn answer_lane(&self, answer: &[u8; MESSAGE_SIZE]) -> Result<()> {
+    fn answer_lane(&self, h: &Header, answer: &[u8; MESSAGE_SIZE]) -> Result<()> {
         let holder = self.file.holder();
         self.file.finish_inbound();
         let answered = self
@@ -272,8 +277,6 @@ impl Channel for RingChannel {
                 }
                 a
             });
-        let h = Header::decode(answer, u64::MAX)
-            .map_err(|e| Error::Internal(format!("lane answer: {e}")))?;
         let delivered = answered.is_some_and(|a| a.delivered);
         if !delivered && h.kind == Kind::Complete && h.payload_loc == PayloadLocation::Shm {
             // Nobody will read the output file.
@@ -286,18 +289,20 @@ impl Channel for RingChannel {
             _ => None,
         };
         let lease_ended = answered.is_none_or(|a| a.lease_ended);
-        let mut tally = lock(&self.tally);
-        if tally.calls() > 0 && tally.holder != holder.worker {
-            self.flush(&mut tally, false)?;
+        let now = now_ns();
+        let mut open = lock(&self.tally);
+        if open.tally.calls() > 0 && open.tally.holder != holder.worker {
+            self.flush(&mut open.tally, false)?;
         }
-        if tally.calls() == 0 {
-            tally.holder = holder.worker;
-            self.tally_since.store(now_ns(), Ordering::Relaxed);
+        if open.tally.calls() == 0 {
+            open.tally.holder = holder.worker;
+            open.since_ns = now;
         }
-        tally.record(outcome, h.processing_ns, u64::from(h.dispatch_delay_ns));
-        let old = now_ns().saturating_sub(self.tally_since.load(Ordering::Relaxed)) >= TALLY_AGE_NS;
-        if lease_ended || old || tally.calls() >= TALLY_CALLS {
-            self.flush(&mut tally, lease_ended)?;
+        open.tally
+            .record(outcome, h.processing_ns, u64::from(h.dispatch_delay_ns));
+        let old = now.saturating_sub(open.since_ns) >= TALLY_AGE_NS;
+        if lease_ended || old || open.tally.calls() >= TALLY_CALLS {
+            self.flush(&mut open.tally, lease_ended)?;
         }
         Ok(())
     }

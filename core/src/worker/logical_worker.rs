@@ -68,6 +68,18 @@ pub struct Worker {
     _socket: UnixStream,
 }
 
+/// The message of a call with header `h`: `input` inline when it travels inline (otherwise
+/// `h` names the input file already written). `input` fits: [`Worker::invoke`] checked.
+fn encode_call(mut h: Header, input: &[u8]) -> [u8; MESSAGE_SIZE] {
+    let mut bytes = [0u8; MESSAGE_SIZE];
+    if h.payload_loc == PayloadLocation::Inline {
+        h.payload_len = input.len() as u32;
+        bytes[HEADER_SIZE..HEADER_SIZE + input.len()].copy_from_slice(input);
+    }
+    h.encode(&mut bytes);
+    bytes
+}
+
 /// Moving average with weight 1/8 (the first sample, over 0, is taken as is); concurrent
 /// updates only lose a sample.
 fn ewma(avg: &AtomicU64, x: u64) {
@@ -257,21 +269,22 @@ impl Worker {
                 }
             }
         };
-        self.answer(&call, &msg.to_bytes())
+        self.answer(&call, &msg)
     }
 
     /// Fails `call` with an error `kind` and a message for the caller.
     pub fn fail(&self, call: Call, kind: ErrorKind, message: &str) -> Result<()> {
         let h = self.reply_header(&call, Kind::Failed);
-        self.answer(&call, &Message::failure(h, kind, message).to_bytes())
+        self.answer(&call, &Message::failure(h, kind, message))
     }
 
     /// Sends an answer the way its call came: to the engine, or back along a direct lane.
-    fn answer(&self, call: &Call, bytes: &[u8; MESSAGE_SIZE]) -> Result<()> {
+    fn answer(&self, call: &Call, msg: &Message) -> Result<()> {
+        let bytes = msg.to_bytes();
         if call.msg.header.flags & flags::LANE != 0 {
-            self.channel.answer_lane(bytes)
+            self.channel.answer_lane(&msg.header, &bytes)
         } else {
-            self.channel.send(bytes)
+            self.channel.send(&bytes)
         }
     }
 
@@ -305,9 +318,7 @@ impl Worker {
         h.parent_call_id = parent.call_id.0;
         h.deadline_ns = parent.deadline_ns;
         h.send_ts = now_ns();
-        let msg = if input.len() <= INLINE_CAPACITY {
-            Message::with_inline(h, input)?
-        } else {
+        if input.len() > INLINE_CAPACITY {
             shm::write(
                 &self.paths,
                 id,
@@ -317,8 +328,7 @@ impl Worker {
             )?;
             h.payload_loc = PayloadLocation::Shm;
             h.payload_len = input.len() as u32;
-            Message::new(h)
-        };
+        }
         let started = std::time::Instant::now();
         if let Some(result) = self.lane_call(&h, input, name) {
             if result.is_ok() {
@@ -331,7 +341,7 @@ impl Worker {
         }
         self.inbox.expect_reply(seq);
         let result = (|| {
-            self.channel.send(&msg.to_bytes())?;
+            self.channel.send(&encode_call(h, input))?;
             let wait = match crate::clock::remaining(parent.deadline_ns) {
                 Some(left) => Wait::Timeout(left + DEADLINE_GRACE),
                 None => Wait::Forever,
@@ -380,13 +390,7 @@ impl Worker {
                 };
             }
             h.send_ts = now;
-            let mut bytes = [0u8; MESSAGE_SIZE];
-            if h.payload_loc == PayloadLocation::Inline {
-                h.payload_len = input.len() as u32;
-                bytes[HEADER_SIZE..HEADER_SIZE + input.len()].copy_from_slice(input);
-            }
-            h.encode(&mut bytes);
-            bytes
+            encode_call(h, input)
         };
         let reply =
             match self

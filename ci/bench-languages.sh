@@ -13,6 +13,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
+# shellcheck source=ci/stack.sh
+source ci/stack.sh
 N="${1:-100000}"
 OUT="$ROOT/target/bench-languages"
 mkdir -p "$OUT"
@@ -44,12 +46,8 @@ step "Node addon (napi build --release, in place)"
   npx --no-install napi build --platform --release --js index.js --dts index.d.ts >&2)
 
 TMP="$(mktemp -d -t gloam-bench-lang.XXXXXX)"
-ENGINE_PID=""
 cleanup() {
-  if [[ -n "$ENGINE_PID" ]]; then
-    kill -TERM "$ENGINE_PID" 2>/dev/null || true
-    wait "$ENGINE_PID" 2>/dev/null || true
-  fi
+  stop_stack
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -77,16 +75,7 @@ fn() { # name handler command [args...]
 } > "$TMP/gloam.toml"
 
 step "starting the stack"
-GLOAM_LOG=warn "$GLOAM" up "$TMP/gloam.toml" > "$TMP/up.out" 2> "$TMP/up.err" &
-ENGINE_PID=$!
-URL=""
-for _ in $(seq 600); do
-  URL="$(sed -n 's/^gloam: ready \(http:[^ ]*\).*/\1/p' "$TMP/up.out")"
-  [[ -n "$URL" ]] && break
-  kill -0 "$ENGINE_PID" 2>/dev/null || { cat "$TMP/up.err" >&2; echo "gloam up died" >&2; exit 1; }
-  sleep 0.1
-done
-[[ -n "$URL" ]] || { echo "gloam up: no ready line in 60 s" >&2; exit 1; }
+start_stack "$GLOAM" "$TMP/gloam.toml" "$TMP"
 
 : > "$OUT/results.jsonl"
 printf '%-8s %-8s %8s %8s %8s %10s\n' lang target "p50 us" "p99 us" "p99.9 us" "calls/s"

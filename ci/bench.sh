@@ -12,6 +12,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
+# shellcheck source=ci/stack.sh
+source ci/stack.sh
 DUR=5s; WARM=1s; ROUNDS=3; PAIR_DUR=3s; IDLE=10s; N_INTERNAL=20000; FIFO_N=100000
 if [[ "${1:-}" == "--quick" ]]; then
   DUR=1s; WARM=0.3s; ROUNDS=2; PAIR_DUR=1s; IDLE=2s; N_INTERNAL=2000; FIFO_N=10000
@@ -24,13 +26,10 @@ HELLO="$ROOT/target/release/hello-rust"
 BASE="$ROOT/target/release"
 
 TMP="$(mktemp -d -t gloam-bench.XXXXXX)"
-ENGINE_PID=""; ECHO_PID=""
+ECHO_PID=""
 cleanup() {
   [[ -n "$ECHO_PID" ]] && kill "$ECHO_PID" 2>/dev/null || true
-  if [[ -n "$ENGINE_PID" ]]; then
-    kill -TERM "$ENGINE_PID" 2>/dev/null || true
-    wait "$ENGINE_PID" 2>/dev/null || true
-  fi
+  stop_stack
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -67,16 +66,7 @@ if [[ -f bench/extra-functions.toml ]]; then
 fi
 
 echo "== starting gloam up" >&2
-GLOAM_LOG=warn "$GLOAM" up "$TMP/gloam.toml" > "$TMP/up.out" 2> "$TMP/up.err" &
-ENGINE_PID=$!
-URL=""
-for _ in $(seq 600); do
-  URL="$(sed -n 's/^gloam: ready \(http:[^ ]*\).*/\1/p' "$TMP/up.out")"
-  [[ -n "$URL" ]] && break
-  kill -0 "$ENGINE_PID" 2>/dev/null || { cat "$TMP/up.err" >&2; echo "gloam up died" >&2; exit 1; }
-  sleep 0.1
-done
-[[ -n "$URL" ]] || { echo "gloam up: no ready line in 60 s" >&2; exit 1; }
+start_stack "$GLOAM" "$TMP/gloam.toml" "$TMP"
 
 "$BASE/echo-http" > "$TMP/echo.out" &
 ECHO_PID=$!

@@ -398,7 +398,7 @@ impl<R, S: Clone> State<R, S> {
             .map(|(id, _)| *id)
             .collect();
         for callee in callees {
-            self.revoke(callee, &mut actions);
+            self.revoke(callee, false, &mut actions);
         }
         actions
     }
@@ -571,7 +571,7 @@ impl<R, S: Clone> State<R, S> {
             if let Some(f) = self.functions.get_mut(&function_id) {
                 f.revoked_at = Some(now);
             }
-            self.revoke(callee, actions);
+            self.revoke(callee, false, actions);
         }
     }
 
@@ -588,17 +588,14 @@ impl<R, S: Clone> State<R, S> {
         })
     }
 
-    fn revoke(&mut self, callee: u32, actions: &mut Actions<R, S>) {
+    fn revoke(&mut self, callee: u32, holder_gone: bool, actions: &mut Actions<R, S>) {
         let Some(lease) = self.lease_ref(callee) else {
             return;
         };
         if let Some(l) = self.workers.get_mut(&callee).and_then(|w| w.lease.as_mut()) {
             l.revoking = true;
         }
-        actions.push(Action::Revoke {
-            lease,
-            holder_gone: false,
-        });
+        actions.push(Action::Revoke { lease, holder_gone });
     }
 
     /// Leases `callee` (just idle) to `holder` when the holder keeps calling its function.
@@ -870,16 +867,20 @@ impl<R, S: Clone> State<R, S> {
         actions
     }
 
-    /// Revokes every lease worker `holder` holds.
-    fn revoke_held_by(&mut self, holder: u32, actions: &mut Actions<R, S>) {
+    /// Revokes every lease worker `holder` holds. When the holder is gone, leases already being
+    /// revoked are revoked again: a call it began but never handed over no longer keeps them.
+    fn revoke_held_by(&mut self, holder: u32, holder_gone: bool, actions: &mut Actions<R, S>) {
         let callees: Vec<u32> = self
             .workers
             .iter()
-            .filter(|(_, w)| w.lease.is_some_and(|l| l.holder == holder && !l.revoking))
+            .filter(|(_, w)| {
+                w.lease
+                    .is_some_and(|l| l.holder == holder && (holder_gone || !l.revoking))
+            })
             .map(|(id, _)| *id)
             .collect();
         for callee in callees {
-            self.revoke(callee, actions);
+            self.revoke(callee, holder_gone, actions);
         }
     }
 
@@ -904,7 +905,7 @@ impl<R, S: Clone> State<R, S> {
             f.retiring += 1;
         }
         if holds_lanes {
-            self.revoke_held_by(id, actions);
+            self.revoke_held_by(id, false, actions);
         }
     }
 
@@ -1066,6 +1067,9 @@ impl<R, S: Clone> State<R, S> {
     /// internal calls it made, free its id.
     pub fn remove_worker(&mut self, id: u32, reason: &str, now: u64) -> Actions<R, S> {
         let mut actions = Vec::new();
+        if self.workers.get(&id).is_some_and(|w| w.lanes != 0) {
+            self.revoke_held_by(id, true, &mut actions);
+        }
         let Some(w) = self.workers.remove(&id) else {
             return actions;
         };
@@ -1097,31 +1101,6 @@ impl<R, S: Clone> State<R, S> {
                         callee_sender: w.sender.clone(),
                     },
                     text: format!("worker {id} of {name} (pid {}) {reason}", w.pid),
-                });
-            }
-        }
-        if w.lanes != 0 {
-            let held: Vec<(u32, u8)> = self
-                .workers
-                .iter()
-                .filter_map(|(c, e)| e.lease.filter(|l| l.holder == id).map(|l| (*c, l.lane)))
-                .collect();
-            for (callee, lane) in held {
-                let Some(c) = self.workers.get_mut(&callee) else {
-                    continue;
-                };
-                if let Some(l) = c.lease.as_mut() {
-                    l.revoking = true;
-                }
-                actions.push(Action::Revoke {
-                    lease: LeaseRef {
-                        holder: id,
-                        holder_sender: w.sender.clone(),
-                        lane,
-                        callee,
-                        callee_sender: c.sender.clone(),
-                    },
-                    holder_gone: true,
                 });
             }
         }

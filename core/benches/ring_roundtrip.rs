@@ -29,9 +29,8 @@ fn main() {
         .env(CHILD_ENV, &path)
         .spawn()
         .expect("spawn echo peer");
-    let mut tx = file.to_worker_producer();
-    let mut rx = file.to_engine_consumer();
-    let bell = file.worker_bell();
+    let (mut tx, mut rx, shared) = file.into_engine_side();
+    let bell = shared.worker_bell();
     let msg = [7u8; MESSAGE_SIZE];
     let mut buf = [0u8; MESSAGE_SIZE];
     let mut round_trip = |buf: &mut [u8; MESSAGE_SIZE]| {
@@ -70,9 +69,8 @@ fn main() {
 /// The peer: waits with the worker's policy (spin, then sleep on its doorbell) and echoes.
 fn echo(path: &str) {
     let file = RingFile::open(std::path::Path::new(path)).expect("open ring");
-    let mut rx = file.to_worker_consumer();
-    let mut tx = file.to_engine_producer();
-    let bell = file.worker_bell();
+    let (mut tx, mut rx, shared) = file.into_worker_side();
+    let bell = shared.worker_bell();
     let mut buf = [0u8; MESSAGE_SIZE];
     loop {
         if !spin_until(SPIN, || rx.has_message()) {

@@ -275,7 +275,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let paths = IpcPaths::new(dir.path());
         fs::create_dir_all(paths.shm_dir()).unwrap();
-        let stale = paths.shm_file(CallId::new(1, 0, 2, 3), PayloadSide::Output);
+        let stale = paths.shm_file(CallId::new(2, 3), PayloadSide::Output);
         fs::write(&stale, b"x").unwrap();
         let foreign = paths.shm_dir().join("notes.txt");
         fs::write(&foreign, b"x").unwrap();
@@ -286,7 +286,7 @@ mod tests {
 
     #[test]
     fn shm_names_parse_back() {
-        let id = CallId::new(7, 1, 42, 99);
+        let id = CallId::new(42, 99);
         let p = IpcPaths::new("/x").shm_file(id, PayloadSide::Input);
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
         assert_eq!(parse_shm_name(&name), Some(id));

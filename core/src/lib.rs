@@ -5,6 +5,7 @@
 //! threads it does not own.
 #![warn(missing_docs)]
 
+pub mod bell;
 pub mod channel;
 pub mod clock;
 pub mod error;
@@ -13,7 +14,9 @@ pub mod lane;
 pub mod protocol;
 pub mod ring;
 pub mod ring_channel;
+pub mod shared_map;
 pub mod shm;
+pub mod socket;
 pub mod table;
 pub mod tally;
 pub mod worker;

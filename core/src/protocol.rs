@@ -38,7 +38,7 @@ pub const HEADER_SIZE: usize = 64;
 /// Bytes of payload that travel inside the message.
 pub const INLINE_CAPACITY: usize = MESSAGE_SIZE - HEADER_SIZE;
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Default maximum payload (16 MiB).
 pub const DEFAULT_MAX_PAYLOAD: u64 = 16 * 1024 * 1024;
 /// Hard ceiling of any payload limit: lengths are u32 on the wire.
@@ -105,6 +105,9 @@ pub enum Kind {
     Failed = 8,
     /// engine → worker: finish the current call, then exit the loop.
     Retire = 9,
+    /// engine → worker (socket, with one file descriptor): the ring region of worker
+    /// `worker_id`, for a direct lane between the two (see [`crate::lane`]).
+    Peer = 10,
 }
 
 impl Kind {
@@ -120,6 +123,7 @@ impl Kind {
             7 => Kind::Complete,
             8 => Kind::Failed,
             9 => Kind::Retire,
+            10 => Kind::Peer,
             _ => return None,
         })
     }
@@ -150,53 +154,39 @@ impl PayloadLocation {
     }
 }
 
-/// A call id: (function, method, caller, sequence) packed in a u64.
+/// A call id: (caller, sequence) packed in a u64.
 ///
-/// | bits  | field       | range                                  |
-/// |-------|-------------|----------------------------------------|
-/// | 0–31  | sequence    | the caller's counter (wraps)           |
-/// | 32–47 | caller      | worker id of the caller, 0 = gateway   |
-/// | 48–59 | function id | 0–4095                                 |
-/// | 60–63 | method id   | 0–15                                   |
+/// | bits  | field    | range                                                   |
+/// |-------|----------|---------------------------------------------------------|
+/// | 0–31  | sequence | the caller's counter (wraps)                            |
+/// | 32–63 | caller   | worker id of the caller (slot and generation), 0 = gateway |
 ///
-/// The (caller, sequence) pair alone makes an id unique on a node; function and method are
-/// carried so that a file name or a log line says what was called. Worker ids, function ids
-/// and method ids are bounded accordingly ([`CallId::MAX_CALLER`], ...).
+/// Worker ids carry a generation (the engine never gives the same id to two incarnations of
+/// a worker slot in a row), so a call id names one call of one worker's lifetime: a worker
+/// restarted in the slot of a dead one cannot reuse an id its predecessor's orphaned calls
+/// still hold. The called function and method travel in the header beside it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct CallId(pub u64);
 
 impl CallId {
-    /// Largest worker id that fits in a call id.
+    /// Most logical workers one engine addresses at once (worker ids have 16 bits of slot).
     pub const MAX_CALLER: u32 = 0xFFFF;
-    /// Largest function id that fits in a call id.
+    /// Largest function id.
     pub const MAX_FUNCTION: u16 = 0x0FFF;
-    /// Largest method id that fits in a call id.
+    /// Largest method id.
     pub const MAX_METHOD: u16 = 0x0F;
 
-    /// Packs the four parts; parts beyond their range are masked (callers validate first).
-    pub const fn new(function: u16, method: u16, caller: u32, sequence: u32) -> CallId {
-        CallId(
-            (sequence as u64)
-                | ((caller as u64 & 0xFFFF) << 32)
-                | ((function as u64 & 0x0FFF) << 48)
-                | ((method as u64 & 0x0F) << 60),
-        )
+    /// Packs a caller's worker id and its sequence number.
+    pub const fn new(caller: u32, sequence: u32) -> CallId {
+        CallId((sequence as u64) | ((caller as u64) << 32))
     }
     /// The sequence part.
     pub const fn sequence(self) -> u32 {
         self.0 as u32
     }
-    /// The caller part.
+    /// The caller part (0 for the gateway).
     pub const fn caller(self) -> u32 {
-        ((self.0 >> 32) & 0xFFFF) as u32
-    }
-    /// The function part.
-    pub const fn function(self) -> u16 {
-        ((self.0 >> 48) & 0x0FFF) as u16
-    }
-    /// The method part.
-    pub const fn method(self) -> u16 {
-        (self.0 >> 60) as u16
+        (self.0 >> 32) as u32
     }
 }
 
@@ -332,13 +322,11 @@ impl Header {
 
     /// The id of the call this message is about.
     pub const fn call_id(&self) -> CallId {
-        CallId::new(self.function_id, self.method_id, self.caller, self.sequence)
+        CallId::new(self.caller, self.sequence)
     }
 
-    /// Sets function, method, caller and sequence from a call id.
+    /// Sets caller and sequence from a call id.
     pub fn set_call_id(&mut self, id: CallId) {
-        self.function_id = id.function();
-        self.method_id = id.method();
         self.caller = id.caller();
         self.sequence = id.sequence();
     }

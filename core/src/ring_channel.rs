@@ -1,4 +1,4 @@
-//! The worker side of the ring transport: a [`Channel`] over a logical worker's ring file.
+//! The worker side of the ring transport: a [`Channel`] over a logical worker's ring region.
 //!
 //! Waiting follows the policy measured in `ring-transport-study.md`: poll with yields for a
 //! bounded spin (long enough to catch a reply that is about to come, short enough not to
@@ -7,6 +7,11 @@
 //! engine is noticed instead of waited for (launched workers also die with the engine through
 //! `PR_SET_PDEATHSIG`; this covers workers started by hand). An idle worker thus wakes once a
 //! second, nothing more.
+//!
+//! The peers of direct lanes (see [`crate::lane`]) are the ring regions of other workers; the
+//! engine sends each one on the socket (a `PEER` message with its descriptor) before it
+//! publishes the lease that needs it, so a worker that does not know a peer yet reads the
+//! socket and finds it there.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,10 +24,11 @@ use crate::channel::{Channel, Received, Wait};
 use crate::clock::now_ns;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ipc_root::{IpcPaths, PayloadSide};
-use crate::lane::{LaneGrant, LANES};
-use crate::protocol::{offset, Header, Kind, PayloadLocation, MESSAGE_SIZE};
-use crate::ring::{self, Bell, Consumer, Producer, RingFile, SharedMap};
+use crate::lane::{InboundCall, LaneGrant, LANES};
+use crate::protocol::{offset, Header, Kind, Message, PayloadLocation, MESSAGE_SIZE};
+use crate::ring::{self, Bell, Consumer, EngineBell, Producer, RingFile, SharedRing};
 use crate::shm;
+use crate::socket::{Blocking, MessageReader};
 use crate::tally::Tally;
 
 /// How long a sleeping worker goes between checks that the engine is alive.
@@ -37,6 +43,8 @@ const TALLY_CALLS: u32 = 64;
 /// A tally older than this is sent with the next call's answer (a sleeping callee sends it
 /// before it sleeps).
 const TALLY_AGE_NS: u64 = 10_000_000;
+/// Peer regions kept mapped (every lane's callee and a holder or two).
+const PEERS_KEPT: usize = 2 * LANES + 2;
 
 /// A tally being filled, and when its first call was counted (monotonic ns).
 #[derive(Default)]
@@ -45,21 +53,25 @@ struct OpenTally {
     since_ns: u64,
 }
 
-/// Another worker's ring file, mapped for a lane (the nonce tells a recycled id apart).
-struct Peer {
-    worker: u32,
-    nonce: u32,
-    file: RingFile,
+/// The peers the engine sent, newest last, and the socket reader they come from.
+#[derive(Default)]
+struct Peers {
+    reader: MessageReader,
+    known: Vec<(u32, SharedRing)>,
 }
 
-/// A logical worker's end of its ring file.
+/// A logical worker's end of its ring region.
 pub struct RingChannel {
-    file: RingFile,
+    shared: SharedRing,
     paths: IpcPaths,
-    /// The callees of the lanes this worker holds.
-    lane_peers: [Mutex<Option<Peer>>; LANES],
-    /// The holder of this worker's lease.
-    holder_peer: Mutex<Option<Peer>>,
+    /// The callee of each lane this worker holds, as last looked up (fast path).
+    lane_peers: [Mutex<Option<(u32, SharedRing)>>; LANES],
+    /// The holder of this worker's lease, as last looked up.
+    holder_peer: Mutex<Option<(u32, SharedRing)>>,
+    /// Every peer the engine sent.
+    peers: Mutex<Peers>,
+    /// The lane call in this worker's hands (taken from its inbound slot).
+    inbound: Mutex<Option<InboundCall>>,
     /// The lane calls answered since the last record, and since when.
     tally: Mutex<OpenTally>,
     /// The last message received came on the lane (not from the engine).
@@ -76,7 +88,9 @@ pub struct RingChannel {
 
 impl std::fmt::Debug for RingChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RingChannel").finish_non_exhaustive()
+        f.debug_struct("RingChannel")
+            .field("worker_id", &self.worker_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -85,27 +99,29 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl RingChannel {
-    /// Maps worker `worker_id`'s ring file and the engine's doorbell. `engine_socket` is a
-    /// duplicate of the handshake socket, watched to notice the engine's death.
+    /// Maps worker `worker_id`'s ring region and the engine's doorbell, both received with
+    /// `WELCOME`. `engine_socket` is the handshake socket (kept: the engine sends peers on it,
+    /// and its closing tells that the engine died).
     pub fn open_worker_side(
         paths: &IpcPaths,
         worker_id: u32,
+        ring: &OwnedFd,
+        engine_bell: &OwnedFd,
         engine_socket: OwnedFd,
     ) -> Result<RingChannel> {
-        let file = RingFile::open(&paths.ring_file(worker_id))?;
-        let bell_map = std::sync::Arc::new(SharedMap::open(
-            &paths.engine_bell(),
-            ring::BELL_FILE_BYTES,
-        )?);
+        let (tx, rx, shared) = RingFile::from_fd(ring)?.into_worker_side();
+        let engine_bell = EngineBell::from_fd(engine_bell)?.bell();
         Ok(RingChannel {
-            rx: Mutex::new(file.to_worker_consumer()),
-            tx: Mutex::new(file.to_engine_producer()),
-            my_bell: file.worker_bell(),
-            engine_bell: Bell::new(&bell_map, 0),
-            file,
+            rx: Mutex::new(rx),
+            tx: Mutex::new(tx),
+            my_bell: shared.worker_bell(),
+            engine_bell,
+            shared,
             paths: paths.clone(),
             lane_peers: std::array::from_fn(|_| Mutex::new(None)),
             holder_peer: Mutex::new(None),
+            peers: Mutex::new(Peers::default()),
+            inbound: Mutex::new(None),
             tally: Mutex::new(OpenTally::default()),
             lane_served: AtomicBool::new(false),
             worker_id,
@@ -116,8 +132,12 @@ impl RingChannel {
     }
 
     fn engine_gone(&self) -> bool {
-        let mut fds = [PollFd::new(self.engine_socket.as_fd(), PollFlags::POLLIN)];
-        // The engine never writes on the socket after the handshake: readable means closed.
+        let mut fds = [PollFd::new(
+            self.engine_socket.as_fd(),
+            PollFlags::from_bits_retain(libc::POLLRDHUP),
+        )];
+        // The engine closing its end shows as RDHUP (or HUP/ERR); unread PEER messages are
+        // only POLLIN, which is not asked for.
         matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
     }
 
@@ -125,25 +145,54 @@ impl RingChannel {
         Error::Shutdown("ring channel closed".into())
     }
 
-    /// Worker `worker`'s ring file, from `cache` or mapped anew; `None` when it is gone or is
-    /// not the file of that nonce any more.
-    fn peer(&self, cache: &Mutex<Option<Peer>>, worker: u32, nonce: u32) -> Option<RingFile> {
+    /// Worker `worker`'s ring region, from `cache` or from the peers the engine sent; `None`
+    /// when the engine sent no such peer (the lease is stale).
+    fn peer(&self, cache: &Mutex<Option<(u32, SharedRing)>>, worker: u32) -> Option<SharedRing> {
         let mut cached = lock(cache);
-        if let Some(p) = cached.as_ref() {
-            if p.worker == worker && p.nonce == nonce {
-                return Some(p.file.clone());
+        if let Some((id, ring)) = cached.as_ref() {
+            if *id == worker {
+                return Some(ring.clone());
             }
         }
-        let file = RingFile::open(&self.paths.ring_file(worker)).ok()?;
-        if file.nonce() != nonce {
-            return None;
+        let ring = self.find_peer(worker)?;
+        *cached = Some((worker, ring.clone()));
+        Some(ring)
+    }
+
+    /// Looks `worker` up among the peers the engine sent, reading the socket for new ones.
+    fn find_peer(&self, worker: u32) -> Option<SharedRing> {
+        let mut peers = lock(&self.peers);
+        let lookup = |known: &[(u32, SharedRing)]| {
+            known
+                .iter()
+                .rev()
+                .find(|(id, _)| *id == worker)
+                .map(|(_, r)| r.clone())
+        };
+        if let Some(r) = lookup(&peers.known) {
+            return Some(r);
         }
-        *cached = Some(Peer {
-            worker,
-            nonce,
-            file: file.clone(),
-        });
-        Some(file)
+        loop {
+            match peers.reader.read(self.engine_socket.as_fd(), Blocking::No) {
+                Ok(Some(got)) => {
+                    let Some(peer) = peer_of(&got.bytes, &got.fds) else {
+                        tracing::warn!("ignored a malformed PEER message from the engine");
+                        continue;
+                    };
+                    if peers.known.len() >= PEERS_KEPT {
+                        peers.known.remove(0);
+                    }
+                    peers.known.push(peer);
+                }
+                Ok(None) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading peers from the engine socket");
+                    break;
+                }
+            }
+        }
+        lookup(&peers.known)
     }
 
     /// Publishes `msg` to the engine; rings the engine only when `notify` (the engine reads
@@ -194,18 +243,18 @@ impl RingChannel {
         }
     }
 
-    /// Waits for the answer in lane `lane` until `deadline_ns` (0 = none).
+    /// Waits for the answer to `call` until `deadline_ns` (0 = none).
     fn wait_lane(
         &self,
-        lane: usize,
+        call: crate::lane::LaneCall,
         deadline_ns: u64,
         spin: Duration,
     ) -> Result<[u8; MESSAGE_SIZE]> {
         let mut out = [0u8; MESSAGE_SIZE];
-        let bell = self.file.lane_bell(lane);
+        let bell = self.shared.lane_bell(call.lane());
         loop {
-            if !self.file.lane_waiting(lane) {
-                self.file.take_lane_reply(lane, &mut out);
+            if !self.shared.lane_waiting(&call) {
+                self.shared.take_lane_reply(call, &mut out);
                 return Ok(out);
             }
             let closed = self.closed.load(Ordering::Acquire);
@@ -214,7 +263,7 @@ impl RingChannel {
                 d => Duration::from_nanos(d.saturating_sub(now_ns())),
             };
             if closed || left.is_zero() {
-                if self.file.abandon_lane_call(lane) {
+                if self.shared.abandon_lane_call(&call) {
                     return Err(if closed {
                         self.shutdown()
                     } else {
@@ -223,7 +272,8 @@ impl RingChannel {
                 }
                 continue;
             }
-            let waiting = || self.file.lane_waiting(lane) && !self.closed.load(Ordering::Acquire);
+            let waiting =
+                || self.shared.lane_waiting(&call) && !self.closed.load(Ordering::Acquire);
             if ring::spin_until_with(spin.min(left), ring::YIELD_DIRECT, || !waiting()) {
                 continue;
             }
@@ -233,11 +283,21 @@ impl RingChannel {
                 continue;
             }
             bell.sleep(left.min(LIVENESS_CHECK));
-            if waiting() && self.engine_gone() && self.file.abandon_lane_call(lane) {
+            if waiting() && self.engine_gone() && self.shared.abandon_lane_call(&call) {
                 return Err(Error::Shutdown("the engine went away".into()));
             }
         }
     }
+}
+
+/// The (worker id, region) a `PEER` message names, if it is one with one descriptor.
+fn peer_of(bytes: &[u8; MESSAGE_SIZE], fds: &[OwnedFd]) -> Option<(u32, SharedRing)> {
+    let h = Header::decode(bytes, 0).ok()?;
+    if h.kind != Kind::Peer || fds.len() != 1 {
+        return None;
+    }
+    let ring = RingFile::from_fd(&fds[0]).ok()?.into_peer();
+    Some((h.worker_id, ring))
 }
 
 impl Channel for RingChannel {
@@ -251,32 +311,34 @@ impl Channel for RingChannel {
         build: &mut dyn FnMut(&LaneGrant) -> [u8; MESSAGE_SIZE],
         spin: Duration,
     ) -> Option<Result<[u8; MESSAGE_SIZE]>> {
-        let (lane, grant) = self.file.begin_lane_call(function_id)?;
-        let Some(callee) = self.peer(&self.lane_peers[lane], grant.callee, grant.callee_nonce)
-        else {
-            self.file.cancel_lane_call(lane);
+        let call = self.shared.begin_lane_call(function_id)?;
+        let Some(callee) = self.peer(&self.lane_peers[call.lane()], call.grant().callee) else {
+            self.shared.cancel_lane_call(call);
             return None;
         };
-        let call = build(&grant);
+        let msg = build(call.grant());
         let mut deadline = [0u8; 8];
-        deadline.copy_from_slice(&call[offset::DEADLINE_NS..offset::DEADLINE_NS + 8]);
-        callee.deliver_call(&call);
+        deadline.copy_from_slice(&msg[offset::DEADLINE_NS..offset::DEADLINE_NS + 8]);
+        callee.deliver_call(&call, &msg);
         callee.worker_bell().notify();
-        Some(self.wait_lane(lane, u64::from_le_bytes(deadline), spin))
+        Some(self.wait_lane(call, u64::from_le_bytes(deadline), spin))
     }
 
     fn answer_lane(&self, h: &Header, answer: &[u8; MESSAGE_SIZE]) -> Result<()> {
-        let holder = self.file.holder();
-        self.file.finish_inbound();
-        let answered = self
-            .peer(&self.holder_peer, holder.worker, holder.nonce)
-            .map(|file| {
-                let a = file.answer_lane(holder.lane, answer);
-                if a.delivered {
-                    file.lane_bell(holder.lane).notify();
-                }
-                a
-            });
+        let Some(call) = lock(&self.inbound).take() else {
+            return Err(Error::Internal(
+                "a lane answer with no lane call in hand".into(),
+            ));
+        };
+        let holder = call.holder();
+        self.shared.finish_inbound(&call);
+        let answered = self.peer(&self.holder_peer, holder.worker).map(|ring| {
+            let a = ring.answer_lane(call, answer);
+            if a.delivered {
+                ring.lane_bell(holder.lane).notify();
+            }
+            a
+        });
         let delivered = answered.is_some_and(|a| a.delivered);
         if !delivered && h.kind == Kind::Complete && h.payload_loc == PayloadLocation::Shm {
             // Nobody will read the output file.
@@ -291,11 +353,13 @@ impl Channel for RingChannel {
         let lease_ended = answered.is_none_or(|a| a.lease_ended);
         let now = now_ns();
         let mut open = lock(&self.tally);
-        if open.tally.calls() > 0 && open.tally.holder != holder.worker {
+        let other = open.tally.holder != holder.worker || open.tally.lease != holder.lease;
+        if open.tally.calls() > 0 && other {
             self.flush(&mut open.tally, false)?;
         }
         if open.tally.calls() == 0 {
             open.tally.holder = holder.worker;
+            open.tally.lease = holder.lease;
             open.since_ns = now;
         }
         open.tally
@@ -330,7 +394,8 @@ impl Channel for RingChannel {
                 self.lane_served.store(false, Ordering::Relaxed);
                 return Ok(Received::Message);
             }
-            if self.file.take_inbound(buf) {
+            if let Some(call) = self.shared.take_inbound(buf) {
+                *lock(&self.inbound) = Some(call);
                 self.lane_served.store(true, Ordering::Relaxed);
                 return Ok(Received::Message);
             }
@@ -351,7 +416,7 @@ impl Channel for RingChannel {
             let interrupted = || {
                 self.closed.load(Ordering::Acquire)
                     || self.woken.load(Ordering::Acquire)
-                    || self.file.inbound_full()
+                    || self.shared.inbound_full()
             };
             // A callee serving a lane expects its next call from the holder alone.
             let cadence = if self.lane_served.load(Ordering::Relaxed) {
@@ -387,7 +452,14 @@ impl Channel for RingChannel {
         self.closed.store(true, Ordering::Release);
         self.my_bell.force_wake();
         for lane in 0..LANES {
-            self.file.lane_bell(lane).force_wake();
+            self.shared.lane_bell(lane).force_wake();
         }
     }
+}
+
+/// A `PEER` message for worker `worker` (its descriptor travels beside it).
+pub fn peer_message(worker: u32) -> Message {
+    let mut h = Header::new(Kind::Peer);
+    h.worker_id = worker;
+    Message::new(h)
 }

@@ -127,7 +127,7 @@ mod tests {
         let (_d, paths) = root();
         for (i, size) in [1usize << 20, 16 << 20].into_iter().enumerate() {
             let data: Vec<u8> = (0..size).map(|j| (j * 31 + i) as u8).collect();
-            let id = CallId::new(1, 0, 5, i as u32);
+            let id = CallId::new(5, i as u32);
             let path = write(&paths, id, PayloadSide::Input, &data, 16 << 20).unwrap();
             let view = open(&paths, id, PayloadSide::Input, size as u32).unwrap();
             assert!(view.bytes() == data.as_slice());

@@ -2,8 +2,8 @@
 //! lane, in one record per batch instead of one message per call.
 //!
 //! A record is a `COMPLETE` message with [`flags::LANE`] (and [`flags::LANE_END`] when the
-//! lease ended with its last call) whose `caller` is the holder and whose inline payload is
-//! the tally: counts by outcome, histograms of handler time and of call duration (caller's
+//! lease ended with its last call) whose `caller` is the holder, whose `sequence` is the
+//! lease, and whose inline payload is the tally: counts by outcome, histograms of handler time and of call duration (caller's
 //! send to the callee's answer) over [`LATENCY_BUCKETS_NS`], and their sums. The engine adds it
 //! to its metrics as if it had seen each call.
 
@@ -41,6 +41,9 @@ pub const LATENCY_BUCKETS_NS: [u64; 23] = [
 pub const BUCKETS: usize = LATENCY_BUCKETS_NS.len() + 1;
 /// Outcome slots: 0 = success, else an [`ErrorKind`] code.
 pub const OUTCOMES: usize = 13;
+/// Most calls one record may count (a callee sends one every 64 calls; a record claiming more
+/// is refused, so no sum of a peer's numbers can overflow).
+pub const MAX_RECORD_CALLS: u32 = 4096;
 
 /// The bucket of a latency.
 pub fn bucket_of(ns: u64) -> usize {
@@ -58,7 +61,8 @@ pub struct TallyHistogram {
 
 impl TallyHistogram {
     fn record(&mut self, ns: u64) {
-        self.counts[bucket_of(ns)] += 1;
+        let c = &mut self.counts[bucket_of(ns)];
+        *c = c.saturating_add(1);
         self.sum_ns = self.sum_ns.saturating_add(ns);
     }
 }
@@ -68,6 +72,8 @@ impl TallyHistogram {
 pub struct Tally {
     /// The holder of the lease the calls came from.
     pub holder: u32,
+    /// The lease.
+    pub lease: u32,
     /// Calls by outcome.
     pub outcomes: [u32; OUTCOMES],
     /// Handler time.
@@ -82,15 +88,16 @@ const U32S: usize = OUTCOMES + 3 * BUCKETS;
 const ENCODED_LEN: usize = 4 * U32S + 24;
 
 impl Tally {
-    /// Calls counted.
+    /// Calls counted (saturating; a decoded tally holds at most [`MAX_RECORD_CALLS`]).
     pub fn calls(&self) -> u32 {
-        self.outcomes.iter().sum()
+        self.outcomes.iter().fold(0u32, |a, &n| a.saturating_add(n))
     }
 
     /// Counts one call: its handler time and the delay from the caller's send to receipt.
     pub fn record(&mut self, outcome: Option<ErrorKind>, processing_ns: u64, delay_ns: u64) {
         let i = outcome.map_or(0, |k| usize::from(k.code()));
-        self.outcomes[i.min(OUTCOMES - 1)] += 1;
+        let slot = &mut self.outcomes[i.min(OUTCOMES - 1)];
+        *slot = slot.saturating_add(1);
         self.processing.record(processing_ns);
         self.delay.record(delay_ns);
         self.duration.record(delay_ns.saturating_add(processing_ns));
@@ -119,11 +126,13 @@ impl Tally {
         let mut h = Header::new(Kind::Complete);
         h.flags = flags::LANE | if lease_ended { flags::LANE_END } else { 0 };
         h.caller = self.holder;
+        h.sequence = self.lease;
         h.worker_id = worker_id;
         Message::with_inline(h, &payload).expect("a tally fits inline")
     }
 
-    /// Decodes the tally of a record message.
+    /// Decodes the tally of a record message, checking that its numbers agree: at most
+    /// [`MAX_RECORD_CALLS`] calls, and every histogram counts each call once.
     pub fn from_message(m: &Message) -> Result<Tally, ProtocolError> {
         let p = m.inline_payload();
         if p.len() != ENCODED_LEN {
@@ -136,6 +145,7 @@ impl Tally {
         let sum = |at: usize| u64::from_le_bytes(p[at..at + 8].try_into().expect("8 bytes"));
         let mut t = Tally {
             holder: m.header.caller,
+            lease: m.header.sequence,
             ..Tally::default()
         };
         for i in 0..OUTCOMES {
@@ -149,6 +159,30 @@ impl Tally {
         t.processing.sum_ns = sum(4 * U32S);
         t.duration.sum_ns = sum(4 * U32S + 8);
         t.delay.sum_ns = sum(4 * U32S + 16);
+        let bad = |reason: String| ProtocolError::BadPayload {
+            field: "lane tally",
+            reason,
+        };
+        let total = |counts: &[u32]| {
+            counts
+                .iter()
+                .try_fold(0u32, |a, &n| a.checked_add(n))
+                .filter(|n| *n <= MAX_RECORD_CALLS)
+        };
+        let calls = total(&t.outcomes).ok_or_else(|| {
+            bad(format!("more than {MAX_RECORD_CALLS} calls in one record"))
+        })?;
+        for (name, h) in [
+            ("processing", &t.processing),
+            ("duration", &t.duration),
+            ("delay", &t.delay),
+        ] {
+            if total(&h.counts) != Some(calls) {
+                return Err(bad(format!(
+                    "the {name} histogram does not count the record's {calls} calls"
+                )));
+            }
+        }
         Ok(t)
     }
 }
@@ -161,6 +195,7 @@ mod tests {
     fn a_tally_round_trips_through_its_record() {
         let mut t = Tally {
             holder: 42,
+            lease: 9,
             ..Tally::default()
         };
         t.record(None, 900, 1_600);
@@ -175,6 +210,23 @@ mod tests {
         assert_eq!(back.processing.counts[0], 1);
         assert_eq!(back.duration.counts[BUCKETS - 1], 1);
         assert_eq!(back.outcomes[usize::from(ErrorKind::Timeout.code())], 1);
+    }
+
+    #[test]
+    fn counts_that_disagree_or_overflow_are_refused() {
+        let mut t = Tally::default();
+        t.record(None, 1, 1);
+        t.outcomes[0] = u32::MAX;
+        let e = Tally::from_message(&t.to_message(1, false)).unwrap_err();
+        assert!(e.to_string().contains("more than"), "{e}");
+        let mut t = Tally::default();
+        t.record(None, 1, 1);
+        t.duration.counts[3] += 1;
+        let e = Tally::from_message(&t.to_message(1, false)).unwrap_err();
+        assert!(e.to_string().contains("duration"), "{e}");
+        let mut t = Tally::default();
+        t.outcomes = [u32::MAX / 8; OUTCOMES];
+        assert!(Tally::from_message(&t.to_message(1, false)).is_err());
     }
 
     #[test]

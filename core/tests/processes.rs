@@ -257,9 +257,10 @@ impl FakeEngine {
     }
 
     fn dispatch(&self, seq: u32, input: &[u8]) -> Message {
-        let id = CallId::new(ECHO, 0, 0, seq);
+        let id = CallId::new(0, seq);
         let mut h = Header::new(Kind::Dispatch);
         h.set_call_id(id);
+        h.function_id = ECHO;
         let m = if input.len() > 960 {
             shm::write(&self.paths, id, PayloadSide::Input, input, 1 << 30).unwrap();
             h.payload_loc = PayloadLocation::Shm;
@@ -330,7 +331,7 @@ fn worker_loop_against_a_fake_engine() {
         assert_eq!(inv.header.kind, Kind::Invoke);
         assert_eq!(inv.header.function_id, OTHER);
         assert_eq!(inv.header.caller, 3);
-        assert_eq!(inv.header.parent_call_id, CallId::new(ECHO, 0, 0, 6).0);
+        assert_eq!(inv.header.parent_call_id, CallId::new(0, 6).0);
     }
     for inv in invokes.iter().rev() {
         let mut h = inv.header;

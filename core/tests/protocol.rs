@@ -33,7 +33,7 @@ fn header_layout_byte_for_byte() {
     let b = m.to_bytes();
     assert_eq!(b.len(), MESSAGE_SIZE);
     let expected_header: [u8; 64] = [
-        1, 6, 0x01, 0x00, // version, kind, flags
+        2, 6, 0x01, 0x00, // version, kind, flags
         0x02, 0x01, 0x04, 0x03, // function id, method id
         0x08, 0x07, 0x06, 0x05, // caller
         0x0c, 0x0b, 0x0a, 0x09, // sequence
@@ -54,16 +54,18 @@ fn header_layout_byte_for_byte() {
 
 #[test]
 fn call_id_packing() {
-    let id = CallId::new(0x0abc, 0x5, 0xbeef, 0x1234_5678);
-    assert_eq!(id.0, 0x5abc_beef_1234_5678);
-    assert_eq!(
-        (id.function(), id.method(), id.caller(), id.sequence()),
-        (0x0abc, 0x5, 0xbeef, 0x1234_5678)
-    );
-    assert_eq!(id.to_string(), "5abcbeef12345678");
+    // A caller's worker id carries its generation in the high half.
+    let id = CallId::new(0x0003_beef, 0x1234_5678);
+    assert_eq!(id.0, 0x0003_beef_1234_5678);
+    assert_eq!((id.caller(), id.sequence()), (0x0003_beef, 0x1234_5678));
+    assert_eq!(id.to_string(), "0003beef12345678");
     let mut h = Header::new(Kind::Dispatch);
+    h.function_id = 7;
     h.set_call_id(id);
     assert_eq!(h.call_id(), id);
+    assert_eq!(h.function_id, 7, "the call id does not carry the function");
+    // Two incarnations of one worker slot never share a call id.
+    assert_ne!(CallId::new(0x0001_0005, 1), CallId::new(0x0002_0005, 1));
 }
 
 fn valid_bytes() -> [u8; MESSAGE_SIZE] {
@@ -87,8 +89,8 @@ fn every_bad_field_is_named() {
             "oversized",
         ),
         (
-            Box::new(|b| b[0] = 2),
-            ProtocolError::BadVersion { found: 2 },
+            Box::new(|b| b[0] = 1),
+            ProtocolError::BadVersion { found: 1 },
             "`version`",
         ),
         (

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use gloam_core::channel::{Channel, Received, Wait};
 use gloam_core::ipc_root::IpcPaths;
 use gloam_core::protocol::{offset, INLINE_CAPACITY, MESSAGE_SIZE};
-use gloam_core::ring::{self, Bell, RingFile, SharedMap, SLOTS};
+use gloam_core::ring::{self, Bell, RingFile, SLOTS};
 use gloam_core::ring_channel::RingChannel;
 use gloam_core::ErrorKind;
 
@@ -56,8 +56,10 @@ fn wraps_around_u32_counters_and_applies_back_pressure() {
     let dir = tempfile::tempdir().unwrap();
     let file = RingFile::create(&dir.path().join("w.ring")).unwrap();
     file.preset_counters(u32::MAX - 100);
-    let mut tx = file.to_worker_producer();
-    let mut rx = file.to_worker_consumer();
+    // The engine produces into the worker's ring; the worker (another mapping) consumes.
+    let worker = RingFile::open(&dir.path().join("w.ring")).unwrap();
+    let (mut tx, _, _) = file.into_engine_side();
+    let (_, mut rx, _) = worker.into_worker_side();
     let mut out = [0u8; MESSAGE_SIZE];
     let mut sent = 0u64;
     let mut got = 0u64;
@@ -86,12 +88,14 @@ fn wraps_around_u32_counters_and_applies_back_pressure() {
 fn sleeping_consumer_is_woken_by_the_producer() {
     let dir = tempfile::tempdir().unwrap();
     let file = RingFile::create(&dir.path().join("w.ring")).unwrap();
+    let worker = RingFile::open(&dir.path().join("w.ring")).unwrap();
     let (tx_done, done) = mpsc::channel();
+    let (mut tx, _, shared) = file.into_engine_side();
+    let bell = shared.worker_bell();
     let consumer = {
-        let file = file.clone();
         std::thread::spawn(move || {
-            let mut rx = file.to_worker_consumer();
-            let bell = file.worker_bell();
+            let (_, mut rx, shared) = worker.into_worker_side();
+            let bell = shared.worker_bell();
             let mut out = [0u8; MESSAGE_SIZE];
             let mut sleeps = 0;
             for expected in 0..200u64 {
@@ -112,8 +116,6 @@ fn sleeping_consumer_is_woken_by_the_producer() {
             tx_done.send(sleeps).unwrap();
         })
     };
-    let mut tx = file.to_worker_producer();
-    let bell = file.worker_bell();
     for seq in 0..200u64 {
         if seq % 20 == 0 {
             std::thread::sleep(Duration::from_millis(5)); // let the consumer fall asleep
@@ -131,9 +133,8 @@ fn sleeping_consumer_is_woken_by_the_producer() {
 /// Child: echoes every message of the to-worker ring back on the to-engine ring.
 fn echo_child(path: &str) {
     let file = RingFile::open(std::path::Path::new(path)).unwrap();
-    let mut rx = file.to_worker_consumer();
-    let mut tx = file.to_engine_producer();
-    let bell = file.worker_bell();
+    let (mut tx, mut rx, shared) = file.into_worker_side();
+    let bell = shared.worker_bell();
     let mut out = [0u8; MESSAGE_SIZE];
     loop {
         if !ring::spin_until(Duration::from_micros(50), || rx.has_message()) {
@@ -177,9 +178,8 @@ fn cross_process_stress_no_loss_no_duplication() {
     let path = dir.path().join("w.ring");
     let file = RingFile::create(&path).unwrap();
     let mut child = spawn_echo(&path);
-    let mut tx = file.to_worker_producer();
-    let mut rx = file.to_engine_consumer();
-    let bell: Bell = file.worker_bell();
+    let (mut tx, mut rx, shared) = file.into_engine_side();
+    let bell: Bell = shared.worker_bell();
     let total: u64 = 300_000;
     let (mut sent, mut got) = (0u64, 0u64);
     let mut out = [0u8; MESSAGE_SIZE];
@@ -214,11 +214,11 @@ fn cross_process_stress_no_loss_no_duplication() {
 fn a_sleeping_worker_notices_that_the_engine_died() {
     let dir = tempfile::tempdir().unwrap();
     let paths = IpcPaths::new(dir.path());
-    std::fs::create_dir_all(paths.fifo_dir()).unwrap();
-    let _engine_ring = RingFile::create(&paths.ring_file(4)).unwrap();
-    let _engine_bell = SharedMap::create(&paths.engine_bell(), ring::BELL_FILE_BYTES).unwrap();
+    let (_engine_ring, ring_fd) = RingFile::create_sealed("ring").unwrap();
+    let (_engine_bell, bell_fd) = ring::EngineBell::create_sealed().unwrap();
     let (engine_sock, worker_sock) = UnixStream::pair().unwrap();
-    let ch = RingChannel::open_worker_side(&paths, 4, worker_sock.into()).unwrap();
+    let ch = RingChannel::open_worker_side(&paths, 4, &ring_fd, &bell_fd, worker_sock.into())
+        .unwrap();
     let (tx, rx) = mpsc::channel();
     let waiter = std::thread::spawn(move || {
         let mut buf = [0u8; MESSAGE_SIZE];

@@ -1,17 +1,21 @@
 //! The worker side of the handshake on `<ipc-root>/engine.sock`.
 //!
 //! worker → `HELLO{function, pid, language}`; engine → `WELCOME{worker_id, function_id}` with
-//! the function table trailing (or `REJECT{status, text}`); the worker opens its FIFOs and
-//! sends `READY`. The socket then stays open, unread, for the worker's lifetime: its closing is
-//! how the engine learns that the worker died.
+//! the function table trailing (or `REJECT{status, text}`) — with the ring transport, the
+//! worker's ring region and the engine's doorbell come with it as descriptors; the worker
+//! opens its channel and sends `READY`. The socket then stays open for the worker's lifetime:
+//! the engine sends it the peers of direct lanes, and its closing is how each side learns
+//! that the other died.
 
 use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::ipc_root::IpcPaths;
-use crate::protocol::{Header, Hello, Kind, Message, PayloadLocation, MESSAGE_SIZE};
+use crate::protocol::{Header, Hello, Kind, Message, PayloadLocation};
+use crate::socket::{Blocking, MessageReader};
 use crate::table::FunctionTable;
 
 /// Largest function table a worker accepts.
@@ -20,6 +24,8 @@ const MAX_TABLE_BYTES: u64 = 4 << 20;
 /// What the engine told the worker in `WELCOME`.
 pub(crate) struct Welcome {
     pub(crate) ring: bool,
+    /// With the ring transport: the worker's ring region and the engine's doorbell.
+    pub(crate) fds: Vec<OwnedFd>,
     pub(crate) worker_id: u32,
     pub(crate) function_id: u16,
     pub(crate) table: FunctionTable,
@@ -53,7 +59,7 @@ pub(crate) fn hello(sock: &mut UnixStream, hello: &Hello) -> Result<Welcome> {
     sock.set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| Error::io("set socket timeout", "engine.sock", e))?;
     send(sock, &hello.to_message()?)?;
-    let reply = recv(sock)?;
+    let (reply, fds) = recv(sock)?;
     match reply.header.kind {
         Kind::Welcome => {}
         Kind::Reject => {
@@ -83,8 +89,16 @@ pub(crate) fn hello(sock: &mut UnixStream, hello: &Hello) -> Result<Welcome> {
     let table = FunctionTable::decode(&table)?;
     sock.set_read_timeout(None)
         .map_err(|e| Error::io("set socket timeout", "engine.sock", e))?;
+    let ring = reply.header.flags & crate::protocol::flags::RING != 0;
+    if ring && fds.len() != 2 {
+        return Err(Error::RemoteProtocol(format!(
+            "WELCOME for the ring transport must carry 2 descriptors, it carried {}",
+            fds.len()
+        )));
+    }
     Ok(Welcome {
-        ring: reply.header.flags & crate::protocol::flags::RING != 0,
+        ring,
+        fds,
         worker_id: reply.header.worker_id,
         function_id: reply.header.function_id,
         table,
@@ -103,14 +117,18 @@ fn send(sock: &mut UnixStream, m: &Message) -> Result<()> {
         .map_err(|e| Error::io("write", "engine.sock", e))
 }
 
-fn recv(sock: &mut UnixStream) -> Result<Message> {
-    let mut buf = [0u8; MESSAGE_SIZE];
-    sock.read_exact(&mut buf).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            Error::Shutdown("engine closed the handshake socket".into())
-        } else {
-            Error::io("read", "engine.sock", e)
-        }
-    })?;
-    Ok(Message::decode(&buf, MAX_TABLE_BYTES)?)
+/// Reads one message and the descriptors that came with it.
+fn recv(sock: &mut UnixStream) -> Result<(Message, Vec<OwnedFd>)> {
+    let closed = || Error::Shutdown("engine closed the handshake socket".into());
+    let got = MessageReader::default()
+        .read(sock.as_fd(), Blocking::Yes)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                closed()
+            } else {
+                Error::io("read", "engine.sock", e)
+            }
+        })?
+        .ok_or_else(closed)?;
+    Ok((Message::decode(&got.bytes, MAX_TABLE_BYTES)?, got.fds))
 }

@@ -115,6 +115,8 @@ impl Worker {
             Box::new(RingChannel::open_worker_side(
                 &paths,
                 welcome.worker_id,
+                &welcome.fds[0],
+                &welcome.fds[1],
                 watch.into(),
             )?)
         } else {
@@ -293,6 +295,8 @@ impl Worker {
         self.answered_ns.store(now, Ordering::Relaxed);
         let mut h = Header::new(kind);
         h.set_call_id(call.id());
+        h.function_id = call.msg.header.function_id;
+        h.method_id = call.msg.header.method_id;
         h.worker_id = self.id;
         h.send_ts = now;
         h.processing_ns = now.saturating_sub(call.received_ns);
@@ -311,9 +315,10 @@ impl Worker {
         let function_id = self.table.id_of(name)?;
         shm::check_size(input.len(), self.max_payload())?;
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        let id = CallId::new(function_id, 0, self.id, seq);
+        let id = CallId::new(self.id, seq);
         let mut h = Header::new(Kind::Invoke);
         h.set_call_id(id);
+        h.function_id = function_id;
         h.worker_id = self.id;
         h.parent_call_id = parent.call_id.0;
         h.deadline_ns = parent.deadline_ns;

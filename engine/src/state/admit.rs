@@ -1,0 +1,285 @@
+//! Calls arrive: admission (refuse, dispatch or queue), dispatch, and the queue moving.
+
+use gloam_core::ipc_root::PayloadSide;
+use gloam_core::protocol::{CallId, Header, Kind, Message, PayloadLocation};
+use gloam_core::ErrorKind;
+
+use super::calls::CallRecord;
+use super::{Action, Actions, Phase, Refusal, ReplyTo, State, Timer, Timing, WorkerId};
+
+impl<R, S: Clone> State<R, S> {
+    /// Admits an external call `id` of `function_id` (its `DISPATCH` message, deadline from
+    /// the client or 0): dispatched to an idle worker, or queued. Refused (nothing kept) when
+    /// the function is unknown, the engine drains, the queue is full, or `id` is in flight.
+    pub fn admit_external(
+        &mut self,
+        id: CallId,
+        function_id: u16,
+        to: R,
+        msg: Box<Message>,
+        now: u64,
+    ) -> Result<Actions<R, S>, (Refusal, R)> {
+        let run_now = match self.admission(id, function_id, now) {
+            Ok(run_now) => run_now,
+            Err(r) => return Err((r, to)),
+        };
+        let mut actions = Vec::new();
+        self.enter(id, function_id, ReplyTo::External(to), msg, run_now, now, &mut actions);
+        Ok(actions)
+    }
+
+    /// An `INVOKE` from worker `caller`: admitted like an external call, or refused with a
+    /// `FAILED` reply to the caller. `Err`: the message breaks the protocol (the engine
+    /// disconnects the caller).
+    pub fn admit_internal(
+        &mut self,
+        caller: WorkerId,
+        msg: Box<Message>,
+        now: u64,
+    ) -> Result<Actions<R, S>, String> {
+        let id = msg.header.call_id();
+        let Some(w) = self.workers.get_mut(caller) else {
+            return Ok(Vec::new());
+        };
+        if msg.header.caller != caller.raw() {
+            return Err(format!(
+                "INVOKE names caller {} but came from worker {caller}",
+                msg.header.caller
+            ));
+        }
+        if !w.ready() {
+            return Err("INVOKE before the handshake finished".to_string());
+        }
+        if self.calls.contains(id) {
+            return Err(format!("INVOKE reuses call id {id}, still in flight"));
+        }
+        let function_id = msg.header.function_id;
+        w.streak.called(function_id, now);
+        let mut actions = Vec::new();
+        let admitted = match self.function(function_id) {
+            Some(f) if u64::from(msg.header.payload_len) > f.config.max_payload => {
+                Err(Refusal::new(
+                    ErrorKind::PayloadTooLarge,
+                    format!(
+                        "input of {} bytes exceeds the limit of {} bytes of function {}",
+                        msg.header.payload_len, f.config.max_payload, f.config.name
+                    ),
+                ))
+            }
+            _ => self.admission(id, function_id, now),
+        };
+        match admitted {
+            Ok(run_now) => {
+                let reply = ReplyTo::Worker(caller);
+                self.enter(id, function_id, reply, msg, run_now, now, &mut actions);
+            }
+            Err(r) => {
+                if msg.header.payload_loc == PayloadLocation::Shm {
+                    actions.push(Action::RemoveShm(id, PayloadSide::Input));
+                }
+                let mut h = Header::new(Kind::Failed);
+                h.set_call_id(id);
+                h.function_id = function_id;
+                let failure = Box::new(Message::failure(h, r.kind, &r.message));
+                self.route(ReplyTo::Worker(caller), failure, Timing::default(), &mut actions);
+            }
+        }
+        Ok(actions)
+    }
+
+    /// Whether call `id` of `function_id` may enter now, and whether it can run at once.
+    /// Counts the arrival (λ) and, for a refusal, its outcome.
+    fn admission(&mut self, id: CallId, function_id: u16, now: u64) -> Result<bool, Refusal> {
+        if self.calls.contains(id) {
+            return Err(Refusal::new(
+                ErrorKind::Internal,
+                format!("call id {id} is already in flight"),
+            ));
+        }
+        let draining = self.draining;
+        let Some(f) = self.function_mut(function_id) else {
+            return Err(Refusal::new(
+                ErrorKind::FunctionNotFound,
+                format!("no function with id {function_id}"),
+            ));
+        };
+        if draining {
+            f.metrics.count(Some(ErrorKind::Shutdown));
+            return Err(Refusal::new(
+                ErrorKind::Shutdown,
+                "the engine is shutting down",
+            ));
+        }
+        f.limiter.on_arrival(now);
+        let run_now = f.queued() == 0 && !f.idle.is_empty() && f.below_tau(now);
+        if !run_now && f.queued() >= f.config.queue_bound {
+            f.metrics.count(Some(ErrorKind::Overloaded));
+            return Err(Refusal::new(
+                ErrorKind::Overloaded,
+                format!(
+                    "function {} has {} calls queued (queue_bound {})",
+                    f.config.name,
+                    f.queued(),
+                    f.config.queue_bound
+                ),
+            ));
+        }
+        Ok(run_now)
+    }
+
+    /// Records an admitted call and dispatches or queues it.
+    #[allow(clippy::too_many_arguments)]
+    fn enter(
+        &mut self,
+        id: CallId,
+        function_id: u16,
+        reply: ReplyTo<R>,
+        mut msg: Box<Message>,
+        run_now: bool,
+        now: u64,
+        actions: &mut Actions<R, S>,
+    ) {
+        let Some(f) = self.function_mut(function_id) else {
+            return;
+        };
+        let timeout_ns = u64::try_from(f.config.timeout.as_nanos()).unwrap_or(u64::MAX);
+        let own = now.saturating_add(timeout_ns);
+        let deadline_ns = match msg.header.deadline_ns {
+            0 => own,
+            d => d.min(own),
+        };
+        msg.header.kind = Kind::Dispatch;
+        msg.header.function_id = function_id;
+        msg.header.deadline_ns = deadline_ns;
+        let input_in_shm = msg.header.payload_loc == PayloadLocation::Shm;
+        let timer = self.timers.insert(deadline_ns, Timer::Deadline(id));
+        let record = CallRecord {
+            reply,
+            function_id,
+            queued: Some(msg),
+            worker: None,
+            recv_ns: now,
+            dispatch_ns: 0,
+            deadline_ns,
+            timer,
+            input_in_shm,
+        };
+        if self.calls.insert(id, record).is_err() {
+            // Checked by `admission` under the same lock.
+            self.timers.cancel(timer);
+            return;
+        }
+        let idle = if run_now {
+            self.function_mut(function_id).and_then(|f| f.idle.pop())
+        } else {
+            None
+        };
+        match idle {
+            Some(w) => self.dispatch_to(w, id, now, actions),
+            None => {
+                let reclaim = self.function_mut(function_id).is_some_and(|f| {
+                    f.enqueue(id);
+                    f.idle.is_empty() && f.leased > 0
+                });
+                if reclaim {
+                    self.reclaim_lease(function_id, now, actions);
+                }
+                self.drain_queue(function_id, now, actions);
+            }
+        }
+    }
+
+    /// Sends queued call `id` to `worker` (taken off the idle list by the caller).
+    pub(super) fn dispatch_to(
+        &mut self,
+        worker: WorkerId,
+        id: CallId,
+        now: u64,
+        actions: &mut Actions<R, S>,
+    ) {
+        let (Some(w), Some(rec)) = (self.workers.get_mut(worker), self.calls.get_mut(id)) else {
+            return;
+        };
+        let Some(mut msg) = rec.queued.take() else {
+            return;
+        };
+        w.phase = Phase::Busy {
+            call: id,
+            ended: false,
+        };
+        rec.worker = Some(worker);
+        rec.dispatch_ns = now;
+        msg.header.worker_id = worker.raw();
+        let sender = w.sender.clone();
+        let function_id = rec.function_id;
+        if let Some(f) = self.function_mut(function_id) {
+            f.running += 1;
+        }
+        actions.push(Action::Send {
+            worker,
+            sender,
+            msg,
+        });
+    }
+
+    /// Makes a free worker idle (unless it retires or is being killed), then lets its
+    /// function's queue move.
+    pub(super) fn take_next_or_idle(
+        &mut self,
+        worker: WorkerId,
+        now: u64,
+        actions: &mut Actions<R, S>,
+    ) {
+        let Some(w) = self.workers.get_mut(worker) else {
+            return;
+        };
+        w.phase = Phase::Idle { since: now };
+        let available = !w.retiring && !w.killed;
+        let function_id = w.function_id;
+        if available {
+            if let Some(f) = self.function_mut(function_id) {
+                f.idle.push(worker);
+            }
+        }
+        self.drain_queue(function_id, now, actions);
+    }
+
+    /// Dispatches queued calls to idle workers while fewer than τ run; sheds internal calls
+    /// that waited too long (when configured); asks for a worker when calls still wait.
+    pub(super) fn drain_queue(&mut self, function_id: u16, now: u64, actions: &mut Actions<R, S>) {
+        loop {
+            let calls = &self.calls;
+            let Some(f) = self.functions.get_mut(usize::from(function_id)).and_then(Option::as_mut)
+            else {
+                return;
+            };
+            if f.idle.is_empty() || !f.below_tau(now) {
+                break;
+            }
+            let Some(next) = f.pop_queued(|id| calls.contains(id)) else {
+                break;
+            };
+            let shed = calls.get(next).and_then(|rec| {
+                let waited = now.saturating_sub(rec.recv_ns);
+                let internal = matches!(rec.reply, ReplyTo::Worker(_));
+                (internal && f.limiter.should_shed(waited)).then(|| {
+                    format!(
+                        "internal call to {} shed after waiting {} us in the queue (max_relative_queueing_delay)",
+                        f.config.name,
+                        waited / 1000
+                    )
+                })
+            });
+            if let Some(text) = shed {
+                self.end_call(next, super::end::Ending::Failed(ErrorKind::Overloaded, text), now, true, actions);
+                continue;
+            }
+            let Some(worker) = f.idle.pop() else {
+                break;
+            };
+            self.dispatch_to(worker, next, now, actions);
+        }
+        self.maybe_grow(function_id, now, actions);
+    }
+}
+

@@ -1,0 +1,197 @@
+//! The engine's end of one worker's FIFOs (the `fifo` transport).
+//!
+//! Every message is one 1024-byte write, below `PIPE_BUF`, so it is whole or not at all.
+//! When the pipe is full, messages wait in order in a backlog that a writer task flushes as
+//! the pipe drains.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::net::unix::pipe;
+use tokio::sync::Notify;
+
+use gloam_core::protocol::MESSAGE_SIZE;
+
+use super::{Inbound, MAX_BACKLOG};
+use crate::state::WorkerId;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One worker's FIFOs, as the engine holds them.
+#[derive(Debug)]
+pub struct FifoLink {
+    worker: WorkerId,
+    tx: Arc<pipe::Sender>,
+    backlog: Arc<Mutex<VecDeque<[u8; MESSAGE_SIZE]>>>,
+    wake_writer: Arc<Notify>,
+    closed: AtomicBool,
+    kick: Notify,
+}
+
+impl FifoLink {
+    /// The link over `tx` (the engine → worker FIFO, opened by the caller); starts its writer
+    /// task (call from within the runtime).
+    pub fn new(worker: WorkerId, tx: pipe::Sender) -> FifoLink {
+        let link = FifoLink {
+            worker,
+            tx: Arc::new(tx),
+            backlog: Arc::new(Mutex::new(VecDeque::new())),
+            wake_writer: Arc::new(Notify::new()),
+            closed: AtomicBool::new(false),
+            kick: Notify::new(),
+        };
+        tokio::spawn(write_backlog(
+            worker,
+            link.tx.clone(),
+            link.backlog.clone(),
+            link.wake_writer.clone(),
+        ));
+        link
+    }
+
+    /// Sends one message, in order behind any backlog. `false` when the backlog is over
+    /// [`MAX_BACKLOG`] (the link is kicked: the worker does not read).
+    pub fn send(&self, msg: &[u8; MESSAGE_SIZE]) -> bool {
+        let mut backlog = lock(&self.backlog);
+        if backlog.is_empty() {
+            match self.tx.try_write(msg) {
+                Ok(_) => return true,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    drop(backlog);
+                    tracing::debug!(worker = %self.worker, error = %e, "could not write to worker");
+                    self.kick();
+                    return false;
+                }
+            }
+        }
+        if backlog.len() >= MAX_BACKLOG {
+            drop(backlog);
+            tracing::warn!(worker = %self.worker, "worker does not read its FIFO; dropping it");
+            self.kick();
+            return false;
+        }
+        backlog.push_back(*msg);
+        drop(backlog);
+        self.wake_writer.notify_one();
+        true
+    }
+
+    /// Drops the worker: its reader ends, and the worker is reported gone.
+    pub fn kick(&self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.kick.notify_one();
+            self.wake_writer.notify_one();
+        }
+    }
+
+    /// Resolves once the link was kicked.
+    pub async fn kicked(&self) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        self.kick.notified().await
+    }
+}
+
+impl Drop for FifoLink {
+    fn drop(&mut self) {
+        // Lets the writer task see that the link is gone.
+        self.wake_writer.notify_one();
+    }
+}
+
+/// Writes the backlog out as the pipe drains, until the link is dropped.
+async fn write_backlog(
+    worker: WorkerId,
+    tx: Arc<pipe::Sender>,
+    backlog: Arc<Mutex<VecDeque<[u8; MESSAGE_SIZE]>>>,
+    wake: Arc<Notify>,
+) {
+    loop {
+        if Arc::strong_count(&backlog) == 1 {
+            return; // the link is gone
+        }
+        let next = lock(&backlog).front().copied();
+        let Some(msg) = next else {
+            wake.notified().await;
+            continue;
+        };
+        if tx.writable().await.is_err() {
+            return;
+        }
+        match tx.try_write(&msg) {
+            Ok(_) => {
+                lock(&backlog).pop_front();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                tracing::debug!(%worker, error = %e, "could not write to worker");
+                return;
+            }
+        }
+    }
+}
+
+/// Reads whole messages from the worker → engine FIFO into `sink` until the worker's socket
+/// closes or the link is kicked; reports the worker gone.
+pub async fn serve(
+    sink: Arc<dyn Inbound>,
+    worker: WorkerId,
+    link: Arc<super::WorkerLink>,
+    rx: pipe::Receiver,
+    sock: tokio::net::UnixStream,
+) {
+    let mut buf = [0u8; MESSAGE_SIZE];
+    let mut filled = 0usize;
+    let reason = loop {
+        tokio::select! {
+            biased;
+            ready = rx.readable() => {
+                if let Err(e) = ready {
+                    break format!("channel failed: {e}");
+                }
+                if let Err(reason) = drain(sink.as_ref(), worker, &rx, &mut buf, &mut filled) {
+                    break reason;
+                }
+            }
+            reason = super::watch_socket(&sock) => break reason,
+            _ = link.kicked() => break "was dropped by the engine".to_string(),
+        }
+    };
+    // A worker that answered and then exited: its last messages may still sit in the FIFO.
+    let reason = match drain(sink.as_ref(), worker, &rx, &mut buf, &mut filled) {
+        Ok(()) => reason,
+        Err(bad) => bad,
+    };
+    sink.disconnected(worker, &reason);
+}
+
+/// Reads and handles every whole message available now.
+fn drain(
+    sink: &dyn Inbound,
+    worker: WorkerId,
+    rx: &pipe::Receiver,
+    buf: &mut [u8; MESSAGE_SIZE],
+    filled: &mut usize,
+) -> Result<(), String> {
+    loop {
+        match rx.try_read(&mut buf[*filled..]) {
+            Ok(0) => return Err("closed its channel".into()),
+            Ok(n) => {
+                *filled += n;
+                if *filled == MESSAGE_SIZE {
+                    *filled = 0;
+                    sink.message(worker, buf)
+                        .map_err(|e| format!("sent a malformed message: {e}"))?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("channel failed: {e}")),
+        }
+    }
+}

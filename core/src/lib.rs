@@ -13,6 +13,7 @@ pub mod lane;
 pub mod protocol;
 pub mod ring;
 pub mod ring_channel;
+pub mod root_dir;
 pub mod shm;
 pub mod table;
 pub mod tally;

@@ -140,9 +140,7 @@ impl Engine {
         }
         self.apply(actions);
         gloam_core::channel::remove_fifos(&self.paths, worker);
-        for file in self.paths.shm_files_of_caller(worker) {
-            shm::remove(&file);
-        }
+        shm::remove_files_of_caller(&self.paths, worker);
     }
 
     /// Stops the ring poller thread.
@@ -489,8 +487,9 @@ impl Engine {
         match msg.header.payload_loc {
             PayloadLocation::Shm => {
                 let id = msg.header.call_id();
-                let out = shm::open(&self.paths, id, PayloadSide::Output, msg.header.payload_len)
-                    .map(|view| Bytes::copy_from_slice(view.bytes()));
+                // Read (pread), never mapped: the worker could shrink a mapped file under us.
+                let out = shm::read(&self.paths, id, PayloadSide::Output, msg.header.payload_len)
+                    .map(Bytes::from);
                 shm::remove_call(&self.paths, id, PayloadSide::Output);
                 out.map_err(|e| Refusal {
                     kind: e.kind(),

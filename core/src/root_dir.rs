@@ -345,29 +345,33 @@ fn step_down(parent: BorrowedFd<'_>, part: &OsStr, at: &Path, abs: &Path) -> Res
     Ok(fd)
 }
 
-/// An ancestor of the root must belong to root or to this user, and others may not write it
-/// unless it is sticky (like `/dev/shm` and `/tmp`): otherwise another user could rename the
-/// root and put their own directory in its place.
+/// An ancestor of the root must belong to root or to this user, and no other user may write
+/// it unless it is sticky (like `/dev/shm` and `/tmp`): otherwise another user could rename the
+/// root and put their own directory in its place. Group write is accepted only for this user's
+/// own directory in its own primary group (the "user private group" of a `umask 002` system).
 fn check_ancestor(fd: BorrowedFd<'_>, at: &Path, abs: &Path) -> Result<()> {
     let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| Error::errno("stat", at, e))?;
     if st.st_uid != 0 && st.st_uid != me() {
         return Err(refuse(
             abs,
             format!(
-                "its parent directory {} belongs to uid {}, who could replace the root; choose an `ipc_root` under a directory owned by you or by root",
+                "the directory {} above it belongs to uid {}, who could replace the root; choose an `ipc_root` under a directory owned by you or by root",
                 at.display(),
                 st.st_uid
             ),
         ));
     }
     let sticky = st.st_mode & Mode::S_ISVTX.bits() != 0;
-    if st.st_mode & 0o022 != 0 && !sticky {
+    let own_group = st.st_uid == me() && st.st_gid == nix::unistd::getegid().as_raw();
+    let others_write = st.st_mode & 0o002 != 0 || (st.st_mode & 0o020 != 0 && !own_group);
+    if others_write && !sticky {
         return Err(refuse(
             abs,
             format!(
-                "its parent directory {} is writable by other users (mode {:o}) without the sticky bit, so they could replace the root; remove their write access (chmod go-w) or choose another `ipc_root`",
+                "the directory {} above it is writable by other users (mode {:o}, gid {}) without the sticky bit, so they could replace the root; remove their write access (chmod go-w) or choose another `ipc_root`",
                 at.display(),
-                st.st_mode & 0o7777
+                st.st_mode & 0o7777,
+                st.st_gid
             ),
         ));
     }

@@ -208,10 +208,8 @@ fn ancestors_others_could_rename_the_root_under_are_refused() {
     fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
     let text = refused(&open.join("root"));
     assert!(text.contains(&open.display().to_string()), "{text}");
-    assert!(
-        text.contains("writable by other users (mode 777) without the sticky bit"),
-        "{text}"
-    );
+    assert!(text.contains("writable by other users (mode 777"), "{text}");
+    assert!(text.contains("without the sticky bit"), "{text}");
     assert!(!open.join("root").exists());
     // Sticky, like /dev/shm and /tmp: others cannot rename what is ours.
     fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
@@ -222,11 +220,23 @@ fn ancestors_others_could_rename_the_root_under_are_refused() {
     symlink(&open, &link).unwrap();
     drop(IpcRoot::create(link.join("root")).unwrap());
 
+    // Group-writable: fine in our own primary group (umask 002 systems), not in another.
+    let shared = dir.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o770)).unwrap();
+    drop(IpcRoot::create(shared.join("root")).unwrap());
+
     let theirs = dir.path().join("theirs");
     fs::create_dir(&theirs).unwrap();
     if !give_away(&theirs) || !give_away(&link) {
         return;
     }
+    std::os::unix::fs::lchown(&shared, None, Some(OTHER_UID)).unwrap();
+    let text = refused(&shared.join("root"));
+    assert!(
+        text.contains(&format!("(mode 770, gid {OTHER_UID})")),
+        "{text}"
+    );
     let text = refused(&theirs.join("root"));
     assert!(
         text.contains(&format!("belongs to uid {OTHER_UID}")),

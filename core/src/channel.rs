@@ -3,22 +3,22 @@
 //! [`Channel`] is the seam; [`FifoChannel`] is the first implementation, over a pair of named
 //! pipes. A shared-memory ring can implement the same trait without touching its callers.
 
-use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use nix::sys::stat::Mode;
+use nix::sys::stat::{Mode, SFlag};
 
 use crate::error::{Error, Result};
 use crate::ipc_root::IpcPaths;
 use crate::lane::LaneGrant;
 use crate::protocol::{Header, MESSAGE_SIZE};
+use crate::root_dir::{self, Loc, Sub};
 
 /// How long a receive may wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,27 +100,56 @@ pub struct FifoChannel {
     closed: AtomicBool,
 }
 
-/// Creates the two FIFOs of `worker_id` (mode 0600). Existing ones are replaced.
+/// The FIFO file names of `worker_id`: engine → worker, worker → engine.
+fn fifo_names(worker_id: u32) -> [String; 2] {
+    [format!("{worker_id}.in"), format!("{worker_id}.out")]
+}
+
+/// Creates the two FIFOs of `worker_id` (mode 0600). Existing ones are replaced (`unlinkat`
+/// then `mkfifoat`, relative to the engine's held `fifo/` when the paths carry it).
 pub fn create_fifos(paths: &IpcPaths, worker_id: u32) -> Result<()> {
-    for path in [
-        paths.fifo_to_worker(worker_id),
-        paths.fifo_to_engine(worker_id),
-    ] {
-        let _ = std::fs::remove_file(&path);
-        nix::unistd::mkfifo(&path, Mode::from_bits_truncate(0o600))
-            .map_err(|e| Error::errno("mkfifo", &path, e))?;
+    for name in fifo_names(worker_id) {
+        let loc = paths.loc(Sub::Fifo, &name);
+        let _ = loc.unlink();
+        loc.mkfifo(Mode::S_IRUSR | Mode::S_IWUSR)
+            .map_err(|e| Error::io("mkfifo", loc.path(), e))?;
     }
     Ok(())
 }
 
 /// Removes the two FIFOs of `worker_id`, if present.
 pub fn remove_fifos(paths: &IpcPaths, worker_id: u32) {
-    for path in [
-        paths.fifo_to_worker(worker_id),
-        paths.fifo_to_engine(worker_id),
-    ] {
-        let _ = std::fs::remove_file(path);
+    for name in fifo_names(worker_id) {
+        let _ = paths.loc(Sub::Fifo, &name).unlink();
     }
+}
+
+/// Opens the engine's ends of worker `worker_id`'s FIFOs: `(<id>.out, <id>.in)`, both
+/// read-write (so that no open waits for the worker), non-blocking, without following a link,
+/// each checked to be a FIFO. The engine wraps them in its own reactor.
+pub fn open_engine_fifos(paths: &IpcPaths, worker_id: u32) -> Result<(OwnedFd, OwnedFd)> {
+    let [to_worker, to_engine] = fifo_names(worker_id);
+    let rx = open_fifo(&paths.loc(Sub::Fifo, &to_engine), OFlag::O_RDWR)?;
+    let tx = open_fifo(&paths.loc(Sub::Fifo, &to_worker), OFlag::O_RDWR)?;
+    Ok((rx, tx))
+}
+
+/// Opens a FIFO with `access` (`O_RDONLY`, `O_WRONLY`, `O_RDWR`) plus `O_NOFOLLOW |
+/// O_NONBLOCK | O_CLOEXEC` and checks on the descriptor that it is one.
+fn open_fifo(loc: &Loc<'_>, access: OFlag) -> Result<OwnedFd> {
+    let fd = loc
+        .open(access, Mode::empty())
+        .map_err(|e| Error::io("open FIFO", loc.path(), e))?;
+    let st = root_dir::stat(fd.as_fd()).map_err(|e| Error::io("stat FIFO", loc.path(), e))?;
+    if root_dir::file_type(&st) != SFlag::S_IFIFO {
+        let what = format!("is a {}, not a FIFO", root_dir::describe_type(&st));
+        return Err(Error::io(
+            "open FIFO",
+            loc.path(),
+            io::Error::new(io::ErrorKind::InvalidData, what),
+        ));
+    }
+    Ok(fd)
 }
 
 impl FifoChannel {
@@ -128,48 +157,42 @@ impl FifoChannel {
     /// `<id>.out`. The engine must already hold both open (it opens them read-write before
     /// `WELCOME`), so neither open waits and the worker sees end-of-file once the engine is gone.
     pub fn open_worker_side(paths: &IpcPaths, worker_id: u32) -> Result<FifoChannel> {
-        FifoChannel::open(
-            &paths.fifo_to_worker(worker_id),
-            &paths.fifo_to_engine(worker_id),
-            false,
+        let [to_worker, to_engine] = fifo_names(worker_id);
+        let rx = paths.loc(Sub::Fifo, &to_worker);
+        let tx = paths.loc(Sub::Fifo, &to_engine);
+        FifoChannel::new(
+            open_fifo(&rx, OFlag::O_RDONLY)?,
+            open_fifo(&tx, OFlag::O_WRONLY)?,
+            rx.into_path(),
+            tx.into_path(),
         )
     }
 
     /// Opens the engine's side of worker `worker_id`'s FIFOs: reads `<id>.out`, writes
     /// `<id>.in`, both read-write so that no open waits for the worker and a message can be
-    /// queued before it has connected. (The engine binary uses its own async reactor; this is
-    /// for tools and tests that play the engine.)
+    /// queued before it has connected. (The engine binary uses its own async reactor over
+    /// [`open_engine_fifos`]; this is for tools and tests that play the engine.)
     pub fn open_engine_side(paths: &IpcPaths, worker_id: u32) -> Result<FifoChannel> {
-        FifoChannel::open(
-            &paths.fifo_to_engine(worker_id),
-            &paths.fifo_to_worker(worker_id),
-            true,
+        let (rx, tx) = open_engine_fifos(paths, worker_id)?;
+        FifoChannel::new(
+            rx,
+            tx,
+            paths.fifo_to_engine(worker_id),
+            paths.fifo_to_worker(worker_id),
         )
     }
 
-    /// Opens `rx_path` for reading and `tx_path` for writing, or both read-write.
-    fn open(rx_path: &Path, tx_path: &Path, read_write: bool) -> Result<FifoChannel> {
-        let rx = OpenOptions::new()
-            .read(true)
-            .write(read_write)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(rx_path)
-            .map_err(|e| Error::io("open FIFO for reading", rx_path, e))?;
-        let tx = OpenOptions::new()
-            .read(read_write)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(tx_path)
-            .map_err(|e| Error::io("open FIFO for writing", tx_path, e))?;
+    /// A channel over opened FIFO descriptors (non-blocking, as [`open_fifo`] leaves them).
+    fn new(rx: OwnedFd, tx: OwnedFd, rx_path: PathBuf, tx_path: PathBuf) -> Result<FifoChannel> {
         // Writes block (back-pressure) when the pipe is full.
-        set_nonblocking(tx.as_raw_fd(), false).map_err(|e| Error::io("fcntl", tx_path, e))?;
+        set_nonblocking(tx.as_raw_fd(), false).map_err(|e| Error::io("fcntl", &tx_path, e))?;
         let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-            .map_err(|e| Error::errno("eventfd", rx_path, e))?;
+            .map_err(|e| Error::errno("eventfd", &rx_path, e))?;
         Ok(FifoChannel {
-            rx: rx.into(),
-            tx: tx.into(),
-            rx_path: rx_path.to_path_buf(),
-            tx_path: tx_path.to_path_buf(),
+            rx,
+            tx,
+            rx_path,
+            tx_path,
             wake,
             closed: AtomicBool::new(false),
         })

@@ -12,16 +12,25 @@
 //!
 //! The engine creates the root and holds its lock; a second engine on the same root is refused.
 //! Files a previous, dead engine left behind are removed at start (only names Gloam creates).
+//!
+//! The engine's [`IpcPaths`] (from [`IpcRoot::paths`]) carry the root's held directory
+//! descriptors ([`RootDir`]): every file [`crate::shm`] and [`crate::channel`] open, create or
+//! remove through them is resolved relative to those descriptors, never by the root's path
+//! again. A worker's `IpcPaths` ([`IpcPaths::new`]) resolve whole paths; both never follow a
+//! link at the file itself, never block in `open` and check what they opened.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::sys::stat::{Mode, SFlag};
 
 use crate::error::{Error, Result};
 use crate::protocol::CallId;
+use crate::root_dir::{self, Loc, RootDir, Sub};
 
 /// Which side of a call a shm payload belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,16 +41,42 @@ pub enum PayloadSide {
     Output,
 }
 
-/// The paths of an IPC root, without ownership (what a worker has).
+/// The paths of an IPC root: by whole path (what a worker has, [`IpcPaths::new`]), or anchored
+/// to the engine's held directory descriptors ([`IpcRoot::paths`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpcPaths {
     root: PathBuf,
+    dir: Option<RootDir>,
 }
 
 impl IpcPaths {
-    /// The paths under `root`.
+    /// The paths under `root`, resolved by whole path.
     pub fn new(root: impl Into<PathBuf>) -> IpcPaths {
-        IpcPaths { root: root.into() }
+        IpcPaths {
+            root: root.into(),
+            dir: None,
+        }
+    }
+
+    /// The held directory descriptors these paths resolve names against, when they came from
+    /// the engine's [`IpcRoot`].
+    pub fn dir(&self) -> Option<&RootDir> {
+        self.dir.as_ref()
+    }
+
+    /// File `name` of directory `sub`, relative to the held descriptor when there is one.
+    pub(crate) fn loc(&self, sub: Sub, name: &str) -> Loc<'_> {
+        Loc::new(&self.root, self.dir.as_ref(), sub, name)
+    }
+
+    /// The shm file of a call's input or output, as a [`Loc`].
+    pub(crate) fn shm_loc(&self, call: CallId, side: PayloadSide) -> Loc<'_> {
+        self.loc(Sub::Shm, &shm_name(call, side))
+    }
+
+    /// The names of the files in `sub` (read through the held descriptor when there is one).
+    pub(crate) fn names(&self, sub: Sub) -> Vec<String> {
+        root_dir::list_names(&self.root, self.dir.as_ref(), sub)
     }
 
     /// The default root: `/dev/shm/gloam-<uid>`.
@@ -87,11 +122,7 @@ impl IpcPaths {
     }
     /// The shm file of a call's input or output.
     pub fn shm_file(&self, call: CallId, side: PayloadSide) -> PathBuf {
-        let ext = match side {
-            PayloadSide::Input => "in",
-            PayloadSide::Output => "out",
-        };
-        self.shm_dir().join(format!("{call}.{ext}"))
+        self.shm_dir().join(shm_name(call, side))
     }
 
     /// Checks that an engine has set this root up (what a worker does before connecting).
@@ -108,149 +139,199 @@ impl IpcPaths {
         Ok(())
     }
 
-    /// The shm files whose call id names `caller` as the caller (cleanup after a worker dies).
+    /// The shm files whose call id names `caller` as the caller (cleanup after a worker dies;
+    /// [`crate::shm::remove_files_of_caller`] removes them through the held descriptor).
     pub fn shm_files_of_caller(&self, caller: u32) -> Vec<PathBuf> {
-        let Ok(dir) = fs::read_dir(self.shm_dir()) else {
-            return Vec::new();
-        };
-        dir.filter_map(|e| e.ok())
-            .filter(|e| {
-                parse_shm_name(&e.file_name().to_string_lossy())
-                    .is_some_and(|id| id.caller() == caller)
-            })
-            .map(|e| e.path())
+        self.shm_calls_of_caller(caller)
+            .into_iter()
+            .map(|(call, side)| self.shm_file(call, side))
+            .collect()
+    }
+
+    /// The (call, side) of every shm file whose call id names `caller` as the caller.
+    pub fn shm_calls_of_caller(&self, caller: u32) -> Vec<(CallId, PayloadSide)> {
+        self.names(Sub::Shm)
+            .iter()
+            .filter_map(|n| parse_shm_file_name(n))
+            .filter(|(id, _)| id.caller() == caller)
             .collect()
     }
 }
 
-/// The call id of a shm file name (`<16 hex>.in` / `.out`).
-pub fn parse_shm_name(name: &str) -> Option<CallId> {
-    let (stem, ext) = name.split_once('.')?;
-    if !matches!(ext, "in" | "out") || stem.len() != 16 {
-        return None;
-    }
-    u64::from_str_radix(stem, 16).ok().map(CallId)
+fn shm_name(call: CallId, side: PayloadSide) -> String {
+    let ext = match side {
+        PayloadSide::Input => "in",
+        PayloadSide::Output => "out",
+    };
+    format!("{call}.{ext}")
 }
 
-/// An IPC root owned by the live engine: created, locked, and cleaned on drop.
+/// The call id of a shm file name (`<16 hex>.in` / `.out`).
+pub fn parse_shm_name(name: &str) -> Option<CallId> {
+    parse_shm_file_name(name).map(|(id, _)| id)
+}
+
+/// The call id and side of a shm file name (`<16 hex>.in` / `.out`).
+pub fn parse_shm_file_name(name: &str) -> Option<(CallId, PayloadSide)> {
+    let (stem, ext) = name.split_once('.')?;
+    let side = match ext {
+        "in" => PayloadSide::Input,
+        "out" => PayloadSide::Output,
+        _ => return None,
+    };
+    if stem.len() != 16 || !stem.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(stem, 16)
+        .ok()
+        .map(|id| (CallId(id), side))
+}
+
+/// An IPC root owned by the live engine: created, locked, held open and cleaned on drop.
 #[derive(Debug)]
 pub struct IpcRoot {
     paths: IpcPaths,
+    dir: RootDir,
     _lock: Flock<File>,
 }
 
 impl IpcRoot {
     /// Creates (or takes over) the root at `path`: mode 0700, `fifo/`, `shm/`, the engine lock.
     ///
-    /// Fails with a clear message when another live engine holds the root.
+    /// Missing directories are created (mode 0700). A root, `fifo/` or `shm/` that is a
+    /// symlink, is not a directory or belongs to another user is refused; one of ours with a
+    /// wider mode is narrowed to 0700 (every entry Gloam then uses in it is checked as it is
+    /// opened). Ancestors another user could rename the root under are refused. The three
+    /// directories are held open from here on: see [`RootDir`]. Fails with a clear message
+    /// when another live engine holds the root.
     pub fn create(path: impl Into<PathBuf>) -> Result<IpcRoot> {
-        let paths = IpcPaths::new(path);
-        let root = paths.root().to_path_buf();
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&root)
-            .map_err(|e| Error::io("create IPC root", &root, e))?;
-        let meta = fs::metadata(&root).map_err(|e| Error::io("stat", &root, e))?;
-        if meta.uid() != nix::unistd::getuid().as_raw() {
-            return Err(Error::InvalidConfig(format!(
-                "IPC root {} belongs to uid {}, not to this user",
-                root.display(),
-                meta.uid()
-            )));
-        }
-        fs::set_permissions(&root, fs::Permissions::from_mode(0o700))
-            .map_err(|e| Error::io("chmod 0700", &root, e))?;
-
-        let lock_path = paths.lock_file();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|e| Error::io("open", &lock_path, e))?;
-        let mut holder = String::new();
-        let _ = file.read_to_string(&mut holder);
-        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => lock,
-            Err((_, nix::Error::EWOULDBLOCK)) => {
-                return Err(Error::InvalidConfig(format!(
-                    "IPC root {} is held by another live engine (pid {}); stop it or choose another `ipc_root`",
-                    root.display(),
-                    holder.trim()
-                )))
-            }
-            Err((_, e)) => return Err(Error::errno("flock", &lock_path, e)),
+        let root = path.into();
+        let dir = RootDir::create(&root)?;
+        let paths = IpcPaths {
+            root,
+            dir: Some(dir.clone()),
         };
-        lock.set_len(0)
-            .and_then(|()| write!(&mut *lock, "{}", std::process::id()))
-            .map_err(|e| Error::io("write", &lock_path, e))?;
-
-        for dir in [paths.fifo_dir(), paths.shm_dir()] {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .map_err(|e| Error::io("mkdir", &dir, e))?;
-        }
-        let root = IpcRoot { paths, _lock: lock };
+        let lock = take_lock(&paths)?;
+        let root = IpcRoot {
+            paths,
+            dir,
+            _lock: lock,
+        };
         root.remove_stale_files();
         Ok(root)
     }
 
-    /// The paths of this root.
+    /// The paths of this root, anchored to its held directory descriptors.
     pub fn paths(&self) -> &IpcPaths {
         &self.paths
+    }
+
+    /// The held directory descriptors.
+    pub fn dir(&self) -> &RootDir {
+        &self.dir
     }
 
     /// Removes every file Gloam creates under the root (FIFOs, shm payloads, the socket).
     /// Used at start (leftovers of a dead engine) and at shutdown.
     pub fn remove_stale_files(&self) {
-        remove_matching(&self.paths.fifo_dir(), |n| {
+        self.remove_matching(Sub::Fifo, |n| {
             n.ends_with(".in") || n.ends_with(".out") || n.ends_with(".ring")
         });
-        remove_matching(&self.paths.shm_dir(), |n| parse_shm_name(n).is_some());
-        let _ = fs::remove_file(self.paths.socket());
-        let _ = fs::remove_file(self.paths.engine_bell());
+        self.remove_matching(Sub::Shm, |n| parse_shm_name(n).is_some());
+        self.remove_matching(Sub::Root, |n| n == "engine.sock" || n == "engine.bell");
     }
 
-    /// The names of every file under `fifo/` and `shm/` (tests: "no stray files").
+    /// The paths of every file under `fifo/` and `shm/` (tests: "no stray files").
     pub fn list_files(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for dir in [self.paths.fifo_dir(), self.paths.shm_dir()] {
-            if let Ok(rd) = fs::read_dir(&dir) {
-                out.extend(
-                    rd.filter_map(|e| e.ok())
-                        .map(|e| e.path().display().to_string()),
-                );
-            }
+        for (sub, dir) in [
+            (Sub::Fifo, self.paths.fifo_dir()),
+            (Sub::Shm, self.paths.shm_dir()),
+        ] {
+            out.extend(
+                self.paths
+                    .names(sub)
+                    .into_iter()
+                    .map(|n| dir.join(n).display().to_string()),
+            );
         }
         out
     }
+
+    /// Unlinks (through the held descriptor) the names of `sub` that `remove_if` picks.
+    fn remove_matching(&self, sub: Sub, remove_if: impl Fn(&str) -> bool) {
+        for name in self.paths.names(sub) {
+            if remove_if(&name) {
+                let loc = self.paths.loc(sub, &name);
+                if let Err(e) = loc.unlink() {
+                    if e.kind() != io::ErrorKind::NotFound {
+                        tracing::warn!(path = %loc.path().display(), error = %e, "could not remove a stale file");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Opens (creating) `engine.lock` without following a link, checks it is a regular file of
+/// ours, and takes its lock; the file then names this process.
+fn take_lock(paths: &IpcPaths) -> Result<Flock<File>> {
+    let loc = paths.loc(Sub::Root, "engine.lock");
+    let lock_path = loc.path().to_path_buf();
+    let fd = loc
+        .open(
+            OFlag::O_RDWR | OFlag::O_CREAT,
+            Mode::S_IRUSR | Mode::S_IWUSR,
+        )
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => Error::InvalidConfig(format!(
+                "{} is a symlink; Gloam does not follow links in the IPC root: remove it",
+                lock_path.display()
+            )),
+            _ => Error::io("open", &lock_path, e),
+        })?;
+    let st = root_dir::stat(fd.as_fd()).map_err(|e| Error::io("stat", &lock_path, e))?;
+    if root_dir::file_type(&st) != SFlag::S_IFREG || st.st_uid != nix::unistd::geteuid().as_raw() {
+        return Err(Error::InvalidConfig(format!(
+            "{} is a {} of uid {}, not a regular file of this user: remove it",
+            lock_path.display(),
+            root_dir::describe_type(&st),
+            st.st_uid
+        )));
+    }
+    let mut file = File::from(fd);
+    let mut holder = String::new();
+    let _ = file.read_to_string(&mut holder);
+    let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((_, nix::Error::EWOULDBLOCK)) => {
+            return Err(Error::InvalidConfig(format!(
+                "IPC root {} is held by another live engine (pid {}); stop it or choose another `ipc_root`",
+                paths.root().display(),
+                holder.trim()
+            )))
+        }
+        Err((_, e)) => return Err(Error::errno("flock", &lock_path, e)),
+    };
+    // At offset 0: `read_to_string` left the offset at the old holder's end.
+    lock.set_len(0)
+        .and_then(|()| lock.write_all_at(std::process::id().to_string().as_bytes(), 0))
+        .map_err(|e| Error::io("write", &lock_path, e))?;
+    Ok(lock)
 }
 
 impl Drop for IpcRoot {
     fn drop(&mut self) {
         self.remove_stale_files();
-        let _ = fs::remove_file(self.paths.lock_file());
-    }
-}
-
-fn remove_matching(dir: &Path, keep_if: impl Fn(&str) -> bool) {
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.filter_map(|e| e.ok()) {
-            if keep_if(&e.file_name().to_string_lossy()) {
-                let _ = fs::remove_file(e.path());
-            }
-        }
+        let _ = self.paths.loc(Sub::Root, "engine.lock").unlink();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn second_engine_is_refused_and_root_is_private() {

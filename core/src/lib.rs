@@ -14,6 +14,7 @@ pub mod lane;
 pub mod protocol;
 pub mod ring;
 pub mod ring_channel;
+pub mod root_dir;
 pub mod shared_map;
 pub mod shm;
 pub mod socket;

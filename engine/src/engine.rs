@@ -198,9 +198,7 @@ impl Engine {
         }
         self.apply(actions);
         gloam_core::channel::remove_fifos(&self.paths, worker.raw());
-        for file in self.paths.shm_files_of_caller(worker.raw()) {
-            shm::remove(&file);
-        }
+        shm::remove_files_of_caller(&self.paths, worker.raw());
     }
 
     /// Stops the ring poller thread.

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::net::{UnixListener, UnixStream};
 
-use gloam_core::channel::{create_fifos, remove_fifos};
+use gloam_core::channel::{create_fifos, open_engine_fifos, remove_fifos};
 use gloam_core::clock::now_ns;
 use gloam_core::protocol::flags;
 use gloam_core::protocol::{Header, Hello, Kind, Message, PayloadLocation, MESSAGE_SIZE};
@@ -142,14 +142,12 @@ async fn connect_worker(
     } else {
         create_fifos(paths, id).map_err(|e| e.to_string())?;
         // Both ends read-write: no open waits for the worker, and the engine never sees a
-        // spurious end-of-file on `.out` (the socket tells when the worker dies).
-        let rx = pipe::OpenOptions::new()
-            .read_write(true)
-            .open_receiver(paths.fifo_to_engine(id))
+        // spurious end-of-file on `.out` (the socket tells when the worker dies). Opened
+        // relative to the held `fifo/`, without following a link, checked to be FIFOs.
+        let (rx, tx) = open_engine_fifos(paths, id).map_err(|e| e.to_string())?;
+        let rx = pipe::Receiver::from_owned_fd(rx)
             .map_err(|e| format!("open {}: {e}", paths.fifo_to_engine(id).display()))?;
-        let tx = pipe::OpenOptions::new()
-            .read_write(true)
-            .open_sender(paths.fifo_to_worker(id))
+        let tx = pipe::Sender::from_owned_fd(tx)
             .map_err(|e| format!("open {}: {e}", paths.fifo_to_worker(id).display()))?;
         (EngineEnd::Fifo(rx), WorkerLink::Fifo(tx))
     };

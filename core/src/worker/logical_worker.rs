@@ -454,8 +454,7 @@ impl Worker {
             Kind::Complete => match h.payload_loc {
                 PayloadLocation::Shm => {
                     let id = h.call_id();
-                    let out = shm::open(&self.paths, id, PayloadSide::Output, h.payload_len)
-                        .map(|view| view.bytes().to_vec());
+                    let out = shm::read(&self.paths, id, PayloadSide::Output, h.payload_len);
                     shm::remove_call(&self.paths, id, PayloadSide::Output);
                     out
                 }

@@ -28,7 +28,9 @@ pub struct Bell {
 
 impl std::fmt::Debug for Bell {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bell").field("offset", &self.offset).finish()
+        f.debug_struct("Bell")
+            .field("offset", &self.offset)
+            .finish()
     }
 }
 

@@ -203,8 +203,12 @@ impl SharedRing {
                 return None;
             }
             let low = next(s & LOW)?;
-            match word.compare_exchange(s, with_lease(lease, low), Ordering::AcqRel, Ordering::Acquire)
-            {
+            match word.compare_exchange(
+                s,
+                with_lease(lease, low),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return Some(s & LOW),
                 Err(now) => s = now,
             }
@@ -230,7 +234,8 @@ impl SharedRing {
             .store(lane as u32, Ordering::Relaxed);
         self.lane_word(lane, 4)
             .store(u32::from(grant.function_id), Ordering::Relaxed);
-        self.lane_word(lane, 8).store(grant.callee, Ordering::Relaxed);
+        self.lane_word(lane, 8)
+            .store(grant.callee, Ordering::Relaxed);
         self.lane_word(lane, 16)
             .store(grant.timeout_ms, Ordering::Relaxed);
         // Publishes everything above to the holder, and through its CAS and its FULL store,
@@ -281,7 +286,12 @@ impl SharedRing {
                 _ => (s & LOW) | phase::REVOKED,
             };
             if word
-                .compare_exchange(s, with_lease(lease, next), Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(
+                    s,
+                    with_lease(lease, next),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
                 .is_ok()
             {
                 return s & phase::MASK == phase::CALLING;
@@ -342,7 +352,8 @@ impl SharedRing {
     /// first (read it with [`SharedRing::take_lane_reply`]).
     pub fn abandon_lane_call(&self, call: &LaneCall) -> bool {
         self.lane_cas(call.lane, call.grant.lease, |low| {
-            (low & phase::MASK == phase::CALLING).then_some(phase::ABANDONED | (low & phase::REVOKED))
+            (low & phase::MASK == phase::CALLING)
+                .then_some(phase::ABANDONED | (low & phase::REVOKED))
         })
         .is_some()
     }
@@ -432,7 +443,8 @@ impl SharedRing {
         if lease_of(s) == lease && s & phase::MASK == phase::CALLING {
             // In CALLING only this callee writes the slot and the holder does not read it; if
             // the holder abandons meanwhile it never reads these bytes.
-            self.map.store(self.lane_slot(lane), answer, used_len(answer));
+            self.map
+                .store(self.lane_slot(lane), answer, used_len(answer));
         }
         let found = self.lane_cas(lane, lease, |low| {
             let revoked = low & phase::REVOKED;

@@ -73,7 +73,10 @@ fn a_call_goes_holder_to_callee_and_back() {
     assert!(!holder.lane_waiting(&call));
     holder.take_lane_reply(call, &mut got);
     assert_eq!(got, msg(2));
-    assert!(holder.begin_lane_call(7).is_some(), "the lane is idle again");
+    assert!(
+        holder.begin_lane_call(7).is_some(),
+        "the lane is idle again"
+    );
 }
 
 #[test]

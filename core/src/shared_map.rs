@@ -36,17 +36,18 @@ impl SharedMap {
     /// and maps it. Returns the mapping and the descriptor to hand to peers.
     pub fn create_sealed(name: &str, len: usize) -> Result<(SharedMap, OwnedFd)> {
         let path = format!("memfd:{name}");
-        let cname = std::ffi::CString::new(name).map_err(|_| {
-            Error::Internal(format!("shared memory name {name:?} has a NUL byte"))
-        })?;
+        let cname = std::ffi::CString::new(name)
+            .map_err(|_| Error::Internal(format!("shared memory name {name:?} has a NUL byte")))?;
         let fd = memfd_create(
             &cname,
             MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
         )
         .map_err(|e| Error::errno("create shared memory", &path, e))?;
-        nix::unistd::ftruncate(&fd, len as i64).map_err(|e| Error::errno("size shared memory", &path, e))?;
+        nix::unistd::ftruncate(&fd, len as i64)
+            .map_err(|e| Error::errno("size shared memory", &path, e))?;
         let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
-        fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals)).map_err(|e| Error::errno("seal shared memory", &path, e))?;
+        fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals))
+            .map_err(|e| Error::errno("seal shared memory", &path, e))?;
         let map = SharedMap::map(&fd, name, len)?;
         Ok((map, fd))
     }
@@ -132,7 +133,10 @@ impl SharedMap {
     /// # Panics
     /// When `offset` is out of range or misaligned: offsets are the layout's constants.
     pub fn word(&self, offset: usize) -> &AtomicU32 {
-        assert!(offset % 4 == 0 && offset + 4 <= self.len, "word at {offset}");
+        assert!(
+            offset % 4 == 0 && offset + 4 <= self.len,
+            "word at {offset}"
+        );
         // SAFETY: the mapping is page-aligned and lives as long as `self`; `offset` is a
         // multiple of 4 within it; every process touches shared words only atomically.
         unsafe { AtomicU32::from_ptr(self.map.as_mut_ptr().add(offset).cast()) }
@@ -147,13 +151,15 @@ impl SharedMap {
     /// the layout's constants.
     pub fn load(&self, offset: usize, out: &mut [u8], len: usize) {
         let words = len.min(out.len()).div_ceil(8);
-        assert!(offset % 8 == 0 && offset + 8 * words <= self.len, "load at {offset}");
+        assert!(
+            offset % 8 == 0 && offset + 8 * words <= self.len,
+            "load at {offset}"
+        );
         for (i, chunk) in out.chunks_mut(8).take(words).enumerate() {
             // SAFETY: in range and 8-aligned (checked above); shared memory is only accessed
             // atomically.
-            let word = unsafe {
-                AtomicU64::from_ptr(self.map.as_mut_ptr().add(offset + 8 * i).cast())
-            };
+            let word =
+                unsafe { AtomicU64::from_ptr(self.map.as_mut_ptr().add(offset + 8 * i).cast()) };
             let bytes = word.load(Ordering::Relaxed).to_ne_bytes();
             chunk.copy_from_slice(&bytes[..chunk.len()]);
         }
@@ -166,14 +172,16 @@ impl SharedMap {
     /// As [`SharedMap::load`].
     pub fn store(&self, offset: usize, data: &[u8], len: usize) {
         let words = len.min(data.len()).div_ceil(8);
-        assert!(offset % 8 == 0 && offset + 8 * words <= self.len, "store at {offset}");
+        assert!(
+            offset % 8 == 0 && offset + 8 * words <= self.len,
+            "store at {offset}"
+        );
         for (i, chunk) in data.chunks(8).take(words).enumerate() {
             let mut bytes = [0u8; 8];
             bytes[..chunk.len()].copy_from_slice(chunk);
             // SAFETY: as in `load`.
-            let word = unsafe {
-                AtomicU64::from_ptr(self.map.as_mut_ptr().add(offset + 8 * i).cast())
-            };
+            let word =
+                unsafe { AtomicU64::from_ptr(self.map.as_mut_ptr().add(offset + 8 * i).cast()) };
             word.store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
         }
     }

@@ -93,7 +93,11 @@ pub enum Blocking {
 impl MessageReader {
     /// Reads until one whole message is in: `Ok(None)` at end of stream before any byte of
     /// it; `UnexpectedEof` when the stream ends inside a message.
-    pub fn read(&mut self, sock: BorrowedFd<'_>, blocking: Blocking) -> io::Result<Option<Received>> {
+    pub fn read(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        blocking: Blocking,
+    ) -> io::Result<Option<Received>> {
         while self.filled < MESSAGE_SIZE {
             let mut space = cmsg_space!([RawFd; MAX_FDS]);
             let mut flags = MsgFlags::MSG_CMSG_CLOEXEC;
@@ -102,8 +106,7 @@ impl MessageReader {
             }
             let (n, fds) = {
                 let mut iov = [IoSliceMut::new(&mut self.buf[self.filled..])];
-                let msg = match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), flags)
-                {
+                let msg = match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), flags) {
                     Ok(m) => m,
                     Err(nix::Error::EINTR) => continue,
                     Err(e) => return Err(io::Error::from(e)),
@@ -114,7 +117,10 @@ impl MessageReader {
                         if let ControlMessageOwned::ScmRights(raw) = c {
                             // SAFETY: the kernel just installed these descriptors in this
                             // process for us; nothing else owns them.
-                            fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                            fds.extend(
+                                raw.into_iter()
+                                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                            );
                         }
                     }
                 }
@@ -160,7 +166,10 @@ mod tests {
         let mut reader = MessageReader::default();
         let err = reader.read(b.as_fd(), Blocking::No).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
-        assert_eq!(send_with_fds(a.as_fd(), &msg[100..], &[], false).unwrap(), MESSAGE_SIZE - 100);
+        assert_eq!(
+            send_with_fds(a.as_fd(), &msg[100..], &[], false).unwrap(),
+            MESSAGE_SIZE - 100
+        );
         let got = reader.read(b.as_fd(), Blocking::No).unwrap().unwrap();
         assert_eq!(got.bytes, msg);
         assert_eq!(got.fds.len(), 1);

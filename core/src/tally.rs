@@ -169,9 +169,8 @@ impl Tally {
                 .try_fold(0u32, |a, &n| a.checked_add(n))
                 .filter(|n| *n <= MAX_RECORD_CALLS)
         };
-        let calls = total(&t.outcomes).ok_or_else(|| {
-            bad(format!("more than {MAX_RECORD_CALLS} calls in one record"))
-        })?;
+        let calls = total(&t.outcomes)
+            .ok_or_else(|| bad(format!("more than {MAX_RECORD_CALLS} calls in one record")))?;
         for (name, h) in [
             ("processing", &t.processing),
             ("duration", &t.duration),
@@ -224,8 +223,10 @@ mod tests {
         t.duration.counts[3] += 1;
         let e = Tally::from_message(&t.to_message(1, false)).unwrap_err();
         assert!(e.to_string().contains("duration"), "{e}");
-        let mut t = Tally::default();
-        t.outcomes = [u32::MAX / 8; OUTCOMES];
+        let t = Tally {
+            outcomes: [u32::MAX / 8; OUTCOMES],
+            ..Tally::default()
+        };
         assert!(Tally::from_message(&t.to_message(1, false)).is_err());
     }
 

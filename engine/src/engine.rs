@@ -17,8 +17,8 @@ use tokio::sync::{oneshot, Notify};
 use gloam_core::clock::now_ns;
 use gloam_core::ipc_root::{IpcPaths, PayloadSide};
 use gloam_core::protocol::{flags, Kind, Message, PayloadLocation, MESSAGE_SIZE};
-use gloam_core::table::FunctionTable;
 use gloam_core::shm;
+use gloam_core::table::FunctionTable;
 
 use crate::config::{Config, FunctionConfig, Transport};
 use crate::launcher::Launcher;
@@ -299,10 +299,7 @@ impl Engine {
             return;
         }
         tracing::warn!(%worker, "dropping a hung worker the engine did not start: {reason}");
-        let link = self
-            .lock()
-            .worker(worker)
-            .map(|w| Arc::clone(&w.sender));
+        let link = self.lock().worker(worker).map(|w| Arc::clone(&w.sender));
         if let Some(link) = link {
             link.kick();
         }
@@ -379,13 +376,14 @@ impl Engine {
         loop {
             tick.tick().await;
             self.event(|st, now| st.shrink(now));
-            crate::lanes::check_overdue(self);
+            crate::lanes::check_overdue(&self);
         }
     }
 
     /// Handles one message from worker `worker`. An error disconnects that worker.
     fn on_message(&self, worker: WorkerId, bytes: &[u8; MESSAGE_SIZE]) -> Result<(), String> {
-        let msg = Message::decode(bytes, self.config.engine.max_payload).map_err(|e| e.to_string())?;
+        let msg =
+            Message::decode(bytes, self.config.engine.max_payload).map_err(|e| e.to_string())?;
         let now = now_ns();
         let actions = {
             let mut st = self.lock();

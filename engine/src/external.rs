@@ -136,8 +136,13 @@ impl Engine {
                 let id = msg.header.call_id();
                 // Read into our own buffer: the worker wrote the file and might shrink it, so
                 // the engine never maps it.
-                let out = shm::read(self.paths(), id, PayloadSide::Output, msg.header.payload_len)
-                    .map(Bytes::from);
+                let out = shm::read(
+                    self.paths(),
+                    id,
+                    PayloadSide::Output,
+                    msg.header.payload_len,
+                )
+                .map(Bytes::from);
                 shm::remove_call(self.paths(), id, PayloadSide::Output);
                 out.map_err(|e| Refusal::new(e.kind(), e.to_string()))
             }

@@ -56,7 +56,9 @@ pub fn revoke(lease: &LeaseRef<WorkerSender>, holder_gone: bool) -> bool {
     let Some((holder, callee)) = rings(lease) else {
         return true;
     };
-    let found = holder.shared().revoke_lane(usize::from(lease.lane), lease.id);
+    let found = holder
+        .shared()
+        .revoke_lane(usize::from(lease.lane), lease.id);
     // A dead holder may have begun a call it never handed over: only a call in the callee's
     // inbound slot keeps the lease until the callee answers.
     let busy = matches!(found, Some(phase::CALLING | phase::ABANDONED))
@@ -108,10 +110,7 @@ pub fn check_overdue(engine: &Engine) {
         let Some(link) = engine.ring_link(lease.callee) else {
             continue;
         };
-        let busy = link
-            .shared()
-            .inbound_busy(id)
-            .then(|| inbound_call(&link));
+        let busy = link.shared().inbound_busy(id).then(|| inbound_call(&link));
         engine.event(|st, now| st.lease_observed(id, busy, now));
     }
 }

@@ -166,20 +166,36 @@ impl Launcher {
         lock(&self.tasks).push(task);
     }
 
-    /// Marks the process `pid` as retiring (the engine asked its workers to finish): when it
-    /// exits, its slot ends instead of restarting it. Returns whether `pid` is one of ours.
-    pub fn retire_pid(&self, pid: u32) -> bool {
-        let slot = lock(&self.shared.pids)
+    /// The slot whose process leads process group `group` (each worker process runs in its
+    /// own group, so a worker's group names its slot however it was wrapped: `sh -c`, ...).
+    fn slot_of_group(&self, group: u32) -> Option<usize> {
+        lock(&self.shared.pids)
             .iter()
-            .find(|(_, p)| **p == pid)
-            .map(|(slot, _)| *slot);
-        match slot {
+            .find(|(_, p)| **p == group)
+            .map(|(slot, _)| *slot)
+    }
+
+    /// Marks the process of group `group` as retiring (the engine asked its workers to
+    /// finish): when it exits, its slot ends instead of restarting it. Returns whether the
+    /// group is one of ours.
+    pub fn retire_group(&self, group: u32) -> bool {
+        match self.slot_of_group(group) {
             Some(slot) => {
                 lock(&self.shared.retiring).insert(slot);
                 true
             }
             None => false,
         }
+    }
+
+    /// Kills the process group `group` (a hung worker's) with SIGKILL; its slot restarts it
+    /// like any crash. Returns whether the group is one of ours (nothing else is signalled).
+    pub fn kill_group(&self, group: u32) -> bool {
+        if self.slot_of_group(group).is_none() {
+            return false;
+        }
+        signal_group(group, Signal::SIGKILL);
+        true
     }
 
     /// Number of process slots (running or waiting to restart).

@@ -91,7 +91,7 @@ pub fn snapshot(engine: &Engine) -> Status {
                 workers: f.ready_workers,
                 idle: f.idle.len(),
                 running: f.running,
-                queued: f.queue.len(),
+                queued: f.queued(),
                 completed: f.completed,
                 failed: f.failed,
                 rate: f.limiter.rate(now),
@@ -105,17 +105,24 @@ pub fn snapshot(engine: &Engine) -> Status {
         })
         .collect();
     functions.sort_by_key(|f| f.id);
+    let leases = st.lease_list();
     let mut workers: Vec<WorkerStatus> = st
         .workers()
-        .map(|(id, w)| WorkerStatus {
-            id: *id,
+        .map(|w| WorkerStatus {
+            id: w.id.raw(),
             function: st
                 .function(w.function_id)
                 .map_or(String::new(), |f| f.config.name.clone()),
             pid: w.pid,
             language: w.language.clone(),
-            busy: w.current.is_some(),
-            leased_to: w.lease.map(|l| l.holder),
+            busy: matches!(w.phase, crate::state::Phase::Busy { .. }),
+            leased_to: match w.phase {
+                crate::state::Phase::Leased { lease } => leases
+                    .iter()
+                    .find(|(id, _)| *id == lease)
+                    .map(|(_, l)| l.holder.raw()),
+                _ => None,
+            },
         })
         .collect();
     workers.sort_by_key(|w| w.id);
@@ -138,9 +145,12 @@ pub fn metrics_snapshot(engine: &Engine) -> crate::metrics::Snapshot {
                 workers: f.ready_workers,
                 idle: f.idle.len(),
                 retiring: f.retiring,
-                requested: f.requested,
+                requested: f
+                    .pool
+                    .capacity()
+                    .saturating_sub(f.ready_workers.saturating_sub(f.retiring) + f.connecting),
                 running: f.running,
-                queued: f.queue.len(),
+                queued: f.queued(),
                 rate: f.limiter.rate(now),
                 service_s: f.limiter.service_ns().unwrap_or(0.0) / 1e9,
                 tau: f.limiter.tau(now),

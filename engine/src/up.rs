@@ -48,7 +48,7 @@ async fn run_async(config: Arc<Config>, launch: bool) -> Result<()> {
         .with_context(|| format!("chmod {}", paths.socket().display()))?;
     tokio::spawn(worker_link::accept_workers(engine.clone(), sock));
     tokio::spawn(engine.clone().run_timer());
-    tokio::spawn(engine.clone().run_shrinker());
+    tokio::spawn(engine.clone().run_housekeeping());
 
     let http = TcpListener::bind(config.engine.listen)
         .await
@@ -108,11 +108,11 @@ async fn shutdown(
     root: IpcRoot,
 ) -> Result<()> {
     tracing::info!("shutting down: draining calls in flight");
-    let left = engine.drain(engine.config().engine.drain_timeout).await;
-    if left > 0 {
+    let cut = engine.drain(engine.config().engine.drain_timeout).await;
+    if cut > 0 {
         tracing::warn!(
-            calls = left,
-            "drain period over; calls still in flight are abandoned"
+            calls = cut,
+            "drain period over; calls still in flight ended with SHUTDOWN"
         );
     }
     let _ = stop_http.send(true);

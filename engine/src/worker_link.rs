@@ -1,21 +1,26 @@
-//! The engine side of a worker's life: handshake on `engine.sock`, the FIFO reader, and the
-//! cleanup when the worker goes away (its socket closes).
+//! The engine side of a worker's handshake on `engine.sock`, and what follows it: the worker's
+//! link is registered and read until its socket closes or the engine drops it.
+//!
+//! The worker's process is known from the socket's credentials (`SO_PEERCRED`), not from
+//! what it says; its process group tells which of the launcher's processes it belongs to.
+//! With the ring transport, `WELCOME` carries the worker's ring region and the engine's
+//! doorbell as descriptors.
 
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::unix::pipe;
 use tokio::net::{UnixListener, UnixStream};
 
 use gloam_core::channel::{create_fifos, open_engine_fifos, remove_fifos};
-use gloam_core::clock::now_ns;
-use gloam_core::protocol::flags;
-use gloam_core::protocol::{Header, Hello, Kind, Message, PayloadLocation, MESSAGE_SIZE};
-use gloam_core::ErrorKind;
+use gloam_core::protocol::{flags, Header, Hello, Kind, Message, PayloadLocation, MESSAGE_SIZE};
+use gloam_core::{socket, ErrorKind};
 
-use crate::engine::{Engine, WorkerLink};
-use crate::ring_link::RingLink;
+use crate::engine::Engine;
+use crate::state::WorkerId;
+use crate::transport::{self, FifoLink, Inbound, RingLink, WorkerLink};
 
 /// How long a connecting worker may take for each handshake step.
 const HANDSHAKE_STEP: Duration = Duration::from_secs(10);
@@ -51,6 +56,23 @@ async fn reject(sock: &mut UnixStream, kind: ErrorKind, text: &str) {
     let _ = sock.write_all(&msg.to_bytes()).await;
 }
 
+/// The process behind the socket, and its process group (0 when unknown).
+fn peer_process(sock: &UnixStream) -> (u32, u32) {
+    let pid = sock
+        .peer_cred()
+        .ok()
+        .and_then(|c| c.pid())
+        .and_then(|p| u32::try_from(p).ok())
+        .unwrap_or(0);
+    let group = i32::try_from(pid)
+        .ok()
+        .filter(|p| *p > 0)
+        .and_then(|p| nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(p))).ok())
+        .and_then(|g| u32::try_from(g.as_raw()).ok())
+        .unwrap_or(0);
+    (pid, group)
+}
+
 async fn handshake(engine: Arc<Engine>, mut sock: UnixStream) {
     let Ok(bytes) = read_message(&mut sock).await else {
         return;
@@ -67,190 +89,159 @@ async fn handshake(engine: Arc<Engine>, mut sock: UnixStream) {
         Ok(h) => h,
         Err(e) => return reject(&mut sock, ErrorKind::ProtocolError, &e.to_string()).await,
     };
-    let reserved = {
-        let mut st = engine.lock();
-        match st.function_by_name(&hello.function).map(|f| f.config.id) {
-            None => {
-                let mut known: Vec<_> = st.functions().map(|f| f.config.name.clone()).collect();
-                known.sort();
-                Err((
-                    ErrorKind::FunctionNotFound,
-                    format!(
-                        "function {:?} is not in this engine's config (it has: {})",
-                        hello.function,
-                        known.join(", ")
-                    ),
-                ))
-            }
-            Some(fid) => st
-                .reserve_worker_id()
-                .map(|id| (fid, id))
-                .map_err(|r| (r.kind, r.message)),
-        }
+    let Some(function) = engine.function_by_name(&hello.function).cloned() else {
+        let mut known: Vec<_> = engine
+            .config()
+            .functions
+            .iter()
+            .map(|f| f.name.clone())
+            .collect();
+        known.sort();
+        let text = format!(
+            "function {:?} is not in this engine's config (it has: {})",
+            hello.function,
+            known.join(", ")
+        );
+        return reject(&mut sock, ErrorKind::FunctionNotFound, &text).await;
     };
-    let (function_id, id) = match reserved {
-        Ok(v) => v,
-        Err((kind, text)) => return reject(&mut sock, kind, &text).await,
+    let (pid, group) = peer_process(&sock);
+    let pid = if pid == 0 { hello.pid } else { pid };
+    let reserved = engine.lock().reserve_worker(function.id);
+    let id = match reserved {
+        Ok(id) => id,
+        Err(r) => return reject(&mut sock, r.kind, &r.message).await,
     };
-    match connect_worker(&engine, &mut sock, &hello, function_id, id).await {
-        Ok(end) => {
-            tracing::info!(worker = id, function = %hello.function, pid = hello.pid, language = %hello.language, "worker ready");
-            let cold_start = process_age_ns(hello.pid);
-            let actions = engine.lock().worker_ready(id, now_ns(), cold_start);
-            engine.apply(actions);
-            match end {
-                EngineEnd::Fifo(rx) => serve_fifo_worker(engine, id, rx, sock).await,
-                EngineEnd::Ring(link) => {
-                    if let Some(p) = engine.poller() {
-                        p.add(link.clone());
-                    }
-                    serve_ring_worker(engine, id, link, sock).await
-                }
-            }
-        }
+    let (link, fifo_rx) = match make_link(&engine, &sock, id) {
+        Ok(made) => made,
         Err(text) => {
-            tracing::warn!(worker = id, function = %hello.function, "worker handshake failed: {text}");
-            let actions = engine
-                .lock()
-                .remove_worker(id, "failed its handshake", now_ns());
-            engine.apply(actions);
-            engine.lock().release_worker_id(id);
-            remove_fifos(engine.paths(), id);
+            engine.lock().release_worker(id);
+            remove_fifos(engine.paths(), id.raw());
+            return reject(&mut sock, ErrorKind::Io, &text).await;
         }
-    }
-}
-
-/// The engine's end of a worker's channel.
-enum EngineEnd {
-    Fifo(pipe::Receiver),
-    Ring(Arc<RingLink>),
-}
-
-/// Creates the worker's FIFOs or ring file, registers the worker, sends `WELCOME`, waits for
-/// `READY`.
-async fn connect_worker(
-    engine: &Arc<Engine>,
-    sock: &mut UnixStream,
-    hello: &Hello,
-    function_id: u16,
-    id: u32,
-) -> Result<EngineEnd, String> {
-    let paths = engine.paths();
-    let (end, link) = if engine.poller().is_some() {
-        let link = Arc::new(RingLink::create(paths, id).map_err(|e| e.to_string())?);
-        (EngineEnd::Ring(link.clone()), WorkerLink::Ring(link))
-    } else {
-        create_fifos(paths, id).map_err(|e| e.to_string())?;
-        // Both ends read-write: no open waits for the worker, and the engine never sees a
-        // spurious end-of-file on `.out` (the socket tells when the worker dies). Opened
-        // relative to the held `fifo/`, without following a link, checked to be FIFOs.
-        let (rx, tx) = open_engine_fifos(paths, id).map_err(|e| e.to_string())?;
-        let rx = pipe::Receiver::from_owned_fd(rx)
-            .map_err(|e| format!("open {}: {e}", paths.fifo_to_engine(id).display()))?;
-        let tx = pipe::Sender::from_owned_fd(tx)
-            .map_err(|e| format!("open {}: {e}", paths.fifo_to_worker(id).display()))?;
-        (EngineEnd::Fifo(rx), WorkerLink::Fifo(tx))
     };
     engine
         .lock()
-        .add_worker(id, function_id, hello.pid, &hello.language, Arc::new(link));
+        .worker_connected(id, pid, group, &hello.language, link.clone());
+    match welcome(&engine, &mut sock, function.id, id, &link).await {
+        Ok(()) => {
+            tracing::info!(worker = %id, function = %hello.function, pid, language = %hello.language, "worker ready");
+            let cold_start = process_age_ns(pid);
+            if let (WorkerLink::Ring(ring), Some(poller)) = (link.as_ref(), engine.poller()) {
+                poller.add(ring.clone());
+            }
+            engine.event(|st, now| st.worker_ready(id, now, cold_start));
+            serve(engine, id, link, fifo_rx, sock).await;
+        }
+        Err(text) => {
+            tracing::warn!(worker = %id, function = %hello.function, "worker handshake failed: {text}");
+            engine.event(|st, now| st.worker_gone(id, "failed its handshake", now));
+            remove_fifos(engine.paths(), id.raw());
+        }
+    }
+}
+
+/// Makes worker `id`'s link: its ring region (a sealed memfd), or its FIFOs.
+fn make_link(
+    engine: &Engine,
+    sock: &UnixStream,
+    id: WorkerId,
+) -> Result<(Arc<WorkerLink>, Option<pipe::Receiver>), String> {
+    if engine.poller().is_some() {
+        let dup = sock
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| format!("duplicate the worker's socket: {e}"))?;
+        let ring = RingLink::create(id, dup).map_err(|e| e.to_string())?;
+        return Ok((Arc::new(WorkerLink::Ring(Arc::new(ring))), None));
+    }
+    let paths = engine.paths();
+    create_fifos(paths, id.raw()).map_err(|e| e.to_string())?;
+    // Both ends read-write: no open waits for the worker, and the engine never sees a
+    // spurious end-of-file on `.out` (the socket tells when the worker dies). Opened relative
+    // to the held `fifo/`, without following a link, checked to be FIFOs.
+    let (rx, tx) = open_engine_fifos(paths, id.raw()).map_err(|e| e.to_string())?;
+    let rx = pipe::Receiver::from_owned_fd(rx)
+        .map_err(|e| format!("open {}: {e}", paths.fifo_to_engine(id.raw()).display()))?;
+    let tx = pipe::Sender::from_owned_fd(tx)
+        .map_err(|e| format!("open {}: {e}", paths.fifo_to_worker(id.raw()).display()))?;
+    Ok((Arc::new(WorkerLink::Fifo(FifoLink::new(id, tx))), Some(rx)))
+}
+
+/// Sends `WELCOME` (with the ring region and the engine's doorbell as descriptors, for the
+/// ring transport) and the function table, then waits for `READY`.
+async fn welcome(
+    engine: &Engine,
+    sock: &mut UnixStream,
+    function_id: u16,
+    id: WorkerId,
+    link: &WorkerLink,
+) -> Result<(), String> {
     let table = engine.table();
     let mut h = Header::new(Kind::Welcome);
-    h.worker_id = id;
+    h.worker_id = id.raw();
     h.function_id = function_id;
     h.payload_loc = PayloadLocation::Trailing;
     h.payload_len = table.len() as u32;
-    if matches!(end, EngineEnd::Ring(_)) {
-        h.flags |= flags::RING;
-    }
+    let fds = match (link, engine.poller()) {
+        (WorkerLink::Ring(ring), Some(poller)) => {
+            h.flags |= flags::RING;
+            vec![ring.region().as_raw_fd(), poller.bell_region().as_raw_fd()]
+        }
+        _ => Vec::new(),
+    };
     let mut out = Message::new(h).to_bytes().to_vec();
     out.extend_from_slice(table);
-    sock.write_all(&out)
-        .await
-        .map_err(|e| format!("write WELCOME: {e}"))?;
+    let sent = tokio::time::timeout(HANDSHAKE_STEP, send_with_fds(sock, &out, &fds)).await;
+    match sent {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(format!("write WELCOME: {e}")),
+        Err(_) => return Err(format!("WELCOME not taken within {HANDSHAKE_STEP:?}")),
+    }
     let bytes = read_message(sock).await?;
     match Message::decode(&bytes, 0) {
-        Ok(m) if m.header.kind == Kind::Ready => Ok(end),
+        Ok(m) if m.header.kind == Kind::Ready => Ok(()),
         Ok(m) => Err(format!("expected READY, got {:?}", m.header.kind)),
         Err(e) => Err(e.to_string()),
     }
 }
 
-/// Waits until the worker's socket closes (or the engine drops the worker), then cleans up.
-/// The ring poller thread reads its messages meanwhile.
-async fn serve_ring_worker(engine: Arc<Engine>, id: u32, link: Arc<RingLink>, sock: UnixStream) {
-    let reason = tokio::select! {
-        reason = watch_socket(&sock) => reason,
-        _ = link.kicked() => "was dropped by the engine".to_string(),
-    };
-    engine.disconnect_worker(id, &reason);
-}
-
-/// Resolves when the worker's socket closes (its process died or it closed the worker).
-async fn watch_socket(sock: &UnixStream) -> String {
-    loop {
-        if sock.readable().await.is_err() {
-            return "lost its socket".to_string();
-        }
-        let mut probe = [0u8; 64];
-        match sock.try_read(&mut probe) {
-            Ok(0) => return "exited".to_string(),
-            Ok(_) => return "sent unexpected bytes on its socket".to_string(),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return format!("socket failed: {e}"),
+/// Writes `bytes`, with `fds` attached to the first byte.
+async fn send_with_fds(sock: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        sock.writable().await?;
+        let attach = if sent == 0 { fds } else { &[] };
+        match sock.try_io(Interest::WRITABLE, || {
+            socket::send_with_fds(sock.as_fd(), &bytes[sent..], attach, true)
+        }) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
         }
     }
+    Ok(())
 }
 
-/// Reads the worker's FIFO until its socket closes, then cleans up after it.
-async fn serve_fifo_worker(engine: Arc<Engine>, id: u32, rx: pipe::Receiver, sock: UnixStream) {
-    let mut buf = [0u8; MESSAGE_SIZE];
-    let mut filled = 0usize;
-    let reason = loop {
-        tokio::select! {
-            biased;
-            ready = rx.readable() => {
-                if let Err(e) = ready {
-                    break format!("channel failed: {e}");
-                }
-                if let Err(reason) = drain_fifo(&engine, id, &rx, &mut buf, &mut filled) {
-                    break reason;
-                }
-            }
-            reason = watch_socket(&sock) => break reason,
+/// Reads the worker's link until its socket closes or the engine drops it, then reports it
+/// gone. With the ring transport the poller thread reads its messages meanwhile.
+async fn serve(
+    engine: Arc<Engine>,
+    id: WorkerId,
+    link: Arc<WorkerLink>,
+    fifo_rx: Option<pipe::Receiver>,
+    sock: UnixStream,
+) {
+    match fifo_rx {
+        Some(rx) => {
+            let sink: Arc<dyn Inbound> = engine;
+            transport::fifo_link::serve(sink, id, link, rx, sock).await;
         }
-    };
-    // A worker that answered and then exited: its last messages may still sit in the FIFO.
-    let reason = match drain_fifo(&engine, id, &rx, &mut buf, &mut filled) {
-        Ok(()) => reason,
-        Err(bad) => bad,
-    };
-    engine.disconnect_worker(id, &reason);
-}
-
-/// Reads and handles every whole message available now.
-fn drain_fifo(
-    engine: &Engine,
-    id: u32,
-    rx: &pipe::Receiver,
-    buf: &mut [u8; MESSAGE_SIZE],
-    filled: &mut usize,
-) -> Result<(), String> {
-    loop {
-        match rx.try_read(&mut buf[*filled..]) {
-            Ok(0) => return Err("closed its channel".into()),
-            Ok(n) => {
-                *filled += n;
-                if *filled == MESSAGE_SIZE {
-                    *filled = 0;
-                    engine
-                        .on_worker_message(id, &buf[..])
-                        .map_err(|e| format!("sent a malformed message: {e}"))?;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("channel failed: {e}")),
+        None => {
+            let reason = tokio::select! {
+                reason = transport::watch_socket(&sock) => reason,
+                _ = link.kicked() => "was dropped by the engine".to_string(),
+            };
+            engine.disconnect_worker(id, &reason);
         }
     }
 }

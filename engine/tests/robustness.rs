@@ -60,8 +60,21 @@ fn malformed_configs_name_the_file_function_and_key() {
     }
 }
 
-/// Does the engine's side of a handshake by hand.
-fn handshake(stack: &Stack, function: &str) -> (UnixStream, Message) {
+/// What the engine answered a hand-made `HELLO`: the message and its descriptors.
+struct Welcome {
+    msg: Message,
+    fds: Vec<std::os::fd::OwnedFd>,
+}
+
+impl std::ops::Deref for Welcome {
+    type Target = Message;
+    fn deref(&self) -> &Message {
+        &self.msg
+    }
+}
+
+/// Does the worker's side of a handshake by hand.
+fn handshake(stack: &Stack, function: &str) -> (UnixStream, Welcome) {
     let mut sock = UnixStream::connect(stack.ipc_root().join("engine.sock")).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
@@ -72,14 +85,20 @@ fn handshake(stack: &Stack, function: &str) -> (UnixStream, Message) {
     };
     sock.write_all(&hello.to_message().unwrap().to_bytes())
         .unwrap();
-    let mut buf = [0u8; MESSAGE_SIZE];
-    sock.read_exact(&mut buf).unwrap();
-    (sock, Message::decode(&buf, u64::MAX).unwrap())
+    let got = gloam_core::socket::MessageReader::default()
+        .read(
+            std::os::fd::AsFd::as_fd(&sock),
+            gloam_core::socket::Blocking::Yes,
+        )
+        .unwrap()
+        .unwrap();
+    let msg = Message::decode(&got.bytes, u64::MAX).unwrap();
+    (sock, Welcome { msg, fds: got.fds })
 }
 
 /// After a `WELCOME`: reads the function table, opens the worker's side of its channel (ring
 /// or FIFOs, whichever the engine chose) and sends `READY`.
-fn worker_channel(stack: &Stack, sock: &mut UnixStream, welcome: &Message) -> Box<dyn Channel> {
+fn worker_channel(stack: &Stack, sock: &mut UnixStream, welcome: &Welcome) -> Box<dyn Channel> {
     let id = welcome.header.worker_id;
     let mut table = vec![0u8; welcome.header.payload_len as usize];
     sock.read_exact(&mut table).unwrap();
@@ -88,8 +107,14 @@ fn worker_channel(stack: &Stack, sock: &mut UnixStream, welcome: &Message) -> Bo
     let ch: Box<dyn Channel> = if ring {
         let watch = sock.try_clone().unwrap();
         Box::new(
-            gloam_core::ring_channel::RingChannel::open_worker_side(&paths, id, watch.into())
-                .unwrap(),
+            gloam_core::ring_channel::RingChannel::open_worker_side(
+                &paths,
+                id,
+                &welcome.fds[0],
+                &welcome.fds[1],
+                watch.into(),
+            )
+            .unwrap(),
         )
     } else {
         Box::new(gloam_core::channel::FifoChannel::open_worker_side(&paths, id).unwrap())

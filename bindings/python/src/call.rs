@@ -14,12 +14,14 @@ use crate::errors::error;
 pub struct PyCall {
     call: Mutex<Option<Call>>,
     parent: ParentRef,
+    function_id: u16,
 }
 
 impl PyCall {
     pub fn new(call: Call) -> PyCall {
         PyCall {
             parent: call.parent_ref(),
+            function_id: call.function_id(),
             call: Mutex::new(Some(call)),
         }
     }
@@ -62,7 +64,7 @@ impl PyCall {
     /// The id of the function called.
     #[getter]
     fn function_id(&self) -> u16 {
-        self.parent.call_id.function()
+        self.function_id
     }
 
     /// A copy of the input bytes (empty once the call was answered).

@@ -66,7 +66,10 @@ async fn handle(engine: &Engine, req: Request<Incoming>) -> Response<Full<Bytes>
         (&Method::GET, "/") => page::index(),
         (&Method::GET, page::APP_JS_PATH) => page::script(),
         (&Method::GET, page::STYLE_CSS_PATH) => page::style(),
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/healthz") => match engine.core_threads_alive() {
+            Ok(()) => text(StatusCode::OK, "ok\n"),
+            Err(why) => error(StatusCode::SERVICE_UNAVAILABLE, "UNHEALTHY", &why),
+        },
         (&Method::GET, "/readyz") => {
             let missing = engine.functions_without_workers();
             if missing.is_empty() {
@@ -107,16 +110,13 @@ async fn handle(engine: &Engine, req: Request<Incoming>) -> Response<Full<Bytes>
 }
 
 async fn call(engine: &Engine, name: String, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let (max_payload, allow_get) = {
-        let st = engine.lock();
-        match st.function_by_name(&name) {
-            Some(f) => (f.config.max_payload, f.config.allow_get),
-            None => {
-                return refusal(Refusal {
-                    kind: ErrorKind::FunctionNotFound,
-                    message: format!("function {name:?} is not deployed on this engine"),
-                })
-            }
+    let (max_payload, allow_get) = match engine.function_by_name(&name) {
+        Some(f) => (f.max_payload, f.allow_get),
+        None => {
+            return refusal(Refusal {
+                kind: ErrorKind::FunctionNotFound,
+                message: format!("function {name:?} is not deployed on this engine"),
+            })
         }
     };
     match *req.method() {

@@ -24,7 +24,15 @@ impl<R, S: Clone> State<R, S> {
             Err(r) => return Err((r, to)),
         };
         let mut actions = Vec::new();
-        self.enter(id, function_id, ReplyTo::External(to), msg, run_now, now, &mut actions);
+        self.enter(
+            id,
+            function_id,
+            ReplyTo::External(to),
+            msg,
+            run_now,
+            now,
+            &mut actions,
+        );
         Ok(actions)
     }
 
@@ -81,7 +89,12 @@ impl<R, S: Clone> State<R, S> {
                 h.set_call_id(id);
                 h.function_id = function_id;
                 let failure = Box::new(Message::failure(h, r.kind, &r.message));
-                self.route(ReplyTo::Worker(caller), failure, Timing::default(), &mut actions);
+                self.route(
+                    ReplyTo::Worker(caller),
+                    failure,
+                    Timing::default(),
+                    &mut actions,
+                );
             }
         }
         Ok(actions)
@@ -249,7 +262,10 @@ impl<R, S: Clone> State<R, S> {
     pub(super) fn drain_queue(&mut self, function_id: u16, now: u64, actions: &mut Actions<R, S>) {
         loop {
             let calls = &self.calls;
-            let Some(f) = self.functions.get_mut(usize::from(function_id)).and_then(Option::as_mut)
+            let Some(f) = self
+                .functions
+                .get_mut(usize::from(function_id))
+                .and_then(Option::as_mut)
             else {
                 return;
             };
@@ -271,7 +287,13 @@ impl<R, S: Clone> State<R, S> {
                 })
             });
             if let Some(text) = shed {
-                self.end_call(next, super::end::Ending::Failed(ErrorKind::Overloaded, text), now, true, actions);
+                self.end_call(
+                    next,
+                    super::end::Ending::Failed(ErrorKind::Overloaded, text),
+                    now,
+                    true,
+                    actions,
+                );
                 continue;
             }
             let Some(worker) = f.idle.pop() else {
@@ -282,4 +304,3 @@ impl<R, S: Clone> State<R, S> {
         self.maybe_grow(function_id, now, actions);
     }
 }
-

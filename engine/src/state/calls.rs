@@ -65,31 +65,17 @@ pub struct CallRecord<R> {
 #[derive(Debug)]
 pub struct Calls<R> {
     map: IdMap<CallId, CallRecord<R>>,
-    next_external: u32,
 }
 
 impl<R> Default for Calls<R> {
     fn default() -> Calls<R> {
         Calls {
             map: IdMap::default(),
-            next_external: 1,
         }
     }
 }
 
 impl<R> Calls<R> {
-    /// A fresh id for an external call (caller 0): the next sequence number not in flight.
-    pub fn next_external_id(&mut self) -> CallId {
-        loop {
-            let seq = self.next_external;
-            self.next_external = seq.wrapping_add(1).max(1);
-            let id = CallId::new(0, seq);
-            if !self.map.contains_key(&id) {
-                return id;
-            }
-        }
-    }
-
     /// Whether `id` is in flight.
     pub fn contains(&self, id: CallId) -> bool {
         self.map.contains_key(&id)
@@ -124,11 +110,6 @@ impl<R> Calls<R> {
     /// Calls in flight.
     pub fn len(&self) -> usize {
         self.map.len()
-    }
-
-    /// Whether no call is in flight.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 
     /// Every call in flight.

@@ -91,7 +91,10 @@ impl<R, S: Clone> State<R, S> {
                 let mut h = Header::new(Kind::Failed);
                 h.set_call_id(id);
                 h.function_id = rec.function_id;
-                (Box::new(Message::failure(h, kind, &text)), Timing::default())
+                (
+                    Box::new(Message::failure(h, kind, &text)),
+                    Timing::default(),
+                )
             }
         };
         self.route(rec.reply, msg, timing, actions);
@@ -158,16 +161,20 @@ impl<R, S: Clone> State<R, S> {
             Some(ReplyTo::Worker(h)) if live && msg.header.kind == Kind::Complete => Some(*h),
             _ => None,
         };
+        // The answer is routed after the worker's next steps: a lease granted on this answer
+        // is in place before the holder, answered, makes its next call.
+        let mut answer = Vec::new();
         if live {
-            self.end_call(id, Ending::Answered(msg), now, true, &mut actions);
+            self.end_call(id, Ending::Answered(msg), now, true, &mut answer);
         } else {
             // Its call already ended at the deadline: the late result goes nowhere.
-            drop_result(&msg, &mut actions);
+            drop_result(&msg, &mut answer);
         }
         self.take_next_or_idle(worker, now, &mut actions);
         if let Some(holder) = holder {
             self.maybe_lease(holder, worker, now, &mut actions);
         }
+        actions.append(&mut answer);
         Ok(actions)
     }
 
@@ -238,9 +245,10 @@ impl<R, S: Clone> State<R, S> {
             match timer {
                 Timer::Deadline(id) => self.deadline(id, now, &mut actions),
                 Timer::Hung { worker, call } => {
-                    let hung = self.workers.get(worker).is_some_and(|w| {
-                        !w.killed && w.phase == Phase::Busy { call, ended: true }
-                    });
+                    let hung = self
+                        .workers
+                        .get(worker)
+                        .is_some_and(|w| !w.killed && w.phase == Phase::Busy { call, ended: true });
                     if hung {
                         let grace_ms = self.options.hung_grace_ns / 1_000_000;
                         let reason =
@@ -280,7 +288,12 @@ impl<R, S: Clone> State<R, S> {
         let Some(w) = self.workers.get_mut(worker) else {
             return false;
         };
-        if w.phase != (Phase::Busy { call: id, ended: false }) {
+        if w.phase
+            != (Phase::Busy {
+                call: id,
+                ended: false,
+            })
+        {
             return false;
         }
         w.phase = Phase::Busy {

@@ -103,6 +103,7 @@ impl IdAllocator {
     }
 
     /// Slots handed out and not released.
+    #[cfg(test)]
     pub fn in_use(&self) -> usize {
         self.generations.len() - 1 - self.free.len()
     }

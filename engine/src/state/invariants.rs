@@ -60,7 +60,8 @@ impl<R, S: Clone> State<R, S> {
                     f.config.name, f.leased
                 ));
             }
-            let connecting = mine(&|w| w.phase == Phase::Connecting);
+            let connecting = mine(&|w| w.phase == Phase::Connecting)
+                + self.reserved.iter().filter(|(_, f)| *f == fid).count();
             let ready = mine(&|w| w.ready());
             let retiring = mine(&|w| w.ready() && w.retiring);
             if (f.connecting, f.ready_workers, f.retiring) != (connecting, ready, retiring) {
@@ -75,7 +76,8 @@ impl<R, S: Clone> State<R, S> {
                     return Err(format!("{}: worker {w} is idle twice", f.config.name));
                 }
                 match self.workers.get(*w) {
-                    Some(e) if matches!(e.phase, Phase::Idle { .. }) && !e.retiring && !e.killed => {}
+                    Some(e)
+                        if matches!(e.phase, Phase::Idle { .. }) && !e.retiring && !e.killed => {}
                     Some(e) => {
                         return Err(format!(
                             "{}: idle worker {w} has phase {:?} (retiring {}, killed {})",
@@ -85,9 +87,8 @@ impl<R, S: Clone> State<R, S> {
                     None => return Err(format!("{}: idle worker {w} is gone", f.config.name)),
                 }
             }
-            let available = mine(&|w| {
-                matches!(w.phase, Phase::Idle { .. }) && !w.retiring && !w.killed
-            });
+            let available =
+                mine(&|w| matches!(w.phase, Phase::Idle { .. }) && !w.retiring && !w.killed);
             if available != f.idle.len() {
                 return Err(format!(
                     "{}: {available} workers are free but {} are in the idle list",
@@ -151,7 +152,10 @@ impl<R, S: Clone> State<R, S> {
         for w in self.workers.iter() {
             if let Phase::Leased { lease } = w.phase {
                 if self.leases.get(lease).is_none_or(|l| l.callee != w.id) {
-                    return Err(format!("worker {} is leased by unknown lease {lease}", w.id));
+                    return Err(format!(
+                        "worker {} is leased by unknown lease {lease}",
+                        w.id
+                    ));
                 }
             }
             for (lane, lease) in w.lanes.iter().enumerate() {

@@ -80,7 +80,12 @@ impl<R, S: Clone> State<R, S> {
 
     /// A call of `function_id` waits and no worker is idle: revoke one of its leases (the
     /// callee comes back when its current lane call, if any, ends).
-    pub(super) fn reclaim_lease(&mut self, function_id: u16, now: u64, actions: &mut Actions<R, S>) {
+    pub(super) fn reclaim_lease(
+        &mut self,
+        function_id: u16,
+        now: u64,
+        actions: &mut Actions<R, S>,
+    ) {
         let Some(lease) = self
             .leases
             .ids_where(|l| l.function_id == function_id && l.revoked.is_none())
@@ -171,9 +176,9 @@ impl<R, S: Clone> State<R, S> {
         if let Some(f) = self.function_mut(l.function_id) {
             f.leased = f.leased.saturating_sub(1);
         }
-        let timeout_ms = self
-            .function(l.function_id)
-            .map_or(0, |f| u32::try_from(f.config.timeout.as_millis()).unwrap_or(u32::MAX));
+        let timeout_ms = self.function(l.function_id).map_or(0, |f| {
+            u32::try_from(f.config.timeout.as_millis()).unwrap_or(u32::MAX)
+        });
         let Some(h) = self.workers.get_mut(l.holder) else {
             return;
         };

@@ -73,11 +73,6 @@ impl Leases {
         self.map.len()
     }
 
-    /// Whether no lease is in force.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
     /// The ids of the leases that satisfy `pred`.
     pub fn ids_where(&self, pred: impl Fn(&Lease) -> bool) -> Vec<LeaseId> {
         self.map

@@ -94,6 +94,8 @@ pub struct State<R, S> {
     calls: Calls<R>,
     timers: TimerWheel<Timer>,
     leases: Leases,
+    /// Ids reserved for workers whose link is being made, and their functions.
+    reserved: Vec<(WorkerId, u16)>,
     draining: bool,
     options: Options,
 }
@@ -101,7 +103,11 @@ pub struct State<R, S> {
 impl<R, S: Clone> State<R, S> {
     /// A state for these functions, its clock starting at `now`.
     pub fn new(functions: &[FunctionConfig], options: Options, now: u64) -> State<R, S> {
-        let top = functions.iter().map(|f| usize::from(f.id)).max().unwrap_or(0);
+        let top = functions
+            .iter()
+            .map(|f| usize::from(f.id))
+            .max()
+            .unwrap_or(0);
         let mut table: Vec<Option<FunctionState>> = (0..=top).map(|_| None).collect();
         let mut names = HashMap::new();
         for f in functions {
@@ -115,6 +121,7 @@ impl<R, S: Clone> State<R, S> {
             calls: Calls::default(),
             timers: TimerWheel::new(now),
             leases: Leases::default(),
+            reserved: Vec::new(),
             draining: false,
             options,
         }
@@ -128,7 +135,9 @@ impl<R, S: Clone> State<R, S> {
     }
 
     fn function_mut(&mut self, id: u16) -> Option<&mut FunctionState> {
-        self.functions.get_mut(usize::from(id)).and_then(Option::as_mut)
+        self.functions
+            .get_mut(usize::from(id))
+            .and_then(Option::as_mut)
     }
 
     /// The function called `name`.
@@ -191,24 +200,18 @@ impl<R, S: Clone> State<R, S> {
         }
     }
 
-    /// A worker of `function_id` started its handshake: registers it (not ready yet). Refused
-    /// when the function already has `max_workers` workers or every worker id is in use.
-    pub fn worker_connecting(
-        &mut self,
-        function_id: u16,
-        pid: u32,
-        group: u32,
-        language: &str,
-        sender: S,
-    ) -> Result<WorkerId, Refusal> {
+    /// A worker of `function_id` started its handshake: reserves its id (it counts as
+    /// connecting from now on). Refused when the function already has `max_workers` workers
+    /// or every worker id is in use. Follow with [`State::worker_connected`] once its link
+    /// exists, or [`State::release_worker`].
+    pub fn reserve_worker(&mut self, function_id: u16) -> Result<WorkerId, Refusal> {
         let Some(f) = self.function(function_id) else {
             return Err(Refusal::new(
                 ErrorKind::FunctionNotFound,
                 format!("no function with id {function_id}"),
             ));
         };
-        let present = f.connecting + f.ready_workers;
-        if present >= f.config.max_workers {
+        if f.connecting + f.ready_workers >= f.config.max_workers {
             return Err(Refusal::new(
                 ErrorKind::Overloaded,
                 format!(
@@ -217,36 +220,68 @@ impl<R, S: Clone> State<R, S> {
                 ),
             ));
         }
-        let id = self
-            .workers
-            .add(|id| WorkerEntry {
-                id,
-                function_id,
-                pid,
-                group,
-                language: language.to_string(),
-                sender,
-                phase: Phase::Connecting,
-                retiring: false,
-                killed: false,
-                lanes: [None; LANES],
-                streak: workers::Streak::default(),
-            })
-            .ok_or_else(|| {
-                Refusal::new(
-                    ErrorKind::Overloaded,
-                    format!("all {} worker ids are in use", ids::MAX_SLOT),
-                )
-            })?;
+        let id = self.workers.reserve().ok_or_else(|| {
+            Refusal::new(
+                ErrorKind::Overloaded,
+                format!("all {} worker ids are in use", ids::MAX_SLOT),
+            )
+        })?;
         if let Some(f) = self.function_mut(function_id) {
             f.connecting += 1;
         }
+        self.reserved.push((id, function_id));
         Ok(id)
+    }
+
+    /// The worker of reserved id `id` has its link (`sender`): registered, not ready yet.
+    /// `pid` and `group` come from its socket's credentials.
+    pub fn worker_connected(
+        &mut self,
+        id: WorkerId,
+        pid: u32,
+        group: u32,
+        language: &str,
+        sender: S,
+    ) {
+        let Some(at) = self.reserved.iter().position(|(r, _)| *r == id) else {
+            return;
+        };
+        let (_, function_id) = self.reserved.swap_remove(at);
+        self.workers.insert(WorkerEntry {
+            id,
+            function_id,
+            pid,
+            group,
+            language: language.to_string(),
+            sender,
+            phase: Phase::Connecting,
+            retiring: false,
+            killed: false,
+            lanes: [None; LANES],
+            streak: workers::Streak::default(),
+        });
+    }
+
+    /// Gives back a reserved id whose worker never got a link.
+    pub fn release_worker(&mut self, id: WorkerId) {
+        let Some(at) = self.reserved.iter().position(|(r, _)| *r == id) else {
+            return;
+        };
+        let (_, function_id) = self.reserved.swap_remove(at);
+        self.workers.release(id);
+        if let Some(f) = self.function_mut(function_id) {
+            f.connecting = f.connecting.saturating_sub(1);
+        }
     }
 
     /// Worker `id` finished its handshake: it takes queued work or becomes idle.
     /// `cold_start_ns`: how long its process took from start to ready, when known.
-    pub fn worker_ready(&mut self, id: WorkerId, now: u64, cold_start_ns: Option<u64>) -> Actions<R, S> {
+    pub fn worker_ready(
+        &mut self,
+        id: WorkerId,
+        now: u64,
+        cold_start_ns: Option<u64>,
+    ) -> Actions<R, S> {
         let mut actions = Vec::new();
         let Some(w) = self.workers.get_mut(id) else {
             return actions;

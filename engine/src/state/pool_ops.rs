@@ -84,10 +84,7 @@ impl<R, S: Clone> State<R, S> {
                 if let Some(f) = self.function_mut(function_id) {
                     f.pool.retire();
                 }
-                actions.push(Action::RetireProcess {
-                    function_id,
-                    group,
-                });
+                actions.push(Action::RetireProcess { function_id, group });
             }
         }
         actions
@@ -114,7 +111,10 @@ impl<R, S: Clone> State<R, S> {
             f.unidle(id);
             f.retiring += 1;
         }
-        for lease in self.leases.ids_where(|l| l.holder == id && l.revoked.is_none()) {
+        for lease in self
+            .leases
+            .ids_where(|l| l.holder == id && l.revoked.is_none())
+        {
             self.revoke(lease, false, now, actions);
         }
     }

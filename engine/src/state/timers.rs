@@ -64,11 +64,13 @@ impl<K: Copy> TimerWheel<K> {
     }
 
     /// Timers pending.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Whether no timer is pending.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -232,8 +234,12 @@ mod tests {
         w.advance(7 * MS, &mut fired);
         assert_eq!(fired, vec!["near"]);
         fired.clear();
-        // The far timer shares the slot but not the turn: the wake-up is capped at one turn.
-        assert_eq!(w.next_wake(8 * MS), Some(8 * MS + turn));
+        // The far timer is due within one turn from now.
+        assert_eq!(w.next_wake(8 * MS), Some(turn + 7 * MS));
+        // Seen from the start, a timer a turn and more away is capped at one turn.
+        let mut far = TimerWheel::new(0);
+        far.insert(3 * turn, "later");
+        assert_eq!(far.next_wake(0), Some(turn));
         w.advance(turn, &mut fired);
         assert!(fired.is_empty());
         w.advance(turn + 7 * MS, &mut fired);

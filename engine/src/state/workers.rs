@@ -121,7 +121,6 @@ impl<S> WorkerEntry<S> {
 pub struct Workers<S> {
     slots: Vec<Option<WorkerEntry<S>>>,
     ids: IdAllocator,
-    count: usize,
 }
 
 impl<S> Default for Workers<S> {
@@ -136,20 +135,28 @@ impl<S> Workers<S> {
         Workers {
             slots: Vec::new(),
             ids: IdAllocator::new(limit),
-            count: 0,
         }
     }
 
-    /// Registers a new worker (in [`Phase::Connecting`]); `None` when every id is in use.
-    pub fn add(&mut self, make: impl FnOnce(WorkerId) -> WorkerEntry<S>) -> Option<WorkerId> {
-        let id = self.ids.reserve()?;
-        let slot = usize::from(id.slot());
+    /// Reserves an id for a worker whose link is being made; `None` when every id is in use.
+    pub fn reserve(&mut self) -> Option<WorkerId> {
+        self.ids.reserve()
+    }
+
+    /// Registers the worker of reserved id `entry.id`.
+    pub fn insert(&mut self, entry: WorkerEntry<S>) {
+        let slot = usize::from(entry.id.slot());
         if self.slots.len() <= slot {
             self.slots.resize_with(slot + 1, || None);
         }
-        self.slots[slot] = Some(make(id));
-        self.count += 1;
-        Some(id)
+        self.slots[slot] = Some(entry);
+    }
+
+    /// Gives back a reserved id that was never registered.
+    pub fn release(&mut self, id: WorkerId) {
+        if self.get(id).is_none() {
+            self.ids.release(id);
+        }
     }
 
     /// The worker `id`, if that incarnation is still connected.
@@ -176,18 +183,7 @@ impl<S> Workers<S> {
         }
         let w = entry.take();
         self.ids.release(id);
-        self.count -= 1;
         w
-    }
-
-    /// Connected workers.
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    /// Whether no worker is connected.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
     }
 
     /// Every connected worker.
@@ -219,17 +215,22 @@ mod tests {
     #[test]
     fn a_removed_worker_is_not_found_by_its_old_id_once_the_slot_is_reused() {
         let mut ws = Workers::with_limit(4);
-        let a = ws.add(entry).unwrap();
+        let add = |ws: &mut Workers<()>| {
+            let id = ws.reserve().unwrap();
+            ws.insert(entry(id));
+            id
+        };
+        let a = add(&mut ws);
         assert!(ws.get(a).is_some());
         assert!(ws.remove(a).is_some());
         assert!(ws.remove(a).is_none());
-        let b = ws.add(entry).unwrap();
+        let b = add(&mut ws);
         assert_eq!(b.slot(), a.slot());
         assert!(ws.get(a).is_none(), "the old incarnation is gone");
         assert!(ws.get_mut(a).is_none());
         assert!(ws.remove(a).is_none());
         assert_eq!(ws.get(b).map(|w| w.id), Some(b));
-        assert_eq!(ws.len(), 1);
+        assert_eq!(ws.iter().count(), 1);
     }
 
     #[test]

@@ -38,8 +38,8 @@ pub trait Inbound: Send + Sync {
 pub enum WorkerLink {
     /// Its FIFOs.
     Fifo(FifoLink),
-    /// Its ring region.
-    Ring(RingLink),
+    /// Its ring region (the poller holds it too).
+    Ring(Arc<RingLink>),
 }
 
 impl WorkerLink {
@@ -72,7 +72,7 @@ impl WorkerLink {
     /// The ring link, with the ring transport.
     pub fn ring(&self) -> Option<&RingLink> {
         match self {
-            WorkerLink::Ring(l) => Some(l),
+            WorkerLink::Ring(l) => Some(l.as_ref()),
             WorkerLink::Fifo(_) => None,
         }
     }

@@ -117,7 +117,7 @@ impl RingPoller {
     /// Handles up to `limit` waiting messages of each ring; disconnects workers that sent
     /// malformed ones (after releasing the list, which disconnecting changes).
     fn pass(&self, sink: &dyn Inbound, limit: usize) {
-        let mut bad = Vec::new();
+        let mut bad: Vec<(WorkerId, String)> = Vec::new();
         {
             let links = lock(&self.links);
             for link in links.iter().filter(|l| l.has_message()) {
@@ -210,7 +210,7 @@ impl RingPoller {
                 seen_generation = generation;
             }
             let mut got = Drained::default();
-            let mut bad = Vec::new();
+            let mut bad: Vec<(WorkerId, String)> = Vec::new();
             for link in &links {
                 link.flush();
                 match drain_one(sink.as_ref(), link, BATCH) {
@@ -258,7 +258,8 @@ impl RingPoller {
             // A backlog waits for its worker to make room, which nobody rings for: look again
             // soon (a worker that never makes room is stuck, and its call's deadline ends it).
             let backlog = links.iter().any(|l| l.has_backlog());
-            self.bell.sleep(if backlog { BACKLOG_RETRY } else { MAX_SLEEP });
+            self.bell
+                .sleep(if backlog { BACKLOG_RETRY } else { MAX_SLEEP });
         }
     }
 }

@@ -101,7 +101,7 @@ impl<R, S: Clone> State<R, S> {
     }
 
     /// Whether call `id` of `function_id` may enter now, and whether it can run at once.
-    /// Counts the arrival (λ) and, for a refusal, its outcome.
+    /// Counts an admitted arrival (λ), or a refusal's outcome.
     fn admission(&mut self, id: CallId, function_id: u16, now: u64) -> Result<bool, Refusal> {
         if self.calls.contains(id) {
             return Err(Refusal::new(
@@ -123,7 +123,6 @@ impl<R, S: Clone> State<R, S> {
                 "the engine is shutting down",
             ));
         }
-        f.limiter.on_arrival(now);
         let run_now = f.queued() == 0 && !f.idle.is_empty() && f.below_tau(now);
         if !run_now && f.queued() >= f.config.queue_bound {
             f.metrics.count(Some(ErrorKind::Overloaded));
@@ -137,6 +136,10 @@ impl<R, S: Clone> State<R, S> {
                 ),
             ));
         }
+        // Only admitted calls count towards λ: a refused one would raise τ with nobody left
+        // to use it until the next event.
+        f.limiter.on_arrival(now);
+        let run_now = run_now || (f.queued() == 0 && !f.idle.is_empty() && f.below_tau(now));
         Ok(run_now)
     }
 

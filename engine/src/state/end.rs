@@ -273,12 +273,15 @@ impl<R, S: Clone> State<R, S> {
             None => format!("call to {name} waited in the queue past its deadline"),
             Some(_) => format!("call to {name} did not finish by its deadline"),
         };
+        let function_id = rec.function_id;
         let ending = Ending::Failed(ErrorKind::Timeout, text);
         if let Some(worker) = self.end_call(id, ending, now, false, actions) {
             if self.left_running(worker, id) {
                 let at = now.saturating_add(self.options.hung_grace_ns);
                 self.timers.insert(at, Timer::Hung { worker, call: id });
             }
+            // Its τ slot is free: a queued call may run on an idle worker.
+            self.drain_queue(function_id, now, actions);
         }
     }
 

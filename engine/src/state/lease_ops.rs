@@ -293,6 +293,10 @@ impl<R, S: Clone> State<R, S> {
                 self.end_lease(tally.lease, now, &mut actions);
             }
         }
+        // λ and t moved, so τ may have: queued calls may run on idle workers.
+        if self.function(function_id).is_some_and(|f| f.queued() > 0) {
+            self.drain_queue(function_id, now, &mut actions);
+        }
         Ok(actions)
     }
 }

@@ -24,5 +24,6 @@ fn _gloam(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(env::workers_from_env, m)?)?;
     m.add_function(wrap_pyfunction!(env::now_ns, m)?)?;
     m.add_function(wrap_pyfunction!(logging::install_logging, m)?)?;
+    m.add_function(wrap_pyfunction!(errors::pass_on, m)?)?;
     Ok(())
 }

@@ -70,3 +70,9 @@ def now_ns() -> int:
 
 def install_logging() -> None:
     """Forward the core's ``tracing`` events to ``logging.getLogger("gloam")``."""
+
+def pass_on(kind: str, message: str) -> Optional[Tuple[str, str]]:
+    """Return the ``(kind, message)`` a call fails with when its handler raised ``kind``.
+
+    ``None`` when that kind may not be passed on (only the outcomes of a call may).
+    """

@@ -55,6 +55,8 @@ PROBE_FUNCTIONS = [
     "Info",
     "RaiseKind",
 ]
+#: Served by no program of the suite: tests connect their own workers (``gloam._gloam.Worker``).
+EXTERNAL_FUNCTION = "LogStress"
 # Three logical workers in one process.
 MULTI_WORKER_FUNCTIONS = ["Echo", "Rendezvous", "RendezvousSync"]
 
@@ -174,6 +176,7 @@ def _config(tmp: Path) -> str:
     function("RendezvousSync", PROBES, 3)
     # Sleep with its own timeout, far below its callers' (30 s): see test_passed_on_kind.
     function("SleepShort", EXAMPLE, 1, 'env = { GLOAM_HANDLER = "Sleep" }', "timeout_ms = 200")
+    lines.extend([f"[functions.{EXTERNAL_FUNCTION}]", "max_workers = 8", ""])
     lines.extend(
         [
             "[functions.RustEcho]",

@@ -24,6 +24,7 @@ from typing import (
 from . import _gloam
 from ._context import Context, Payload, to_bytes
 from ._errors import GloamError, InvalidArgument, InvalidConfig, Shutdown
+from ._logging import install_logging
 
 __all__ = ["Handler", "handler", "serve", "serve_async"]
 
@@ -87,7 +88,7 @@ async def serve_async(
     handlers: Optional[Mapping[str, Handler]] = None, *, workers: Optional[int] = None
 ) -> None:
     """Like :func:`serve`, as a coroutine on the running event loop."""
-    _gloam.install_logging()
+    install_logging()
     function, handler_name, ipc_root = _gloam.options_from_env()
     count = _gloam.workers_from_env() if workers is None else workers
     if count < 1:

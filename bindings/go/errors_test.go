@@ -49,6 +49,7 @@ func TestFailureOfPassesTheCodeOn(t *testing.T) {
 		{ErrWorkerCrashed, CodeWorkerCrashed, "WORKER_CRASHED"},
 		{errors.New("plain"), CodeHandlerFailed, "plain"},
 		{context.DeadlineExceeded, CodeHandlerFailed, "context deadline exceeded"},
+		{nil, CodeHandlerFailed, "failed with a nil error"},
 	} {
 		code, msg := failureOf(c.err)
 		if code != c.code || msg != c.msg {

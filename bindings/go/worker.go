@@ -146,6 +146,9 @@ func (w *Worker) FailWith(call *Call, err error) error {
 // failureOf is the code and message a call fails with when its handler returns err (the C
 // library keeps the code only when it may pass on).
 func failureOf(err error) (Code, string) {
+	if err == nil {
+		return CodeHandlerFailed, "failed with a nil error"
+	}
 	var ge *Error
 	if !errors.As(err, &ge) {
 		return CodeHandlerFailed, err.Error()

@@ -68,17 +68,22 @@ func startEngine() (*engine, error) {
 	e := &engine{tmp: tmp, ipc: filepath.Join(tmp, "ipc")}
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "[engine]\nipc_root = %q\nlisten = \"127.0.0.1:0\"\nlog_dir = %q\n\n", e.ipc, filepath.Join(tmp, "logs"))
-	fn := func(name, command, handler string, workers int) {
+	fn := func(name, command, handler string, workers int, extra ...string) {
 		fmt.Fprintf(&cfg, "[functions.%s]\ncommand = %q\nenv = { GLOAM_HANDLER = %q }\nmin_workers = 1\n", name, command, handler)
 		if workers > 1 {
 			fmt.Fprintf(&cfg, "workers_per_process = %d\n", workers)
 		}
+		for _, line := range extra {
+			cfg.WriteString(line + "\n")
+		}
 		cfg.WriteString("\n")
 	}
-	for _, h := range []string{"Foo", "Bar", "Nop", "Echo", "Fail", "Crash", "Panic", "Sleep", "InvokeOther", "InvokeSize", "InvokeAbandon"} {
+	for _, h := range []string{"Foo", "Bar", "Nop", "Echo", "Fail", "Crash", "Panic", "Sleep", "InvokeOther", "InvokeSize", "InvokeAbandon", "PassOn"} {
 		fn(h, hello, h, 1)
 	}
 	fn("Fanout", hello, "Fanout", 2)
+	// Its own timeout caps an internal call's deadline far below the caller's (30 s).
+	fn("SleepShort", hello, "Sleep", 1, "timeout_ms = 200")
 	if _, err := os.Stat(filepath.Join(root, "target", "debug", "hello-rust")); err == nil {
 		fn("RustEcho", filepath.Join(root, "target", "debug", "hello-rust"), "Echo", 1)
 	}

@@ -35,3 +35,25 @@ func TestNewWorkerWithoutEngine(t *testing.T) {
 		t.Fatalf("NewWorker without GLOAM_FUNCTION: %v", err)
 	}
 }
+
+func TestFailureOfPassesTheCodeOn(t *testing.T) {
+	inner := &Error{Code: CodeTimeout, Message: "timeout: call to Slow did not finish"}
+	for _, c := range []struct {
+		err  error
+		code Code
+		msg  string
+	}{
+		{inner, CodeTimeout, "timeout: call to Slow did not finish"},
+		{fmt.Errorf("PassOn: %w", inner), CodeTimeout, "PassOn: TIMEOUT: timeout: call to Slow did not finish"},
+		{errors.Join(errors.New("first"), inner), CodeTimeout, "first\nTIMEOUT: timeout: call to Slow did not finish"},
+		{ErrWorkerCrashed, CodeWorkerCrashed, "WORKER_CRASHED"},
+		{errors.New("plain"), CodeHandlerFailed, "plain"},
+		{context.DeadlineExceeded, CodeHandlerFailed, "context deadline exceeded"},
+		{nil, CodeHandlerFailed, "failed with a nil error"},
+	} {
+		code, msg := failureOf(c.err)
+		if code != c.code || msg != c.msg {
+			t.Errorf("failureOf(%v) = %v, %q; want %v, %q", c.err, code, msg, c.code, c.msg)
+		}
+	}
+}

@@ -96,9 +96,10 @@ func TestUnknownFunction(t *testing.T) {
 	if !strings.Contains(r.msg, "NoSuchFunction") {
 		t.Fatalf("message %q does not name the function", r.msg)
 	}
+	// From inside a handler: InvokeOther returns Invoke's error, which keeps its kind.
 	r = call(t, "InvokeOther", []byte("NoSuchFunction:x"))
-	expectErr(t, r, 500, "HANDLER_FAILED")
-	if !strings.Contains(r.msg, "FUNCTION_NOT_FOUND") {
+	expectErr(t, r, 404, "FUNCTION_NOT_FOUND")
+	if !strings.Contains(r.msg, "NoSuchFunction") {
 		t.Fatalf("internal call message %q", r.msg)
 	}
 }
@@ -129,4 +130,32 @@ func TestDeadline(t *testing.T) {
 func TestContextAbandonsInvoke(t *testing.T) {
 	expectOK(t, "InvokeAbandon", []byte("1000"), "abandoned")
 	expectOK(t, "InvokeAbandon", []byte("1000"), "abandoned") // the worker lives on
+}
+
+func TestPassedOnKind(t *testing.T) {
+	// SleepShort's own timeout (200 ms) expires long before PassOn's: PassOn returns the
+	// TIMEOUT error of Invoke unchanged and its caller sees TIMEOUT.
+	r := call(t, "PassOn", []byte("SleepShort:2000"))
+	expectErr(t, r, 504, "TIMEOUT")
+	if !strings.Contains(r.msg, "SleepShort") || strings.HasPrefix(r.msg, "timeout: ") {
+		t.Fatalf("passed-on timeout message %q", r.msg)
+	}
+	expectErr(t, call(t, "PassOn", []byte("Crash:x")), 502, "WORKER_CRASHED")
+	expectErr(t, call(t, "PassOn", []byte("NoSuchFunction:x")), 404, "FUNCTION_NOT_FOUND")
+	// A plain handler error, passed on, stays HANDLER_FAILED with its message.
+	r = call(t, "PassOn", []byte("Fail:x"))
+	expectErr(t, r, 500, "HANDLER_FAILED")
+	if r.msg != "Fail was called" {
+		t.Fatalf("passed-on failure message %q", r.msg)
+	}
+	expectErr(t, call(t, "PassOn", []byte("no target")), 500, "HANDLER_FAILED")
+	for _, fn := range []string{"Crash", "SleepShort"} {
+		deadline := time.Now().Add(30 * time.Second)
+		for status(t)[fn] < 1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s has no idle worker 30 s later", fn)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 }

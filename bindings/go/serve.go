@@ -18,6 +18,20 @@ import (
 // Handler runs one call: it gets the call's input and returns its output, or an error that
 // fails the call (the caller sees HANDLER_FAILED with the error's text). ctx carries the
 // call's deadline. A panic fails the call the same way; the process lives on.
+//
+// Passing an error on keeps its kind: when the returned error is, or wraps (errors.As), an
+// [*Error] — such as what [Call.Invoke] returned — the call fails with its code, if that code
+// is the outcome of a call: [ErrFunctionNotFound], [ErrPayloadTooLarge], [ErrHandlerFailed],
+// [ErrWorkerCrashed], [ErrTimeout], [ErrOverloaded] or [ErrShutdown]. So
+//
+//	out, err := call.Invoke(ctx, "Slow", input)
+//	if err != nil {
+//		return nil, err // a TIMEOUT of Slow: this call's caller sees TIMEOUT (HTTP 504)
+//	}
+//
+// The other codes describe this process (a bad argument, the link to the engine, ...) and
+// still give HANDLER_FAILED. The message is the *Error's own when it is returned as is, the
+// whole text of the error when it is wrapped.
 type Handler func(ctx context.Context, call *Call, input []byte) ([]byte, error)
 
 // Serve serves the function named by GLOAM_FUNCTION with the handler named by GLOAM_HANDLER
@@ -82,7 +96,7 @@ func (w *Worker) Serve(h Handler) error {
 		}
 		out, herr := runHandler(h, call)
 		if herr != nil {
-			err = w.Fail(call, herr.Error())
+			err = w.FailWith(call, herr)
 		} else {
 			err = w.Complete(call, out)
 		}

@@ -110,7 +110,8 @@ func (w *Worker) Complete(call *Call, output []byte) error {
 	return takeError(status, &cerr)
 }
 
-// Fail answers call with a failure: the caller sees HANDLER_FAILED with message.
+// Fail answers call with a failure: the caller sees HANDLER_FAILED with message. To pass an
+// error on with its kind, use [Worker.FailWith].
 func (w *Worker) Fail(call *Call, message string) error {
 	c, err := call.take()
 	if err != nil {
@@ -122,6 +123,40 @@ func (w *Worker) Fail(call *Call, message string) error {
 	status := C.gloam_worker_fail(w.ptr, c, stringPtr(message), C.size_t(len(message)), &cerr)
 	runtime.KeepAlive(message)
 	return takeError(status, &cerr)
+}
+
+// FailWith answers call with the failure err, passing its kind on: the code of the [*Error]
+// in err's chain (errors.As) when that code is the outcome of a call (see [Handler]), else
+// HANDLER_FAILED. The message is the *Error's own when err is one, else err's whole text.
+func (w *Worker) FailWith(call *Call, err error) error {
+	code, message := failureOf(err)
+	c, terr := call.take()
+	if terr != nil {
+		return terr
+	}
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	var cerr C.gloam_error_t
+	status := C.gloam_worker_fail_with_status(w.ptr, c, C.int(code), stringPtr(message),
+		C.size_t(len(message)), &cerr)
+	runtime.KeepAlive(message)
+	return takeError(status, &cerr)
+}
+
+// failureOf is the code and message a call fails with when its handler returns err (the C
+// library keeps the code only when it may pass on).
+func failureOf(err error) (Code, string) {
+	if err == nil {
+		return CodeHandlerFailed, "failed with a nil error"
+	}
+	var ge *Error
+	if !errors.As(err, &ge) {
+		return CodeHandlerFailed, err.Error()
+	}
+	if direct, ok := err.(*Error); ok && direct == ge && ge.Message != "" {
+		return ge.Code, ge.Message
+	}
+	return ge.Code, err.Error()
 }
 
 // Close disconnects the worker: a waiting Recv and pending internal calls return

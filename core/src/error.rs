@@ -92,6 +92,91 @@ impl ErrorKind {
         ErrorKind::ALL.iter().copied().find(|k| k.as_str() == name)
     }
 
+    /// Whether a handler may fail its call with this kind by passing on an error of it.
+    ///
+    /// These are the kinds a call itself can end with — what an internal call returns:
+    /// `FUNCTION_NOT_FOUND`, `PAYLOAD_TOO_LARGE`, `HANDLER_FAILED`, `WORKER_CRASHED`,
+    /// `TIMEOUT`, `OVERLOADED` and `SHUTDOWN`. A handler that lets such an error through (`?`
+    /// in Rust, an uncaught exception in Python, a rejection in Node, a returned error in Go,
+    /// a returned status in C) fails its own call with it, so a timeout deep in a chain of
+    /// calls still reaches the HTTP client as `504 TIMEOUT`, a crash as `502 WORKER_CRASHED`.
+    ///
+    /// The other kinds describe the failing worker's own process, not the outcome of a call:
+    /// a bad argument it passed to the SDK, its configuration, the bytes between it and its
+    /// engine, an operating-system call, a bug in Gloam. Reported as the call's kind they
+    /// would mislead its caller (`PROTOCOL_ERROR` and `INVALID_ARGUMENT` answer HTTP 400,
+    /// blaming the client's request), so they fail the call as `HANDLER_FAILED`; see
+    /// [`ErrorKind::passed_on`].
+    pub const fn can_pass_on(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::FunctionNotFound
+                | ErrorKind::PayloadTooLarge
+                | ErrorKind::HandlerFailed
+                | ErrorKind::WorkerCrashed
+                | ErrorKind::Timeout
+                | ErrorKind::Overloaded
+                | ErrorKind::Shutdown
+        )
+    }
+
+    /// The kind a call ends with when its handler fails with an error of this kind: the kind
+    /// itself when [`ErrorKind::can_pass_on`], else [`ErrorKind::HandlerFailed`].
+    ///
+    /// ```
+    /// use gloam_core::ErrorKind;
+    /// assert_eq!(ErrorKind::Timeout.passed_on(), ErrorKind::Timeout);
+    /// assert_eq!(ErrorKind::ProtocolError.passed_on(), ErrorKind::HandlerFailed);
+    /// ```
+    pub const fn passed_on(self) -> ErrorKind {
+        if self.can_pass_on() {
+            self
+        } else {
+            ErrorKind::HandlerFailed
+        }
+    }
+
+    /// `text` without the prefix that [`Error`]'s `Display` puts before a message of this kind
+    /// (`timeout: `, `worker crashed: `, ...), if it has it.
+    ///
+    /// The SDKs show a core error by its `Display` text (a Python exception's message, a
+    /// JavaScript `err.message`, a C `gloam_error_t` message); when a handler passes such an
+    /// error on, the kind travels separately, so the message for the caller drops the prefix:
+    /// the same words whichever SDK passed it on, and no `timeout: timeout: ` after two hops.
+    ///
+    /// ```
+    /// use gloam_core::ErrorKind;
+    /// assert_eq!(ErrorKind::Timeout.bare_message("timeout: call to X did not finish"),
+    ///            "call to X did not finish");
+    /// assert_eq!(ErrorKind::Timeout.bare_message("call to X did not finish"),
+    ///            "call to X did not finish");
+    /// ```
+    pub fn bare_message(self, text: &str) -> &str {
+        match self.display_prefix() {
+            Some(prefix) => text.strip_prefix(prefix).unwrap_or(text),
+            None => text,
+        }
+    }
+
+    /// The prefix of [`Error`]'s `Display` for the variants that wrap a message (kept in step
+    /// with the `#[error]` attributes by a test).
+    const fn display_prefix(self) -> Option<&'static str> {
+        match self {
+            ErrorKind::InvalidConfig => Some("invalid config: "),
+            ErrorKind::FunctionNotFound => Some("function not found: "),
+            ErrorKind::WorkerCrashed => Some("worker crashed: "),
+            ErrorKind::Timeout => Some("timeout: "),
+            ErrorKind::Overloaded => Some("overloaded: "),
+            ErrorKind::ProtocolError => Some("protocol error: "),
+            ErrorKind::Shutdown => Some("shutdown: "),
+            ErrorKind::Internal => Some("internal error: "),
+            ErrorKind::InvalidArgument
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::HandlerFailed
+            | ErrorKind::Io => None,
+        }
+    }
+
     /// The HTTP status the gateway answers with for this kind.
     pub const fn http_status(self) -> u16 {
         match self {
@@ -298,6 +383,57 @@ mod tests {
         for kind in ErrorKind::ALL {
             assert_eq!(Error::remote(kind, "x").kind(), kind_after_wire(kind));
         }
+    }
+
+    #[test]
+    fn only_call_outcomes_pass_on() {
+        let passing: Vec<_> = ErrorKind::ALL
+            .into_iter()
+            .filter(|k| k.can_pass_on())
+            .collect();
+        assert_eq!(
+            passing,
+            [
+                ErrorKind::FunctionNotFound,
+                ErrorKind::PayloadTooLarge,
+                ErrorKind::HandlerFailed,
+                ErrorKind::WorkerCrashed,
+                ErrorKind::Timeout,
+                ErrorKind::Overloaded,
+                ErrorKind::Shutdown,
+            ]
+        );
+        for kind in ErrorKind::ALL {
+            let expected = if passing.contains(&kind) {
+                kind
+            } else {
+                ErrorKind::HandlerFailed
+            };
+            assert_eq!(kind.passed_on(), expected, "{kind}");
+            // No passed-on kind answers HTTP 400 (a claim about the client's request).
+            assert_ne!(kind.passed_on().http_status(), 400, "{kind}");
+        }
+    }
+
+    #[test]
+    fn bare_message_strips_exactly_the_display_prefix() {
+        for kind in ErrorKind::ALL {
+            let shown = Error::remote(kind, "the words").to_string();
+            if kind.display_prefix().is_some() {
+                assert_eq!(kind.bare_message(&shown), "the words", "{kind}: {shown}");
+            }
+            // Idempotent, and a message without the prefix is left alone.
+            assert_eq!(
+                kind.bare_message(kind.bare_message(&shown)),
+                kind.bare_message(&shown)
+            );
+            assert_eq!(kind.bare_message("plain words"), "plain words");
+        }
+        // Only the kind's own prefix goes.
+        assert_eq!(
+            ErrorKind::Timeout.bare_message("worker crashed: x"),
+            "worker crashed: x"
+        );
     }
 
     fn kind_after_wire(kind: ErrorKind) -> ErrorKind {

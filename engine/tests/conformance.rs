@@ -157,8 +157,10 @@ fn unknown_function() {
     assert_eq!(r.status, 404);
     assert_eq!(body_json(&r)["error"], "FUNCTION_NOT_FOUND");
     assert!(r.text().contains("NoSuchFunction"), "{}", r.text());
+    // From inside a handler: `?` passes the kind on (see `passed_on_kind`).
     let r = s.call("InvokeOther", b"NoSuchFunction:x");
-    assert_eq!(r.status, 500);
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(body_json(&r)["error"], "FUNCTION_NOT_FOUND");
     assert!(r.text().contains("NoSuchFunction"), "{}", r.text());
     s.stop();
 }
@@ -172,9 +174,11 @@ fn worker_crash() {
     s.wait_for("a replacement worker", Duration::from_secs(30), || {
         s.function_stat("Crash", "idle") >= 1
     });
-    // An internal call to a crashing function fails the caller's call, not the caller.
+    // An internal call to a crashing function fails the caller's call (passing the kind on),
+    // not the caller.
     let r = s.call("InvokeOther", b"Crash:x");
-    assert_eq!(r.status, 500);
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(body_json(&r)["error"], "WORKER_CRASHED");
     assert_eq!(s.call("InvokeOther", b"Echo:alive").text(), "alive");
     s.stop();
 }
@@ -195,5 +199,47 @@ fn deadline() {
         s.function_stat("Sleep", "running") == 0
     });
     assert_eq!(s.call("Sleep", b"10").text(), "slept 10 ms");
+    s.stop();
+}
+
+#[test]
+fn passed_on_kind() {
+    let functions = [
+        rust_fn("PassOn", "PassOn", ""),
+        // The callee's own timeout caps the internal call's deadline far below the caller's
+        // (30 s by default), so the callee times out while the caller is still running.
+        rust_fn("SleepShort", "Sleep", "timeout_ms = 200"),
+        rust_fn("Crash", "Crash", ""),
+        rust_fn("Fail", "Fail", ""),
+    ]
+    .concat();
+    let mut s = Stack::start("", &functions);
+    let r = s.call("PassOn", b"SleepShort:2000");
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(body_json(&r)["error"], "TIMEOUT");
+    let message = body_json(&r)["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(message.contains("SleepShort"), "{message}");
+    assert!(!message.starts_with("timeout: "), "{message}");
+    let r = s.call("PassOn", b"Crash:x");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(body_json(&r)["error"], "WORKER_CRASHED");
+    let r = s.call("PassOn", b"NoSuchFunction:x");
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(body_json(&r)["error"], "FUNCTION_NOT_FOUND");
+    // A plain handler error passed on stays HANDLER_FAILED with its message.
+    let r = s.call("PassOn", b"Fail:x");
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(body_json(&r)["error"], "HANDLER_FAILED");
+    assert_eq!(body_json(&r)["message"], "Fail was called");
+    // So does the handler's own error (no `:` in the input).
+    let r = s.call("PassOn", b"no target");
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(body_json(&r)["error"], "HANDLER_FAILED");
+    s.wait_for("SleepShort to be idle", Duration::from_secs(20), || {
+        s.function_stat("SleepShort", "running") == 0
+    });
     s.stop();
 }

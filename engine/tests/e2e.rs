@@ -60,7 +60,8 @@ fn calls_internal_calls_payloads_and_errors() {
     assert_eq!(body_json(&r)["error"], "FUNCTION_NOT_FOUND");
     assert!(r.text().contains("Nope"));
     let r = s.call("InvokeOther", b"Nope:x");
-    assert_eq!(r.status, 500);
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(body_json(&r)["error"], "FUNCTION_NOT_FOUND");
     assert!(r.text().contains("Nope"), "{}", r.text());
 
     // Oversized body: 413 with the limit; nothing dispatched.
@@ -133,14 +134,11 @@ fn crashed_worker_fails_its_call_and_is_replaced() {
     s.wait_for("a replacement worker", Duration::from_secs(30), || {
         s.function_stat("Crash", "workers") == 1
     });
-    // An internal call to a crashing function fails the caller's call, not the caller.
+    // An internal call to a crashing function fails the caller's call, not the caller; the
+    // caller's handler passes the kind on.
     let r = s.call("InvokeOther", b"Crash:x");
-    assert_eq!(r.status, 500);
-    assert!(
-        r.text().contains("WORKER_CRASHED") || r.text().contains("crashed"),
-        "{}",
-        r.text()
-    );
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(body_json(&r)["error"], "WORKER_CRASHED");
     assert_eq!(s.call("InvokeOther", b"Echo:alive").text(), "alive");
     s.stop();
 }

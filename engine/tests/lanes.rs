@@ -156,8 +156,9 @@ fn a_callee_that_dies_during_a_direct_call_fails_it_and_is_replaced() {
     )
     .expect("kill the callee");
     let r = caller.join().expect("caller thread");
-    assert_eq!(r.status, 500, "{}", r.text());
-    assert!(r.text().contains("worker crashed"), "{}", r.text());
+    // The caller's handler passes the crash on with its kind.
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("WORKER_CRASHED"), "{}", r.text());
     s.wait_for("a replacement worker", Duration::from_secs(30), || {
         let w = worker_of(&s, "Sleep");
         w["pid"].as_i64().is_some_and(|p| p as i32 != pid)
@@ -176,7 +177,8 @@ fn a_direct_call_past_its_deadline_times_out_and_the_lane_recovers() {
     .concat();
     let mut s = Stack::start("", &functions);
     let r = s.call("Repeat", b"Sleep:1,1,2000");
-    assert_eq!(r.status, 500, "{}", r.text());
+    // The callee's TIMEOUT, passed on by the caller's handler.
+    assert_eq!(r.status, 504, "{}", r.text());
     assert!(
         r.text().contains("did not finish by its deadline"),
         "{}",

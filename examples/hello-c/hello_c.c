@@ -3,8 +3,9 @@
  *
  * Foo (calls Bar), Bar, Nop, Echo, Fail, Crash, Sleep, Fanout (three concurrent internal
  * calls of Echo on pthreads) and InvokeOther (input "Target:payload" calls Target with payload,
- * split at the first ':', and returns its output; used by the cross-language matrix) and
- * BenchInternal (input "N" or "Target:N": N timed internal calls, the distribution as JSON).
+ * split at the first ':', and returns its output; used by the cross-language matrix), PassOn
+ * (the same, passing a failure on with its kind by returning the status) and BenchInternal
+ * (input "N" or "Target:N": N timed internal calls, the distribution as JSON).
  * The engine picks the handler with GLOAM_HANDLER / GLOAM_FUNCTION.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -163,6 +164,26 @@ static int fail_msg(gloam_ctx_t *ctx, const char *msg) {
     return 1;
 }
 
+/* Input "Target:payload": calls Target and passes a failure on by returning its status, so
+ * this call fails with the callee's error kind and message (the callee's TIMEOUT is this
+ * call's TIMEOUT, HTTP 504; a crash 502). Compare InvokeOther, which reports the failure with
+ * gloam_ctx_fail() and returns 1: a plain HANDLER_FAILED. */
+static int pass_on(void *ud, gloam_ctx_t *ctx, const uint8_t *in, size_t len) {
+    (void)ud;
+    const uint8_t *colon = len ? memchr(in, ':', len) : NULL;
+    if (!colon)
+        return fail_msg(ctx, "PassOn expects Target:payload");
+    size_t name_len = (size_t)(colon - in);
+    gloam_buffer_t out = {0};
+    gloam_status_e st =
+        gloam_ctx_invoke(ctx, (const char *)in, name_len, colon + 1, len - name_len - 1, &out, NULL);
+    if (st != GLOAM_OK)
+        return (int)st;
+    int rc = gloam_ctx_set_output(ctx, out.data, out.len) == GLOAM_OK ? 0 : 1;
+    gloam_buffer_free(&out);
+    return rc;
+}
+
 static uint64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -272,7 +293,7 @@ int main(void) {
     static const gloam_handler_t handlers[] = {
         {"Foo", foo},   {"Bar", bar},           {"Nop", nop},     {"Echo", echo},
         {"Fail", fail}, {"Crash", crash},       {"Sleep", sleep_ms}, {"Fanout", fanout},
-        {"InvokeOther", invoke_other}, {"BenchInternal", bench_internal},
+        {"InvokeOther", invoke_other}, {"PassOn", pass_on}, {"BenchInternal", bench_internal},
     };
     gloam_error_t err = {0};
     gloam_status_e st = gloam_serve(handlers, sizeof handlers / sizeof handlers[0], NULL, &err);

@@ -1,6 +1,7 @@
 // Command hello-go holds Gloam's Go example functions: Foo (calls Bar), Bar, Nop, Echo, Fail,
 // Crash, Panic, Sleep, Fanout (three concurrent internal calls of Echo), InvokeOther (input
-// "Target:payload" calls Target) and InvokeSize (input "Target:N" calls Target with N bytes
+// "Target:payload" calls Target), PassOn (the same, returning a failure unchanged so that the
+// call keeps its kind) and InvokeSize (input "Target:N" calls Target with N bytes
 // and reports the outcome), InvokeAbandon and BenchInternal (input "N" or "Target:N": N timed
 // internal calls, the distribution as JSON). The engine picks one with GLOAM_HANDLER /
 // GLOAM_FUNCTION.
@@ -96,6 +97,20 @@ func invokeOther(ctx context.Context, call *gloam.Call, input []byte) ([]byte, e
 		return nil, err
 	}
 	return call.Invoke(ctx, target, payload)
+}
+
+// passOn calls Target with payload (input "Target:payload") and returns its error unchanged:
+// the call fails with the callee's kind (a callee's TIMEOUT is HTTP 504 here, a crash 502).
+func passOn(ctx context.Context, call *gloam.Call, input []byte) ([]byte, error) {
+	target, payload, err := splitTarget(input)
+	if err != nil {
+		return nil, err
+	}
+	out, err := call.Invoke(ctx, target, payload)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func invokeSize(ctx context.Context, call *gloam.Call, input []byte) ([]byte, error) {
@@ -195,6 +210,7 @@ func main() {
 		"Sleep":         sleep,
 		"Fanout":        fanout,
 		"InvokeOther":   invokeOther,
+		"PassOn":        passOn,
 		"InvokeSize":    invokeSize,
 		"InvokeAbandon": invokeAbandon,
 		"BenchInternal": benchInternal,

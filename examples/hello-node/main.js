@@ -54,6 +54,26 @@ const handlers = {
     return ctx.invoke(target, payload)
   },
   /**
+   * Input `Target:payload`: invokes Target and lets a failure through unchanged (the rejection
+   * is not caught), so this call fails with the callee's kind and message: a callee's TIMEOUT
+   * is HTTP 504 here, a crash 502; a plain handler error stays HANDLER_FAILED.
+   */
+  PassOn: async (ctx, input) => {
+    const { target, payload } = splitTarget(input)
+    return await ctx.invoke(target, payload)
+  },
+  /** PassOn with `ctx.invokeSync`: the error is thrown synchronously and not caught. */
+  PassOnSync: (ctx, input) => {
+    const { target, payload } = splitTarget(input)
+    return ctx.invokeSync(target, payload)
+  },
+  /** Throws an Error whose `code` is the input: only a Gloam code of a call outcome passes on. */
+  ThrowCode: (ctx, input) => {
+    const err = new Error(`thrown with code ${input}`)
+    err.code = input.toString()
+    throw err
+  },
+  /**
    * Input `Target:p1,p2,...`: calls Target once per payload with `ctx.invokeSync` (the fast
    * path: repeated calls get a direct lane) and answers the outputs joined by `,`; an error
    * answers `<code>: <message>`.
@@ -159,6 +179,15 @@ const handlers = {
     }
     return benchReport(target, ns, start)
   },
+}
+
+/** Splits `Target:payload` at the first ':' (bytes; no ':' means an empty payload). */
+function splitTarget(input) {
+  const colon = input.indexOf(0x3a)
+  return {
+    target: (colon < 0 ? input : input.subarray(0, colon)).toString(),
+    payload: colon < 0 ? Buffer.alloc(0) : input.subarray(colon + 1),
+  }
 }
 
 /** Parses BenchInternal's input `N` or `Target:N`. */

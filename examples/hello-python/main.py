@@ -10,6 +10,9 @@
   ``<input>#1``, ``<input>#2``; returns their outputs joined with ``;``.
 - ``InvokeOther`` / ``CallRust``: input ``Name:payload`` calls function ``Name`` with
   ``payload`` and returns its output (used by the cross-language matrix).
+- ``PassOn``: the same from a plain ``def`` handler with ``ctx.invoke_sync``. Neither catches
+  the ``gloam`` exception of a failed call: it passes on with its kind (a callee's
+  ``gloam.Timeout`` gives this call's caller HTTP 504, a crash 502).
 - ``BenchInternal`` (async, ``await ctx.invoke``) / ``BenchInternalSync`` (``ctx.invoke_sync``):
   input ``N`` or ``Target:N`` (default 10000 calls to ``Nop``); makes N/10 (at most 1000)
   unmeasured internal calls, then N sequential ones timed with ``time.perf_counter_ns``, and
@@ -82,6 +85,18 @@ async def invoke_other(ctx: gloam.Context, data: bytes) -> bytes:
     return await ctx.invoke(name.decode(), payload)
 
 
+def pass_on(ctx: gloam.Context, data: bytes) -> bytes:
+    """Call the function named before the first ``:`` and let its failure through.
+
+    A ``gloam.Timeout`` (or any ``gloam`` error of the internal call) left uncaught fails this
+    call with that error's kind and message.
+    """
+    name, sep, payload = data.partition(b":")
+    if not sep:
+        raise ValueError("expected input `Name:payload`")
+    return ctx.invoke_sync(name.decode(), payload)
+
+
 def _bench_args(data: bytes) -> tuple[str, int]:
     """Parse ``N`` or ``Target:N`` (default ``Nop``, 10000) for the ``BenchInternal`` handlers."""
     text = data.decode().strip()
@@ -152,6 +167,7 @@ HANDLERS: dict[str, gloam.Handler] = {
     "Fanout": fanout,
     "InvokeOther": invoke_other,
     "CallRust": invoke_other,
+    "PassOn": pass_on,
     "BenchInternal": bench_internal,
     "BenchInternalSync": bench_internal_sync,
 }

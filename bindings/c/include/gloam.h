@@ -167,7 +167,14 @@ typedef struct gloam_error_t {
  * @param input the input bytes (NULL when `input_len` is 0), valid until the handler returns.
  * @param input_len the input's length.
  * @return 0 to complete the call with the output set (empty if none); any other value fails
- *         it with the message given to gloam_ctx_fail(), or a default naming the value.
+ *         it. Returning the status of a failed gloam_ctx_invoke() passes that error on: a
+ *         status whose kind may pass on (`GLOAM_E_FUNCTION_NOT_FOUND`,
+ *         `GLOAM_E_PAYLOAD_TOO_LARGE`, `GLOAM_E_HANDLER_FAILED`, `GLOAM_E_WORKER_CRASHED`,
+ *         `GLOAM_E_TIMEOUT`, `GLOAM_E_OVERLOADED`, `GLOAM_E_SHUTDOWN`) is the call's error
+ *         kind (e.g. HTTP 504 for `GLOAM_E_TIMEOUT`), with the message given to
+ *         gloam_ctx_fail(), else that of the handler's latest gloam_ctx_invoke() failed with
+ *         that status. Any other value fails it with `HANDLER_FAILED` and the message given to
+ *         gloam_ctx_fail(), or a default naming the value.
  *
  * \par Thread safety
  * Called on the thread of one logical worker; with `GLOAM_WORKERS` > 1 several handlers run
@@ -403,7 +410,8 @@ enum gloam_status_e gloam_ctx_append_output(struct gloam_ctx_t *ctx,
 
 /**
  * Marks the call as failed with `message` (UTF-8, copied): the caller sees `HANDLER_FAILED`
- * with it, whatever the handler returns.
+ * with it, unless the handler returns a status that passes on (see #gloam_handler_fn), which
+ * is then the call's error kind, with this message.
  *
  * # Safety
  * `ctx` is NULL or live; `message` points to `len` bytes.
@@ -438,6 +446,15 @@ const struct gloam_worker_t *gloam_ctx_worker(const struct gloam_ctx_t *ctx);
 
 /**
  * Calls function `name` from the running handler: gloam_worker_invoke() for this call.
+ *
+ * A failure is also remembered by the context: a handler that returns the status passes the
+ * error on, with its kind and message (see #gloam_handler_fn).
+ *
+ * ```c
+ * gloam_status_e st = gloam_ctx_invoke(ctx, "Slow", 4, in, len, &out, NULL);
+ * if (st != GLOAM_OK)
+ *     return st; // e.g. GLOAM_E_TIMEOUT: the caller sees TIMEOUT (HTTP 504)
+ * ```
  *
  * # Safety
  * `ctx` is NULL or live; `name`/`input` point to the given lengths; `output` and `err` are
@@ -639,7 +656,8 @@ enum gloam_status_e gloam_worker_complete(const struct gloam_worker_t *worker,
                                           struct gloam_error_t *err);
 
 /**
- * Fails `call` with a message for the caller (who sees `HANDLER_FAILED`) and frees it.
+ * Fails `call` with a message for the caller (who sees `HANDLER_FAILED`) and frees it. To
+ * pass on the error of an internal call with its kind, use gloam_worker_fail_with_status().
  *
  * @param worker the worker that received the call.
  * @param call the call; consumed (freed) in every case.
@@ -660,6 +678,48 @@ enum gloam_status_e gloam_worker_fail(const struct gloam_worker_t *worker,
                                       const char *message,
                                       size_t message_len,
                                       struct gloam_error_t *err);
+
+/**
+ * Fails `call` with the error `status` and a message for the caller, and frees it: how a
+ * receive loop passes on the error of an internal call with its kind.
+ *
+ * A status whose kind may pass on — `GLOAM_E_FUNCTION_NOT_FOUND`, `GLOAM_E_PAYLOAD_TOO_LARGE`,
+ * `GLOAM_E_HANDLER_FAILED`, `GLOAM_E_WORKER_CRASHED`, `GLOAM_E_TIMEOUT`,
+ * `GLOAM_E_OVERLOADED`, `GLOAM_E_SHUTDOWN`: what a call can end with — is the call's error
+ * kind (e.g. HTTP 504 for `GLOAM_E_TIMEOUT`), and the message loses the prefix naming that
+ * kind (`timeout: ...`), which a `gloam_error_t` message carries. Any other value (the
+ * statuses about this process, such as `GLOAM_E_PROTOCOL_ERROR` or `GLOAM_E_IO`, and values
+ * outside the enum) fails the call as gloam_worker_fail() does, with `HANDLER_FAILED` and
+ * the message unchanged: a handler cannot make its caller believe the engine or the request
+ * was at fault.
+ *
+ * @param worker the worker that received the call.
+ * @param call the call; consumed (freed) in every case.
+ * @param status the error's status, e.g. what gloam_worker_invoke() returned.
+ * @param message the message, UTF-8 without a needed NUL (NULL when `message_len` is 0);
+ *        invalid UTF-8 is replaced.
+ * @param message_len its length in bytes.
+ * @param[out] err optional error details.
+ * @return `GLOAM_OK`, or `GLOAM_E_SHUTDOWN` when the engine is gone.
+ *
+ * # Safety
+ * As gloam_worker_complete().
+ *
+ * \par Thread safety
+ * Any thread, once per call.
+ *
+ * ```c
+ * gloam_status_e st = gloam_worker_invoke(w, call, "Slow", 4, in, len, &out, &err);
+ * if (st != GLOAM_OK)
+ *     gloam_worker_fail_with_status(w, call, st, err.message, strlen(err.message), NULL);
+ * ```
+ */
+enum gloam_status_e gloam_worker_fail_with_status(const struct gloam_worker_t *worker,
+                                                  struct gloam_call_t *call,
+                                                  int status,
+                                                  const char *message,
+                                                  size_t message_len,
+                                                  struct gloam_error_t *err);
 
 /**
  * Calls function `name` with `input` through the engine (an internal call) and waits for its

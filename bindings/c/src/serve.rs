@@ -30,6 +30,49 @@ pub struct gloam_ctx_t {
 struct Outcome {
     output: Vec<u8>,
     failure: Option<String>,
+    /// The message of the handler's latest failed gloam_ctx_invoke() of each kind, for a
+    /// handler that passes the status on by returning it.
+    invoke_failures: Vec<(ErrorKind, String)>,
+}
+
+impl Outcome {
+    fn note_invoke_failure(&mut self, e: &Error) {
+        let kind = e.kind();
+        let message = e.wire_message();
+        match self.invoke_failures.iter_mut().find(|(k, _)| *k == kind) {
+            Some(slot) => slot.1 = message,
+            None => self.invoke_failures.push((kind, message)),
+        }
+    }
+
+    /// How the call ends when the handler returned `rc`: `None` completes it with the output;
+    /// else the kind and message it fails with.
+    fn failure(self, rc: c_int) -> Option<(ErrorKind, String)> {
+        if rc == 0 && self.failure.is_none() {
+            return None;
+        }
+        // A returned status of a kind that may pass on is the call's kind.
+        let returned = u8::try_from(rc)
+            .ok()
+            .and_then(ErrorKind::from_code)
+            .filter(|k| k.can_pass_on());
+        let Some(kind) = returned else {
+            let message = self
+                .failure
+                .unwrap_or_else(|| format!("handler returned {rc}"));
+            return Some((ErrorKind::HandlerFailed, message));
+        };
+        let message = match self.failure {
+            Some(message) => kind.bare_message(&message).to_string(),
+            None => self
+                .invoke_failures
+                .into_iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, m)| m)
+                .unwrap_or_else(|| format!("handler returned GLOAM_E_{}", kind.as_str())),
+        };
+        Some((kind, message))
+    }
 }
 
 /// A handler: runs one call.
@@ -40,7 +83,14 @@ struct Outcome {
 /// @param input the input bytes (NULL when `input_len` is 0), valid until the handler returns.
 /// @param input_len the input's length.
 /// @return 0 to complete the call with the output set (empty if none); any other value fails
-///         it with the message given to gloam_ctx_fail(), or a default naming the value.
+///         it. Returning the status of a failed gloam_ctx_invoke() passes that error on: a
+///         status whose kind may pass on (`GLOAM_E_FUNCTION_NOT_FOUND`,
+///         `GLOAM_E_PAYLOAD_TOO_LARGE`, `GLOAM_E_HANDLER_FAILED`, `GLOAM_E_WORKER_CRASHED`,
+///         `GLOAM_E_TIMEOUT`, `GLOAM_E_OVERLOADED`, `GLOAM_E_SHUTDOWN`) is the call's error
+///         kind (e.g. HTTP 504 for `GLOAM_E_TIMEOUT`), with the message given to
+///         gloam_ctx_fail(), else that of the handler's latest gloam_ctx_invoke() failed with
+///         that status. Any other value fails it with `HANDLER_FAILED` and the message given to
+///         gloam_ctx_fail(), or a default naming the value.
 ///
 /// \par Thread safety
 /// Called on the thread of one logical worker; with `GLOAM_WORKERS` > 1 several handlers run
@@ -183,20 +233,14 @@ fn worker_main(opts: &WorkerOptions, func: RawHandler, user: UserData) -> Result
         // SAFETY: the handler is a valid C function (gloam_serve's contract); `ctx` and the
         // input outlive the call.
         let rc = unsafe { func(user.0, &mut ctx, in_ptr, input.len()) };
-        let outcome = ctx
+        let mut outcome = ctx
             .outcome
             .into_inner()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let sent = match (rc, outcome.failure) {
-            (0, None) => worker.inner.complete(call.inner, &outcome.output),
-            (_, Some(msg)) => worker
-                .inner
-                .fail(call.inner, ErrorKind::HandlerFailed, &msg),
-            (rc, None) => worker.inner.fail(
-                call.inner,
-                ErrorKind::HandlerFailed,
-                &format!("handler returned {rc}"),
-            ),
+        let output = std::mem::take(&mut outcome.output);
+        let sent = match outcome.failure(rc) {
+            None => worker.inner.complete(call.inner, &output),
+            Some((kind, message)) => worker.inner.fail(call.inner, kind, &message),
         };
         match sent {
             Ok(()) => {}
@@ -266,7 +310,8 @@ pub unsafe extern "C" fn gloam_ctx_append_output(
 }
 
 /// Marks the call as failed with `message` (UTF-8, copied): the caller sees `HANDLER_FAILED`
-/// with it, whatever the handler returns.
+/// with it, unless the handler returns a status that passes on (see #gloam_handler_fn), which
+/// is then the call's error kind, with this message.
 ///
 /// # Safety
 /// `ctx` is NULL or live; `message` points to `len` bytes.
@@ -323,6 +368,15 @@ pub unsafe extern "C" fn gloam_ctx_worker(ctx: *const gloam_ctx_t) -> *const glo
 
 /// Calls function `name` from the running handler: gloam_worker_invoke() for this call.
 ///
+/// A failure is also remembered by the context: a handler that returns the status passes the
+/// error on, with its kind and message (see #gloam_handler_fn).
+///
+/// ```c
+/// gloam_status_e st = gloam_ctx_invoke(ctx, "Slow", 4, in, len, &out, NULL);
+/// if (st != GLOAM_OK)
+///     return st; // e.g. GLOAM_E_TIMEOUT: the caller sees TIMEOUT (HTTP 504)
+/// ```
+///
 /// # Safety
 /// `ctx` is NULL or live; `name`/`input` point to the given lengths; `output` and `err` are
 /// NULL or writable.
@@ -339,25 +393,101 @@ pub unsafe extern "C" fn gloam_ctx_invoke(
     output: *mut gloam_buffer_t,
     err: *mut gloam_error_t,
 ) -> gloam_status_e {
-    let (worker, call) = match crate::boundary::no_status(|| {
+    crate::boundary::run(err, || {
+        // SAFETY: NULL or writable (contract).
+        let output = unsafe { args::out_ptr(output, "output") }?;
+        *output = gloam_buffer_t::empty();
         // SAFETY: NULL or live (contract).
-        unsafe { ctx.as_ref() }.map(|c| (c.worker, c.call))
-    }) {
-        Some(pair) => pair,
-        None => {
-            return crate::boundary::run(err, || {
-                if !output.is_null() {
-                    // SAFETY: non-NULL, writable (contract).
-                    unsafe { *output = gloam_buffer_t::empty() };
-                }
-                Err(args::invalid("ctx", "must not be NULL"))
-            });
+        let ctx = unsafe { ctx_ref(ctx) }?;
+        // SAFETY: the context's worker and call are live during the handler.
+        let (worker, call) = unsafe { (&*ctx.worker, &*ctx.call) };
+        // SAFETY: `name_len` readable bytes (contract).
+        let name = unsafe { args::text(name, name_len, "name") }?;
+        // SAFETY: `input_len` readable bytes (contract).
+        let input = unsafe { args::bytes(input, input_len, "input") }?;
+        match worker.inner.invoke(call.inner.parent_ref(), name, input) {
+            Ok(out) => {
+                *output = gloam_buffer_t::from_vec(out);
+                Ok(())
+            }
+            Err(e) => {
+                ctx.outcome
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .note_invoke_failure(&e);
+                Err(e)
+            }
         }
-    };
-    // SAFETY: the context's worker and call are live during the handler; the rest forwarded.
-    unsafe {
-        crate::worker::gloam_worker_invoke(
-            worker, call, name, name_len, input, input_len, output, err,
-        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ends(outcome: Outcome, rc: c_int) -> Option<(ErrorKind, String)> {
+        outcome.failure(rc)
+    }
+
+    #[test]
+    fn zero_without_a_failure_completes() {
+        assert_eq!(ends(Outcome::default(), 0), None);
+    }
+
+    #[test]
+    fn a_returned_invoke_status_passes_the_error_on() {
+        let mut o = Outcome::default();
+        o.note_invoke_failure(&Error::Timeout("call to Slow did not finish".into()));
+        o.note_invoke_failure(&Error::WorkerCrashed("worker 3 died".into()));
+        assert_eq!(
+            ends(o, gloam_status_e::GLOAM_E_TIMEOUT as c_int),
+            Some((ErrorKind::Timeout, "call to Slow did not finish".into()))
+        );
+        // The latest failure of the kind gives the message.
+        let mut o = Outcome::default();
+        o.note_invoke_failure(&Error::Timeout("first".into()));
+        o.note_invoke_failure(&Error::Timeout("second".into()));
+        assert_eq!(ends(o, 7), Some((ErrorKind::Timeout, "second".into())));
+        // Without such a failure the kind still passes, with a message naming it.
+        assert_eq!(
+            ends(Outcome::default(), 6),
+            Some((
+                ErrorKind::WorkerCrashed,
+                "handler returned GLOAM_E_WORKER_CRASHED".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn gloam_ctx_fail_gives_the_message_and_the_status_the_kind() {
+        let o = Outcome {
+            failure: Some("timeout: Slow took too long".into()),
+            ..Outcome::default()
+        };
+        assert_eq!(
+            ends(o, 7),
+            Some((ErrorKind::Timeout, "Slow took too long".into()))
+        );
+        let o = Outcome {
+            failure: Some("Fail was called".into()),
+            ..Outcome::default()
+        };
+        assert_eq!(
+            ends(o, 0),
+            Some((ErrorKind::HandlerFailed, "Fail was called".into()))
+        );
+    }
+
+    #[test]
+    fn other_values_are_plain_handler_failures() {
+        for rc in [1, 2, 9, 11, 12, 13, -1, 256 + 7] {
+            let mut o = Outcome::default();
+            o.note_invoke_failure(&Error::RemoteProtocol("bad bytes".into()));
+            assert_eq!(
+                ends(o, rc),
+                Some((ErrorKind::HandlerFailed, format!("handler returned {rc}"))),
+                "{rc}"
+            );
+        }
     }
 }

@@ -93,6 +93,11 @@ fn null_arguments_are_named() {
             "worker",
         );
         assert_invalid(
+            gloam_worker_fail_with_status(null(), null_mut(), 7, c"x".as_ptr(), 1, &mut err),
+            &mut err,
+            "worker",
+        );
+        assert_invalid(
             gloam_worker_invoke(null(), null(), null(), 0, null(), 0, &mut buf, &mut err),
             &mut err,
             "worker",

@@ -1,6 +1,6 @@
 //! The worker handle: connect, receive calls, answer them, make internal calls.
 
-use std::ffi::{c_char, CString};
+use std::ffi::{c_char, c_int, CString};
 use std::time::Duration;
 
 use gloam_core::channel::Wait;
@@ -338,7 +338,8 @@ pub unsafe extern "C" fn gloam_worker_complete(
     })
 }
 
-/// Fails `call` with a message for the caller (who sees `HANDLER_FAILED`) and frees it.
+/// Fails `call` with a message for the caller (who sees `HANDLER_FAILED`) and frees it. To
+/// pass on the error of an internal call with its kind, use gloam_worker_fail_with_status().
 ///
 /// @param worker the worker that received the call.
 /// @param call the call; consumed (freed) in every case.
@@ -375,6 +376,74 @@ pub unsafe extern "C" fn gloam_worker_fail(
         worker
             .inner
             .fail(call.inner, ErrorKind::HandlerFailed, &text)
+    })
+}
+
+/// Fails `call` with the error `status` and a message for the caller, and frees it: how a
+/// receive loop passes on the error of an internal call with its kind.
+///
+/// A status whose kind may pass on — `GLOAM_E_FUNCTION_NOT_FOUND`, `GLOAM_E_PAYLOAD_TOO_LARGE`,
+/// `GLOAM_E_HANDLER_FAILED`, `GLOAM_E_WORKER_CRASHED`, `GLOAM_E_TIMEOUT`,
+/// `GLOAM_E_OVERLOADED`, `GLOAM_E_SHUTDOWN`: what a call can end with — is the call's error
+/// kind (e.g. HTTP 504 for `GLOAM_E_TIMEOUT`), and the message loses the prefix naming that
+/// kind (`timeout: ...`), which a `gloam_error_t` message carries. Any other value (the
+/// statuses about this process, such as `GLOAM_E_PROTOCOL_ERROR` or `GLOAM_E_IO`, and values
+/// outside the enum) fails the call as gloam_worker_fail() does, with `HANDLER_FAILED` and
+/// the message unchanged: a handler cannot make its caller believe the engine or the request
+/// was at fault.
+///
+/// @param worker the worker that received the call.
+/// @param call the call; consumed (freed) in every case.
+/// @param status the error's status, e.g. what gloam_worker_invoke() returned.
+/// @param message the message, UTF-8 without a needed NUL (NULL when `message_len` is 0);
+///        invalid UTF-8 is replaced.
+/// @param message_len its length in bytes.
+/// @param[out] err optional error details.
+/// @return `GLOAM_OK`, or `GLOAM_E_SHUTDOWN` when the engine is gone.
+///
+/// # Safety
+/// As gloam_worker_complete().
+///
+/// \par Thread safety
+/// Any thread, once per call.
+///
+/// ```c
+/// gloam_status_e st = gloam_worker_invoke(w, call, "Slow", 4, in, len, &out, &err);
+/// if (st != GLOAM_OK)
+///     gloam_worker_fail_with_status(w, call, st, err.message, strlen(err.message), NULL);
+/// ```
+#[no_mangle]
+pub unsafe extern "C" fn gloam_worker_fail_with_status(
+    worker: *const gloam_worker_t,
+    call: *mut gloam_call_t,
+    status: c_int,
+    message: *const c_char,
+    message_len: usize,
+    err: *mut gloam_error_t,
+) -> gloam_status_e {
+    crate::boundary::run(err, || {
+        // SAFETY: see the function's contract.
+        let call = unsafe { take_call(call) };
+        // SAFETY: NULL or live (contract).
+        let worker = unsafe { args::non_null(worker, "worker") }?;
+        let call = call.ok_or_else(|| args::invalid("call", "must not be NULL"))?;
+        // SAFETY: `message_len` readable bytes (contract).
+        let text = match unsafe { args::bytes(message.cast(), message_len, "message") } {
+            Ok(b) => String::from_utf8_lossy(b).into_owned(),
+            Err(e) => e.to_string(),
+        };
+        let passed = u8::try_from(status)
+            .ok()
+            .and_then(ErrorKind::from_code)
+            .filter(|k| k.can_pass_on());
+        match passed {
+            Some(kind) => worker
+                .inner
+                .fail(call.inner, kind, kind.bare_message(&text)),
+            None => worker
+                .inner
+                .fail(call.inner, ErrorKind::HandlerFailed, &text),
+        }
     })
 }
 

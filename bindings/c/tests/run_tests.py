@@ -27,7 +27,7 @@ MIB = 1024 * 1024
 LIMIT = 16 * MIB  # the engine's default max_payload
 
 
-def function(name, command, handler, args=(), workers=None):
+def function(name, command, handler, args=(), workers=None, extra=()):
     lines = [f"[functions.{name}]", f"command = {json.dumps(command)}"]
     if args:
         lines.append(f"args = {json.dumps(list(args))}")
@@ -35,6 +35,7 @@ def function(name, command, handler, args=(), workers=None):
     lines.append("min_workers = 1")
     if workers:
         lines.append(f"workers_per_process = {workers}")
+    lines.extend(extra)
     return "\n".join(lines) + "\n"
 
 
@@ -54,8 +55,10 @@ class Engine:
         for h in ["Echo", "Fail", "Crash", "Sleep", "Big", "Invoke", "InvokeSize", "Deadline"]:
             cfg.append(function("C" + h, tw, h))
         cfg.append(function("CFanout", tw, "Fanout3", workers=2))
-        for h in ["Foo", "Bar", "Nop", "Echo", "Fail", "Sleep", "Fanout"]:
+        for h in ["Foo", "Bar", "Nop", "Echo", "Fail", "Crash", "Sleep", "Fanout", "InvokeOther", "PassOn"]:
             cfg.append(function(h, hc, h))
+        # Its own timeout caps an internal call's deadline far below the caller's (30 s).
+        cfg.append(function("SleepShort", hc, "Sleep", extra=["timeout_ms = 200"]))
         cfg.append(function("V1Foo", CWORKER, "Foo", args=[os.path.join(build, "libfoo_v1.so")]))
         cfg.append(function("V1Bar", CWORKER, "Bar", args=[os.path.join(build, "libbar_v1.so")]))
         self.has_rust = os.access(RUST, os.X_OK)
@@ -291,6 +294,27 @@ def case_deadline(e):
     expect((st, out) == (200, b"slept 10 ms"), f"after: {st} {out!r}")
 
 
+def case_passed_on_kind(e):
+    # PassOn returns the status of its failed gloam_ctx_invoke(): the call keeps that kind.
+    st, out = e.call("PassOn", b"SleepShort:2000")
+    expect(st == 504 and error_kind(out) == "TIMEOUT", f"timeout passed on: {st} {out!r}")
+    message = json.loads(out).get("message", "")
+    expect("SleepShort" in message and not message.startswith("timeout: "), f"message: {out!r}")
+    st, out = e.call("PassOn", b"Crash:x")
+    expect(st == 502 and error_kind(out) == "WORKER_CRASHED", f"crash passed on: {st} {out!r}")
+    st, out = e.call("PassOn", b"NoSuchFunction:x")
+    expect(st == 404 and error_kind(out) == "FUNCTION_NOT_FOUND", f"not found: {st} {out!r}")
+    # A plain handler failure passed on stays HANDLER_FAILED with its message.
+    st, out = e.call("PassOn", b"Fail:x")
+    expect(st == 500 and error_kind(out) == "HANDLER_FAILED", f"fail passed on: {st} {out!r}")
+    expect(json.loads(out).get("message") == "Fail was called", f"fail message: {out!r}")
+    # InvokeOther reports the failure with gloam_ctx_fail() and returns 1: HANDLER_FAILED.
+    st, out = e.call("InvokeOther", b"NoSuchFunction:x")
+    expect(st == 500 and error_kind(out) == "HANDLER_FAILED", f"InvokeOther: {st} {out!r}")
+    wait_workers(e, "Crash")
+    wait_workers(e, "SleepShort")
+
+
 def case_v1_host(e):
     st, out = e.call("V1Bar", b"")
     expect((st, out) == (200, b"Hello, World"), f"V1Bar: {st} {out!r}")
@@ -322,6 +346,7 @@ CASES = [
     case_concurrent_internal_calls,
     case_unknown_function,
     case_deadline,
+    case_passed_on_kind,
     case_v1_host,
     case_worker_crash,
 ]

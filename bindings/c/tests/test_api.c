@@ -54,6 +54,8 @@ int main(void) {
     expect_invalid(gloam_worker_recv(NULL, NULL, &err), &err, "call");
     expect_invalid(gloam_worker_complete(NULL, NULL, NULL, 0, &err), &err, "worker");
     expect_invalid(gloam_worker_fail(NULL, NULL, "x", 1, &err), &err, "worker");
+    expect_invalid(gloam_worker_fail_with_status(NULL, NULL, GLOAM_E_TIMEOUT, "x", 1, &err), &err,
+                   "worker");
     expect_invalid(gloam_worker_invoke(NULL, NULL, "Bar", 3, NULL, 0, &buf, &err), &err, "worker");
     CHECK(buf.data == NULL && buf.len == 0);
     expect_invalid(gloam_worker_invoke(NULL, NULL, "Bar", 3, NULL, 0, NULL, &err), &err, "output");

@@ -30,24 +30,36 @@ pub(crate) fn to_bytes(env: &Env, value: JsUnknown, what: &str) -> Result<Vec<u8
     }
 }
 
-/// The message of a thrown or rejected value: `err.message` if it is a string, else `String(v)`.
-pub(crate) fn error_message(value: JsUnknown) -> String {
+/// What a handler threw or rejected with: its `code` property (when a string, e.g.
+/// `GLOAM_E_TIMEOUT` on an error of `ctx.invoke`) and its message (`err.message` if it is a
+/// string, else `String(v)`).
+pub(crate) fn thrown(value: JsUnknown) -> (Option<String>, String) {
     if let Ok(ValueType::Object) = value.get_type() {
         // SAFETY: the type was just checked.
         let obj: JsObject = unsafe { value.cast() };
-        if let Ok(msg) = obj.get_named_property::<JsUnknown>("message") {
-            if let Ok(ValueType::String) = msg.get_type() {
-                // SAFETY: the type was just checked.
-                let s: JsString = unsafe { msg.cast() };
-                if let Ok(text) = s.into_utf8().and_then(|u| u.into_owned()) {
-                    return text;
-                }
-            }
-        }
+        let code = string_property(&obj, "code");
+        let message = match string_property(&obj, "message") {
+            Some(text) => text,
+            None => coerce(obj.coerce_to_string()),
+        };
+        return (code, message);
     }
-    value
-        .coerce_to_string()
-        .and_then(|s| s.into_utf8())
+    (None, coerce(value.coerce_to_string()))
+}
+
+/// `obj[name]` when it is a string.
+fn string_property(obj: &JsObject, name: &str) -> Option<String> {
+    let value = obj.get_named_property::<JsUnknown>(name).ok()?;
+    if !matches!(value.get_type(), Ok(ValueType::String)) {
+        return None;
+    }
+    // SAFETY: the type was just checked.
+    let s: JsString = unsafe { value.cast() };
+    s.into_utf8().and_then(|u| u.into_owned()).ok()
+}
+
+fn coerce(text: napi::Result<JsString>) -> String {
+    text.and_then(|s| s.into_utf8())
         .and_then(|u| u.into_owned())
         .unwrap_or_else(|_| "handler failed with a value that has no message".into())
 }

@@ -28,3 +28,18 @@ pub(crate) fn js_error(env: &Env, kind: ErrorKind, message: &str) -> napi::Error
 pub(crate) fn from_core(env: &Env, e: &Error) -> napi::Error {
     js_error(env, e.kind(), &e.to_string())
 }
+
+/// How a call ends when its handler threw or rejected with an error of `code` and `message`
+/// (see [`crate::convert::thrown`]): a Gloam error (`code` = `GLOAM_E_<KIND>`) of a kind that
+/// may pass on ([`ErrorKind::can_pass_on`]) keeps that kind, with its message without the
+/// prefix naming the kind; anything else is `HANDLER_FAILED` with the message.
+pub(crate) fn handler_failure(code: Option<&str>, message: String) -> (ErrorKind, String) {
+    let passed = code
+        .and_then(|c| c.strip_prefix("GLOAM_E_"))
+        .and_then(ErrorKind::from_name)
+        .filter(|k| k.can_pass_on());
+    match passed {
+        Some(kind) => (kind, kind.bare_message(&message).to_string()),
+        None => (ErrorKind::HandlerFailed, message),
+    }
+}

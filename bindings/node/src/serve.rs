@@ -18,12 +18,17 @@ use napi::threadsafe_function::{
 use napi::{CallContext, Env, JsFunction, JsObject, JsUnknown, NapiRaw, NapiValue, Ref, ValueType};
 use napi_derive::napi;
 
-use crate::convert::{error_message, to_bytes};
+use crate::convert::{thrown, to_bytes};
 use crate::ctx::Ctx;
-use crate::errors::{from_core, js_error};
+use crate::errors::{from_core, handler_failure, js_error};
 
-/// What a handler produced: the output, or the message of what it threw / rejected with.
-type Outcome = Result<Vec<u8>, String>;
+/// What a handler produced: the output, or the error kind and message the call fails with.
+type Outcome = Result<Vec<u8>, (ErrorKind, String)>;
+
+/// A plain handler failure (`HANDLER_FAILED`) with `message`.
+fn failed(message: String) -> (ErrorKind, String) {
+    (ErrorKind::HandlerFailed, message)
+}
 
 /// A call being run in JavaScript. Its answer is sent from the JavaScript thread as soon as the
 /// handler settles (a single 1 KiB write), so the receive thread never waits for it and no
@@ -45,10 +50,7 @@ impl Pending {
                 Err(e) if e.kind() == ErrorKind::PayloadTooLarge => Ok(()),
                 other => other,
             },
-            Err(message) => self
-                .receiver
-                .worker
-                .fail(call, ErrorKind::HandlerFailed, &message),
+            Err((kind, message)) => self.receiver.worker.fail(call, kind, &message),
         };
         self.receiver.answered();
         match sent {
@@ -61,7 +63,7 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        self.settle(Err("the handler's Promise never settled".into()));
+        self.settle(Err(failed("the handler's Promise never settled".into())));
     }
 }
 
@@ -347,6 +349,14 @@ const DISPATCH_JS: &str = "(function gloamDispatch(handler, ok, fail, ctx, input
 /// `undefined` for empty output), or a Promise of one. If it throws or rejects, the call fails
 /// with `HANDLER_FAILED` and the error's message; the process keeps serving.
 ///
+/// Passing an error on keeps its kind: an error of `ctx.invoke` / `ctx.invokeSync` that the
+/// handler lets through (rethrown, or a rejection left uncaught) fails the call with its
+/// `err.code` when that is the outcome of a call — `GLOAM_E_FUNCTION_NOT_FOUND`,
+/// `GLOAM_E_PAYLOAD_TOO_LARGE`, `GLOAM_E_HANDLER_FAILED`, `GLOAM_E_WORKER_CRASHED`,
+/// `GLOAM_E_TIMEOUT`, `GLOAM_E_OVERLOADED`, `GLOAM_E_SHUTDOWN` — so a callee's timeout reaches
+/// the HTTP client as 504 `TIMEOUT`. Other codes describe this process and stay
+/// `HANDLER_FAILED`.
+///
 /// Resolves once every worker has been retired or the engine has stopped (the process can then
 /// exit); rejects with a `GLOAM_E_*` coded error if a worker cannot connect. Throws right away
 /// (`GLOAM_E_INVALID_CONFIG`) if the environment is incomplete or no handler matches.
@@ -373,14 +383,17 @@ pub fn serve(env: Env, handlers: JsObject) -> napi::Result<JsObject> {
     let ok = env.create_function_from_closure("gloamOk", |cx: CallContext<'_>| {
         let pending = pending_of(&cx)?;
         let value: JsUnknown = cx.get(1)?;
-        pending.settle(to_bytes(cx.env, value, "handler result"));
+        pending.settle(to_bytes(cx.env, value, "handler result").map_err(failed));
         linger(*cx.env, &pending.receiver);
         cx.env.get_undefined()
     })?;
     let fail = env.create_function_from_closure("gloamFail", |cx: CallContext<'_>| {
         let pending = pending_of(&cx)?;
         let value: JsUnknown = cx.get(1)?;
-        pending.settle(Err(error_message(value)));
+        // A Gloam error passed on (e.g. an `await ctx.invoke` rejection left uncaught) keeps
+        // its kind; anything else is HANDLER_FAILED.
+        let (code, message) = thrown(value);
+        pending.settle(Err(handler_failure(code.as_deref(), message)));
         linger(*cx.env, &pending.receiver);
         cx.env.get_undefined()
     })?;
@@ -527,7 +540,7 @@ fn dispatch_args(env: Env, job: Job) -> Vec<JsUnknown> {
     match build() {
         Ok(args) => args,
         Err(e) => {
-            on_error.settle(Err(format!("could not start the handler: {e}")));
+            on_error.settle(Err(failed(format!("could not start the handler: {e}"))));
             // No arguments: the dispatcher returns without running the handler.
             Vec::new()
         }

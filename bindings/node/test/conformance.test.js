@@ -35,6 +35,11 @@ const NODE_FUNCTIONS = {
   Fanout: {},
   FanoutWide: {},
   InvokeOther: {},
+  PassOn: {},
+  PassOnSync: {},
+  ThrowCode: {},
+  // Sleep with its own timeout, far below the caller's (30 s): see 'passed on kind'.
+  SleepShort: { handler: 'Sleep', timeout_ms: 200 },
   RepeatSync: {},
   InvokeSized: {},
   InvokeCatch: {},
@@ -62,9 +67,11 @@ function writeConfig(dir) {
   ]
   for (const [name, extra] of Object.entries(NODE_FUNCTIONS)) {
     lines.push(`[functions.${name}]`, 'command = "node"', `args = [${toml(HELLO_NODE)}]`)
-    lines.push(`env = { HELLO_NODE_PROBE_FILE = ${toml(probeFile)} }`)
+    const handler = extra.handler ? `, GLOAM_HANDLER = ${toml(extra.handler)}` : ''
+    lines.push(`env = { HELLO_NODE_PROBE_FILE = ${toml(probeFile)}${handler} }`)
     lines.push(`min_workers = ${extra.min_workers ?? 1}`)
     if (extra.workers_per_process) lines.push(`workers_per_process = ${extra.workers_per_process}`)
+    if (extra.timeout_ms) lines.push(`timeout_ms = ${extra.timeout_ms}`)
     lines.push('')
   }
   lines.push('[functions.RustEcho]', `command = ${toml(HELLO_RUST)}`, 'env = { GLOAM_HANDLER = "Echo" }', 'min_workers = 1', '')
@@ -176,6 +183,13 @@ async function pollUntil(fn, ms, what) {
     await new Promise((r) => setTimeout(r, 100))
   }
   assert.fail(`${what}: not reached within ${ms} ms (last: ${last})`)
+}
+
+/** Whether function `name` has an idle worker, per the engine's `/_/status`. */
+async function idle(name) {
+  const res = await fetch(`${base}/_/status`, { signal: AbortSignal.timeout(10_000) })
+  const status = await res.json()
+  return (status.functions.find((f) => f.name === name)?.idle ?? 0) >= 1
 }
 
 before(async () => {
@@ -337,6 +351,42 @@ describe('gloam node sdk', () => {
     )
     // The Sleep workers are usable again afterwards.
     assert.equal((await ok('Sleep', '1')).text, 'slept 1 ms')
+  })
+
+  it('passed on kind', T, async () => {
+    // SleepShort times out (its own 200 ms) while PassOn still runs: the uncaught rejection of
+    // ctx.invoke (PassOn) or the throw of ctx.invokeSync (PassOnSync) keeps its kind.
+    for (const fn of ['PassOn', 'PassOnSync']) {
+      const r = await call(fn, 'SleepShort:2000')
+      assert.equal(r.status, 504, `${fn}: ${r.text}`)
+      assert.equal(r.json?.error, 'TIMEOUT')
+      assert.match(r.json?.message ?? '', /SleepShort/)
+      assert.doesNotMatch(r.json?.message ?? '', /^timeout: /)
+      await pollUntil(() => idle('SleepShort'), 30_000, 'SleepShort idle again')
+    }
+    const crash = await call('PassOn', 'Crash:x')
+    assert.equal(crash.status, 502, crash.text)
+    assert.equal(crash.json?.error, 'WORKER_CRASHED')
+    const missing = await call('PassOnSync', 'Nope:x')
+    assert.equal(missing.status, 404, missing.text)
+    assert.equal(missing.json?.error, 'FUNCTION_NOT_FOUND')
+    // A plain handler error passed on stays HANDLER_FAILED with its message.
+    const fail = await call('PassOn', 'Fail:x')
+    assert.equal(fail.status, 500, fail.text)
+    assert.equal(fail.json?.error, 'HANDLER_FAILED')
+    assert.equal(fail.json?.message, 'Fail was called')
+    // Only Gloam codes of call outcomes pass on: not one about this process, not a Node code.
+    for (const [code, status, kind] of [
+      ['GLOAM_E_OVERLOADED', 503, 'OVERLOADED'],
+      ['GLOAM_E_PROTOCOL_ERROR', 500, 'HANDLER_FAILED'],
+      ['ETIMEDOUT', 500, 'HANDLER_FAILED'],
+    ]) {
+      const r = await call('ThrowCode', code)
+      assert.equal(r.status, status, `${code}: ${r.text}`)
+      assert.equal(r.json?.error, kind)
+      assert.equal(r.json?.message, `thrown with code ${code}`)
+    }
+    await pollUntil(() => idle('Crash'), 30_000, 'Crash restarted')
   })
 
   it('sync and async handlers', T, async () => {

@@ -34,3 +34,16 @@ pub fn error(kind: ErrorKind, message: &str) -> PyErr {
         }
     })
 }
+
+/// How a call ends when its handler raised a `gloam` exception of error kind `kind` (a name
+/// such as `"TIMEOUT"`) whose message is `message`: `(kind, message)` to fail the call with —
+/// the same kind, with the message without the prefix naming the kind (`timeout: ...`) — when
+/// the kind may be passed on (the outcomes of a call: `FUNCTION_NOT_FOUND`,
+/// `PAYLOAD_TOO_LARGE`, `HANDLER_FAILED`, `WORKER_CRASHED`, `TIMEOUT`, `OVERLOADED`,
+/// `SHUTDOWN`); `None` for the kinds about this process (and unknown names), which fail the
+/// call as a plain handler error.
+#[pyfunction]
+pub fn pass_on(kind: &str, message: &str) -> Option<(&'static str, String)> {
+    let kind = ErrorKind::from_name(kind).filter(|k| k.can_pass_on())?;
+    Some((kind.as_str(), kind.bare_message(message).to_string()))
+}

@@ -1,4 +1,9 @@
-//! One logical worker: every blocking method releases the GIL while it waits.
+//! One logical worker: every method that waits, or takes a lock of the core, releases the GIL.
+//!
+//! A core lock must never be waited for while holding the GIL: a thread that holds that lock
+//! could itself be waiting for the GIL, a deadlock. (The core's own threads never take the
+//! GIL: its log events go through a queue, see `logging.rs`.) Methods that only read fields
+//! set at connection time keep the GIL.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -97,13 +102,19 @@ impl PyWorker {
     }
 
     /// Makes a waiting `recv` return `None`.
-    fn wake(&self) {
-        self.inner.wake();
+    ///
+    /// Releases the GIL: it takes the worker's inbox lock, which a core thread may hold while
+    /// it waits for something that needs the GIL (see the module doc).
+    fn wake(&self, py: Python<'_>) {
+        py.allow_threads(|| self.inner.wake());
     }
 
     /// Closes the worker: waiting and later `recv` and `invoke` raise `gloam.Shutdown`.
-    fn close(&self) {
-        self.inner.close();
+    ///
+    /// Releases the GIL: it takes core locks (the inbox's, the ring channel's tally) and may
+    /// send a last tally to the engine.
+    fn close(&self, py: Python<'_>) {
+        py.allow_threads(|| self.inner.close());
     }
 
     /// Answers `call` with `output`. An output over the payload limit fails the call with

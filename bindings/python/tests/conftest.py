@@ -31,7 +31,17 @@ MAX_PAYLOAD = 4 * 1024 * 1024
 READY_TIMEOUT = 60.0
 
 # Functions served by the example program itself, then by the probe program.
-EXAMPLE_FUNCTIONS = ["Foo", "Bar", "Nop", "Fail", "Crash", "Sleep", "Fanout", "InvokeOther"]
+EXAMPLE_FUNCTIONS = [
+    "Foo",
+    "Bar",
+    "Nop",
+    "Fail",
+    "Crash",
+    "Sleep",
+    "Fanout",
+    "InvokeOther",
+    "PassOn",
+]
 PROBE_FUNCTIONS = [
     "Probe",
     "ProbeSync",
@@ -43,7 +53,10 @@ PROBE_FUNCTIONS = [
     "Text",
     "BadOutput",
     "Info",
+    "RaiseKind",
 ]
+#: Served by no program of the suite: tests connect their own workers (``gloam._gloam.Worker``).
+EXTERNAL_FUNCTION = "LogStress"
 # Three logical workers in one process.
 MULTI_WORKER_FUNCTIONS = ["Echo", "Rendezvous", "RendezvousSync"]
 
@@ -140,7 +153,7 @@ def _config(tmp: Path) -> str:
         "",
     ]
 
-    def function(name: str, program: Path, workers: int = 1) -> None:
+    def function(name: str, program: Path, workers: int = 1, *extra: str) -> None:
         lines.extend(
             [
                 f"[functions.{name}]",
@@ -149,6 +162,7 @@ def _config(tmp: Path) -> str:
                 f"min_workers = {workers}",
                 f"max_workers = {workers}",
                 f"workers_per_process = {workers}",
+                *extra,
                 "",
             ]
         )
@@ -160,6 +174,9 @@ def _config(tmp: Path) -> str:
     function("Echo", EXAMPLE, 3)
     function("Rendezvous", PROBES, 3)
     function("RendezvousSync", PROBES, 3)
+    # Sleep with its own timeout, far below its callers' (30 s): see test_passed_on_kind.
+    function("SleepShort", EXAMPLE, 1, 'env = { GLOAM_HANDLER = "Sleep" }', "timeout_ms = 200")
+    lines.extend([f"[functions.{EXTERNAL_FUNCTION}]", "max_workers = 8", ""])
     lines.extend(
         [
             "[functions.RustEcho]",

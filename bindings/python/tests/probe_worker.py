@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import gloam
+from gloam._errors import error_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "examples" / "hello-python"))
 
@@ -69,6 +70,12 @@ async def deadline_probe(ctx: gloam.Context, data: bytes) -> bytes:
         raise
     Path(data.decode()).write_text("no error")
     return b"no error"
+
+
+def raise_kind(ctx: gloam.Context, data: bytes) -> bytes:
+    """Raise the ``gloam`` exception of the error kind named by the input (e.g. ``TIMEOUT``)."""
+    kind = data.decode()
+    raise error_for(kind, f"raised {kind}")
 
 
 async def echo_async(ctx: gloam.Context, data: bytes) -> bytes:
@@ -152,6 +159,7 @@ ALL: Dict[str, gloam.Handler] = {
     "Text": text,
     "BadOutput": bad_output,  # type: ignore[dict-item]
     "Info": info,
+    "RaiseKind": raise_kind,
     "Rendezvous": rendezvous,
     "RendezvousSync": rendezvous_sync,
 }

@@ -127,3 +127,40 @@ def test_deadline(engine: Engine) -> None:
     assert code == 504, body
     text = poll("DeadlineProbe's report", lambda: report.read_text() or None, timeout=20)
     assert text == "Timeout TIMEOUT"
+
+
+def test_passed_on_kind(engine: Engine) -> None:
+    """A ``gloam`` exception a handler lets through fails its call with the error's kind.
+
+    ``SleepShort`` times out (its own 200 ms) while its caller still runs: ``PassOn`` (plain
+    ``def``, ``invoke_sync``) and ``InvokeOther`` (``async def``, ``await ctx.invoke``) let
+    the ``gloam.Timeout`` through, and their caller sees HTTP 504 ``TIMEOUT``.
+    """
+    for fn in ("PassOn", "InvokeOther"):
+        code, body = engine.post(fn, b"SleepShort:2000")
+        assert code == 504, (fn, body)
+        kind, message = error_of(body)
+        assert kind == "TIMEOUT"
+        assert "SleepShort" in message and not message.startswith("timeout: "), message
+        poll(
+            "SleepShort to be idle",
+            lambda: engine.function_status("SleepShort")["idle"] >= 1 or None,
+        )
+    code, body = engine.post("PassOn", b"Crash:x")
+    assert code == 502, body
+    assert error_of(body)[0] == "WORKER_CRASHED"
+    code, body = engine.post("PassOn", b"Nope:x")
+    assert code == 404, body
+    assert error_of(body)[0] == "FUNCTION_NOT_FOUND"
+    # A plain handler error passed on stays HANDLER_FAILED with the callee's message.
+    code, body = engine.post("PassOn", b"Fail:x")
+    assert code == 500, body
+    assert error_of(body) == ("HANDLER_FAILED", "ValueError: Fail was called")
+    # Kinds about the handler's own process do not pass on; call outcomes do.
+    code, body = engine.post("RaiseKind", b"PROTOCOL_ERROR")
+    assert code == 500, body
+    assert error_of(body) == ("HANDLER_FAILED", "ProtocolError: raised PROTOCOL_ERROR")
+    code, body = engine.post("RaiseKind", b"OVERLOADED")
+    assert code == 503, body
+    assert error_of(body) == ("OVERLOADED", "raised OVERLOADED")
+    poll("Crash to be restarted", lambda: engine.function_status("Crash")["idle"] >= 1 or None)

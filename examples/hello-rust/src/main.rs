@@ -2,7 +2,8 @@
 //!
 //! `Foo` calls `Bar` internally, as in Nightcore's hello world:
 //! `curl -d World http://127.0.0.1:8080/function/Foo` → `From function Bar: Hello, World`.
-//! `Nop`, `Echo`, `Fail`, `Crash`, `Sleep` and `Fanout` serve the tests and benchmarks.
+//! `Nop`, `Echo`, `Fail`, `Crash`, `Sleep`, `Fanout`, `InvokeOther` and `PassOn` (an internal
+//! call whose failure is passed on with its kind) serve the tests and benchmarks.
 
 use std::time::Duration;
 
@@ -56,14 +57,28 @@ fn fanout(ctx: &Ctx<'_>, input: &[u8]) -> Result<Vec<u8>, HandlerError> {
     Ok(answers.join(&b';'))
 }
 
-/// Input `Target:payload` → the output of an internal call to `Target` with `payload`.
-fn invoke_other(ctx: &Ctx<'_>, input: &[u8]) -> Result<Vec<u8>, HandlerError> {
+/// `Target:payload` split at the first `:`.
+fn split_target(input: &[u8]) -> Result<(&str, &[u8]), HandlerError> {
     let split = input
         .iter()
         .position(|&b| b == b':')
         .ok_or_else(|| HandlerError::new("input must be `Target:payload`"))?;
-    let target = std::str::from_utf8(&input[..split])?;
-    Ok(ctx.invoke(target, &input[split + 1..])?)
+    Ok((std::str::from_utf8(&input[..split])?, &input[split + 1..]))
+}
+
+/// Input `Target:payload` → the output of an internal call to `Target` with `payload`.
+fn invoke_other(ctx: &Ctx<'_>, input: &[u8]) -> Result<Vec<u8>, HandlerError> {
+    let (target, payload) = split_target(input)?;
+    Ok(ctx.invoke(target, payload)?)
+}
+
+/// Input `Target:payload`: calls `Target` and passes a failure on unchanged with `?`, so this
+/// call fails with the callee's kind and message (a callee's `TIMEOUT` gives this call's caller
+/// HTTP 504, a crash 502; a plain handler error stays `HANDLER_FAILED`).
+fn pass_on(ctx: &Ctx<'_>, input: &[u8]) -> Result<Vec<u8>, HandlerError> {
+    let (target, payload) = split_target(input)?;
+    let output = ctx.invoke(target, payload)?;
+    Ok(output)
 }
 
 /// Input `Target:p1,p2,...` → calls `Target` once per payload, one after the other, and
@@ -136,6 +151,7 @@ fn main() {
         .handler("Spin", spin)
         .handler("Fanout", fanout)
         .handler("InvokeOther", invoke_other)
+        .handler("PassOn", pass_on)
         .handler("Repeat", repeat)
         .handler("BenchInternal", bench_internal);
     if let Err(e) = serve(handlers) {

@@ -16,7 +16,8 @@ A program holds handlers by name; the engine's launcher tells each process which
 
 Handlers are ``def`` (run on a thread; call others with ``ctx.invoke_sync``) or ``async def``
 (run on the event loop; call others with ``await ctx.invoke``). Errors are
-:class:`GloamError` subclasses, one per error kind.
+:class:`GloamError` subclasses, one per error kind; one that a handler lets through (e.g. the
+:class:`Timeout` of an internal call) fails its call with that kind, not ``HANDLER_FAILED``.
 """
 
 from ._context import Context, Payload

@@ -101,7 +101,10 @@ class Context:
 
         Raises the :class:`gloam.GloamError` subclass of the failure: for example
         :class:`gloam.FunctionNotFound`, :class:`gloam.PayloadTooLarge`,
-        :class:`gloam.HandlerFailed` (the callee raised), :class:`gloam.Timeout`.
+        :class:`gloam.HandlerFailed` (the callee raised), :class:`gloam.Timeout`. Left
+        uncaught, it fails this call with the same kind and message (a callee's timeout is
+        this call's ``TIMEOUT``, HTTP 504), for the kinds that are outcomes of a call; see the
+        package README.
         """
         payload = to_bytes(data, "invoke data")
         loop = asyncio.get_running_loop()

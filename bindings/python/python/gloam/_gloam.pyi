@@ -49,9 +49,9 @@ class Worker:
     def next_call(self) -> Optional[Call]:
         """Wait for the next call of a serve loop; ``None`` once retired or shut down."""
     def wake(self) -> None:
-        """Make a waiting ``recv`` return ``None``."""
+        """Make a waiting ``recv`` return ``None`` (releases the GIL)."""
     def close(self) -> None:
-        """Close the worker; waiting and later calls raise ``gloam.Shutdown``."""
+        """Close the worker; waiting and later calls raise ``gloam.Shutdown`` (releases the GIL)."""
     def complete(self, call: Call, output: bytes) -> None:
         """Answer ``call`` with ``output``."""
     def fail(self, call: Call, kind: str, message: str) -> None:
@@ -68,5 +68,19 @@ def workers_from_env() -> int:
 def now_ns() -> int:
     """Return ``CLOCK_MONOTONIC`` in nanoseconds."""
 
-def install_logging() -> None:
-    """Forward the core's ``tracing`` events to ``logging.getLogger("gloam")``."""
+LOG_QUEUE_CAPACITY: int
+
+def install_logging() -> Optional[int]:
+    """Queue the core's ``tracing`` events; return the wake-up descriptor to ``os.read``.
+
+    ``None`` when another global ``tracing`` subscriber is installed. See ``gloam._logging``.
+    """
+
+def take_log_records() -> Tuple[List[Tuple[int, str]], int]:
+    """Take the queued ``(level, text)`` records and the count dropped since; never blocks."""
+
+def pass_on(kind: str, message: str) -> Optional[Tuple[str, str]]:
+    """Return the ``(kind, message)`` a call fails with when its handler raised ``kind``.
+
+    ``None`` when that kind may not be passed on (only the outcomes of a call may).
+    """

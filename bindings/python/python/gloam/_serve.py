@@ -15,6 +15,7 @@ from typing import (
     List,
     Mapping,
     Optional,
+    Tuple,
     TypeVar,
     Union,
     overload,
@@ -23,6 +24,7 @@ from typing import (
 from . import _gloam
 from ._context import Context, Payload, to_bytes
 from ._errors import GloamError, InvalidArgument, InvalidConfig, Shutdown
+from ._logging import install_logging
 
 __all__ = ["Handler", "handler", "serve", "serve_async"]
 
@@ -86,7 +88,7 @@ async def serve_async(
     handlers: Optional[Mapping[str, Handler]] = None, *, workers: Optional[int] = None
 ) -> None:
     """Like :func:`serve`, as a coroutine on the running event loop."""
-    _gloam.install_logging()
+    install_logging()
     function, handler_name, ipc_root = _gloam.options_from_env()
     count = _gloam.workers_from_env() if workers is None else workers
     if count < 1:
@@ -215,10 +217,25 @@ class _Runtime:
         _send(worker.complete, call, output)
 
 
+def _failure(exc: Exception) -> Tuple[str, str]:
+    """Return the error kind and message a call fails with when its handler raised ``exc``.
+
+    A :class:`GloamError` let through by the handler (e.g. the :class:`Timeout` of an internal
+    call) keeps its kind when that kind is the outcome of a call (``FUNCTION_NOT_FOUND``,
+    ``PAYLOAD_TOO_LARGE``, ``HANDLER_FAILED``, ``WORKER_CRASHED``, ``TIMEOUT``, ``OVERLOADED``,
+    ``SHUTDOWN``), with its message. Anything else is ``HANDLER_FAILED`` with ``Type: message``.
+    """
+    if isinstance(exc, GloamError):
+        passed = _gloam.pass_on(exc.kind, exc.message)
+        if passed is not None:
+            return passed
+    return "HANDLER_FAILED", _describe(exc)
+
+
 def _handler_failed(worker: _gloam.Worker, call: _gloam.Call, exc: Exception) -> None:
-    """Fail ``call`` with the handler's exception (its type and message); the worker lives on."""
+    """Fail ``call`` with the handler's exception (see :func:`_failure`); the worker lives on."""
     _log.warning("%s: handler failed call %#x", worker.function, call.call_id, exc_info=True)
-    _send(worker.fail, call, "HANDLER_FAILED", _describe(exc))
+    _send(worker.fail, call, *_failure(exc))
 
 
 def _stopping(worker: _gloam.Worker, call: _gloam.Call) -> None:

@@ -1,3 +1,5 @@
+//! Tests of the lane state machine, one region per side.
+
 use super::*;
 use crate::protocol::{Header, Kind, Message, INLINE_CAPACITY};
 use crate::ring::RingFile;

@@ -109,7 +109,9 @@ impl Engine {
     pub(crate) fn lock(&self) -> MutexGuard<'_, EngineState> {
         // The state is only mutated through methods that keep it consistent at every return;
         // a panic in one of them is a bug we would rather survive than cascade.
-        lock(&self.state)
+        let mut st = lock(&self.state);
+        st.count_lock();
+        st
     }
 
     /// Runs one event on the state and carries out its actions.

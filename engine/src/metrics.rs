@@ -206,6 +206,10 @@ pub struct Snapshot {
     pub functions: Vec<(String, FunctionMetrics, FunctionGauges)>,
     /// Calls in flight on the engine.
     pub calls_in_flight: usize,
+    /// Times the engine took its state lock (one per event: an external call takes two).
+    pub state_locks: u64,
+    /// Hung workers the engine killed.
+    pub killed_workers: u64,
 }
 
 fn histogram(out: &mut String, name: &str, help: &str, rows: &[(&str, &Histogram)]) {
@@ -372,6 +376,22 @@ pub fn render(s: &Snapshot) -> String {
         "Calls the engine holds (queued or running).",
         &[(String::new(), s.calls_in_flight as f64)],
     );
+    for (name, help, v) in [
+        (
+            "gloam_state_locks_total",
+            "Times the engine took its state lock (an external call takes it twice).",
+            s.state_locks,
+        ),
+        (
+            "gloam_workers_killed_total",
+            "Hung workers killed (a call past its deadline by the grace, or a lane never given back).",
+            s.killed_workers,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {v}");
+    }
     out
 }
 

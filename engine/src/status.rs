@@ -164,5 +164,7 @@ pub fn metrics_snapshot(engine: &Engine) -> crate::metrics::Snapshot {
     crate::metrics::Snapshot {
         functions,
         calls_in_flight: st.calls_in_flight(),
+        state_locks: st.locks(),
+        killed_workers: st.killed(),
     }
 }

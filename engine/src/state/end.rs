@@ -315,6 +315,7 @@ impl<R, S: Clone> State<R, S> {
             return;
         }
         w.killed = true;
+        self.killed += 1;
         let (function_id, group) = (w.function_id, w.group);
         if let Some(f) = self.function_mut(function_id) {
             f.unidle(id);

@@ -98,6 +98,10 @@ pub struct State<R, S> {
     reserved: Vec<(WorkerId, u16)>,
     draining: bool,
     options: Options,
+    /// Times the lock around this state was taken (counted by the engine).
+    locks: u64,
+    /// Hung workers killed.
+    killed: u64,
 }
 
 impl<R, S: Clone> State<R, S> {
@@ -124,7 +128,24 @@ impl<R, S: Clone> State<R, S> {
             reserved: Vec::new(),
             draining: false,
             options,
+            locks: 0,
+            killed: 0,
         }
+    }
+
+    /// Counts one taking of the lock around this state (see [`State::locks`]).
+    pub fn count_lock(&mut self) {
+        self.locks += 1;
+    }
+
+    /// Times the lock around this state was taken.
+    pub fn locks(&self) -> u64 {
+        self.locks
+    }
+
+    /// Hung workers the state asked the engine to kill.
+    pub fn killed(&self) -> u64 {
+        self.killed
     }
 
     // ---- queries ------------------------------------------------------------------------

@@ -577,7 +577,9 @@ impl Engine {
         self.apply(actions);
     }
 
-    /// Stops admitting calls and waits (bounded) until the calls in flight have ended.
+    /// Stops admitting calls and waits (bounded) until the calls in flight have ended; when
+    /// `limit` passes first, ends those still in flight with `Shutdown`. Returns how many calls
+    /// and leases were left when the wait ended.
     pub async fn drain(&self, limit: Duration) -> usize {
         let revokes = self.lock().start_draining();
         self.apply(revokes);
@@ -588,6 +590,16 @@ impl Engine {
                 st.calls_in_flight() + st.leases()
             };
             if left == 0 || start.elapsed() >= limit {
+                if left > 0 {
+                    // The period is over: every call still in flight ends with SHUTDOWN now.
+                    let actions = {
+                        let mut st = self.lock();
+                        let actions = st.end_calls_in_flight(limit, now_ns());
+                        self.publish_in_flight(&st);
+                        actions
+                    };
+                    self.apply(actions);
+                }
                 return left;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -403,6 +403,24 @@ impl<R, S: Clone> State<R, S> {
         actions
     }
 
+    /// Ends every call still in flight (running or queued) with `Shutdown`: the drain period
+    /// `drain` is over, and each caller gets an answer now instead of losing its connection
+    /// when the engine stops. Goes through `fail_call`, so a call ends
+    /// exactly once; a worker's late answer is dropped as after a deadline.
+    pub fn end_calls_in_flight(&mut self, drain: std::time::Duration, now: u64) -> Actions<R, S> {
+        let text = format!(
+            "the engine is shutting down: the call did not finish within the drain period \
+             (drain_timeout_ms = {})",
+            drain.as_millis()
+        );
+        let ids: Vec<CallId> = self.calls.keys().copied().collect();
+        let mut actions = Vec::new();
+        for id in ids {
+            self.fail_call(id, ErrorKind::Shutdown, &text, now, &mut actions);
+        }
+        actions
+    }
+
     /// The next sequence number for an external call.
     pub fn next_external_id(&mut self, function_id: u16) -> CallId {
         let seq = self.next_external_seq;
@@ -1500,5 +1518,34 @@ mod tests {
         assert!(!a.iter().any(|a| matches!(a, Action::Reply { .. })));
         assert_eq!(st.calls_in_flight(), 0);
         let _ = c2;
+    }
+
+    #[test]
+    fn calls_still_in_flight_when_the_drain_ends_fail_with_shutdown_once() {
+        let mut st = state("");
+        let (w, _) = add_ready(&mut st, 100, 0);
+        let (running, _) = call(&mut st, 1, 0);
+        let (_queued, _) = call(&mut st, 2, 0);
+        st.start_draining();
+        let a = st.end_calls_in_flight(std::time::Duration::from_millis(250), 10 * MS);
+        let ended: Vec<&str> = a
+            .iter()
+            .filter_map(|a| match a {
+                Action::Reply {
+                    outcome: Outcome::Failed(ErrorKind::Shutdown, text),
+                    ..
+                } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ended.len(), 2, "{a:?}");
+        assert!(ended.iter().all(|t| t.contains("drain_timeout_ms = 250")));
+        assert_eq!(st.calls_in_flight(), 0);
+        // The running call's late answer is dropped, and nothing is left to end.
+        let a = complete(&mut st, w, running, 20 * MS);
+        assert!(!a.iter().any(|a| matches!(a, Action::Reply { .. })));
+        assert!(st
+            .end_calls_in_flight(std::time::Duration::ZERO, 30 * MS)
+            .is_empty());
     }
 }

@@ -28,6 +28,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default `max_workers` when the file does not set it (raised to `min_workers` if smaller).
 pub const DEFAULT_MAX_WORKERS: usize = 16;
+/// Default time a client has to send a request head: from the connection's start for its
+/// first request, from the first byte of the head for later ones.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a connection may stay idle (no request in progress, no byte moving) before
+/// the gateway closes it; also how long a request body may stall.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A configuration error. Its message names the file and, where there is one, the key
 /// (`engine.<key>`, `functions.<Name>.<key>`, or a line for syntax errors).
@@ -119,6 +125,14 @@ pub struct EngineConfig {
     /// Lease idle workers to callers that call their function again and again, so those
     /// calls skip the engine (direct lanes; ring transport only).
     pub direct_calls: bool,
+    /// Most HTTP connections the gateway holds open at once; `None`: derived at start from
+    /// the descriptor limit, minus a reserve for workers (see [`crate::descriptors`]).
+    pub max_connections: Option<usize>,
+    /// How long a client may take to send a request head (see
+    /// [`DEFAULT_HEADER_READ_TIMEOUT`]).
+    pub header_read_timeout: Duration,
+    /// How long a connection may stay idle between requests, and a request body may stall.
+    pub idle_timeout: Duration,
 }
 
 /// The message channel between the engine and its workers.

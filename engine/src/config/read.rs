@@ -48,6 +48,9 @@ pub(super) struct RawEngine {
     pub(super) log_dir: Option<PathBuf>,
     pub(super) transport: Option<String>,
     pub(super) direct_calls: Option<bool>,
+    pub(super) max_connections: Option<u64>,
+    pub(super) header_read_timeout_ms: Option<u64>,
+    pub(super) idle_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,8 +11,9 @@ use gloam_core::protocol::{validate_function_name, CallId, DEFAULT_MAX_PAYLOAD};
 
 use super::function::resolve_function;
 use super::model::{
-    Config, ConfigError, EngineConfig, Transport, DEFAULT_DRAIN_TIMEOUT, DEFAULT_IO_THREADS,
-    DEFAULT_LISTEN, DEFAULT_QUEUE_BOUND, DEFAULT_TIMEOUT, MAX_IO_THREADS,
+    Config, ConfigError, EngineConfig, Transport, DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_IO_THREADS, DEFAULT_LISTEN,
+    DEFAULT_QUEUE_BOUND, DEFAULT_TIMEOUT, MAX_IO_THREADS,
 };
 use super::read::{toml_key, RawEngine, RawFile};
 
@@ -199,7 +200,29 @@ fn resolve_engine(raw: RawEngine, source: &Path, base: &Path) -> Result<EngineCo
             ))
         }
     };
+    let max_connections = match raw.max_connections {
+        None => None,
+        Some(0) => {
+            return Err(ConfigError::at(
+                source,
+                engine_key("max_connections"),
+                "must be at least 1",
+            ))
+        }
+        Some(n) => Some(to_usize(n)),
+    };
+    let header_read_timeout = match raw.header_read_timeout_ms {
+        None => DEFAULT_HEADER_READ_TIMEOUT,
+        Some(ms) => check_timeout(ms, source, || engine_key("header_read_timeout_ms"))?,
+    };
+    let idle_timeout = match raw.idle_timeout_ms {
+        None => DEFAULT_IDLE_TIMEOUT,
+        Some(ms) => check_timeout(ms, source, || engine_key("idle_timeout_ms"))?,
+    };
     Ok(EngineConfig {
+        max_connections,
+        header_read_timeout,
+        idle_timeout,
         transport,
         direct_calls: raw.direct_calls.unwrap_or(true),
         ipc_root,
@@ -273,6 +296,9 @@ mod tests {
         assert_eq!(e.max_payload, DEFAULT_MAX_PAYLOAD);
         assert_eq!(e.default_timeout, Duration::from_secs(30));
         assert_eq!(e.drain_timeout, Duration::from_secs(5));
+        assert_eq!(e.max_connections, None);
+        assert_eq!(e.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(e.idle_timeout, Duration::from_secs(60));
         assert_eq!(e.log_dir, dir.path().join("logs"));
 
         // Sorted by id; ids assigned in sorted-name order.
@@ -314,6 +340,9 @@ mod tests {
             max_payload = 1000
             default_timeout_ms = 250
             drain_timeout_ms = 0
+            max_connections = 50
+            header_read_timeout_ms = 300
+            idle_timeout_ms = 400
             log_dir = "/var/log/gloam"
 
             [functions.A]
@@ -331,6 +360,12 @@ mod tests {
         assert_eq!(config.engine.io_threads, 4);
         assert_eq!(config.engine.listen, "[::1]:9000".parse::<SocketAddr>()?);
         assert_eq!(config.engine.drain_timeout, Duration::ZERO);
+        assert_eq!(config.engine.max_connections, Some(50));
+        assert_eq!(
+            config.engine.header_read_timeout,
+            Duration::from_millis(300)
+        );
+        assert_eq!(config.engine.idle_timeout, Duration::from_millis(400));
         assert_eq!(config.engine.log_dir, Path::new("/var/log/gloam"));
         let a = &config.functions[0];
         assert_eq!((a.name.as_str(), a.id), ("A", 1));
@@ -394,6 +429,26 @@ mod tests {
             (
                 "[engine]\nlisten = \"localhost\"\n[functions.A]\n",
                 "/etc/gloam/gloam.toml: engine.listen: \"localhost\" is not an address",
+            ),
+            (
+                "[engine]\nmax_connections = 0\n[functions.A]\n",
+                "/etc/gloam/gloam.toml: engine.max_connections: must be at least 1",
+            ),
+            (
+                "[engine]\nmax_connections = -1\n[functions.A]\n",
+                "/etc/gloam/gloam.toml: engine.max_connections: invalid value: integer `-1`, expected u64",
+            ),
+            (
+                "[engine]\nheader_read_timeout_ms = 0\n[functions.A]\n",
+                "/etc/gloam/gloam.toml: engine.header_read_timeout_ms: must be at least 1 ms",
+            ),
+            (
+                "[engine]\nidle_timeout_ms = 0\n[functions.A]\n",
+                "/etc/gloam/gloam.toml: engine.idle_timeout_ms: must be at least 1 ms",
+            ),
+            (
+                "[engine]\nidle_timeout_ms = \"1m\"\n[functions.A]\n",
+                "/etc/gloam/gloam.toml: engine.idle_timeout_ms: invalid type: string \"1m\", expected u64",
             ),
             (
                 "[engine]\nqueue_bound = 0\n[functions.A]\n",

@@ -80,8 +80,6 @@ pub(super) struct ConnState {
     h2: AtomicBool,
     /// Chosen to be evicted (at most one connection at a time).
     evicting: AtomicBool,
-    /// Wakes the watchdog to recompute its deadline.
-    wake: Notify,
     /// Asks the connection to close if still idle.
     evict: Notify,
 }
@@ -98,7 +96,6 @@ impl ConnState {
             write_pending: AtomicBool::new(false),
             h2: AtomicBool::new(false),
             evicting: AtomicBool::new(false),
-            wake: Notify::new(),
             evict: Notify::new(),
         }
     }
@@ -111,15 +108,11 @@ impl ConnState {
     fn on_read(&self) {
         let now = self.clock.now_ms();
         self.last_io_ms.store(now, Ordering::Relaxed);
-        if self.requests.load(Ordering::SeqCst) == 0
-            && !self.h2.load(Ordering::Relaxed)
-            && self
-                .head_since_ms
-                .compare_exchange(0, now, Ordering::SeqCst, Ordering::Relaxed)
-                .is_ok()
-        {
-            // The header deadline is usually earlier than the idle one the watchdog sleeps to.
-            self.wake.notify_one();
+        if self.requests.load(Ordering::SeqCst) == 0 && !self.h2.load(Ordering::Relaxed) {
+            // The first byte of a head (a later one keeps the head's start).
+            let _ =
+                self.head_since_ms
+                    .compare_exchange(0, now, Ordering::SeqCst, Ordering::Relaxed);
         }
     }
 
@@ -131,13 +124,19 @@ impl ConnState {
         }
     }
 
-    /// The next deadline and what happens then; `None` while busy (a request's own limits
-    /// apply: the call's deadline, the body's stall timeout).
-    fn deadline(&self, t: Timeouts) -> Option<(u64, CloseReason)> {
-        if self.requests.load(Ordering::SeqCst) > 0 {
-            return None;
-        }
+    /// When the watchdog looks next (clock ms), and what it does then if nothing has moved.
+    ///
+    /// Nothing can expire before the returned time, so neither a request's end nor a head's
+    /// first byte has to wake the watchdog (no extra wake-up per request): while busy, or
+    /// idle with no head begun, it only re-checks after `min(header_read, idle)`, earlier
+    /// than any deadline that can start meanwhile.
+    fn next_check(&self, t: Timeouts, now: u64) -> (u64, Option<CloseReason>) {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let recheck = now.saturating_add(ms(t.header_read).min(ms(t.idle)));
+        if self.requests.load(Ordering::SeqCst) > 0 {
+            // A request's own limits apply: the call's deadline, the body's stall timeout.
+            return (recheck, None);
+        }
         let idle = self
             .last_io_ms
             .load(Ordering::Relaxed)
@@ -145,31 +144,30 @@ impl ConnState {
         let head = self.head_since_ms.load(Ordering::SeqCst);
         if head != 0 && !self.h2.load(Ordering::Relaxed) {
             let due = head.saturating_add(ms(t.header_read));
-            if due <= idle {
-                return Some((due, CloseReason::HeaderTimeout));
-            }
+            return if due <= idle {
+                (due, Some(CloseReason::HeaderTimeout))
+            } else {
+                (idle, Some(CloseReason::IdleTimeout))
+            };
         }
-        Some((idle, CloseReason::IdleTimeout))
+        if idle <= recheck {
+            (idle, Some(CloseReason::IdleTimeout))
+        } else {
+            (recheck, None)
+        }
     }
 
     /// Resolves when the connection should be closed: a timer ran out, or it was evicted while
     /// quiescent (an eviction that finds it busy is handed back to `registry`).
     pub(super) async fn until_closed(&self, t: Timeouts, registry: &Registry) -> CloseReason {
         loop {
-            let wait = match self.deadline(t) {
-                Some((at, reason)) if at <= self.clock.now_ms() => return reason,
-                Some((at, _)) => Some(self.clock.instant(at)),
-                None => None,
-            };
-            let sleep = async {
-                match wait {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let now = self.clock.now_ms();
+            let (at, close) = self.next_check(t, now);
+            if let Some(reason) = close.filter(|_| at <= now) {
+                return reason;
+            }
             tokio::select! {
-                () = sleep => {}
-                () = self.wake.notified() => {}
+                () = tokio::time::sleep_until(self.clock.instant(at)) => {}
                 () = self.evict.notified() => {
                     if self.quiescent() {
                         return CloseReason::Evicted;
@@ -211,11 +209,10 @@ impl Drop for RequestGuard {
         let conn = &self.conn;
         conn.last_io_ms
             .store(conn.clock.now_ms(), Ordering::Relaxed);
-        if conn.requests.fetch_sub(1, Ordering::SeqCst) == 1 {
-            conn.wake.notify_one();
-            if self.registry.waiting.load(Ordering::SeqCst) {
-                self.registry.became_idle.notify_one();
-            }
+        if conn.requests.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.registry.waiting.load(Ordering::SeqCst)
+        {
+            self.registry.became_idle.notify_one();
         }
     }
 }
@@ -417,20 +414,29 @@ mod tests {
         let registry = Arc::new(Registry::default());
         let start = conn.head_since_ms.load(Ordering::SeqCst);
         assert_eq!(
-            conn.deadline(T),
-            Some((start + 100, CloseReason::HeaderTimeout))
+            conn.next_check(T, start),
+            (start + 100, Some(CloseReason::HeaderTimeout))
         );
+        // Busy: only re-checks, however long the call runs.
         let guard = RequestGuard::start(&conn, &registry, false);
-        assert_eq!(conn.deadline(T), None);
+        assert_eq!(conn.next_check(T, start + 5000), (start + 5100, None));
         assert!(!conn.quiescent());
         drop(guard);
-        // Between requests only the idle timer runs, until the next head's first byte.
-        let (_, reason) = conn.deadline(T).unwrap_or((0, CloseReason::Evicted));
-        assert_eq!(reason, CloseReason::IdleTimeout);
+        // Between requests: re-checks every 100 ms (a head may begin) until idle for 1 s.
+        let end = conn.last_io_ms.load(Ordering::Relaxed);
+        assert_eq!(conn.next_check(T, end), (end + 100, None));
+        assert_eq!(
+            conn.next_check(T, end + 950),
+            (end + 1000, Some(CloseReason::IdleTimeout))
+        );
         assert!(conn.quiescent());
+        // The first byte of the next head starts its timer.
         conn.on_read();
-        let (_, reason) = conn.deadline(T).unwrap_or((0, CloseReason::Evicted));
-        assert_eq!(reason, CloseReason::HeaderTimeout);
+        let head = conn.head_since_ms.load(Ordering::SeqCst);
+        assert_eq!(
+            conn.next_check(T, head),
+            (head + 100, Some(CloseReason::HeaderTimeout))
+        );
         // A client that does not take its response keeps the connection from eviction.
         conn.on_write(false);
         assert!(!conn.quiescent());

@@ -107,7 +107,9 @@ impl Gateway {
             stats: GatewayStats::default(),
             registry: Arc::new(Registry::default()),
             clock: Clock::new(),
-            slots: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            slots: Arc::new(Semaphore::new(
+                limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+            )),
         });
         let (phase, rx) = watch::channel(Phase::Serving);
         let task = tokio::spawn(run(shared.clone(), listener, rx));

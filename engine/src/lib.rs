@@ -4,6 +4,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod descriptors;
 pub mod engine;
 pub mod external;
 pub mod gateway;

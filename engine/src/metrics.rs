@@ -431,11 +431,15 @@ mod tests {
         let snap = Snapshot {
             functions: vec![("Foo".into(), m, FunctionGauges::default())],
             calls_in_flight: 0,
+            state_locks: 7,
+            killed_workers: 1,
         };
         let text = render(&snap);
         assert!(text.contains("faas_invocations_total{function=\"Foo\",status=\"ok\"} 1"));
         assert!(text.contains("faas_invocations_total{function=\"Foo\",status=\"timeout\"} 1"));
         assert!(text.contains("faas_invoke_duration_seconds_count{function=\"Foo\"} 2"));
+        assert!(text.contains("gloam_state_locks_total 7"));
+        assert!(text.contains("gloam_workers_killed_total 1"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').expect("name value");
             assert!(value.parse::<f64>().is_ok(), "bad line {line}");

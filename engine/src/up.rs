@@ -9,13 +9,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
 
 use gloam_core::ipc_root::IpcRoot;
 
 use crate::config::Config;
+use crate::descriptors::{self, CapSource, NofileLimit};
 use crate::engine::Engine;
-use crate::gateway;
+use crate::gateway::server::{Gateway, Limits};
 use crate::launcher::{LaunchSpec, Launcher};
 use crate::worker_link;
 
@@ -23,20 +23,59 @@ use crate::worker_link;
 const READY_WAIT: Duration = Duration::from_secs(60);
 /// How long worker processes get to exit on SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+/// How long HTTP connections get, once the drain is over, to write their last responses.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the engine for `config`; with `launch`, starts every function's worker processes too.
 /// Prints `gloam: ready http://ADDR` on stdout once calls can be served.
+///
+/// First raises the soft descriptor limit (`RLIMIT_NOFILE`) to the hard limit: the gateway's
+/// connection cap is derived from it (see [`crate::descriptors`]).
 pub fn run(config: Config, launch: bool) -> Result<()> {
+    let nofile = descriptors::raise_nofile_limit().context("reading RLIMIT_NOFILE")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.engine.io_threads)
         .thread_name("gloam-io")
         .enable_all()
         .build()
         .context("starting the I/O threads")?;
-    runtime.block_on(run_async(Arc::new(config), launch))
+    runtime.block_on(run_async(Arc::new(config), launch, nofile))
 }
 
-async fn run_async(config: Arc<Config>, launch: bool) -> Result<()> {
+/// The gateway's limits for `config` under the descriptor limit `nofile`, logged.
+fn gateway_limits(config: &Config, nofile: NofileLimit) -> Limits {
+    if let Some(from) = nofile.raised_from {
+        tracing::info!(
+            from,
+            to = nofile.soft,
+            "raised the descriptor limit (RLIMIT_NOFILE)"
+        );
+    }
+    let reserve = descriptors::reserve(config);
+    let cap = descriptors::connection_cap(config.engine.max_connections, nofile.soft, reserve);
+    match cap.source {
+        CapSource::Lowered { configured } => tracing::warn!(
+            configured,
+            using = cap.max,
+            nofile = nofile.soft,
+            reserve,
+            "engine.max_connections would leave the engine too few descriptors for its workers; lowered"
+        ),
+        CapSource::Derived | CapSource::Configured => tracing::info!(
+            max_connections = cap.max,
+            nofile = nofile.soft,
+            reserve,
+            "HTTP connection cap"
+        ),
+    }
+    Limits {
+        max_connections: cap.max,
+        header_read_timeout: config.engine.header_read_timeout,
+        idle_timeout: config.engine.idle_timeout,
+    }
+}
+
+async fn run_async(config: Arc<Config>, launch: bool, nofile: NofileLimit) -> Result<()> {
     let root = IpcRoot::create(&config.engine.ipc_root)
         .with_context(|| format!("preparing IPC root {}", config.engine.ipc_root.display()))?;
     let paths = root.paths().clone();
@@ -54,8 +93,7 @@ async fn run_async(config: Arc<Config>, launch: bool) -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.engine.listen))?;
     let addr = http.local_addr()?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let gateway = tokio::spawn(gateway::http::serve(engine.clone(), http, stop_rx));
+    let gateway = Gateway::start(engine.clone(), http, gateway_limits(&config, nofile));
 
     if launch {
         for f in &config.functions {
@@ -86,8 +124,8 @@ async fn run_async(config: Arc<Config>, launch: bool) -> Result<()> {
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-            _ = term.recv() => return shutdown(&engine, stop_tx, gateway, root).await,
-            _ = int.recv() => return shutdown(&engine, stop_tx, gateway, root).await,
+            _ = term.recv() => return shutdown(&engine, gateway, root).await,
+            _ = int.recv() => return shutdown(&engine, gateway, root).await,
         }
     }
     println!("gloam: ready http://{addr}");
@@ -98,25 +136,24 @@ async fn run_async(config: Arc<Config>, launch: bool) -> Result<()> {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    shutdown(&engine, stop_tx, gateway, root).await
+    shutdown(&engine, gateway, root).await
 }
 
-async fn shutdown(
-    engine: &Arc<Engine>,
-    stop_http: watch::Sender<bool>,
-    gateway: tokio::task::JoinHandle<()>,
-    root: IpcRoot,
-) -> Result<()> {
+/// Stops in order: no new connections, and requests on open ones answered 503 `SHUTDOWN`
+/// (`Connection: close`) while the calls in flight finish, for at most `drain_timeout`; then
+/// those still running end with 503 `SHUTDOWN`, connections close once their answers are
+/// written, and the workers stop.
+async fn shutdown(engine: &Arc<Engine>, gateway: Gateway, root: IpcRoot) -> Result<()> {
     tracing::info!("shutting down: draining calls in flight");
+    gateway.drain();
     let cut = engine.drain(engine.config().engine.drain_timeout).await;
     if cut > 0 {
         tracing::warn!(
             calls = cut,
-            "drain period over; calls still in flight ended with SHUTDOWN"
+            "drain period over; calls still in flight ended with 503 SHUTDOWN"
         );
     }
-    let _ = stop_http.send(true);
-    let _ = gateway.await;
+    gateway.close(CLOSE_GRACE).await;
     // Stop every function's processes at once (SIGTERM, then SIGKILL after the grace).
     let stops: Vec<_> = engine
         .take_launchers()

@@ -1,22 +1,18 @@
-//! The embedded HTTP gateway (HTTP/1.1 keep-alive and h2c): `POST /function/{name}`.
+//! The gateway's answers (HTTP/1.1 keep-alive and h2c): `POST /function/{name}`, the status page,
+//! `/healthz`, `/readyz`, `/metrics`, `/_/status`. Connections are handled in [`super::server`].
 
-use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use gloam_core::ErrorKind;
 
 use super::page;
+use super::stats::GatewayStats;
 use crate::engine::Engine;
 use crate::state::Refusal;
 use crate::status;
@@ -26,41 +22,28 @@ pub const TIMEOUT_HEADER: &str = "x-gloam-timeout";
 /// Response header: where the time of an external call went (`queue`, `run`, `handler`, µs).
 pub const TIMING_HEADER: &str = "x-gloam-timing";
 
-/// Serves HTTP on `listener` until `stop` turns true.
-pub async fn serve(engine: Arc<Engine>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let engine = engine.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let engine = engine.clone();
-                        async move { Ok::<_, Infallible>(handle(&engine, req).await) }
-                    });
-                    let builder = auto::Builder::new(TokioExecutor::new());
-                    if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
-                        tracing::debug!(error = %e, "HTTP connection ended with an error");
-                    }
-                });
-            }
-            _ = stop.changed() => return,
-        }
-    }
+/// What a request's handler needs from the gateway.
+#[derive(Debug)]
+pub(super) struct RequestCtx<'a> {
+    /// The engine is shutting down (answers say so; the connection closes after).
+    pub(super) draining: bool,
+    /// How long the request body may stall before the request is answered 408.
+    pub(super) body_timeout: Duration,
+    /// The gateway's counters, for `/metrics`.
+    pub(super) stats: &'a GatewayStats,
+    /// The connection cap, for `/metrics`.
+    pub(super) max_connections: usize,
 }
 
-async fn handle(engine: &Engine, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Answers one request.
+pub(super) async fn handle(
+    engine: &Engine,
+    ctx: &RequestCtx<'_>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     if let Some(name) = path.strip_prefix("/function/") {
-        return call(engine, name.to_string(), req).await;
+        return call(engine, ctx, name.to_string(), req).await;
     }
     match (req.method(), path.as_str()) {
         (&Method::GET, "/") => page::index(),
@@ -70,6 +53,10 @@ async fn handle(engine: &Engine, req: Request<Incoming>) -> Response<Full<Bytes>
             Ok(()) => text(StatusCode::OK, "ok\n"),
             Err(why) => error(StatusCode::SERVICE_UNAVAILABLE, "UNHEALTHY", &why),
         },
+        (&Method::GET, "/readyz") if ctx.draining => refusal(Refusal {
+            kind: ErrorKind::Shutdown,
+            message: "the engine is shutting down".into(),
+        }),
         (&Method::GET, "/readyz") => {
             let missing = engine.functions_without_workers();
             if missing.is_empty() {
@@ -83,7 +70,8 @@ async fn handle(engine: &Engine, req: Request<Incoming>) -> Response<Full<Bytes>
             }
         }
         (&Method::GET, "/metrics") => {
-            let body = crate::metrics::render(&status::metrics_snapshot(engine));
+            let mut body = crate::metrics::render(&status::metrics_snapshot(engine));
+            ctx.stats.render(ctx.max_connections, &mut body);
             let mut r = Response::new(Full::new(Bytes::from(body)));
             r.headers_mut().insert(
                 CONTENT_TYPE,
@@ -109,7 +97,12 @@ async fn handle(engine: &Engine, req: Request<Incoming>) -> Response<Full<Bytes>
     }
 }
 
-async fn call(engine: &Engine, name: String, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn call(
+    engine: &Engine,
+    ctx: &RequestCtx<'_>,
+    name: String,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let (max_payload, allow_get) = match engine.function_by_name(&name) {
         Some(f) => (f.max_payload, f.allow_get),
         None => {
@@ -160,8 +153,22 @@ async fn call(engine: &Engine, name: String, req: Request<Incoming>) -> Response
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<u64>().ok());
-    let body = match read_body(req.into_body(), max_payload).await {
+    let body = match read_body(req.into_body(), max_payload, ctx.body_timeout).await {
         Ok(b) => b,
+        Err(BodyError::Stalled) => {
+            let mut r = error(
+                StatusCode::REQUEST_TIMEOUT,
+                "REQUEST_TIMEOUT",
+                &format!(
+                    "the request body stalled for {} ms (engine.idle_timeout_ms)",
+                    ctx.body_timeout.as_millis()
+                ),
+            );
+            // The rest of the body will not be read: the connection cannot carry another.
+            r.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        }
         Err(BodyError::TooLarge(seen)) => {
             return too_large(declared.unwrap_or(seen).to_string());
         }
@@ -209,13 +216,21 @@ enum BodyError {
     /// Over the limit; how many bytes were seen.
     TooLarge(u64),
     Read(hyper::Error),
+    /// No byte arrived for the stall timeout.
+    Stalled,
 }
 
-/// Reads the body up to `limit` bytes, never buffering more.
-async fn read_body(mut body: Incoming, limit: u64) -> Result<Bytes, BodyError> {
+/// Reads the body up to `limit` bytes, never buffering more, waiting at most `stall` for
+/// each frame.
+async fn read_body(mut body: Incoming, limit: u64, stall: Duration) -> Result<Bytes, BodyError> {
     let mut buf = bytes::BytesMut::new();
     let mut seen = 0u64;
-    while let Some(frame) = body.frame().await {
+    loop {
+        let frame = match tokio::time::timeout(stall, body.frame()).await {
+            Err(_) => return Err(BodyError::Stalled),
+            Ok(None) => break,
+            Ok(Some(frame)) => frame,
+        };
         let frame = frame.map_err(BodyError::Read)?;
         let Ok(data) = frame.into_data() else {
             continue;
@@ -223,8 +238,8 @@ async fn read_body(mut body: Incoming, limit: u64) -> Result<Bytes, BodyError> {
         seen += data.len() as u64;
         if seen > limit {
             while seen <= limit.saturating_add(DISCARD_CAP) {
-                match body.frame().await {
-                    Some(Ok(f)) => seen += f.data_ref().map_or(0, |d| d.len() as u64),
+                match tokio::time::timeout(stall, body.frame()).await {
+                    Ok(Some(Ok(f))) => seen += f.data_ref().map_or(0, |d| d.len() as u64),
                     _ => break,
                 }
             }

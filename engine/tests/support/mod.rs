@@ -3,8 +3,9 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use gloam_engine::client::{HttpClient, Response};
@@ -44,6 +45,16 @@ pub fn rust_fn(name: &str, handler: &str, extra: &str) -> String {
 impl Stack {
     /// Starts `gloam up` with an `[engine]` section of `engine_extra` and `functions`.
     pub fn start(engine_extra: &str, functions: &str) -> Stack {
+        Stack::launch(engine_extra, functions, None)
+    }
+
+    /// [`start`](Self::start) with the engine's descriptor limit (`RLIMIT_NOFILE`, soft and
+    /// hard) set to `nofile`.
+    pub fn start_with_nofile(engine_extra: &str, functions: &str, nofile: u64) -> Stack {
+        Stack::launch(engine_extra, functions, Some(nofile))
+    }
+
+    fn launch(engine_extra: &str, functions: &str, nofile: Option<u64>) -> Stack {
         let dir = tempfile::tempdir().expect("tempdir");
         // CI runs these tests once more with the other transport.
         let transport = std::env::var("GLOAM_TEST_TRANSPORT")
@@ -57,13 +68,33 @@ impl Stack {
         let path = dir.path().join("gloam.toml");
         std::fs::write(&path, config).expect("write config");
         let stderr_log = dir.path().join("engine.stderr");
-        let mut child = Command::new(gloam_bin())
+        let mut command = Command::new(gloam_bin());
+        command
             .arg("up")
             .arg(&path)
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr_log).expect("stderr log"))
-            .spawn()
-            .expect("spawn gloam up");
+            .stderr(std::fs::File::create(&stderr_log).expect("stderr log"));
+        // SAFETY: runs in the forked child before exec and only calls prctl(2) and
+        // setrlimit(2), which are async-signal-safe; it allocates nothing and takes no lock.
+        unsafe {
+            command.pre_exec(move || {
+                // An engine left behind by a test that timed out dies with the test process.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(limit) = nofile {
+                    let lim = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().expect("spawn gloam up");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -153,26 +184,61 @@ impl Stack {
         list(&self.ipc_root().join(sub))
     }
 
-    /// Stops the stack (SIGTERM), waits for a clean exit and checks the IPC root is clean.
-    pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
+    /// The engine's stderr so far.
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// The value of the Prometheus series `series` (the whole name with labels) in `/metrics`.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let r = self.client().get("/metrics").expect("metrics");
+        let text = r.text().into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Sends SIGTERM to the engine without waiting.
+    pub fn terminate(&self) {
+        if let Some(child) = &self.child {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+
+    /// Waits at most `limit` for the engine to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let Some(child) = self.child.as_mut() else {
+            panic!("the engine was already stopped");
         };
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
         let start = Instant::now();
         let status = loop {
             if let Some(s) = child.try_wait().expect("wait") {
                 break s;
             }
-            if start.elapsed() > Duration::from_secs(30) {
+            if start.elapsed() > limit {
                 let _ = child.kill();
-                panic!("engine did not stop within 30 s");
+                panic!("engine did not stop within {limit:?}");
             }
             std::thread::sleep(Duration::from_millis(10));
         };
+        self.child = None;
+        status
+    }
+
+    /// Stops the stack (SIGTERM), waits for a clean exit and checks the IPC root is clean.
+    pub fn stop(&mut self) {
+        if self.child.is_none() {
+            return;
+        }
+        self.terminate();
+        let status = self.wait_exit(Duration::from_secs(30));
+        self.check_clean_exit(status);
+    }
+
+    /// Asserts the engine exited with success and left no file in the IPC root.
+    pub fn check_clean_exit(&self, status: ExitStatus) {
         assert!(
             status.success(),
             "engine exited with {status}; stderr:\n{}",
@@ -182,6 +248,111 @@ impl Stack {
             let left = self.ipc_files(sub);
             assert!(left.is_empty(), "stray files in {sub}/: {left:?}");
         }
+    }
+}
+
+/// Opens a connection to `addr` and writes a keep-alive `POST /function/<function>` with `body`
+/// on it, without waiting for the answer (see [`read_raw_response`]).
+pub fn raw_post(addr: &str, function: &str, body: &[u8]) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("read timeout");
+    let head = format!(
+        "POST /function/{function} HTTP/1.1\r\nHost: gloam\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream
+        .write_all(&[head.as_bytes(), body].concat())
+        .expect("write request");
+    stream
+}
+
+/// Reads one response with a `Content-Length` body from `stream`.
+pub fn read_raw_response(stream: &mut std::net::TcpStream) -> std::io::Result<Response> {
+    use std::io::Read;
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line)?;
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.push((name.trim().to_string(), value.trim().to_string()));
+        }
+    }
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Whether the server closes `stream` (end of file or reset) within `limit`, reading nothing.
+pub fn closed_by_server(stream: &std::net::TcpStream, limit: Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(limit)).expect("read timeout");
+    let mut byte = [0u8; 1];
+    match (&*stream).read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => panic!("the server sent data on a connection expected to be closed"),
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+        ),
+    }
+}
+
+/// Whether the server has closed `stream` already (without waiting).
+pub fn closed_now(stream: &std::net::TcpStream) -> bool {
+    use std::io::Read;
+    stream.set_nonblocking(true).expect("nonblocking");
+    let mut byte = [0u8; 1];
+    let closed = match (&*stream).read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => panic!("the server sent data on an idle connection"),
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    stream.set_nonblocking(false).expect("blocking");
+    closed
+}
+
+/// Runs a test's `body` on its own thread and fails the test if it has not finished within
+/// `limit`, so that a hang fails fast (an engine it started dies with the test process).
+pub fn within<T: Send + 'static>(limit: Duration, body: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let body = std::thread::spawn(move || {
+        let value = body();
+        let _ = done_tx.send(());
+        value
+    });
+    match done_rx.recv_timeout(limit) {
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("the test did not finish within {limit:?}")
+        }
+        // Finished, or panicked (the sender was dropped): either way the thread has ended.
+        _ => match body.join() {
+            Ok(value) => value,
+            Err(panic) => std::panic::resume_unwind(panic),
+        },
     }
 }
 

@@ -1,0 +1,38 @@
+//! The deployment file `gloam.toml` (and Nightcore's `func_config.json`), parsed and resolved.
+//!
+//! [`Config::load`] reads a file, checks every key and resolves defaults and relative paths, so
+//! the rest of the engine works with plain values: absolute paths,
+//! [`Duration`](std::time::Duration)s and assigned function ids. Every error names the file, the
+//! function and the key, e.g.
+//! `gloam.toml: functions.Foo.max_workers: invalid type: string "x", expected u32`.
+//!
+//! ```
+//! use gloam_engine::config::Config;
+//! use std::path::Path;
+//!
+//! let text = r#"
+//!     [functions.Hello]
+//!     command = "./hello"
+//! "#;
+//! let config = Config::parse(text, Path::new("/srv/app/gloam.toml")).unwrap();
+//! let hello = config.function("Hello").unwrap();
+//! assert_eq!(hello.id, 1);
+//! assert_eq!(hello.command.as_deref(), Some(Path::new("/srv/app/hello")));
+//! ```
+
+// One job per file: `model` (the resolved types and defaults), `read` (the TOML file as written
+// and its errors), `resolve` (defaults, paths, ids, `[engine]`), `function` (one
+// `[functions.<Name>]` table), `nightcore` (the `func_config.json` import).
+mod function;
+mod model;
+mod nightcore;
+mod read;
+mod resolve;
+#[cfg(test)]
+mod testing;
+
+pub use model::{
+    Config, ConfigError, EngineConfig, FunctionConfig, Transport, DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_IO_THREADS, DEFAULT_LISTEN,
+    DEFAULT_MAX_WORKERS, DEFAULT_QUEUE_BOUND, DEFAULT_TIMEOUT, ENV_PROCESS_INDEX, MAX_IO_THREADS,
+};

@@ -1,0 +1,477 @@
+//! Resolution of a file as written into a [`Config`]: defaults, absolute paths, function ids,
+//! and the checks of the `[engine]` table (each error names its key).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gloam_core::ipc_root::IpcPaths;
+use gloam_core::protocol::{validate_function_name, CallId, DEFAULT_MAX_PAYLOAD};
+
+use super::function::resolve_function;
+use super::model::{
+    Config, ConfigError, EngineConfig, Transport, DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_IO_THREADS, DEFAULT_LISTEN,
+    DEFAULT_QUEUE_BOUND, DEFAULT_TIMEOUT, MAX_IO_THREADS,
+};
+use super::read::{toml_key, RawEngine, RawFile};
+
+pub(super) fn engine_key(key: &str) -> String {
+    format!("engine.{key}")
+}
+
+pub(super) fn function_key(name: &str, key: &str) -> String {
+    format!("functions.{}.{key}", toml_key(name))
+}
+
+/// Makes `path` absolute against `base` and drops `.` components (`..` is kept: resolving it
+/// lexically would be wrong across symlinks).
+pub(super) fn absolute(base: &Path, path: &Path) -> PathBuf {
+    base.join(path).components().collect()
+}
+
+/// The directory of `source`, absolute.
+pub(super) fn config_dir(source: &Path) -> Result<PathBuf, ConfigError> {
+    let parent = source.parent().unwrap_or(Path::new(""));
+    if parent.is_absolute() {
+        return Ok(parent.components().collect());
+    }
+    let cwd = std::env::current_dir().map_err(|e| {
+        ConfigError::new(
+            source,
+            None,
+            format!("cannot resolve relative paths: the current directory is unavailable: {e}"),
+        )
+    })?;
+    Ok(absolute(&cwd, parent))
+}
+
+pub(super) fn no_nul(
+    source: &Path,
+    key: impl FnOnce() -> String,
+    value: &str,
+) -> Result<(), ConfigError> {
+    if value.contains('\0') {
+        return Err(ConfigError::at(source, key(), "contains a NUL byte"));
+    }
+    Ok(())
+}
+
+pub(super) fn to_usize(value: u64) -> usize {
+    usize::try_from(value).unwrap_or(usize::MAX)
+}
+
+pub(super) fn resolve(raw: RawFile, source: &Path) -> Result<Config, ConfigError> {
+    let base = config_dir(source)?;
+    let engine = resolve_engine(raw.engine, source, &base)?;
+    if raw.functions.is_empty() {
+        return Err(ConfigError::new(
+            source,
+            None,
+            "no functions: add at least one [functions.<Name>] table",
+        ));
+    }
+
+    // Explicit ids first, in sorted-name order, so the duplicate is reported on the later name.
+    let mut taken: BTreeMap<u16, &str> = BTreeMap::new();
+    for (name, function) in &raw.functions {
+        validate_function_name(name).map_err(|reason| {
+            ConfigError::at(source, format!("functions.{}", toml_key(name)), reason)
+        })?;
+        let Some(id) = function.id else { continue };
+        let id = u16::try_from(id)
+            .ok()
+            .filter(|id| (1..=CallId::MAX_FUNCTION).contains(id))
+            .ok_or_else(|| {
+                ConfigError::at(
+                    source,
+                    function_key(name, "id"),
+                    format!("{id} is out of range; ids are 1..={}", CallId::MAX_FUNCTION),
+                )
+            })?;
+        if let Some(other) = taken.insert(id, name) {
+            return Err(ConfigError::at(
+                source,
+                function_key(name, "id"),
+                format!("id {id} is already used by function {other}"),
+            ));
+        }
+    }
+    let explicit: BTreeSet<u16> = taken.keys().copied().collect();
+    let mut free = (1..=CallId::MAX_FUNCTION).filter(|id| !explicit.contains(id));
+
+    let mut functions = Vec::with_capacity(raw.functions.len());
+    for (name, function) in raw.functions {
+        let id = match function.id {
+            // Checked above.
+            Some(id) => u16::try_from(id).unwrap_or(0),
+            None => free.next().ok_or_else(|| {
+                ConfigError::at(
+                    source,
+                    format!("functions.{}", toml_key(&name)),
+                    format!(
+                        "no free function id left (at most {})",
+                        CallId::MAX_FUNCTION
+                    ),
+                )
+            })?,
+        };
+        functions.push(resolve_function(
+            name, id, function, &engine, source, &base,
+        )?);
+    }
+    functions.sort_by_key(|f| f.id);
+    Ok(Config {
+        engine,
+        functions,
+        source: source.to_path_buf(),
+    })
+}
+
+fn resolve_engine(raw: RawEngine, source: &Path, base: &Path) -> Result<EngineConfig, ConfigError> {
+    let io_threads = match raw.io_threads {
+        None => DEFAULT_IO_THREADS,
+        Some(n) => {
+            let n = to_usize(u64::from(n));
+            if !(1..=MAX_IO_THREADS).contains(&n) {
+                return Err(ConfigError::at(
+                    source,
+                    engine_key("io_threads"),
+                    format!("{n} is out of range; must be 1..={MAX_IO_THREADS}"),
+                ));
+            }
+            n
+        }
+    };
+    let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen: SocketAddr = listen_text.parse().map_err(|_| {
+        ConfigError::at(
+            source,
+            engine_key("listen"),
+            format!("{listen_text:?} is not an address like \"127.0.0.1:8080\" or \"[::1]:8080\""),
+        )
+    })?;
+    let queue_bound = match raw.queue_bound {
+        None => DEFAULT_QUEUE_BOUND,
+        Some(0) => {
+            return Err(ConfigError::at(
+                source,
+                engine_key("queue_bound"),
+                "must be at least 1",
+            ))
+        }
+        Some(n) => to_usize(n),
+    };
+    let max_payload = match raw.max_payload {
+        None => DEFAULT_MAX_PAYLOAD,
+        Some(n) => check_payload(n, source, || engine_key("max_payload"))?,
+    };
+    let default_timeout = match raw.default_timeout_ms {
+        None => DEFAULT_TIMEOUT,
+        Some(ms) => check_timeout(ms, source, || engine_key("default_timeout_ms"))?,
+    };
+    let drain_timeout = raw
+        .drain_timeout_ms
+        .map_or(DEFAULT_DRAIN_TIMEOUT, Duration::from_millis);
+    let ipc_root = match raw.ipc_root {
+        None => IpcPaths::default_root(),
+        Some(p) if p.as_os_str().is_empty() => {
+            return Err(ConfigError::at(source, engine_key("ipc_root"), "is empty"))
+        }
+        Some(p) => absolute(base, &p),
+    };
+    let log_dir = match raw.log_dir {
+        None => base.join("logs"),
+        Some(p) if p.as_os_str().is_empty() => {
+            return Err(ConfigError::at(source, engine_key("log_dir"), "is empty"))
+        }
+        Some(p) => absolute(base, &p),
+    };
+    let transport = match raw.transport.as_deref() {
+        None => Transport::default(),
+        Some("ring") => Transport::Ring,
+        Some("fifo") => Transport::Fifo,
+        Some(other) => {
+            return Err(ConfigError::at(
+                source,
+                engine_key("transport"),
+                format!("{other:?} is not a transport; use \"ring\" or \"fifo\""),
+            ))
+        }
+    };
+    let max_connections = match raw.max_connections {
+        None => None,
+        Some(0) => {
+            return Err(ConfigError::at(
+                source,
+                engine_key("max_connections"),
+                "must be at least 1",
+            ))
+        }
+        Some(n) => Some(to_usize(n)),
+    };
+    let header_read_timeout = match raw.header_read_timeout_ms {
+        None => DEFAULT_HEADER_READ_TIMEOUT,
+        Some(ms) => check_timeout(ms, source, || engine_key("header_read_timeout_ms"))?,
+    };
+    let idle_timeout = match raw.idle_timeout_ms {
+        None => DEFAULT_IDLE_TIMEOUT,
+        Some(ms) => check_timeout(ms, source, || engine_key("idle_timeout_ms"))?,
+    };
+    Ok(EngineConfig {
+        max_connections,
+        header_read_timeout,
+        idle_timeout,
+        transport,
+        direct_calls: raw.direct_calls.unwrap_or(true),
+        ipc_root,
+        io_threads,
+        listen,
+        queue_bound,
+        max_payload,
+        default_timeout,
+        drain_timeout,
+        log_dir,
+    })
+}
+
+pub(super) fn check_payload(
+    n: u64,
+    source: &Path,
+    key: impl FnOnce() -> String,
+) -> Result<u64, ConfigError> {
+    if n == 0 || n > u64::from(u32::MAX) {
+        return Err(ConfigError::at(
+            source,
+            key(),
+            format!("{n} is out of range; must be 1..={}", u32::MAX),
+        ));
+    }
+    Ok(n)
+}
+
+pub(super) fn check_timeout(
+    ms: u64,
+    source: &Path,
+    key: impl FnOnce() -> String,
+) -> Result<Duration, ConfigError> {
+    if ms == 0 {
+        return Err(ConfigError::at(source, key(), "must be at least 1 ms"));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::testing::{error, parse};
+
+    #[test]
+    fn defaults_and_resolution() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("gloam.toml");
+        std::fs::write(
+            &path,
+            r#"
+            [functions.Foo]
+            command = "../bin/foo"
+            args = ["--x"]
+            env = { KEY = "value" }
+
+            [functions.Bar]
+            command = "python3"
+            dir = "bar"
+            min_workers = 20
+            workers_per_process = 8
+            "#,
+        )?;
+        let config = Config::load(&path)?;
+        assert_eq!(config.source, path);
+        let e = &config.engine;
+        assert_eq!(e.ipc_root, IpcPaths::default_root());
+        assert_eq!(e.io_threads, 2);
+        assert_eq!(e.listen, "127.0.0.1:8080".parse::<SocketAddr>()?);
+        assert_eq!(e.queue_bound, 1024);
+        assert_eq!(e.max_payload, DEFAULT_MAX_PAYLOAD);
+        assert_eq!(e.default_timeout, Duration::from_secs(30));
+        assert_eq!(e.drain_timeout, Duration::from_secs(5));
+        assert_eq!(e.max_connections, None);
+        assert_eq!(e.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(e.idle_timeout, Duration::from_secs(60));
+        assert_eq!(e.log_dir, dir.path().join("logs"));
+
+        // Sorted by id; ids assigned in sorted-name order.
+        let names: Vec<_> = config.functions.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["Bar", "Foo"]);
+        let bar = config.function("Bar").ok_or(anyhow::anyhow!("Bar"))?;
+        assert_eq!(bar.id, 1);
+        assert_eq!(bar.command, Some(PathBuf::from("python3")));
+        assert_eq!(bar.dir, dir.path().join("bar"));
+        assert_eq!((bar.min_workers, bar.max_workers), (20, 20));
+        assert_eq!(bar.processes(), 3);
+
+        let foo = config.function_by_id(2).ok_or(anyhow::anyhow!("id 2"))?;
+        assert_eq!(foo.name, "Foo");
+        assert_eq!(foo.command, Some(dir.path().join("../bin/foo")));
+        assert!(foo.command.as_deref().is_some_and(Path::is_absolute));
+        assert_eq!(foo.args, ["--x"]);
+        assert_eq!(foo.env.get("KEY").map(String::as_str), Some("value"));
+        assert_eq!(foo.dir, dir.path());
+        assert_eq!((foo.min_workers, foo.max_workers), (1, 16));
+        assert_eq!(foo.workers_per_process, 1);
+        assert_eq!(foo.processes(), 1);
+        assert_eq!(foo.timeout, Duration::from_secs(30));
+        assert_eq!(foo.max_payload, DEFAULT_MAX_PAYLOAD);
+        assert!(!foo.allow_get);
+        assert_eq!(foo.queue_bound, 1024);
+        Ok(())
+    }
+
+    #[test]
+    fn engine_values_flow_into_function_defaults() -> anyhow::Result<()> {
+        let config = parse(
+            r#"
+            [engine]
+            ipc_root = "ipc"
+            io_threads = 4
+            listen = "[::1]:9000"
+            queue_bound = 7
+            max_payload = 1000
+            default_timeout_ms = 250
+            drain_timeout_ms = 0
+            max_connections = 50
+            header_read_timeout_ms = 300
+            idle_timeout_ms = 400
+            log_dir = "/var/log/gloam"
+
+            [functions.A]
+            [functions.B]
+            id = 2
+            timeout_ms = 10
+            max_payload = 999
+            queue_bound = 3
+            allow_get = true
+            min_workers = 0
+            max_workers = 4
+            "#,
+        )?;
+        assert_eq!(config.engine.ipc_root, Path::new("/etc/gloam/ipc"));
+        assert_eq!(config.engine.io_threads, 4);
+        assert_eq!(config.engine.listen, "[::1]:9000".parse::<SocketAddr>()?);
+        assert_eq!(config.engine.drain_timeout, Duration::ZERO);
+        assert_eq!(config.engine.max_connections, Some(50));
+        assert_eq!(
+            config.engine.header_read_timeout,
+            Duration::from_millis(300)
+        );
+        assert_eq!(config.engine.idle_timeout, Duration::from_millis(400));
+        assert_eq!(config.engine.log_dir, Path::new("/var/log/gloam"));
+        let a = &config.functions[0];
+        assert_eq!((a.name.as_str(), a.id), ("A", 1));
+        assert_eq!(a.command, None);
+        assert_eq!(a.timeout, Duration::from_millis(250));
+        assert_eq!((a.max_payload, a.queue_bound), (1000, 7));
+        let b = &config.functions[1];
+        assert_eq!(
+            (b.timeout, b.max_payload, b.queue_bound),
+            (Duration::from_millis(10), 999, 3)
+        );
+        assert!(b.allow_get);
+        assert_eq!((b.min_workers, b.max_workers, b.processes()), (0, 4, 0));
+        Ok(())
+    }
+
+    #[test]
+    fn missing_ids_skip_taken_ones() -> anyhow::Result<()> {
+        let config =
+            parse("[functions.a]\n[functions.b]\nid = 1\n[functions.c]\n[functions.d]\nid = 3\n")?;
+        let ids: Vec<_> = config
+            .functions
+            .iter()
+            .map(|f| (f.name.as_str(), f.id))
+            .collect();
+        assert_eq!(ids, [("b", 1), ("a", 2), ("d", 3), ("c", 4)]);
+        Ok(())
+    }
+
+    #[test]
+    fn semantic_errors() {
+        let cases = [
+            (
+                "[functions.\"bad name\"]\n",
+                "/etc/gloam/gloam.toml: functions.\"bad name\": function name \"bad name\" has the character ' '",
+            ),
+            (
+                "[functions.A]\nid = 3\n[functions.B]\nid = 3\n",
+                "/etc/gloam/gloam.toml: functions.B.id: id 3 is already used by function A",
+            ),
+            (
+                "[functions.A]\nid = 4096\n",
+                "/etc/gloam/gloam.toml: functions.A.id: 4096 is out of range; ids are 1..=4095",
+            ),
+            (
+                "[functions.A]\nid = 0\n",
+                "/etc/gloam/gloam.toml: functions.A.id: 0 is out of range",
+            ),
+            (
+                "[engine]\nmax_payload = 4294967296\n[functions.A]\n",
+                "/etc/gloam/gloam.toml: engine.max_payload: 4294967296 is out of range",
+            ),
+            (
+                "[engine]\nio_threads = 0\n[functions.A]\n",
+                "/etc/gloam/gloam.toml: engine.io_threads: 0 is out of range; must be 1..=64",
+            ),
+            (
+                "[engine]\nio_threads = 65\n[functions.A]\n",
+                "/etc/gloam/gloam.toml: engine.io_threads: 65 is out of range",
+            ),
+            (
+                "[engine]\nlisten = \"localhost\"\n[functions.A]\n",
+                "/etc/gloam/gloam.toml: engine.listen: \"localhost\" is not an address",
+            ),
+            (
+                "[engine]\nmax_connections = 0\n[functions.A]\n",
+                "/etc/gloam/gloam.toml: engine.max_connections: must be at least 1",
+            ),
+            (
+                "[engine]\nmax_connections = -1\n[functions.A]\n",
+                "/etc/gloam/gloam.toml: engine.max_connections: invalid value: integer `-1`, expected u64",
+            ),
+            (
+                "[engine]\nheader_read_timeout_ms = 0\n[functions.A]\n",
+                "/etc/gloam/gloam.toml: engine.header_read_timeout_ms: must be at least 1 ms",
+            ),
+            (
+                "[engine]\nidle_timeout_ms = 0\n[functions.A]\n",
+                "/etc/gloam/gloam.toml: engine.idle_timeout_ms: must be at least 1 ms",
+            ),
+            (
+                "[engine]\nidle_timeout_ms = \"1m\"\n[functions.A]\n",
+                "/etc/gloam/gloam.toml: engine.idle_timeout_ms: invalid type: string \"1m\", expected u64",
+            ),
+            (
+                "[engine]\nqueue_bound = 0\n[functions.A]\n",
+                "/etc/gloam/gloam.toml: engine.queue_bound: must be at least 1",
+            ),
+            ("", "/etc/gloam/gloam.toml: no functions"),
+            ("[engine]\nio_threads = 2\n", "/etc/gloam/gloam.toml: no functions"),
+        ];
+        for (text, expected) in cases {
+            let e = error(text);
+            assert!(
+                e.starts_with(expected),
+                "for {text:?}:\n got {e}\nwant {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn relative_source_resolves_against_current_dir() -> anyhow::Result<()> {
+        let config = Config::parse("[functions.A]\ndir = \"w\"\n", Path::new("gloam.toml"))?;
+        let cwd = std::env::current_dir()?;
+        assert_eq!(config.functions[0].dir, cwd.join("w"));
+        assert_eq!(config.engine.log_dir, cwd.join("logs"));
+        Ok(())
+    }
+}

@@ -71,7 +71,7 @@ impl Engine {
         .encode();
         let options = state::Options {
             direct_calls: poller.is_some() && config.engine.direct_calls,
-            ..state::Options::default()
+            hung_grace_ns: u64::try_from(config.engine.hung_grace.as_nanos()).unwrap_or(u64::MAX),
         };
         let state = State::new(&config.functions, options, now_ns());
         let by_name = config

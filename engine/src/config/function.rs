@@ -114,6 +114,26 @@ pub(super) fn resolve_function(
         }
         Some(n) => to_usize(u64::from(n)),
     };
+    // The pool counts whole processes: never more logical workers than max_workers (a default
+    // max_workers grows to hold min_workers' processes).
+    let processes = min_workers.div_ceil(workers_per_process);
+    let max_workers = match raw.max_workers {
+        None => max_workers.max(processes * workers_per_process),
+        Some(_) => max_workers,
+    };
+    if workers_per_process > max_workers || processes > max_workers / workers_per_process {
+        return Err(ConfigError::at(
+            source,
+            key("workers_per_process"),
+            format!(
+                "{workers_per_process} workers per process: min_workers ({min_workers}) needs {} \
+                 processes, more than max_workers ({max_workers}) allows; make max_workers at \
+                 least {}",
+                processes.max(1),
+                processes.max(1) * workers_per_process
+            ),
+        ));
+    }
     let timeout = match raw.timeout_ms {
         None => engine.default_timeout,
         Some(ms) => check_timeout(ms, source, || key("timeout_ms"))?,
@@ -245,6 +265,12 @@ mod tests {
             (
                 "[functions.A]\nworkers_per_process = 0\n",
                 "/etc/gloam/gloam.toml: functions.A.workers_per_process: must be at least 1",
+            ),
+            (
+                "[functions.A]\nmin_workers = 3\nmax_workers = 3\nworkers_per_process = 2\n",
+                "/etc/gloam/gloam.toml: functions.A.workers_per_process: 2 workers per process: \
+                 min_workers (3) needs 2 processes, more than max_workers (3) allows; make \
+                 max_workers at least 4",
             ),
             (
                 "[engine]\nmax_payload = 100\n[functions.A]\nmax_payload = 101\n",

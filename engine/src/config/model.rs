@@ -34,6 +34,8 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time a connection may stay idle (no request in progress, no byte moving) before
 /// the gateway closes it; also how long a request body may stall.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time a worker may keep running a call past its deadline before it is killed.
+pub const DEFAULT_HUNG_GRACE: Duration = Duration::from_secs(2);
 
 /// A configuration error. Its message names the file and, where there is one, the key
 /// (`engine.<key>`, `functions.<Name>.<key>`, or a line for syntax errors).
@@ -133,6 +135,9 @@ pub struct EngineConfig {
     pub header_read_timeout: Duration,
     /// How long a connection may stay idle between requests, and a request body may stall.
     pub idle_timeout: Duration,
+    /// How long a worker may keep running a call past its deadline (its caller already has
+    /// `TIMEOUT`) before the engine kills it and its launcher starts a new one.
+    pub hung_grace: Duration,
 }
 
 /// The message channel between the engine and its workers.

@@ -51,6 +51,7 @@ pub(super) struct RawEngine {
     pub(super) max_connections: Option<u64>,
     pub(super) header_read_timeout_ms: Option<u64>,
     pub(super) idle_timeout_ms: Option<u64>,
+    pub(super) hung_grace_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -12,8 +12,8 @@ use gloam_core::protocol::{validate_function_name, CallId, DEFAULT_MAX_PAYLOAD};
 use super::function::resolve_function;
 use super::model::{
     Config, ConfigError, EngineConfig, Transport, DEFAULT_DRAIN_TIMEOUT,
-    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_IO_THREADS, DEFAULT_LISTEN,
-    DEFAULT_QUEUE_BOUND, DEFAULT_TIMEOUT, MAX_IO_THREADS,
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_HUNG_GRACE, DEFAULT_IDLE_TIMEOUT, DEFAULT_IO_THREADS,
+    DEFAULT_LISTEN, DEFAULT_QUEUE_BOUND, DEFAULT_TIMEOUT, MAX_IO_THREADS,
 };
 use super::read::{toml_key, RawEngine, RawFile};
 
@@ -219,7 +219,12 @@ fn resolve_engine(raw: RawEngine, source: &Path, base: &Path) -> Result<EngineCo
         None => DEFAULT_IDLE_TIMEOUT,
         Some(ms) => check_timeout(ms, source, || engine_key("idle_timeout_ms"))?,
     };
+    let hung_grace = match raw.hung_grace_ms {
+        None => DEFAULT_HUNG_GRACE,
+        Some(ms) => check_timeout(ms, source, || engine_key("hung_grace_ms"))?,
+    };
     Ok(EngineConfig {
+        hung_grace,
         max_connections,
         header_read_timeout,
         idle_timeout,
@@ -308,7 +313,8 @@ mod tests {
         assert_eq!(bar.id, 1);
         assert_eq!(bar.command, Some(PathBuf::from("python3")));
         assert_eq!(bar.dir, dir.path().join("bar"));
-        assert_eq!((bar.min_workers, bar.max_workers), (20, 20));
+        // The default max_workers holds min_workers' whole processes (3 × 8).
+        assert_eq!((bar.min_workers, bar.max_workers), (20, 24));
         assert_eq!(bar.processes(), 3);
 
         let foo = config.function_by_id(2).ok_or(anyhow::anyhow!("id 2"))?;

@@ -48,10 +48,6 @@ use workers::Workers;
 use crate::config::FunctionConfig;
 use gloam_core::ErrorKind;
 
-/// How long a hung worker is given past its call's deadline before it is killed, unless the
-/// engine is told otherwise.
-pub const DEFAULT_HUNG_GRACE_NS: u64 = 2_000_000_000;
-
 /// Engine-wide settings of the state.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -65,7 +61,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             direct_calls: false,
-            hung_grace_ns: DEFAULT_HUNG_GRACE_NS,
+            hung_grace_ns: crate::config::DEFAULT_HUNG_GRACE.as_nanos() as u64,
         }
     }
 }

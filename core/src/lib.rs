@@ -9,6 +9,7 @@ pub mod bell;
 pub mod channel;
 pub mod clock;
 pub mod error;
+pub mod hello;
 pub mod ipc_root;
 pub mod lane;
 pub mod protocol;

@@ -160,6 +160,13 @@ impl Worker {
     pub fn max_payload(&self) -> u64 {
         self.table.max_payload()
     }
+    /// The name of the gRPC method `call` is for (`"Get"` for `/shop.Cart/Get` served by
+    /// function `grpc:shop.Cart`); `""` for a plain function's call.
+    pub fn method_of(&self, call: &Call) -> &str {
+        self.table
+            .method_name(call.function_id(), call.method_id())
+            .unwrap_or("")
+    }
 
     /// Waits for the next call. `Ok(None)`: the wait ran out, or [`Worker::wake`] was called.
     /// `Err(Shutdown)`: the engine retired this worker, or it is going away.

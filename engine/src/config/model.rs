@@ -99,6 +99,8 @@ pub struct Config {
     pub engine: EngineConfig,
     /// The functions, sorted by id; at least one.
     pub functions: Vec<FunctionConfig>,
+    /// The `[async]` table: asynchronous calls.
+    pub async_calls: super::async_calls::AsyncConfig,
     /// The file this was read from, as given (used in messages).
     pub source: PathBuf,
 }
@@ -138,6 +140,20 @@ pub struct EngineConfig {
     /// How long a worker may keep running a call past its deadline (its caller already has
     /// `TIMEOUT`) before the engine kills it and its launcher starts a new one.
     pub hung_grace: Duration,
+    /// A second address where the gateway serves gRPC only (gRPC is also served on `listen`).
+    pub grpc_listen: Option<SocketAddr>,
+    /// The gateway's certificate: with it, both listeners speak TLS (HTTP/1.1 and HTTP/2 by
+    /// ALPN) instead of plain TCP.
+    pub tls: Option<TlsConfig>,
+}
+
+/// The gateway's certificate chain and private key (PEM files, absolute paths).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
 }
 
 /// The message channel between the engine and its workers.
@@ -183,7 +199,16 @@ pub struct FunctionConfig {
     pub queue_bound: usize,
     /// Managed concurrency: limiter, pool growth and shrink (see [`crate::limiter`]).
     pub concurrency: LimiterConfig,
+    /// The gRPC methods of a function named `grpc:<Service>` (index = method id): the
+    /// gateway maps `/<Service>/<Method>` to this function and the method's index. Empty for
+    /// a plain function.
+    pub grpc_methods: Vec<String>,
 }
+
+/// Prefix of the functions that serve a gRPC service: `grpc:<Service>`.
+pub const GRPC_PREFIX: &str = "grpc:";
+/// Most gRPC methods one service may have.
+pub const MAX_GRPC_METHODS: usize = 1024;
 
 impl FunctionConfig {
     /// Worker processes started at launch: `ceil(min_workers / workers_per_process)`.

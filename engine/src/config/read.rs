@@ -33,6 +33,8 @@ pub(super) struct RawFile {
     pub(super) engine: RawEngine,
     #[serde(default)]
     pub(super) functions: BTreeMap<String, RawFunction>,
+    #[serde(default, rename = "async")]
+    pub(super) async_calls: super::async_calls::RawAsync,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -52,6 +54,9 @@ pub(super) struct RawEngine {
     pub(super) header_read_timeout_ms: Option<u64>,
     pub(super) idle_timeout_ms: Option<u64>,
     pub(super) hung_grace_ms: Option<u64>,
+    pub(super) grpc_listen: Option<String>,
+    pub(super) tls_cert: Option<PathBuf>,
+    pub(super) tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +85,7 @@ pub(super) struct RawFunction {
     pub(super) shrink: Option<bool>,
     pub(super) shrink_grace_ms: Option<u64>,
     pub(super) max_relative_queueing_delay: Option<f64>,
+    pub(super) grpc_methods: Option<Vec<String>>,
 }
 
 /// Turns a deserialization error into `<file>: <key path>: <reason>`, or `<file>: line L,

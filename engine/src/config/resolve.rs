@@ -65,6 +65,7 @@ pub(super) fn to_usize(value: u64) -> usize {
 pub(super) fn resolve(raw: RawFile, source: &Path) -> Result<Config, ConfigError> {
     let base = config_dir(source)?;
     let engine = resolve_engine(raw.engine, source, &base)?;
+    let async_calls = super::async_calls::resolve_async(raw.async_calls, source, &base)?;
     if raw.functions.is_empty() {
         return Err(ConfigError::new(
             source,
@@ -125,6 +126,7 @@ pub(super) fn resolve(raw: RawFile, source: &Path) -> Result<Config, ConfigError
     Ok(Config {
         engine,
         functions,
+        async_calls,
         source: source.to_path_buf(),
     })
 }
@@ -223,7 +225,40 @@ fn resolve_engine(raw: RawEngine, source: &Path, base: &Path) -> Result<EngineCo
         None => DEFAULT_HUNG_GRACE,
         Some(ms) => check_timeout(ms, source, || engine_key("hung_grace_ms"))?,
     };
+    let grpc_listen = match raw.grpc_listen.as_deref() {
+        None => None,
+        Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::at(
+                source,
+                engine_key("grpc_listen"),
+                format!("{text:?} is not an address like \"127.0.0.1:50051\""),
+            )
+        })?),
+    };
+    let tls = match (raw.tls_cert, raw.tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(super::model::TlsConfig {
+            cert: absolute(base, &cert),
+            key: absolute(base, &key),
+        }),
+        (Some(_), None) => {
+            return Err(ConfigError::at(
+                source,
+                engine_key("tls_key"),
+                "is missing: tls_cert needs its private key",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::at(
+                source,
+                engine_key("tls_cert"),
+                "is missing: tls_key needs its certificate",
+            ))
+        }
+    };
     Ok(EngineConfig {
+        grpc_listen,
+        tls,
         hung_grace,
         max_connections,
         header_read_timeout,

@@ -5,6 +5,7 @@ use gloam_core::protocol::{CallId, Header, Kind, Message, PayloadLocation};
 use gloam_core::ErrorKind;
 
 use super::calls::CallRecord;
+use super::function::Class;
 use super::{Action, Actions, Phase, Refusal, ReplyTo, State, Timer, Timing, WorkerId};
 
 impl<R, S: Clone> State<R, S> {
@@ -19,7 +20,22 @@ impl<R, S: Clone> State<R, S> {
         msg: Box<Message>,
         now: u64,
     ) -> Result<Actions<R, S>, (Refusal, R)> {
-        let run_now = match self.admission(id, function_id, now) {
+        self.admit_external_as(id, function_id, to, msg, Class::Interactive, now)
+    }
+
+    /// [`admit_external`](Self::admit_external) for a call of `class`: a background call
+    /// (an asynchronous one) waits in its own queue, behind every interactive call, and holds
+    /// at most its share of τ (see [`Class`]).
+    pub fn admit_external_as(
+        &mut self,
+        id: CallId,
+        function_id: u16,
+        to: R,
+        msg: Box<Message>,
+        class: Class,
+        now: u64,
+    ) -> Result<Actions<R, S>, (Refusal, R)> {
+        let run_now = match self.admission(id, function_id, class, now) {
             Ok(run_now) => run_now,
             Err(r) => return Err((r, to)),
         };
@@ -27,7 +43,7 @@ impl<R, S: Clone> State<R, S> {
         self.enter(
             id,
             function_id,
-            ReplyTo::External(to),
+            (ReplyTo::External(to), class),
             msg,
             run_now,
             now,
@@ -74,11 +90,11 @@ impl<R, S: Clone> State<R, S> {
                     ),
                 ))
             }
-            _ => self.admission(id, function_id, now),
+            _ => self.admission(id, function_id, Class::Interactive, now),
         };
         match admitted {
             Ok(run_now) => {
-                let reply = ReplyTo::Worker(caller);
+                let reply = (ReplyTo::Worker(caller), Class::Interactive);
                 self.enter(id, function_id, reply, msg, run_now, now, &mut actions);
             }
             Err(r) => {
@@ -102,7 +118,13 @@ impl<R, S: Clone> State<R, S> {
 
     /// Whether call `id` of `function_id` may enter now, and whether it can run at once.
     /// Counts an admitted arrival (λ), or a refusal's outcome.
-    fn admission(&mut self, id: CallId, function_id: u16, now: u64) -> Result<bool, Refusal> {
+    fn admission(
+        &mut self,
+        id: CallId,
+        function_id: u16,
+        class: Class,
+        now: u64,
+    ) -> Result<bool, Refusal> {
         if self.calls.contains(id) {
             return Err(Refusal::new(
                 ErrorKind::Internal,
@@ -123,15 +145,27 @@ impl<R, S: Clone> State<R, S> {
                 "the engine is shutting down",
             ));
         }
-        let run_now = f.queued() == 0 && !f.idle.is_empty() && f.below_tau(now);
-        if !run_now && f.queued() >= f.config.queue_bound {
+        // An interactive call waits only behind interactive ones; a background one behind all.
+        let can_run = |f: &super::FunctionState| match class {
+            Class::Interactive => {
+                f.queued_of(Class::Interactive) == 0 && !f.idle.is_empty() && f.below_tau(now)
+            }
+            Class::Background => {
+                f.queued() == 0
+                    && !f.idle.is_empty()
+                    && f.below_tau(now)
+                    && f.background_may_start(now)
+            }
+        };
+        let run_now = can_run(f);
+        if !run_now && f.queued_of(class) >= f.config.queue_bound {
             f.metrics.count(Some(ErrorKind::Overloaded));
             return Err(Refusal::new(
                 ErrorKind::Overloaded,
                 format!(
                     "function {} has {} calls queued (queue_bound {})",
                     f.config.name,
-                    f.queued(),
+                    f.queued_of(class),
                     f.config.queue_bound
                 ),
             ));
@@ -139,7 +173,7 @@ impl<R, S: Clone> State<R, S> {
         // Only admitted calls count towards λ: a refused one would raise τ with nobody left
         // to use it until the next event.
         f.limiter.on_arrival(now);
-        let run_now = run_now || (f.queued() == 0 && !f.idle.is_empty() && f.below_tau(now));
+        let run_now = run_now || can_run(f);
         Ok(run_now)
     }
 
@@ -149,7 +183,7 @@ impl<R, S: Clone> State<R, S> {
         &mut self,
         id: CallId,
         function_id: u16,
-        reply: ReplyTo<R>,
+        (reply, class): (ReplyTo<R>, Class),
         mut msg: Box<Message>,
         run_now: bool,
         now: u64,
@@ -179,6 +213,7 @@ impl<R, S: Clone> State<R, S> {
             deadline_ns,
             timer,
             input_in_shm,
+            class,
         };
         if self.calls.insert(id, record).is_err() {
             // Checked by `admission` under the same lock.
@@ -194,7 +229,7 @@ impl<R, S: Clone> State<R, S> {
             Some(w) => self.dispatch_to(w, id, now, actions),
             None => {
                 let reclaim = self.function_mut(function_id).is_some_and(|f| {
-                    f.enqueue(id);
+                    f.enqueue(id, class);
                     f.idle.is_empty() && f.leased > 0
                 });
                 if reclaim {
@@ -227,9 +262,12 @@ impl<R, S: Clone> State<R, S> {
         rec.dispatch_ns = now;
         msg.header.worker_id = worker.raw();
         let sender = w.sender.clone();
-        let function_id = rec.function_id;
+        let (function_id, class) = (rec.function_id, rec.class);
         if let Some(f) = self.function_mut(function_id) {
             f.running += 1;
+            if class == Class::Background {
+                f.running_background += 1;
+            }
         }
         actions.push(Action::Send {
             worker,
@@ -275,7 +313,7 @@ impl<R, S: Clone> State<R, S> {
             if f.idle.is_empty() || !f.below_tau(now) {
                 break;
             }
-            let Some(next) = f.pop_queued(|id| calls.contains(id)) else {
+            let Some(next) = f.pop_queued(now, |id| calls.contains(id)) else {
                 break;
             };
             let shed = calls.get(next).and_then(|rec| {

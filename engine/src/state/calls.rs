@@ -6,6 +6,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use gloam_core::protocol::{CallId, Message};
 
 use super::action::ReplyTo;
+use super::function::Class;
 use super::ids::WorkerId;
 use super::timers::TimerId;
 
@@ -59,6 +60,8 @@ pub struct CallRecord<R> {
     pub timer: TimerId,
     /// Its input travels in a shm file the engine removes when the call ends.
     pub input_in_shm: bool,
+    /// Its priority class.
+    pub class: Class,
 }
 
 /// The calls in flight, by id.

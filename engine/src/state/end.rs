@@ -51,8 +51,11 @@ impl<R, S: Clone> State<R, S> {
         {
             if dispatched {
                 f.running = f.running.saturating_sub(1);
+                if rec.class == super::Class::Background {
+                    f.running_background = f.running_background.saturating_sub(1);
+                }
             } else {
-                f.forget_queued(|c| calls.contains(c));
+                f.forget_queued(rec.class, |c| calls.contains(c));
             }
             let status = match &ending {
                 Ending::Answered(msg) if msg.header.kind == Kind::Complete => None,

@@ -15,16 +15,58 @@ use crate::metrics::FunctionMetrics;
 /// The queue is compacted when it holds this many more ended ids than live ones.
 const STALE_SLACK: usize = 64;
 
+/// The priority class of a call: interactive calls (synchronous, external or internal) are
+/// always dispatched before background ones (asynchronous calls), and background calls hold
+/// at most half of τ (rounded up) at once, so a burst of them leaves room for interactive
+/// calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Class {
+    /// A caller waits for the answer.
+    #[default]
+    Interactive,
+    /// An asynchronous call: accepted, stored, run when interactive calls leave room.
+    Background,
+}
+
+/// The calls of one class waiting for a worker, oldest first; ids of calls that ended while
+/// queued stay until popped or compacted away.
+#[derive(Debug, Default)]
+struct ClassQueue {
+    ids: VecDeque<CallId>,
+    /// Live calls in `ids`.
+    live: usize,
+}
+
+impl ClassQueue {
+    fn pop(&mut self, live: &impl Fn(CallId) -> bool) -> Option<CallId> {
+        while let Some(id) = self.ids.pop_front() {
+            if live(id) {
+                self.live -= 1;
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    fn forget(&mut self, live: impl Fn(CallId) -> bool) {
+        self.live = self.live.saturating_sub(1);
+        if self.ids.len() > self.live + STALE_SLACK {
+            self.ids.retain(|id| live(*id));
+        }
+    }
+}
+
 /// One function's dispatcher state.
 #[derive(Debug)]
 pub struct FunctionState {
     /// Its configuration.
     pub config: Arc<FunctionConfig>,
-    /// Calls waiting for a worker, oldest first; ids of calls that ended while queued stay
-    /// until popped (see [`FunctionState::pop_queued`]).
-    queue: VecDeque<CallId>,
-    /// Live calls in `queue`.
-    queued: usize,
+    /// Interactive calls waiting for a worker (see [`FunctionState::pop_queued`]).
+    queue: ClassQueue,
+    /// Background calls waiting for a worker.
+    background: ClassQueue,
+    /// Background calls among `running`.
+    pub running_background: usize,
     /// Ready workers with no call, most recently freed last.
     pub idle: Vec<WorkerId>,
     /// Live calls running on its workers (τ counts these).
@@ -58,8 +100,9 @@ impl FunctionState {
     pub fn new(config: &FunctionConfig) -> FunctionState {
         FunctionState {
             config: Arc::new(config.clone()),
-            queue: VecDeque::new(),
-            queued: 0,
+            queue: ClassQueue::default(),
+            background: ClassQueue::default(),
+            running_background: 0,
             idle: Vec::new(),
             running: 0,
             connecting: 0,
@@ -76,35 +119,61 @@ impl FunctionState {
         }
     }
 
-    /// Live calls waiting in the queue.
+    /// Live calls waiting in the queue, both classes.
     pub fn queued(&self) -> usize {
-        self.queued
+        self.queue.live + self.background.live
     }
 
-    /// Appends a call to the queue.
-    pub fn enqueue(&mut self, id: CallId) {
-        self.queue.push_back(id);
-        self.queued += 1;
-    }
-
-    /// A queued call ended before it was dispatched; its id stays in the queue until popped
-    /// or compacted away (`live` tells which ids still live).
-    pub fn forget_queued(&mut self, live: impl Fn(CallId) -> bool) {
-        self.queued = self.queued.saturating_sub(1);
-        if self.queue.len() > self.queued + STALE_SLACK {
-            self.queue.retain(|id| live(*id));
+    /// Live calls of `class` waiting in the queue.
+    pub fn queued_of(&self, class: Class) -> usize {
+        match class {
+            Class::Interactive => self.queue.live,
+            Class::Background => self.background.live,
         }
     }
 
-    /// The oldest queued call that still lives, taken out of the queue.
-    pub fn pop_queued(&mut self, live: impl Fn(CallId) -> bool) -> Option<CallId> {
-        while let Some(id) = self.queue.pop_front() {
-            if live(id) {
-                self.queued -= 1;
-                return Some(id);
-            }
+    /// Appends a call of `class` to its queue.
+    pub fn enqueue(&mut self, id: CallId, class: Class) {
+        let q = match class {
+            Class::Interactive => &mut self.queue,
+            Class::Background => &mut self.background,
+        };
+        q.ids.push_back(id);
+        q.live += 1;
+    }
+
+    /// A queued call of `class` ended before it was dispatched; its id stays in the queue
+    /// until popped or compacted away (`live` tells which ids still live).
+    pub fn forget_queued(&mut self, class: Class, live: impl Fn(CallId) -> bool) {
+        match class {
+            Class::Interactive => self.queue.forget(live),
+            Class::Background => self.background.forget(live),
+        }
+    }
+
+    /// The next queued call to run, taken out of its queue: the oldest interactive one, else
+    /// the oldest background one while background calls hold less than their share of τ.
+    pub fn pop_queued(&mut self, now: u64, live: impl Fn(CallId) -> bool) -> Option<CallId> {
+        if let Some(id) = self.queue.pop(&live) {
+            return Some(id);
+        }
+        if self.background_may_start(now) {
+            return self.background.pop(&live);
         }
         None
+    }
+
+    /// Background calls may hold at most ⌈τ/2⌉ workers at once.
+    pub fn background_cap(&self, now: u64) -> usize {
+        self.limiter
+            .tau_queued(now, self.queued())
+            .div_ceil(2)
+            .max(1)
+    }
+
+    /// Whether one more background call may start now (τ and its share allowing).
+    pub fn background_may_start(&self, now: u64) -> bool {
+        self.running_background < self.background_cap(now)
     }
 
     /// Takes `worker` out of the idle list, if it is there.
@@ -120,6 +189,14 @@ impl FunctionState {
 
     /// Whether another call may start now: fewer than τ run.
     pub fn below_tau(&self, now: u64) -> bool {
-        self.running < self.limiter.tau_queued(now, self.queued)
+        self.running < self.limiter.tau_queued(now, self.queued())
+    }
+
+    /// Whether a queued call could run now on an idle worker (the dispatcher must not leave
+    /// it waiting): an interactive one within τ, or a background one within τ and its share.
+    pub fn runnable_waiting(&self, now: u64) -> bool {
+        !self.idle.is_empty()
+            && self.below_tau(now)
+            && (self.queue.live > 0 || (self.background.live > 0 && self.background_may_start(now)))
     }
 }

@@ -36,7 +36,10 @@ impl<R, S: Clone> State<R, S> {
                     return Err(format!("call {id} answers worker {c}, not its caller"));
                 }
             }
-            *live_calls_of.entry(rec.function_id).or_insert(0usize) += 1;
+            let counts = live_calls_of.entry(rec.function_id).or_insert([0usize; 4]);
+            let class = usize::from(rec.class == super::Class::Background);
+            // [interactive queued, background queued, interactive running, background running]
+            counts[class + 2 * usize::from(rec.worker.is_some())] += 1;
         }
         for f in self.functions() {
             let fid = f.config.id;
@@ -96,15 +99,21 @@ impl<R, S: Clone> State<R, S> {
                     f.idle.len()
                 ));
             }
-            let queued = live_calls_of.get(&fid).copied().unwrap_or(0) - running;
-            if f.queued() != queued {
+            let [queued, queued_bg, _, running_bg] =
+                live_calls_of.get(&fid).copied().unwrap_or_default();
+            let classes = (
+                f.queued_of(super::Class::Interactive),
+                f.queued_of(super::Class::Background),
+                f.running_background,
+            );
+            if classes != (queued, queued_bg, running_bg) {
                 return Err(format!(
-                    "{}: queued = {}, but {queued} of its calls wait",
+                    "{}: queued/queued background/running background = {classes:?}, but its \
+                     calls say {queued}/{queued_bg}/{running_bg}",
                     f.config.name,
-                    f.queued()
                 ));
             }
-            if f.queued() > 0 && !f.idle.is_empty() && f.below_tau(now) {
+            if f.runnable_waiting(now) {
                 return Err(format!(
                     "{}: {} calls wait while {} workers are idle and τ allows more",
                     f.config.name,

@@ -24,6 +24,8 @@ mod timers;
 mod workers;
 
 #[cfg(test)]
+mod class_tests;
+#[cfg(test)]
 mod model_tests;
 #[cfg(test)]
 mod tests;
@@ -34,7 +36,7 @@ use gloam_core::lane::LANES;
 
 pub use action::{Action, Actions, LeaseRef, Outcome, Refusal, ReplyTo, Timing};
 pub use calls::{CallRecord, IdMap};
-pub use function::FunctionState;
+pub use function::{Class, FunctionState};
 pub use ids::{LeaseId, WorkerId};
 pub use leases::Lease;
 pub use pool::Pool;

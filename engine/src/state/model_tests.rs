@@ -4,7 +4,10 @@
 //! driven against a model of the workers and callers around the engine. After every step the
 //! state's invariants hold, every result goes to its own caller (a live one) exactly once, and
 //! no worker gets a call while it holds one; at the end, once time has passed and every worker
-//! is gone, every call ended exactly once and nothing is left.
+//! is gone, every call ended exactly once and nothing is left. Calls come in both priority
+//! classes (interactive, and background as asynchronous calls are); the invariants hold the
+//! classes apart (a background call never runs while an interactive one could take its
+//! worker, and background calls keep within their share of τ).
 
 use std::collections::{HashMap, HashSet};
 
@@ -14,12 +17,13 @@ use gloam_core::ErrorKind;
 use proptest::prelude::*;
 
 use super::tests::{state_of, worker, TestActions, TestState, MS};
-use super::{Action, Outcome, Phase, WorkerId};
+use super::{Action, Class, Outcome, Phase, WorkerId};
 
 #[derive(Debug, Clone)]
 enum Op {
     External {
         function: u16,
+        background: bool,
     },
     Internal {
         caller: usize,
@@ -57,7 +61,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (1u16..=2).prop_map(|function| Op::External { function }),
+        4 => ((1u16..=2), prop::bool::weighted(0.4)).prop_map(|(function, background)| Op::External { function, background }),
         4 => (any::<usize>(), 1u16..=3).prop_map(|(caller, function)| Op::Internal { caller, function }),
         6 => (any::<usize>(), prop::bool::weighted(0.2)).prop_map(|(worker, fail)| Op::Answer { worker, fail }),
         1 => any::<usize>().prop_map(|worker| Op::Crash { worker }),
@@ -179,17 +183,28 @@ impl Harness {
         let what = format!("{op:?}");
         self.now += 10_000; // 10 µs between events
         match op {
-            Op::External { function } => {
+            Op::External {
+                function,
+                background,
+            } => {
                 let handle = self.next_handle;
                 self.next_handle += 1;
-                let id = CallId::new(0, handle as u32);
+                // Asynchronous calls have their own caller part (as the engine's do).
+                let caller = if background { 0x0001_0000 } else { 0 };
+                let id = CallId::new(caller, handle as u32);
                 let mut h = Header::new(Kind::Dispatch);
                 h.set_call_id(id);
-                let admitted = self.st.admit_external(
+                let class = if background {
+                    Class::Background
+                } else {
+                    Class::Interactive
+                };
+                let admitted = self.st.admit_external_as(
                     id,
                     function,
                     handle,
                     Box::new(Message::new(h)),
+                    class,
                     self.now,
                 );
                 match admitted {
@@ -406,7 +421,10 @@ fn a_worker_started_by_hand_counts_like_any_other() {
         retired: false,
     });
     h.actions(actions);
-    h.step(Op::External { function: 1 });
+    h.step(Op::External {
+        function: 1,
+        background: false,
+    });
     h.step(Op::Answer {
         worker: 0,
         fail: false,

@@ -60,15 +60,21 @@ impl Engine {
             Transport::Ring => Some(RingPoller::new()?),
             Transport::Fifo => None,
         };
-        let table = FunctionTable::new(
-            config
-                .functions
-                .iter()
-                .map(|f| (f.id, f.name.clone()))
-                .collect(),
-            config.engine.max_payload,
-        )
-        .encode();
+        let table = config
+            .functions
+            .iter()
+            .fold(
+                FunctionTable::new(
+                    config
+                        .functions
+                        .iter()
+                        .map(|f| (f.id, f.name.clone()))
+                        .collect(),
+                    config.engine.max_payload,
+                ),
+                |t, f| t.with_methods(f.id, f.grpc_methods.clone()),
+            )
+            .encode();
         let options = state::Options {
             direct_calls: poller.is_some() && config.engine.direct_calls,
             hung_grace_ns: u64::try_from(config.engine.hung_grace.as_nanos()).unwrap_or(u64::MAX),

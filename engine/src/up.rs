@@ -15,7 +15,7 @@ use gloam_core::ipc_root::IpcRoot;
 use crate::config::Config;
 use crate::descriptors::{self, CapSource, NofileLimit};
 use crate::engine::Engine;
-use crate::gateway::server::{Gateway, Limits};
+use crate::gateway::server::{Gateway, Limits, Listener};
 use crate::launcher::{LaunchSpec, Launcher};
 use crate::worker_link;
 
@@ -93,7 +93,22 @@ async fn run_async(config: Arc<Config>, launch: bool, nofile: NofileLimit) -> Re
         .await
         .with_context(|| format!("listening on {}", config.engine.listen))?;
     let addr = http.local_addr()?;
-    let gateway = Gateway::start(engine.clone(), http, gateway_limits(&config, nofile));
+    let mut listeners = vec![Listener {
+        tcp: http,
+        grpc_only: false,
+    }];
+    let mut grpc_addr = None;
+    if let Some(at) = config.engine.grpc_listen {
+        let grpc = TcpListener::bind(at)
+            .await
+            .with_context(|| format!("listening on {at} (engine.grpc_listen)"))?;
+        grpc_addr = Some(grpc.local_addr()?);
+        listeners.push(Listener {
+            tcp: grpc,
+            grpc_only: true,
+        });
+    }
+    let gateway = Gateway::start_on(engine.clone(), listeners, gateway_limits(&config, nofile));
 
     if launch {
         for f in &config.functions {
@@ -127,6 +142,9 @@ async fn run_async(config: Arc<Config>, launch: bool, nofile: NofileLimit) -> Re
             _ = term.recv() => return shutdown(&engine, gateway, root).await,
             _ = int.recv() => return shutdown(&engine, gateway, root).await,
         }
+    }
+    if let Some(grpc) = grpc_addr {
+        println!("gloam: grpc {grpc}");
     }
     println!("gloam: ready http://{addr}");
     let _ = std::io::stdout().flush();

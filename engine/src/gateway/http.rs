@@ -1,16 +1,18 @@
 //! The gateway's answers (HTTP/1.1 keep-alive and h2c): `POST /function/{name}`, the status page,
-//! `/healthz`, `/readyz`, `/metrics`, `/_/status`. Connections are handled in [`super::server`].
+//! `/healthz`, `/readyz`, `/metrics`, `/_/status`; gRPC requests go to [`super::grpc`].
+//! Connections are handled in [`super::server`].
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 
 use gloam_core::ErrorKind;
 
+use super::grpc::{self, GrpcBody};
 use super::page;
 use super::stats::GatewayStats;
 use crate::engine::Engine;
@@ -19,6 +21,9 @@ use crate::status;
 
 /// Request header: the call's deadline in milliseconds from now.
 pub const TIMEOUT_HEADER: &str = "x-gloam-timeout";
+/// Request header: the gRPC method of a `grpc:<Service>` function to call over plain HTTP
+/// (default: its first method).
+pub const METHOD_HEADER: &str = "x-gloam-method";
 /// Response header: where the time of an external call went (`queue`, `run`, `handler`, µs).
 pub const TIMING_HEADER: &str = "x-gloam-timing";
 
@@ -33,10 +38,27 @@ pub(super) struct RequestCtx<'a> {
     pub(super) stats: &'a GatewayStats,
     /// The connection cap, for `/metrics`.
     pub(super) max_connections: usize,
+    /// The listener serves gRPC only (`engine.grpc_listen`).
+    pub(super) grpc_only: bool,
 }
 
-/// Answers one request.
+/// A response body: a whole HTTP body, or a gRPC message with its trailers.
+pub(super) type GatewayBody = Either<Full<Bytes>, GrpcBody>;
+
+/// Answers one request: gRPC when it says so by its content-type, when its path names a
+/// method of a deployed `grpc:<Service>` function, or on the gRPC-only listener; HTTP else.
 pub(super) async fn handle(
+    engine: &Engine,
+    ctx: &RequestCtx<'_>,
+    req: Request<Incoming>,
+) -> Response<GatewayBody> {
+    if ctx.grpc_only || grpc::is_grpc(req.headers()) || grpc::serves(engine, req.uri().path()) {
+        return grpc::handle(engine, ctx, req).await.map(Either::Right);
+    }
+    handle_http(engine, ctx, req).await.map(Either::Left)
+}
+
+async fn handle_http(
     engine: &Engine,
     ctx: &RequestCtx<'_>,
     req: Request<Incoming>,
@@ -103,8 +125,8 @@ async fn call(
     name: String,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    let (max_payload, allow_get) = match engine.function_by_name(&name) {
-        Some(f) => (f.max_payload, f.allow_get),
+    let (max_payload, allow_get, methods) = match engine.function_by_name(&name) {
+        Some(f) => (f.max_payload, f.allow_get, &f.grpc_methods),
         None => {
             return refusal(Refusal {
                 kind: ErrorKind::FunctionNotFound,
@@ -140,6 +162,25 @@ async fn call(
             }
         },
     };
+    let method_id =
+        match req.headers().get(METHOD_HEADER) {
+            None => 0,
+            Some(v) => match methods
+                .iter()
+                .position(|m| v.to_str().is_ok_and(|v| v.trim() == m))
+            {
+                Some(i) => u16::try_from(i).unwrap_or(u16::MAX),
+                None => {
+                    return refusal(Refusal {
+                        kind: ErrorKind::InvalidArgument,
+                        message: format!(
+                        "function {name} has no method {v:?} (header X-Gloam-Method; it has: {})",
+                        if methods.is_empty() { "none".to_string() } else { methods.join(", ") }
+                    ),
+                    })
+                }
+            },
+        };
     let too_large = |size: String| {
         refusal(Refusal {
             kind: ErrorKind::PayloadTooLarge,
@@ -180,7 +221,12 @@ async fn call(
             )
         }
     };
-    match engine.call_external(&name, body, timeout).await {
+    let options = crate::external::CallOptions {
+        method_id,
+        timeout,
+        ..Default::default()
+    };
+    match engine.call_external_with(&name, body, options).await {
         Ok(out) => {
             let mut r = Response::new(Full::new(out.body));
             let t = out.timing;

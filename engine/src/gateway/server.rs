@@ -89,6 +89,15 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+/// A listening socket of the gateway.
+#[derive(Debug)]
+pub struct Listener {
+    /// The socket.
+    pub tcp: TcpListener,
+    /// Serves gRPC only (`engine.grpc_listen`); else HTTP and gRPC side by side.
+    pub grpc_only: bool,
+}
+
 /// A running HTTP gateway; see the [module docs](self).
 #[derive(Debug)]
 pub struct Gateway {
@@ -98,8 +107,18 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Serves HTTP on `listener` for `engine` within `limits`, on the current runtime.
+    /// Serves HTTP (and gRPC) on `listener` for `engine` within `limits`, on the current
+    /// runtime.
     pub fn start(engine: Arc<Engine>, listener: TcpListener, limits: Limits) -> Gateway {
+        let listener = Listener {
+            tcp: listener,
+            grpc_only: false,
+        };
+        Gateway::start_on(engine, vec![listener], limits)
+    }
+
+    /// Serves every listener of `listeners` for `engine`; the connection cap is shared.
+    pub fn start_on(engine: Arc<Engine>, listeners: Vec<Listener>, limits: Limits) -> Gateway {
         let shared = Arc::new(Shared {
             engine,
             limits,
@@ -112,7 +131,7 @@ impl Gateway {
             )),
         });
         let (phase, rx) = watch::channel(Phase::Serving);
-        let task = tokio::spawn(run(shared.clone(), listener, rx));
+        let task = tokio::spawn(run(shared.clone(), listeners, rx));
         Gateway {
             phase,
             shared,
@@ -147,20 +166,37 @@ impl Gateway {
     }
 }
 
-async fn run(shared: Arc<Shared>, listener: TcpListener, mut phase: watch::Receiver<Phase>) {
-    let graceful = GracefulShutdown::new();
-    accept_loop(&shared, listener, &mut phase, &graceful).await;
-    // The listener is closed: new connections are refused from here on.
+async fn run(shared: Arc<Shared>, listeners: Vec<Listener>, mut phase: watch::Receiver<Phase>) {
+    let graceful = Arc::new(GracefulShutdown::new());
+    let loops: Vec<_> = listeners
+        .into_iter()
+        .map(|l| {
+            let (shared, mut phase, graceful) = (shared.clone(), phase.clone(), graceful.clone());
+            tokio::spawn(async move {
+                accept_loop(&shared, l, &mut phase, &graceful).await;
+            })
+        })
+        .collect();
+    for l in loops {
+        let _ = l.await;
+    }
+    // The listeners are closed: new connections are refused from here on.
     let _ = phase.wait_for(|p| *p == Phase::Closing).await;
-    graceful.shutdown().await;
+    if let Ok(graceful) = Arc::try_unwrap(graceful) {
+        graceful.shutdown().await;
+    }
 }
 
 async fn accept_loop(
     shared: &Arc<Shared>,
-    listener: TcpListener,
+    listener: Listener,
     phase: &mut watch::Receiver<Phase>,
     graceful: &GracefulShutdown,
 ) {
+    let Listener {
+        tcp: listener,
+        grpc_only,
+    } = listener;
     let mut backoff = Backoff::default();
     let mut cap = CapEpisode::default();
     loop {
@@ -206,7 +242,13 @@ async fn accept_loop(
                 None => return,
             },
         };
-        spawn_connection(shared.clone(), stream, permit, graceful.watcher());
+        spawn_connection(
+            shared.clone(),
+            stream,
+            grpc_only,
+            permit,
+            graceful.watcher(),
+        );
     }
 }
 
@@ -257,6 +299,7 @@ async fn wait_for_slot(
 fn spawn_connection(
     shared: Arc<Shared>,
     stream: TcpStream,
+    grpc_only: bool,
     permit: OwnedSemaphorePermit,
     watcher: Watcher,
 ) {
@@ -280,6 +323,7 @@ fn spawn_connection(
                         body_timeout: shared.limits.idle_timeout,
                         stats: &shared.stats,
                         max_connections: shared.limits.max_connections,
+                        grpc_only,
                     };
                     let mut response = http::handle(&shared.engine, &ctx, req).await;
                     // Draining: this connection's client must go elsewhere from now on.

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod grpc;
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -30,6 +32,8 @@ pub fn hello_rust() -> PathBuf {
 pub struct Stack {
     pub child: Option<Child>,
     pub addr: String,
+    /// The gRPC-only listener's address, with `engine.grpc_listen`.
+    pub grpc_addr: Option<String>,
     pub dir: tempfile::TempDir,
     pub stderr_log: PathBuf,
 }
@@ -98,13 +102,17 @@ impl Stack {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut grpc = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("gloam: grpc ") {
+                    grpc = Some(addr.to_string());
+                }
                 if let Some(url) = line.strip_prefix("gloam: ready http://") {
-                    let _ = tx.send(url.to_string());
+                    let _ = tx.send((url.to_string(), grpc.take()));
                 }
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+        let (addr, grpc_addr) = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
@@ -117,6 +125,7 @@ impl Stack {
         Stack {
             child: Some(child),
             addr,
+            grpc_addr,
             dir,
             stderr_log,
         }
@@ -333,6 +342,21 @@ pub fn closed_now(stream: &std::net::TcpStream) -> bool {
     };
     stream.set_nonblocking(false).expect("blocking");
     closed
+}
+
+/// Reads `gloam: ready http://ADDR` from a child's piped stdout (within 60 s): the address.
+pub fn ready_addr(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("gloam: ready http://") {
+                let _ = tx.send(url.to_string());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the engine ready within 60 s")
 }
 
 /// Runs a test's `body` on its own thread and fails the test if it has not finished within

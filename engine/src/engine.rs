@@ -46,6 +46,7 @@ pub struct Engine {
     next_external: AtomicU32,
     launchers: Mutex<HashMap<u16, Launcher>>,
     poller: Option<Arc<RingPoller>>,
+    async_calls: std::sync::OnceLock<Arc<crate::async_calls::AsyncCalls>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -97,6 +98,7 @@ impl Engine {
             next_external: AtomicU32::new(1),
             launchers: Mutex::new(HashMap::new()),
             poller,
+            async_calls: std::sync::OnceLock::new(),
         });
         if let Some(p) = &engine.poller {
             let sink: Arc<dyn Inbound> = engine.clone();
@@ -162,6 +164,19 @@ impl Engine {
     /// The encoded function table sent in `WELCOME`.
     pub(crate) fn table(&self) -> &[u8] {
         &self.table
+    }
+
+    /// Opens the store of asynchronous calls (`[async]`) and starts running the calls it
+    /// holds; `POST /async-function` works from then on.
+    pub fn open_async(self: &Arc<Self>) -> Result<(), crate::state::Refusal> {
+        let calls = crate::async_calls::AsyncCalls::open(self, &self.config.async_calls)?;
+        let _ = self.async_calls.set(calls);
+        Ok(())
+    }
+
+    /// The asynchronous calls, once opened.
+    pub fn async_calls(&self) -> Option<&Arc<crate::async_calls::AsyncCalls>> {
+        self.async_calls.get()
     }
 
     /// A fresh id for an external call.

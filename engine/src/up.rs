@@ -80,6 +80,10 @@ async fn run_async(config: Arc<Config>, launch: bool, nofile: NofileLimit) -> Re
         .with_context(|| format!("preparing IPC root {}", config.engine.ipc_root.display()))?;
     let paths = root.paths().clone();
     let engine = Engine::new(config.clone(), paths.clone()).context("starting the engine")?;
+    engine
+        .open_async()
+        .map_err(|r| anyhow::anyhow!("{}", r.message))
+        .context("opening the store of asynchronous calls")?;
 
     let sock = UnixListener::bind(paths.socket())
         .with_context(|| format!("listening on {}", paths.socket().display()))?;

@@ -67,6 +67,14 @@ async fn handle_http(
     if let Some(name) = path.strip_prefix("/function/") {
         return call(engine, ctx, name.to_string(), req).await;
     }
+    if let Some(name) = path.strip_prefix("/async-function/") {
+        return super::async_routes::submit(engine, ctx, name.to_string(), req).await;
+    }
+    if let Some(id) = path.strip_prefix("/calls/") {
+        if req.method() == Method::GET {
+            return super::async_routes::result(engine, id);
+        }
+    }
     match (req.method(), path.as_str()) {
         (&Method::GET, "/") => page::index(),
         (&Method::GET, page::APP_JS_PATH) => page::script(),
@@ -94,6 +102,9 @@ async fn handle_http(
         (&Method::GET, "/metrics") => {
             let mut body = crate::metrics::render(&status::metrics_snapshot(engine));
             ctx.stats.render(ctx.max_connections, &mut body);
+            if let Some(a) = engine.async_calls() {
+                a.render_metrics(&mut body);
+            }
             let mut r = Response::new(Full::new(Bytes::from(body)));
             r.headers_mut().insert(
                 CONTENT_TYPE,
@@ -254,11 +265,39 @@ async fn call(
     }
 }
 
+/// The method id `X-Gloam-Method` names among `methods` (0 without the header).
+pub(super) fn method_of(
+    name: &str,
+    methods: &[String],
+    headers: &hyper::HeaderMap,
+) -> Result<u16, Refusal> {
+    let Some(v) = headers.get(METHOD_HEADER) else {
+        return Ok(0);
+    };
+    match methods
+        .iter()
+        .position(|m| v.to_str().is_ok_and(|v| v.trim() == m))
+    {
+        Some(i) => Ok(u16::try_from(i).unwrap_or(u16::MAX)),
+        None => Err(Refusal {
+            kind: ErrorKind::InvalidArgument,
+            message: format!(
+                "function {name} has no method {v:?} (header X-Gloam-Method; it has: {})",
+                if methods.is_empty() {
+                    "none".to_string()
+                } else {
+                    methods.join(", ")
+                }
+            ),
+        }),
+    }
+}
+
 /// After a body proved too large, this much more is read and thrown away so that the client,
 /// still sending, gets the 413 instead of a reset connection. Beyond it, the connection closes.
 const DISCARD_CAP: u64 = 64 << 20;
 
-enum BodyError {
+pub(super) enum BodyError {
     /// Over the limit; how many bytes were seen.
     TooLarge(u64),
     Read(hyper::Error),
@@ -268,7 +307,11 @@ enum BodyError {
 
 /// Reads the body up to `limit` bytes, never buffering more, waiting at most `stall` for
 /// each frame.
-async fn read_body(mut body: Incoming, limit: u64, stall: Duration) -> Result<Bytes, BodyError> {
+pub(super) async fn read_body(
+    mut body: Incoming,
+    limit: u64,
+    stall: Duration,
+) -> Result<Bytes, BodyError> {
     let mut buf = bytes::BytesMut::new();
     let mut seen = 0u64;
     loop {
@@ -296,7 +339,7 @@ async fn read_body(mut body: Incoming, limit: u64, stall: Duration) -> Result<By
     Ok(buf.freeze())
 }
 
-fn refusal(r: Refusal) -> Response<Full<Bytes>> {
+pub(super) fn refusal(r: Refusal) -> Response<Full<Bytes>> {
     let status =
         StatusCode::from_u16(r.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = error(status, r.kind.as_str(), &r.message);
@@ -307,7 +350,7 @@ fn refusal(r: Refusal) -> Response<Full<Bytes>> {
     resp
 }
 
-fn error(status: StatusCode, kind: &str, message: &str) -> Response<Full<Bytes>> {
+pub(super) fn error(status: StatusCode, kind: &str, message: &str) -> Response<Full<Bytes>> {
     let body = serde_json::json!({ "error": kind, "message": message });
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;

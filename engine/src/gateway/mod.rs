@@ -4,6 +4,7 @@
 //! header and idle timeouts, graceful shutdown); [`http`] answers each request, [`grpc`] the gRPC ones; [`page`] is the
 //! status page; `conn` tracks one connection for the limits, `stats` counts what they did.
 
+mod async_routes;
 mod conn;
 pub mod grpc;
 pub mod http;

@@ -22,6 +22,8 @@ suite_lint() {
 }
 
 suite_rust() {
+    # The gRPC tests call the engine with grpcurl (built from the Go module proxy, once).
+    ci/install-grpcurl.sh || return 1
     cargo test --workspace --exclude gloam-python --exclude gloam-node --exclude gloam-bench-baselines -- --test-threads=2 || return 1
     # The default transport is the shared-memory ring; run the engine's suites over FIFOs too.
     GLOAM_TEST_TRANSPORT=fifo cargo test -p gloam-engine --test e2e --test robustness -- --test-threads=2

@@ -78,12 +78,14 @@ pub(super) async fn submit(
     let max_payload = f.max_payload;
     let body = match read_body(req.into_body(), max_payload, ctx.body_timeout).await {
         Ok(b) => b,
-        Err(BodyError::TooLarge(seen)) => return refusal(Refusal::new(
-            ErrorKind::PayloadTooLarge,
-            format!(
+        Err(BodyError::TooLarge(seen)) => {
+            return refusal(Refusal::new(
+                ErrorKind::PayloadTooLarge,
+                format!(
                 "input of {seen} bytes exceeds the limit of {max_payload} bytes of function {name}"
             ),
-        )),
+            ))
+        }
         Err(BodyError::Stalled) => {
             return error(
                 StatusCode::REQUEST_TIMEOUT,

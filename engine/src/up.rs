@@ -112,7 +112,17 @@ async fn run_async(config: Arc<Config>, launch: bool, nofile: NofileLimit) -> Re
             grpc_only: true,
         });
     }
-    let gateway = Gateway::start_on(engine.clone(), listeners, gateway_limits(&config, nofile));
+    let tls = match &config.engine.tls {
+        None => None,
+        Some(t) => Some(crate::gateway::tls::acceptor(t).map_err(anyhow::Error::msg)?),
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let gateway = Gateway::start_on(
+        engine.clone(),
+        listeners,
+        gateway_limits(&config, nofile),
+        tls,
+    );
 
     if launch {
         for f in &config.functions {
@@ -150,7 +160,7 @@ async fn run_async(config: Arc<Config>, launch: bool, nofile: NofileLimit) -> Re
     if let Some(grpc) = grpc_addr {
         println!("gloam: grpc {grpc}");
     }
-    println!("gloam: ready http://{addr}");
+    println!("gloam: ready {scheme}://{addr}");
     let _ = std::io::stdout().flush();
     tracing::info!(%addr, ipc_root = %paths.root().display(), "engine ready");
 

@@ -8,7 +8,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::grpc::{framed, grpcurl, hello_request, raw_call};
+use support::grpc::{framed, grpcurl, grpcurl_with, hello_request, raw_call};
 use support::{hello_rust, rust_fn, within, Stack};
 
 const METHODS: &str = "grpc_methods = [\"SayHello\", \"Fail\", \"Crash\", \"Nested\"]";
@@ -305,5 +305,51 @@ fn nightcore_config_with_grpc_methods() {
         let _ = (worker.wait(), engine.wait());
         // Method ids follow the file's grpcMethods: SayHello is method 1 here.
         assert!(answer.unwrap_or_default().contains("method SayHello"));
+    });
+}
+
+#[test]
+fn grpc_over_tls_with_the_gateway_certificate() {
+    within(Duration::from_secs(60), || {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+            .expect("self-signed certificate");
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
+        std::fs::write(&key_path, cert.key_pair.serialize_pem()).expect("write key");
+        let s = Stack::start(
+            &format!(
+                "tls_cert = {:?}\ntls_key = {:?}",
+                cert_path.display().to_string(),
+                key_path.display().to_string()
+            ),
+            &rust_fn("\"grpc:demo.RustGreeter\"", "RustGreeter", METHODS),
+        );
+        let port = s.addr.rsplit(':').next().expect("port").to_string();
+        let cacert = cert_path.display().to_string();
+        let ok = grpcurl_with(
+            &["-cacert", &cacert],
+            &format!("localhost:{port}"),
+            "demo.RustGreeter/SayHello",
+            r#"{"name": "Tls"}"#,
+            &[],
+        );
+        assert!(ok.ok && ok.stdout.contains("Hello, Tls"), "{ok:?}");
+        // A plaintext client gets no answer it can read, and the engine keeps serving.
+        let plain = grpcurl(
+            &s.addr,
+            "demo.RustGreeter/SayHello",
+            "{}",
+            &["-max-time", "2"],
+        );
+        assert!(!plain.ok, "{plain:?}");
+        let again = grpcurl_with(
+            &["-cacert", &cacert],
+            &format!("localhost:{port}"),
+            "demo.RustGreeter/SayHello",
+            "{}",
+            &[],
+        );
+        assert!(again.ok, "{again:?}");
     });
 }

@@ -11,3 +11,4 @@ pub mod http;
 pub mod page;
 pub mod server;
 pub mod stats;
+pub mod tls;

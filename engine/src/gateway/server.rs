@@ -77,6 +77,8 @@ struct Shared {
     registry: Arc<Registry>,
     clock: Clock,
     slots: Arc<Semaphore>,
+    /// With a certificate: every connection speaks TLS first.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -114,11 +116,17 @@ impl Gateway {
             tcp: listener,
             grpc_only: false,
         };
-        Gateway::start_on(engine, vec![listener], limits)
+        Gateway::start_on(engine, vec![listener], limits, None)
     }
 
-    /// Serves every listener of `listeners` for `engine`; the connection cap is shared.
-    pub fn start_on(engine: Arc<Engine>, listeners: Vec<Listener>, limits: Limits) -> Gateway {
+    /// Serves every listener of `listeners` for `engine`; the connection cap is shared. With
+    /// `tls`, connections speak TLS (the handshake must finish within the header timeout).
+    pub fn start_on(
+        engine: Arc<Engine>,
+        listeners: Vec<Listener>,
+        limits: Limits,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Gateway {
         let shared = Arc::new(Shared {
             engine,
             limits,
@@ -129,6 +137,7 @@ impl Gateway {
             slots: Arc::new(Semaphore::new(
                 limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
             )),
+            tls,
         });
         let (phase, rx) = watch::channel(Phase::Serving);
         let task = tokio::spawn(run(shared.clone(), listeners, rx));
@@ -336,25 +345,76 @@ fn spawn_connection(
                 }
             })
         };
-        let builder = auto::Builder::new(TokioExecutor::new());
-        let served = watcher.watch(builder.serve_connection(io, service));
         let timeouts = Timeouts {
             header_read: shared.limits.header_read_timeout,
             idle: shared.limits.idle_timeout,
         };
-        tokio::select! {
-            ended = served => {
-                if let Err(e) = ended {
-                    tracing::debug!(error = %e, "HTTP connection ended with an error");
+        match shared.tls.clone() {
+            None => serve(&shared, &conn, io, service, watcher, timeouts).await,
+            Some(acceptor) => {
+                let handshake =
+                    tokio::time::timeout(timeouts.header_read, acceptor.accept(io.into_inner()));
+                match handshake.await {
+                    Ok(Ok(tls)) => {
+                        serve(
+                            &shared,
+                            &conn,
+                            TokioIo::new(tls),
+                            service,
+                            watcher,
+                            timeouts,
+                        )
+                        .await
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => {
+                        tracing::debug!("TLS handshake not done within the header timeout");
+                        shared
+                            .stats
+                            .closed(super::stats::CloseReason::HeaderTimeout);
+                    }
                 }
-            }
-            reason = conn.until_closed(timeouts, &shared.registry) => {
-                tracing::debug!(reason = reason.label(), "closing an HTTP connection");
-                shared.stats.closed(reason);
             }
         }
         shared.stats.ended();
     });
+}
+
+/// Serves one connection (plain or TLS) until it ends or its limits close it.
+async fn serve<I, S, B>(
+    shared: &Arc<Shared>,
+    conn: &Arc<ConnState>,
+    io: TokioIo<I>,
+    service: S,
+    watcher: Watcher,
+    timeouts: Timeouts,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<B>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let served = watcher.watch(builder.serve_connection(io, service));
+    tokio::select! {
+        ended = served => {
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        }
+        reason = conn.until_closed(timeouts, &shared.registry) => {
+            tracing::debug!(reason = reason.label(), "closing an HTTP connection");
+            shared.stats.closed(reason);
+        }
+    }
 }
 
 /// Errors of `accept` that concern only the connection being accepted.

@@ -39,8 +39,19 @@ pub struct GrpcurlRun {
 /// Calls `method` (`demo.RustGreeter/SayHello`) at `addr` with the JSON `data`, plus `extra`
 /// arguments (e.g. `-max-time`), through the example's `.proto`.
 pub fn grpcurl(addr: &str, method: &str, data: &str, extra: &[&str]) -> GrpcurlRun {
+    grpcurl_with(&["-plaintext"], addr, method, data, extra)
+}
+
+/// [`grpcurl`] with `transport` arguments instead of `-plaintext` (e.g. `-cacert FILE`).
+pub fn grpcurl_with(
+    transport: &[&str],
+    addr: &str,
+    method: &str,
+    data: &str,
+    extra: &[&str],
+) -> GrpcurlRun {
     let out = Command::new(grpcurl_bin())
-        .arg("-plaintext")
+        .args(transport)
         .arg("-import-path")
         .arg(proto_dir())
         .args(["-proto", "greeter.proto", "-d", data])

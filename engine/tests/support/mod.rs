@@ -353,7 +353,10 @@ fn spawn_up(
             if let Some(addr) = line.strip_prefix("gloam: grpc ") {
                 grpc = Some(addr.to_string());
             }
-            if let Some(url) = line.strip_prefix("gloam: ready http://") {
+            let ready = line
+                .strip_prefix("gloam: ready http://")
+                .or_else(|| line.strip_prefix("gloam: ready https://"));
+            if let Some(url) = ready {
                 let _ = tx.send((url.to_string(), grpc.take()));
             }
         }

@@ -107,7 +107,7 @@ pub struct LoadResult {
     pub latency: LatencySummary,
     /// Successful calls in the measured period.
     pub completed: u64,
-    /// Calls answered with a status other than 200, or failed on the connection.
+    /// Calls answered with a status other than 2xx, or failed on the connection.
     pub errors: u64,
     /// Open loop: scheduled requests not sent before the hard stop (the server fell behind).
     pub unsent: u64,
@@ -155,7 +155,7 @@ fn run_connection(spec: &LoadSpec, conn: usize, start: Instant) -> Result<ConnOu
     let ws = spec.warmup;
     let we = spec.warmup + spec.duration;
     let call = |client: &mut HttpClient| -> bool {
-        matches!(client.request("POST", &spec.target.path, &[], &spec.body), Ok(r) if r.status == 200)
+        matches!(client.request("POST", &spec.target.path, &[], &spec.body), Ok(r) if (200..300).contains(&r.status))
     };
     match spec.pace {
         Pace::Open(rate) => {

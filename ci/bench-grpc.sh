@@ -72,7 +72,7 @@ for name, key in (("plain tonic server", "plain_tonic"), ("Gloam gateway, gRPC",
     cpu = x["cpu_us_per_call"]
     print(f"| {name} | {x['p50_us']:.1f} | {x['p99_us']:.1f} | {x['calls_per_s']:.0f} | {cpu:.1f} |")
 print(f"\ngateway gRPC / plain tonic: p50 {u['grpc_vs_tonic_p50']:.2f}x, p99 {u['grpc_vs_tonic_p99']:.2f}x, calls/s {u['grpc_vs_tonic_rate']:.2f}x (goal: within 1.2x)")
-print(f"\nasync: {a['accepted_per_s']:.0f} calls accepted/s (4 connections; p99 of the 202: {a['accept_p99_us']:.0f} µs)")
+print(f"\nasync: {a['accepted_per_s']:.0f} calls accepted/s (16 connections; p99 of the 202: {a['accept_p99_us']:.0f} µs)")
 print(f"\n| interactive Work (200 µs) at {a['interactive_rate_per_s']}/s | p50 µs | p99 µs |")
 print("|---|---:|---:|")
 for name, key in (("alone", "interactive_alone"), (f"during {a['burst_rate_per_s']}/s async burst", "interactive_during_async_burst"), (f"during {a['burst_rate_per_s']}/s sync burst", "interactive_during_sync_burst")):

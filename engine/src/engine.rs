@@ -326,10 +326,15 @@ impl Engine {
                     let mut st = self.lock();
                     let now = now_ns();
                     let actions = st.expire(now);
-                    // This sleep covers whatever was inserted so far.
+                    // This sleep covers whatever was inserted so far; an event that inserts an
+                    // earlier timer later compares with `timer_next` under the same lock.
                     let _ = st.take_earliest_new_timer();
                     let next = st.next_wake(now);
-                    self.after(&mut st);
+                    self.timer_next
+                        .store(next.unwrap_or(u64::MAX), Ordering::Release);
+                    if let Some(p) = &self.poller {
+                        p.set_in_flight(st.calls_in_flight());
+                    }
                     (actions, next)
                 };
                 self.apply(actions);
@@ -342,8 +347,6 @@ impl Engine {
                 );
                 Some(now_ns() + 1_000_000)
             });
-            self.timer_next
-                .store(next.unwrap_or(u64::MAX), Ordering::Release);
             match next {
                 Some(at) => {
                     let wait = Duration::from_nanos(at.saturating_sub(now_ns()));

@@ -112,7 +112,7 @@ async fn grpc_load(
     let mut grpc = tonic::client::Grpc::new(channel);
     let path = h::uri::PathAndQuery::from_static(METHOD);
     let me = BTreeSet::from([std::process::id()]);
-    let mut hist = Histogram::with_capacity(1 << 16);
+    let mut hist = Histogram::default();
     let (mut errors, mut completed) = (0u64, 0u64);
     let (mut cpu0, mut me0) = (Vec::new(), Vec::new());
     let mut measuring = false;
@@ -154,6 +154,7 @@ async fn grpc_load(
         mode: "closed".into(),
         target_per_s: None,
         connections: 1,
+        threads: 1,
         duration_s: secs,
         body_bytes: 0,
         latency: hist.summary(),
@@ -189,6 +190,7 @@ fn http_spec(
         },
         pace,
         connections,
+        threads: connections.min(2),
         duration,
         warmup: o.warmup.min(duration),
         body: Vec::new(),

@@ -353,3 +353,36 @@ fn grpc_over_tls_with_the_gateway_certificate() {
         assert!(again.ok, "{again:?}");
     });
 }
+
+#[test]
+fn a_grpc_call_cut_by_the_end_of_the_drain_is_unavailable() {
+    within(Duration::from_secs(120), || {
+        let mut s = Stack::start(
+            "drain_timeout_ms = 500",
+            &[
+                rust_fn("\"grpc:demo.RustGreeter\"", "RustGreeter", METHODS),
+                rust_fn("Sleep", "Sleep", "max_workers = 1"),
+            ]
+            .concat(),
+        );
+        let long = {
+            let addr = s.addr.clone();
+            std::thread::spawn(move || {
+                raw_call(
+                    &addr,
+                    "/demo.RustGreeter/Nested",
+                    &[],
+                    framed(&hello_request("", 15000)),
+                )
+            })
+        };
+        s.wait_for("the long call to run", Duration::from_secs(60), || {
+            s.function_stat("Sleep", "running") == 1
+        });
+        s.terminate();
+        let r = long.join().expect("caller thread");
+        assert_eq!((r.http, r.status), (200, Some(14)), "{r:?}");
+        let status = s.wait_exit(Duration::from_secs(60));
+        s.check_clean_exit(status);
+    });
+}

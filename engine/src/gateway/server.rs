@@ -316,9 +316,13 @@ fn spawn_connection(
     let conn = Arc::new(ConnState::new(shared.clock));
     let io = TokioIo::new(TrackedStream::new(stream, conn.clone()));
     shared.stats.opened();
+    // Registered before the task first runs: a client arriving at the cap right after this one
+    // must find it among the connections that can be evicted (else the accept loop waits for
+    // an eviction no registered connection can give).
+    let registration = shared.registry.register(&conn);
     tokio::spawn(async move {
         let _permit = permit;
-        let _registration = shared.registry.register(&conn);
+        let _registration = registration;
         let service = {
             let (shared, conn) = (shared.clone(), conn.clone());
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {

@@ -288,17 +288,19 @@ impl AsyncCalls {
         ended.at_ms.saturating_add(ttl) <= now
     }
 
-    /// Starts queued calls, at most `max_workers` of each function at once (the state's
-    /// background class then orders them behind interactive calls).
+    /// Starts queued calls, at most `max_workers` (and `queue_bound`) of each function at once
+    /// (the state's background class then orders them behind interactive calls).
     async fn run(self: Arc<Self>, engine: Arc<Engine>) {
         loop {
             let mut start = Vec::new();
             {
                 let mut queues = self.lock_queues();
                 for (function, (queue, running)) in queues.iter_mut() {
+                    // Within the function's queue bound too, so the state never refuses one
+                    // of them for a full background queue.
                     let window = engine
                         .function_by_name(function)
-                        .map_or(1, |f| f.max_workers.max(1));
+                        .map_or(1, |f| f.max_workers.min(f.queue_bound).max(1));
                     while *running < window {
                         let Some(seq) = queue.pop_front() else { break };
                         *running += 1;

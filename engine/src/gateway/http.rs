@@ -52,7 +52,12 @@ pub(super) async fn handle(
     ctx: &RequestCtx<'_>,
     req: Request<Incoming>,
 ) -> Response<GatewayBody> {
-    if ctx.grpc_only || grpc::is_grpc(req.headers()) || grpc::serves(engine, req.uri().path()) {
+    let path = req.uri().path();
+    // The HTTP call routes first: no lookup of a gRPC service on their path.
+    let http_call = ["/function/", "/async-function/", "/calls/"]
+        .iter()
+        .any(|p| path.starts_with(p));
+    if ctx.grpc_only || grpc::is_grpc(req.headers()) || (!http_call && grpc::serves(engine, path)) {
         return grpc::handle(engine, ctx, req).await.map(Either::Right);
     }
     handle_http(engine, ctx, req).await.map(Either::Left)

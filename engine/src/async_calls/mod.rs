@@ -347,10 +347,9 @@ impl AsyncCalls {
         if meta.runs > 1 {
             self.metrics.retried.fetch_add(1, Ordering::Relaxed);
         }
-        if let Err(e) = self.store.started(seq, &meta).await {
-            tracing::error!(seq, "{}", e.message);
-            return false;
-        }
+        // Not waited for: it joins the next group commit (if the engine dies first, this run
+        // is not counted, which only the `retried` counter would show).
+        self.store.update(seq, &meta);
         let options = CallOptions {
             method_id: meta.method_id,
             class: Class::Background,

@@ -65,10 +65,6 @@ enum Write {
         input: bytes::Bytes,
         next: u32,
     },
-    Started {
-        seq: u32,
-        meta: Vec<u8>,
-    },
     End {
         seq: u32,
         meta: Vec<u8>,
@@ -203,15 +199,6 @@ impl Store {
         .await
     }
 
-    /// Records that call `seq` started (again).
-    pub async fn started(&self, seq: u32, meta: &Meta) -> Result<(), Refusal> {
-        self.write(Write::Started {
-            seq,
-            meta: encode(meta),
-        })
-        .await
-    }
-
     /// Records how call `seq` ended: its meta, its output; its input goes.
     pub async fn end(
         &self,
@@ -227,7 +214,8 @@ impl Store {
         .await
     }
 
-    /// Replaces the meta of call `seq` (callback delivered or given up), without waiting.
+    /// Replaces the meta of call `seq` (started again, callback delivered or given up),
+    /// without waiting: it joins the next commit.
     pub fn update(&self, seq: u32, meta: &Meta) {
         let _ = self.writes.send((
             Write::Meta {
@@ -285,7 +273,7 @@ fn commit<'a>(db: &Database, writes: impl Iterator<Item = &'a Write>) -> Result<
                     input.insert(*seq, i.as_ref()).map_err(db_error)?;
                     counters.insert("next", *next).map_err(db_error)?;
                 }
-                Write::Started { seq, meta: m } | Write::Meta { seq, meta: m } => {
+                Write::Meta { seq, meta: m } => {
                     meta.insert(*seq, m.as_slice()).map_err(db_error)?;
                 }
                 Write::End {

@@ -86,7 +86,7 @@ impl Outcome {
 ///         it. Returning the status of a failed gloam_ctx_invoke() passes that error on: a
 ///         status whose kind may pass on (`GLOAM_E_FUNCTION_NOT_FOUND`,
 ///         `GLOAM_E_PAYLOAD_TOO_LARGE`, `GLOAM_E_HANDLER_FAILED`, `GLOAM_E_WORKER_CRASHED`,
-///         `GLOAM_E_TIMEOUT`, `GLOAM_E_OVERLOADED`, `GLOAM_E_SHUTDOWN`) is the call's error
+///         `GLOAM_E_TIMEOUT`, `GLOAM_E_OVERLOADED`, `GLOAM_E_SHUTDOWN`, `GLOAM_E_FUNCTION_UNAVAILABLE`) is the call's error
 ///         kind (e.g. HTTP 504 for `GLOAM_E_TIMEOUT`), with the message given to
 ///         gloam_ctx_fail(), else that of the handler's latest gloam_ctx_invoke() failed with
 ///         that status. Any other value fails it with `HANDLER_FAILED` and the message given to

@@ -22,7 +22,7 @@ pub(super) fn state_of(text: &str) -> TestState {
 }
 
 /// Function F (id 1) with `extra` keys.
-fn state(extra: &str) -> TestState {
+pub(super) fn state(extra: &str) -> TestState {
     state_of(&format!(
         "[functions.F]\nid = 1\ncommand = \"/bin/true\"\n{extra}\n"
     ))
@@ -41,7 +41,12 @@ pub(super) fn worker(
     (id, actions)
 }
 
-fn external(st: &mut TestState, function_id: u16, seq: u32, now: u64) -> (CallId, TestActions) {
+pub(super) fn external(
+    st: &mut TestState,
+    function_id: u16,
+    seq: u32,
+    now: u64,
+) -> (CallId, TestActions) {
     let id = CallId::new(0, seq);
     let mut h = Header::new(Kind::Dispatch);
     h.set_call_id(id);
@@ -58,7 +63,7 @@ fn external(st: &mut TestState, function_id: u16, seq: u32, now: u64) -> (CallId
     (id, actions)
 }
 
-fn internal(
+pub(super) fn internal(
     st: &mut TestState,
     caller: WorkerId,
     function_id: u16,
@@ -75,7 +80,7 @@ fn internal(
     (id, actions)
 }
 
-fn answer(st: &mut TestState, worker: WorkerId, id: CallId, now: u64) -> TestActions {
+pub(super) fn answer(st: &mut TestState, worker: WorkerId, id: CallId, now: u64) -> TestActions {
     let mut h = Header::new(Kind::Complete);
     h.set_call_id(id);
     st.worker_answered(worker, Box::new(Message::new(h)), now)
@@ -83,7 +88,7 @@ fn answer(st: &mut TestState, worker: WorkerId, id: CallId, now: u64) -> TestAct
 }
 
 /// The workers `DISPATCH`es went to.
-fn dispatched(actions: &TestActions) -> Vec<WorkerId> {
+pub(super) fn dispatched(actions: &TestActions) -> Vec<WorkerId> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -94,7 +99,9 @@ fn dispatched(actions: &TestActions) -> Vec<WorkerId> {
 }
 
 /// The replies to internal callers: (caller, call, outcome).
-fn internal_replies(actions: &TestActions) -> Vec<(WorkerId, CallId, Option<ErrorKind>)> {
+pub(super) fn internal_replies(
+    actions: &TestActions,
+) -> Vec<(WorkerId, CallId, Option<ErrorKind>)> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -109,7 +116,7 @@ fn internal_replies(actions: &TestActions) -> Vec<(WorkerId, CallId, Option<Erro
 }
 
 /// The external replies: (handle, outcome).
-fn replies(actions: &TestActions) -> Vec<(u64, Option<ErrorKind>)> {
+pub(super) fn replies(actions: &TestActions) -> Vec<(u64, Option<ErrorKind>)> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -125,7 +132,7 @@ fn replies(actions: &TestActions) -> Vec<(u64, Option<ErrorKind>)> {
         .collect()
 }
 
-fn grows(actions: &TestActions) -> usize {
+pub(super) fn grows(actions: &TestActions) -> usize {
     actions
         .iter()
         .filter(|a| matches!(a, Action::Grow(_)))

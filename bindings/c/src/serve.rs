@@ -480,7 +480,7 @@ mod tests {
 
     #[test]
     fn other_values_are_plain_handler_failures() {
-        for rc in [1, 2, 9, 11, 12, 13, -1, 256 + 7] {
+        for rc in [1, 2, 9, 11, 12, 14, -1, 256 + 7] {
             let mut o = Outcome::default();
             o.note_invoke_failure(&Error::RemoteProtocol("bad bytes".into()));
             assert_eq!(

@@ -160,3 +160,42 @@ fn an_internal_call_to_an_unavailable_function_fails_at_once() {
     );
     st.check_invariants(2 * MS).unwrap();
 }
+
+#[test]
+fn a_roll_replaces_every_process_and_calls_in_flight_finish() {
+    let mut st = state("min_workers = 2\nmax_workers = 2\ntimeout_ms = 30000");
+    st.launcher_started(1, 2);
+    let (a, _) = worker(&mut st, 1, 10, 0);
+    let (b, _) = worker(&mut st, 1, 11, 0);
+    let (busy, actions) = external(&mut st, 1, 1, MS);
+    let running_on = super::tests::dispatched(&actions)[0];
+    let actions = st.roll(1, 2 * MS);
+    let retired: Vec<_> = actions
+        .iter()
+        .filter_map(|x| match x {
+            Action::RetireProcess { group, .. } => Some(*group),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retired, [10, 11]);
+    // max_workers = 2: no room for new processes until the old ones leave.
+    assert_eq!(super::tests::grows(&actions), 0);
+    assert_eq!(st.function(1).unwrap().pool.refill, 2);
+    st.check_invariants(2 * MS).unwrap();
+    // A new call waits (no worker takes calls while retiring); the running one completes.
+    let (_, actions) = external(&mut st, 1, 2, 3 * MS);
+    assert!(super::tests::dispatched(&actions).is_empty());
+    let actions = answer(&mut st, running_on, busy, 4 * MS);
+    assert_eq!(replies(&actions), [(1, None)]);
+    // The old workers leave: each frees room for a new process.
+    let idle = if running_on == a { b } else { a };
+    let actions = st.worker_gone(idle, "retired", 5 * MS);
+    assert_eq!(super::tests::grows(&actions), 1);
+    let actions = st.worker_gone(running_on, "retired", 6 * MS);
+    assert_eq!(super::tests::grows(&actions), 1);
+    assert_eq!(st.function(1).unwrap().pool.refill, 0);
+    // The new worker takes the waiting call.
+    let (c, actions) = worker(&mut st, 1, 12, 7 * MS);
+    assert_eq!(super::tests::dispatched(&actions), [c]);
+    st.check_invariants(7 * MS).unwrap();
+}

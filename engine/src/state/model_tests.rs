@@ -64,6 +64,10 @@ enum Op {
     ProcessDies {
         worker: usize,
     },
+    /// The function's program was rebuilt: its processes are replaced.
+    Roll {
+        function: u16,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -81,6 +85,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => prop::bool::weighted(0.05).prop_map(|drain| if drain { Op::Drain } else { Op::Shrink }),
         1 => ((1u16..=2), any::<bool>()).prop_map(|(function, spawned)| Op::StartFails { function, spawned }),
         1 => any::<usize>().prop_map(|worker| Op::ProcessDies { worker }),
+        1 => (1u16..=2).prop_map(|function| Op::Roll { function }),
     ]
 }
 
@@ -412,6 +417,17 @@ impl Harness {
                 );
                 self.actions(actions);
                 assert_eq!(self.st.function(function).map_or(0, |f| f.queued()), queued);
+            }
+            Op::Roll { function } => {
+                let actions = self.st.roll(function, self.now);
+                self.actions(actions);
+                let f = self.st.function(function).expect("function");
+                assert_eq!(
+                    f.retiring, f.ready_workers,
+                    "{}: a roll retires every ready worker",
+                    f.config.name
+                );
+                assert!(f.pool.refill <= f.pool.max_slots);
             }
             Op::Drain => {
                 if !self.draining {

@@ -368,7 +368,7 @@ const DISPATCH_JS: &str = "(function gloamDispatch(handler, ok, fail, ctx, input
 ///   Foo: async (ctx, input) => Buffer.concat([Buffer.from('Bar said: '), await ctx.invoke('Bar', input)]),
 /// })
 #[napi(
-    ts_args_type = "handlers: Record<string, (ctx: Ctx, input: Buffer) => Buffer | Uint8Array | string | undefined | Promise<Buffer | Uint8Array | string | undefined>>",
+    ts_args_type = "handlers: Record<string, (ctx: Ctx, input: Buffer) => Buffer | Uint8Array | string | null | undefined | void | Promise<Buffer | Uint8Array | string | null | undefined | void>>",
     ts_return_type = "Promise<void>"
 )]
 pub fn serve(env: Env, handlers: JsObject) -> napi::Result<JsObject> {
@@ -387,13 +387,26 @@ pub fn serve(env: Env, handlers: JsObject) -> napi::Result<JsObject> {
         linger(*cx.env, &pending.receiver);
         cx.env.get_undefined()
     })?;
-    let fail = env.create_function_from_closure("gloamFail", |cx: CallContext<'_>| {
+    let debug = gloam_core::worker::debug_from_env();
+    let handler_name = opts.handler.clone();
+    let fail = env.create_function_from_closure("gloamFail", move |cx: CallContext<'_>| {
         let pending = pending_of(&cx)?;
         let value: JsUnknown = cx.get(1)?;
         // A Gloam error passed on (e.g. an `await ctx.invoke` rejection left uncaught) keeps
         // its kind; anything else is HANDLER_FAILED.
-        let (code, message) = thrown(value);
-        pending.settle(Err(handler_failure(code.as_deref(), message)));
+        let t = thrown(value);
+        // The worker's log (stderr, which `gloam up` shows) gets the stack of every failure.
+        match &t.stack {
+            Some(stack) => eprintln!("gloam: handler {handler_name} failed: {stack}"),
+            None => eprintln!("gloam: handler {handler_name} failed: {}", t.message),
+        }
+        let (kind, mut message) = handler_failure(t.code.as_deref(), t.message);
+        if let (true, Some(stack)) = (debug, &t.stack) {
+            // `stack` starts with the message: keep its frames only.
+            let frames = stack.find("\n    at ").map_or("", |i| &stack[i..]);
+            message.push_str(frames);
+        }
+        pending.settle(Err((kind, message)));
         linger(*cx.env, &pending.receiver);
         cx.env.get_undefined()
     })?;

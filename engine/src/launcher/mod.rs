@@ -44,9 +44,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A process that ran at least this long resets the backoff to [`INITIAL_BACKOFF`].
 pub const HEALTHY_RUN: Duration = Duration::from_secs(10);
 
-/// Environment variable set to `1` for the processes of a function with `debug = true`:
-/// the SDKs put a failed handler's stack trace in the error message too.
-pub const ENV_DEBUG: &str = "GLOAM_DEBUG";
+/// Set to `1` for the processes of a function with `debug = true`: the SDKs put a failed
+/// handler's stack trace in the error message too.
+pub use gloam_core::worker::ENV_DEBUG;
 
 /// What to run for one function, and how many processes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -38,7 +38,10 @@ pub fn find(addr: Option<&str>, config: Option<&Path>) -> Result<Target> {
         });
     }
     if let Some(path) = config {
-        return from_config(path, &format!("--config {}", path.display()));
+        return from_config(
+            path,
+            &format!("engine.listen in --config {}", path.display()),
+        );
     }
     if let Ok(a) = std::env::var(ENV_ADDR) {
         if !a.trim().is_empty() {
@@ -51,7 +54,7 @@ pub fn find(addr: Option<&str>, config: Option<&Path>) -> Result<Target> {
     }
     let local = Path::new("gloam.toml");
     if local.is_file() {
-        return from_config(local, "./gloam.toml");
+        return from_config(local, "engine.listen in ./gloam.toml");
     }
     Ok(Target {
         addr: DEFAULT_LISTEN.into(),
@@ -72,7 +75,7 @@ fn from_config(path: &Path, label: &str) -> Result<Target> {
     }
     Ok(Target {
         addr: reachable(listen).to_string(),
-        from: format!("{label} (engine.listen)"),
+        from: label.to_string(),
         config: Some(path.to_path_buf()),
     })
 }
@@ -150,14 +153,20 @@ mod tests {
         )?;
         let t = find(None, Some(&path))?;
         assert_eq!(t.addr, "127.0.0.1:1");
-        assert!(t.from.ends_with("(engine.listen)"), "{}", t.from);
+        assert!(
+            t.from.starts_with("engine.listen in --config "),
+            "{}",
+            t.from
+        );
         let e = t
             .get("/_/status")
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(
-            e.starts_with("cannot reach the engine at 127.0.0.1:1 (from --config "),
+            e.starts_with(
+                "cannot reach the engine at 127.0.0.1:1 (from engine.listen in --config "
+            ),
             "{e}"
         );
         assert!(find(Some("h:2"), Some(&path))?.addr == "h:2");

@@ -40,8 +40,12 @@ fn trim(text: &str, entry: &str) -> String {
         .iter()
         .position(|f| {
             let s = symbol(f);
-            // The worker loop, or what it was inlined into.
-            s.contains("gloam_c::serve::") || s == "gloam_serve"
+            // The worker loop (named with or without its module path), or what it was
+            // inlined into.
+            s == "worker_main"
+                || s.ends_with("::worker_main")
+                || s.contains("gloam::serve::")
+                || s == "gloam_serve"
         })
         .map_or(frames.len(), |i| start + i);
     let mut out = String::from("stack (innermost first):");
@@ -60,7 +64,7 @@ mod tests {
 
     #[test]
     fn keeps_the_handlers_frames() {
-        let text = "   0: std::backtrace::Backtrace::force_capture\n             at /rustc/x/backtrace.rs:1:1\n   1: gloam_c::trace::here\n   2: gloam_ctx_fail\n   3: handle\n             at main.c:20:9\n   4: main_loop_helper\n   5: gloam_c::serve::worker_main\n   6: main\n";
+        let text = "   0: std::backtrace::Backtrace::force_capture\n             at /rustc/x/backtrace.rs:1:1\n   1: gloam_c::trace::here\n   2: gloam_ctx_fail\n   3: handle\n             at main.c:20:9\n   4: main_loop_helper\n   5: worker_main\n             at serve.rs:1:1\n   6: gloam::serve::serve_env::{{closure}}\n   7: main\n";
         assert_eq!(
             trim(text, "gloam_ctx_fail"),
             "stack (innermost first):\n  0: handle\n       at main.c:20:9\n  1: main_loop_helper"

@@ -2,6 +2,7 @@
 //! when calls come in quick succession the JavaScript thread receives them itself for a while.
 
 use std::cell::RefCell;
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -210,8 +211,10 @@ struct Turn {
 
 thread_local! {
     /// The bound dispatcher `(ctx, input, ok, fail)` of this JavaScript thread, and when the
-    /// current streak of calls run in place began.
-    static JS_SIDE: RefCell<Option<(Ref<()>, Option<Instant>)>> = const { RefCell::new(None) };
+    /// current streak of calls run in place began. The reference is never dropped by the
+    /// thread-local's destructor (at process exit, after a retirement): napi would panic on
+    /// its count, printing a spurious report in the worker's log; `serve` unrefs it instead.
+    static JS_SIDE: RefCell<Option<(ManuallyDrop<Ref<()>>, Option<Instant>)>> = const { RefCell::new(None) };
 }
 
 /// JavaScript thread, right after a call of `receiver` was answered: when calls come quickly,
@@ -313,7 +316,7 @@ fn run_in_place(env: Env, job: Job) {
         let Some((dispatch, _)) = side.as_ref() else {
             return Err(napi::Error::from_reason("no dispatcher on this thread"));
         };
-        let dispatch: JsFunction = env.get_reference_value(dispatch)?;
+        let dispatch: JsFunction = env.get_reference_value(&**dispatch)?;
         dispatch.call(None, &args).map(|_| ())
     });
     if let Err(e) = called {
@@ -423,8 +426,9 @@ pub fn serve(env: Env, handlers: JsObject) -> napi::Result<JsObject> {
     let bound: JsFunction = unsafe { bound.cast() };
     let dispatch_ref = env.create_reference(&bound)?;
     JS_SIDE.with(|side| {
-        if let Some((mut old, _)) = side.borrow_mut().replace((dispatch_ref, None)) {
-            let _ = old.unref(env);
+        let new = (ManuallyDrop::new(dispatch_ref), None);
+        if let Some((old, _)) = side.borrow_mut().replace(new) {
+            let _ = ManuallyDrop::into_inner(old).unref(env);
         }
     });
     let tsfn: ThreadsafeFunction<Job, ErrorStrategy::Fatal> =

@@ -39,12 +39,18 @@ pub fn process_ended(exit: &ProcessExit, news: &EndNews, echoed: bool) -> Vec<St
     }
     let show_tail = start_failed || !echoed;
     if show_tail && !exit.stderr_tail.is_empty() {
-        let from = exit.stderr_tail.len().saturating_sub(REPORT_LINES);
-        lines.push(format!(
-            "  last lines of its stderr ({}):",
-            exit.stderr_log.display()
-        ));
-        for l in &exit.stderr_tail[from..] {
+        // The lines leading to the one that says why (a runtime's banner may follow it).
+        let reason = match &exit.end {
+            ProcessEnd::Exited { last_line, .. } => last_line.as_deref(),
+            ProcessEnd::NotStarted { .. } => None,
+        };
+        let tail = &exit.stderr_tail;
+        let end = reason
+            .and_then(|r| tail.iter().rposition(|l| l.trim() == r))
+            .map_or(tail.len(), |i| i + 1);
+        let from = end.saturating_sub(REPORT_LINES);
+        lines.push(format!("  its stderr ({}):", exit.stderr_log.display()));
+        for l in &tail[from..end] {
             lines.push(format!("  | {l}"));
         }
     }
@@ -108,7 +114,7 @@ mod tests {
             lines[0],
             "Foo cannot start: its worker process exited before it was ready (exit code 1): ModuleNotFoundError: No module named 'gloam'"
         );
-        assert_eq!(lines[1], "  last lines of its stderr (logs/Foo.0.stderr):");
+        assert_eq!(lines[1], "  its stderr (logs/Foo.0.stderr):");
         assert_eq!(
             &lines[2..7],
             ["  | l3", "  | l4", "  | l5", "  | l6", "  | l7"]
@@ -132,5 +138,21 @@ mod tests {
                 "  restarting in 400 ms (restart 1)"
             ]
         );
+        // The lines shown end with the reason, not with what follows it.
+        let mut banner = exit.clone();
+        banner.stderr_tail = ["a", "b", "Error: no handler", "}", "Node.js v20"]
+            .map(String::from)
+            .to_vec();
+        banner.end = ProcessEnd::Exited {
+            group: 9,
+            status: "exit code 1".into(),
+            last_line: Some("Error: no handler".into()),
+        };
+        let news = EndNews {
+            unavailable: true,
+            ..EndNews::default()
+        };
+        let lines = process_ended(&banner, &news, true);
+        assert_eq!(&lines[2..5], ["  | a", "  | b", "  | Error: no handler"]);
     }
 }

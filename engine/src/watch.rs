@@ -151,10 +151,13 @@ pub fn spawn(
 
 fn watch(engine: &Engine, units: Vec<Unit>, skip: &[PathBuf], quiet: bool, stop: &AtomicBool) {
     let mut seen: Vec<u64> = units.iter().map(|u| fingerprint(&u.paths, skip)).collect();
-    let names: Vec<String> = units
-        .iter()
-        .flat_map(|u| u.paths.iter().map(|p| p.display().to_string()))
-        .collect();
+    let mut names: Vec<String> = Vec::new();
+    for p in units.iter().flat_map(|u| u.paths.iter()) {
+        let name = p.display().to_string();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
     console::say(&[format!("watching {} for changes", names.join(", "))]);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(POLL);

@@ -36,15 +36,30 @@ impl Tail {
         lines.iter().cloned().collect()
     }
 
-    /// The last line that is not blank, trimmed.
-    pub fn last_line(&self) -> Option<String> {
+    /// The line that best says why the process failed, trimmed: the last one that reads like
+    /// an error (`Error: ...`, `...Exception: ...`, `panicked`, `no handler`, ...), skipping
+    /// stack frames and runtime banners (Node's `Node.js v20...` after an uncaught error); else
+    /// the last line that is not blank.
+    pub fn reason_line(&self) -> Option<String> {
         let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-        lines
+        let candidates: Vec<&str> = lines
             .iter()
             .rev()
             .map(|l| l.trim())
-            .find(|l| !l.is_empty())
-            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .filter(|l| !l.starts_with("at ") && !l.starts_with("Node.js v"))
+            .collect();
+        let errorish = |l: &&&str| {
+            let lower = l.to_ascii_lowercase();
+            ["error", "exception", "panic", "fatal", "no handler", "cannot", "not found"]
+                .iter()
+                .any(|w| lower.contains(w))
+        };
+        candidates
+            .iter()
+            .find(errorish)
+            .or(candidates.first())
+            .map(|l| l.to_string())
     }
 }
 
@@ -104,6 +119,31 @@ fn emit(sink: &Sink, line: &[u8]) {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_reason_is_the_error_line_not_a_banner_or_a_frame() {
+        let tail = Tail::default();
+        for l in [
+            "/srv/main.js:12",
+            "Error: this program has no handler for function \"X\"",
+            "    at Object.<anonymous> (/srv/main.js:12:9)",
+            "    at new NodeError (node:internal/errors:405:5)",
+            "  code: 'GLOAM_E_INVALID_CONFIG'",
+            "}",
+            "",
+            "Node.js v20.11.1",
+        ] {
+            tail.push(l.to_string());
+        }
+        assert_eq!(
+            tail.reason_line().as_deref(),
+            Some("Error: this program has no handler for function \"X\"")
+        );
+        let quiet = Tail::default();
+        quiet.push("loading".into());
+        quiet.push("done".into());
+        assert_eq!(quiet.reason_line().as_deref(), Some("done"));
+    }
+
     #[tokio::test]
     async fn lines_reach_the_file_and_the_tail() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
@@ -123,7 +163,7 @@ mod tests {
         let lines = tail.lines();
         assert_eq!(lines.len(), TAIL_LINES);
         assert_eq!(lines.last().map(String::as_str), Some("partial"));
-        assert_eq!(tail.last_line().as_deref(), Some("partial"));
+        assert_eq!(tail.reason_line().as_deref(), Some("Error: no handler"));
         assert!(lines.contains(&"line 29".to_string()));
         Ok(())
     }

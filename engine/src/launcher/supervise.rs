@@ -111,7 +111,7 @@ pub(super) async fn supervise(shared: Arc<Shared>, slot: usize) {
                     ProcessEnd::Exited {
                         group: pid.unwrap_or(0),
                         status,
-                        last_line: tail.last_line(),
+                        last_line: tail.reason_line(),
                     },
                     tail.lines(),
                 )

@@ -21,7 +21,7 @@ pub enum ProcessEnd {
         group: u32,
         /// How: `exit code 1`, `killed by SIGSEGV`, ...
         status: String,
-        /// The last line it wrote on stderr, if any.
+        /// The line of its stderr that best says why it ended, if any.
         last_line: Option<String>,
     },
     /// It could not be started (the command is missing, not executable, ...).

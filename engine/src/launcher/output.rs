@@ -51,9 +51,17 @@ impl Tail {
             .collect();
         let errorish = |l: &&&str| {
             let lower = l.to_ascii_lowercase();
-            ["error", "exception", "panic", "fatal", "no handler", "cannot", "not found"]
-                .iter()
-                .any(|w| lower.contains(w))
+            [
+                "error",
+                "exception",
+                "panic",
+                "fatal",
+                "no handler",
+                "cannot",
+                "not found",
+            ]
+            .iter()
+            .any(|w| lower.contains(w))
         };
         candidates
             .iter()

@@ -45,16 +45,21 @@ pub fn rust_fn(name: &str, handler: &str, extra: &str) -> String {
 impl Stack {
     /// Starts `gloam up` with an `[engine]` section of `engine_extra` and `functions`.
     pub fn start(engine_extra: &str, functions: &str) -> Stack {
-        Stack::launch(engine_extra, functions, None)
+        Stack::launch(engine_extra, functions, None, &[])
+    }
+
+    /// [`start`](Self::start) with more arguments for `gloam up` (e.g. `--watch`).
+    pub fn start_with_args(engine_extra: &str, functions: &str, args: &[&str]) -> Stack {
+        Stack::launch(engine_extra, functions, None, args)
     }
 
     /// [`start`](Self::start) with the engine's descriptor limit (`RLIMIT_NOFILE`, soft and
     /// hard) set to `nofile`.
     pub fn start_with_nofile(engine_extra: &str, functions: &str, nofile: u64) -> Stack {
-        Stack::launch(engine_extra, functions, Some(nofile))
+        Stack::launch(engine_extra, functions, Some(nofile), &[])
     }
 
-    fn launch(engine_extra: &str, functions: &str, nofile: Option<u64>) -> Stack {
+    fn launch(engine_extra: &str, functions: &str, nofile: Option<u64>, args: &[&str]) -> Stack {
         let dir = tempfile::tempdir().expect("tempdir");
         // CI runs these tests once more with the other transport.
         let transport = std::env::var("GLOAM_TEST_TRANSPORT")
@@ -72,6 +77,7 @@ impl Stack {
         command
             .arg("up")
             .arg(&path)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_log).expect("stderr log"));
         // SAFETY: runs in the forked child before exec and only calls prctl(2) and

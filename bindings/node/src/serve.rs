@@ -209,12 +209,15 @@ struct Turn {
     rust_parked: bool,
 }
 
+/// The dispatcher's reference and the start of the current streak (see `JS_SIDE`).
+type JsSide = (ManuallyDrop<Ref<()>>, Option<Instant>);
+
 thread_local! {
     /// The bound dispatcher `(ctx, input, ok, fail)` of this JavaScript thread, and when the
     /// current streak of calls run in place began. The reference is never dropped by the
     /// thread-local's destructor (at process exit, after a retirement): napi would panic on
     /// its count, printing a spurious report in the worker's log; `serve` unrefs it instead.
-    static JS_SIDE: RefCell<Option<(ManuallyDrop<Ref<()>>, Option<Instant>)>> = const { RefCell::new(None) };
+    static JS_SIDE: RefCell<Option<JsSide>> = const { RefCell::new(None) };
 }
 
 /// JavaScript thread, right after a call of `receiver` was answered: when calls come quickly,
@@ -316,7 +319,7 @@ fn run_in_place(env: Env, job: Job) {
         let Some((dispatch, _)) = side.as_ref() else {
             return Err(napi::Error::from_reason("no dispatcher on this thread"));
         };
-        let dispatch: JsFunction = env.get_reference_value(&**dispatch)?;
+        let dispatch: JsFunction = env.get_reference_value(dispatch)?;
         dispatch.call(None, &args).map(|_| ())
     });
     if let Err(e) = called {

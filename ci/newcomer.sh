@@ -2,7 +2,8 @@
 # A newcomer's first hour, scripted, in a temporary directory outside the clone:
 #
 #  1. install the SDKs (bindings/install.sh --prefix $TMP/sdk) and use that gloam;
-#  2. for every language: `gloam new`, `gloam build`, its own test, `gloam up --watch` with two
+#  2. for every language: `gloam new`, `gloam build`, its own test (for C also a CMake build
+#     with find_package(gloam)), `gloam up --watch` with two
 #     functions broken on purpose (a command that does not exist, a handler the program lacks):
 #     the console and the HTTP error (503 FUNCTION_UNAVAILABLE) must name each cause within
 #     seconds, not after the 30 s deadline; the function answers; `gloam status` counts the
@@ -167,6 +168,17 @@ for lang in "${LANGS[@]}"; do
     t_build=$(since "$t")
     sh -c "$TEST" > "$dir/test.log" 2>&1 || { tail -n 40 "$dir/test.log"; fail "$lang: $TEST"; }
     say "$lang: built in $t_build s; \`$TEST\` passed"
+    if [ "$lang" = c ] && command -v cmake > /dev/null; then
+        # The same program through the SDK's CMake package.
+        mkdir -p cmake
+        printf '%s\n' 'cmake_minimum_required(VERSION 3.16)' 'project(greet_cmake C)' \
+            'find_package(gloam 0.1 CONFIG REQUIRED)' \
+            'add_executable(greet_cmake ../main.c ../greet.c)' \
+            'target_link_libraries(greet_cmake PRIVATE gloam::gloam)' > cmake/CMakeLists.txt
+        { cmake -S cmake -B cmake/build -DCMAKE_PREFIX_PATH="$TMP/sdk" && cmake --build cmake/build; } \
+            > cmake.log 2>&1 || { tail -n 30 cmake.log; fail "c: CMake with find_package(gloam)"; }
+        SUMMARY+=("c: find_package(gloam CONFIG) built the function with CMake")
+    fi
 
     # Broken on purpose: a command that does not exist, a handler the program lacks. The
     # function itself gets debug = true (stack traces in error messages).

@@ -10,16 +10,17 @@
  * These variables are set by `gloam up`.
  *
  * A handler gets `(ctx, input: Buffer)` and returns a `Buffer`, `Uint8Array` or string (or
- * `undefined` for empty output), or a Promise of one. If it throws or rejects, the call fails
- * with `HANDLER_FAILED` and the error's message; the process keeps serving.
+ * `undefined`/`null` for empty output), or a Promise of one. If it throws or rejects, the
+ * call fails with `HANDLER_FAILED` and the error's message (with `GLOAM_DEBUG=1`, its stack's
+ * frames too); the process keeps serving, and the stack goes to stderr.
  *
  * Passing an error on keeps its kind: an error of `ctx.invoke` / `ctx.invokeSync` that the
  * handler lets through (rethrown, or a rejection left uncaught) fails the call with its
  * `err.code` when that is the outcome of a call — `GLOAM_E_FUNCTION_NOT_FOUND`,
  * `GLOAM_E_PAYLOAD_TOO_LARGE`, `GLOAM_E_HANDLER_FAILED`, `GLOAM_E_WORKER_CRASHED`,
- * `GLOAM_E_TIMEOUT`, `GLOAM_E_OVERLOADED`, `GLOAM_E_SHUTDOWN` — so a callee's timeout reaches
- * the HTTP client as 504 `TIMEOUT`. Other codes describe this process and stay
- * `HANDLER_FAILED`.
+ * `GLOAM_E_TIMEOUT`, `GLOAM_E_OVERLOADED`, `GLOAM_E_SHUTDOWN`, `GLOAM_E_FUNCTION_UNAVAILABLE` —
+ * so a callee's timeout reaches the HTTP client as 504 `TIMEOUT`. Other codes describe this
+ * process and stay `HANDLER_FAILED`.
  *
  * Resolves once every worker has been retired or the engine has stopped (the process can then
  * exit); rejects with a `GLOAM_E_*` coded error if a worker cannot connect. Throws right away

@@ -4,7 +4,9 @@
 use gloam_core::protocol::{CallId, Header, Kind, Message};
 use gloam_core::ErrorKind;
 
-use super::tests::{answer, external, internal, internal_replies, replies, state, worker, MS};
+use super::test_support::{
+    answer, external, internal, internal_replies, replies, state, worker, MS,
+};
 use super::{Action, Outcome, ProcessEnd};
 
 fn early_exit(group: u32) -> ProcessEnd {
@@ -15,7 +17,7 @@ fn early_exit(group: u32) -> ProcessEnd {
     }
 }
 
-fn failure_text(actions: &super::tests::TestActions) -> Vec<String> {
+fn failure_text(actions: &super::test_support::TestActions) -> Vec<String> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -87,7 +89,7 @@ fn a_ready_worker_ends_unavailability_and_a_start_failure_counts_a_restart() {
     assert!(!st.function(1).unwrap().refuses_calls());
     assert!(st.function(1).unwrap().unavailable.is_none());
     let (id, actions) = external(&mut st, 1, 1, 4 * MS);
-    assert_eq!(super::tests::dispatched(&actions), [w]);
+    assert_eq!(super::test_support::dispatched(&actions), [w]);
     let actions = answer(&mut st, w, id, 5 * MS);
     assert_eq!(replies(&actions), [(1, None)]);
     st.check_invariants(5 * MS).unwrap();
@@ -139,13 +141,13 @@ fn a_failing_slot_beside_a_ready_worker_changes_nothing_but_the_count() {
     assert_eq!(f.restarts, 1);
     // Its calls are served meanwhile.
     let (_, actions) = external(&mut st, 1, 1, 2 * MS);
-    assert_eq!(super::tests::dispatched(&actions), [w]);
+    assert_eq!(super::test_support::dispatched(&actions), [w]);
     st.check_invariants(2 * MS).unwrap();
 }
 
 #[test]
 fn an_internal_call_to_an_unavailable_function_fails_at_once() {
-    let mut st = super::tests::state_of(
+    let mut st = super::test_support::state_of(
         "[functions.A]\nid = 1\ncommand = \"/bin/true\"\n\
          [functions.B]\nid = 2\ncommand = \"/bin/true\"\n",
     );
@@ -168,7 +170,7 @@ fn a_roll_replaces_every_process_and_calls_in_flight_finish() {
     let (a, _) = worker(&mut st, 1, 10, 0);
     let (b, _) = worker(&mut st, 1, 11, 0);
     let (busy, actions) = external(&mut st, 1, 1, MS);
-    let running_on = super::tests::dispatched(&actions)[0];
+    let running_on = super::test_support::dispatched(&actions)[0];
     let actions = st.roll(1, 2 * MS);
     let retired: Vec<_> = actions
         .iter()
@@ -179,23 +181,23 @@ fn a_roll_replaces_every_process_and_calls_in_flight_finish() {
         .collect();
     assert_eq!(retired, [10, 11]);
     // max_workers = 2: no room for new processes until the old ones leave.
-    assert_eq!(super::tests::grows(&actions), 0);
+    assert_eq!(super::test_support::grows(&actions), 0);
     assert_eq!(st.function(1).unwrap().pool.refill, 2);
     st.check_invariants(2 * MS).unwrap();
     // A new call waits (no worker takes calls while retiring); the running one completes.
     let (_, actions) = external(&mut st, 1, 2, 3 * MS);
-    assert!(super::tests::dispatched(&actions).is_empty());
+    assert!(super::test_support::dispatched(&actions).is_empty());
     let actions = answer(&mut st, running_on, busy, 4 * MS);
     assert_eq!(replies(&actions), [(1, None)]);
     // The old workers leave: each frees room for a new process.
     let idle = if running_on == a { b } else { a };
     let actions = st.worker_gone(idle, "retired", 5 * MS);
-    assert_eq!(super::tests::grows(&actions), 1);
+    assert_eq!(super::test_support::grows(&actions), 1);
     let actions = st.worker_gone(running_on, "retired", 6 * MS);
-    assert_eq!(super::tests::grows(&actions), 1);
+    assert_eq!(super::test_support::grows(&actions), 1);
     assert_eq!(st.function(1).unwrap().pool.refill, 0);
     // The new worker takes the waiting call.
     let (c, actions) = worker(&mut st, 1, 12, 7 * MS);
-    assert_eq!(super::tests::dispatched(&actions), [c]);
+    assert_eq!(super::test_support::dispatched(&actions), [c]);
     st.check_invariants(7 * MS).unwrap();
 }

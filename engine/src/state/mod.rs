@@ -30,6 +30,8 @@ mod launch_tests;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;

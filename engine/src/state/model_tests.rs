@@ -14,7 +14,7 @@ use gloam_core::tally::Tally;
 use gloam_core::ErrorKind;
 use proptest::prelude::*;
 
-use super::tests::{state_of, worker, TestActions, TestState, MS};
+use super::test_support::{state_of, worker, TestActions, TestState, MS};
 use super::{Action, Outcome, Phase, ProcessEnd, WorkerId};
 
 #[derive(Debug, Clone)]

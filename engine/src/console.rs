@@ -71,6 +71,12 @@ pub fn process_ended(exit: &ProcessExit, news: &EndNews, echoed: bool) -> Vec<St
     lines
 }
 
+/// Whether a start failure already told in full is worth a line again: the first few times,
+/// then about once a minute once the backoff reached its cap of 5 s.
+pub fn worth_repeating(restarts: u64) -> bool {
+    restarts <= 5 || restarts % 12 == 0
+}
+
 /// The short report of a start failure already told in full.
 pub fn still_failing(exit: &ProcessExit, news: &EndNews) -> String {
     format!(
@@ -154,5 +160,11 @@ mod tests {
         };
         let lines = process_ended(&banner, &news, true);
         assert_eq!(&lines[2..5], ["  | a", "  | b", "  | Error: no handler"]);
+    }
+
+    #[test]
+    fn a_crash_loop_is_told_less_and_less() {
+        let told: Vec<u64> = (1..=60).filter(|r| worth_repeating(*r)).collect();
+        assert_eq!(told, [1, 2, 3, 4, 5, 12, 24, 36, 48, 60]);
     }
 }

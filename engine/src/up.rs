@@ -104,7 +104,9 @@ async fn report_ends(
         tracing::debug!(function = %exit.function, slot = exit.slot, "{}", exit.summary());
         let again = news.unavailable && told.get(&exit.function_id) == Some(&news.what);
         if again {
-            console::say(&[console::still_failing(&exit, &news)]);
+            if console::worth_repeating(news.restarts) {
+                console::say(&[console::still_failing(&exit, &news)]);
+            }
             continue;
         }
         if news.unavailable {

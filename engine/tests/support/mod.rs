@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+pub mod hand;
+pub mod process;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

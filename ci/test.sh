@@ -24,7 +24,7 @@ suite_lint() {
 suite_rust() {
     cargo test --workspace --exclude gloam-python --exclude gloam-node --exclude gloam-bench-baselines -- --test-threads=2 || return 1
     # The default transport is the shared-memory ring; run the engine's suites over FIFOs too.
-    GLOAM_TEST_TRANSPORT=fifo cargo test -p gloam-engine --test e2e --test robustness -- --test-threads=2
+    GLOAM_TEST_TRANSPORT=fifo cargo test -p gloam-engine --test e2e --test robustness --test faults --test faults_rogue -- --test-threads=2
 }
 
 suite_c() { bindings/c/test.sh; }

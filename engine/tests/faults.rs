@@ -10,65 +10,13 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use gloam_core::protocol::Kind;
-use gloam_engine::client::{HttpClient, Response};
 use support::hand::{HandWorker, RawRegion, Ring};
+use support::observe::{body_json, call_in_background, workers_of, Seen};
 use support::process::{kill9, process_gone, Deadline};
 use support::{rust_fn, Stack};
 
 fn rings() -> bool {
     std::env::var("GLOAM_TEST_TRANSPORT").map_or(true, |t| t == "ring")
-}
-
-fn body_json(r: &Response) -> serde_json::Value {
-    serde_json::from_slice(&r.body).unwrap_or_else(|_| panic!("not JSON: {}", r.text()))
-}
-
-/// A connected worker as `/_/status` shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Seen {
-    id: u32,
-    pid: u32,
-    busy: bool,
-}
-
-impl Seen {
-    fn slot(self) -> u32 {
-        self.id & 0xFFFF
-    }
-    fn generation(self) -> u32 {
-        self.id >> 16
-    }
-}
-
-/// The workers of `function`, by id.
-fn workers_of(s: &Stack, function: &str) -> Vec<Seen> {
-    s.status()["workers"]
-        .as_array()
-        .map(|ws| {
-            ws.iter()
-                .filter(|w| w["function"] == function)
-                .map(|w| Seen {
-                    id: w["id"].as_u64().unwrap() as u32,
-                    pid: w["pid"].as_u64().unwrap() as u32,
-                    busy: w["busy"] == true,
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// POSTs `input` to `function` from a thread of its own (its own connection).
-fn call_in_background(
-    s: &Stack,
-    function: &str,
-    input: Vec<u8>,
-) -> std::thread::JoinHandle<Response> {
-    let (addr, path) = (s.addr.clone(), format!("/function/{function}"));
-    std::thread::spawn(move || {
-        let mut c = HttpClient::new(addr.as_str()).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        c.post(&path, &input).unwrap()
-    })
 }
 
 /// A worker whose call runs far past its deadline: its caller gets `TIMEOUT` at the deadline;

@@ -91,6 +91,27 @@ impl HandWorker {
         let mut ready = Header::new(Kind::Ready);
         ready.worker_id = id;
         sock.write_all(&Message::new(ready).to_bytes()).unwrap();
+        // The engine takes READY on the socket and the worker's messages from its channel:
+        // an INVOKE sent before it saw READY is a protocol error. Every worker of `function`
+        // (all played by hand, all past READY) counts as ready once it did.
+        stack.wait_for(
+            "the hand worker to be ready",
+            Duration::from_secs(20),
+            || {
+                let st = stack.status();
+                let listed = st["workers"].as_array().map_or(0, |ws| {
+                    ws.iter().filter(|w| w["function"] == function).count()
+                });
+                let ready = st["functions"]
+                    .as_array()
+                    .and_then(|fs| fs.iter().find(|f| f["name"] == function))
+                    .and_then(|f| f["workers"].as_u64());
+                ready == Some(listed as u64)
+                    && st["workers"]
+                        .as_array()
+                        .is_some_and(|ws| ws.iter().any(|w| w["id"] == id))
+            },
+        );
         HandWorker {
             sock,
             id,
@@ -163,13 +184,46 @@ impl HandWorker {
 
     /// Raw access to the ring region (ring transport only).
     pub fn region(&self) -> RawRegion {
-        let (ring, bell) = self.region.as_ref().expect("the ring transport");
+        let (ring, _) = self.region.as_ref().expect("the ring transport");
+        self.map_region(ring)
+    }
+
+    /// Raw access to another worker's ring region received as `fd` (a lane peer's), with
+    /// this worker's handle on the engine's doorbell.
+    pub fn map_region(&self, fd: &OwnedFd) -> RawRegion {
+        let (_, bell) = self.region.as_ref().expect("the ring transport");
         RawRegion {
             map: std::sync::Arc::new(
-                SharedMap::from_fd(ring, RING_FILE_BYTES, "test ring region").unwrap(),
+                SharedMap::from_fd(fd, RING_FILE_BYTES, "test ring region").unwrap(),
             ),
             engine_bell: EngineBell::from_fd(bell).unwrap().bell(),
         }
+    }
+
+    /// Bytes the engine sent on the socket that this worker has not read (`FIONREAD`).
+    pub fn unread_on_socket(&self) -> usize {
+        use std::os::fd::AsRawFd;
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int through the pointer, which points at `n`.
+        let rc = unsafe { libc::ioctl(self.sock.as_raw_fd(), libc::FIONREAD, &mut n) };
+        assert_eq!(rc, 0, "FIONREAD on the worker's socket");
+        usize::try_from(n).unwrap_or(0)
+    }
+
+    /// Reads the next `PEER` message the engine sent on the socket (it does so before it
+    /// grants a lane): the peer's worker id and its ring region. Panics after 20 s.
+    pub fn read_peer(&self) -> (u32, OwnedFd) {
+        let got = gloam_core::socket::MessageReader::default()
+            .read(
+                std::os::fd::AsFd::as_fd(&self.sock),
+                gloam_core::socket::Blocking::Yes,
+            )
+            .unwrap()
+            .expect("a PEER message");
+        let m = Message::decode(&got.bytes, 0).unwrap();
+        assert_eq!(m.header.kind, Kind::Peer, "{m:?}");
+        let fd = got.fds.into_iter().next().expect("the peer's region");
+        (m.header.worker_id, fd)
     }
 }
 
@@ -227,10 +281,42 @@ impl RawRegion {
             .store(value, std::sync::atomic::Ordering::Release);
     }
 
+    /// Reads slot `slot` (0..64) of the ring.
+    pub fn read_slot(&self, ring: Ring, slot: u32) -> [u8; MESSAGE_SIZE] {
+        let at = ring.offset() + 2 * LINE + (slot % ring::SLOTS) as usize * MESSAGE_SIZE;
+        let mut out = [0u8; MESSAGE_SIZE];
+        self.map.load(at, &mut out, MESSAGE_SIZE);
+        out
+    }
+
+    /// The 32-bit word at `offset` of the region.
+    pub fn word(&self, offset: usize) -> u32 {
+        self.map
+            .word(offset)
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Overwrites the 32-bit word at `offset` of the region.
+    pub fn set_word(&self, offset: usize, value: u32) {
+        self.map
+            .word(offset)
+            .store(value, std::sync::atomic::Ordering::Release);
+    }
+
     /// Writes `bytes` into slot `slot` (0..64) of the ring.
     pub fn write_slot(&self, ring: Ring, slot: u32, bytes: &[u8; MESSAGE_SIZE]) {
         let at = ring.offset() + 2 * LINE + (slot % ring::SLOTS) as usize * MESSAGE_SIZE;
         self.map.store(at, bytes, MESSAGE_SIZE);
+    }
+
+    /// Writes a message-sized block at `offset` of the region.
+    pub fn store(&self, offset: usize, bytes: &[u8; MESSAGE_SIZE]) {
+        self.map.store(offset, bytes, MESSAGE_SIZE);
+    }
+
+    /// Rings the doorbell of the region's worker (as its holder does after a lane call).
+    pub fn ring_worker(&self) {
+        Bell::new(&self.map, ring::WORKER_BELL).notify();
     }
 
     /// Rings the engine's doorbell (as a worker does after publishing).

@@ -12,7 +12,7 @@ use std::time::Duration;
 use gloam_core::protocol::Kind;
 use support::hand::{HandWorker, RawRegion, Ring};
 use support::observe::{body_json, call_in_background, workers_of, Seen};
-use support::process::{kill9, process_gone, Deadline};
+use support::process::{in_nanosleep, kill9, process_gone, Deadline};
 use support::{rust_fn, Stack};
 
 fn rings() -> bool {
@@ -51,13 +51,15 @@ fn a_hung_worker_is_killed_after_its_deadline_and_replaced() {
         .iter()
         .map(|input| call_in_background(&s, "Sleep", input.to_vec()))
         .collect();
+    // (Seen queued unless this thread was off its CPU for the whole grace period.)
     s.wait_for("two calls to queue", Duration::from_secs(20), || {
-        s.function_stat("Sleep", "queued") == 2
+        s.function_stat("Sleep", "queued") == 2 || process_gone(hung.pid)
     });
-    let w = workers_of(&s, "Sleep");
-    assert_eq!(w.len(), 1);
-    assert!(w[0] == Seen { busy: true, ..hung }, "{w:?}");
-    assert_eq!(s.function_stat("Sleep", "running"), 0, "the ended call");
+    if !process_gone(hung.pid) {
+        let w = workers_of(&s, "Sleep");
+        assert!(w.len() == 1 && w[0] == Seen { busy: true, ..hung }, "{w:?}");
+        assert_eq!(s.function_stat("Sleep", "running"), 0, "the ended call");
+    }
 
     // Killed after the grace period (2 s), replaced by its launcher.
     s.wait_for(
@@ -304,9 +306,10 @@ fn a_caller_killed_with_calls_in_flight_orphans_them_and_its_successor_gets_only
     s.stop();
 }
 
-/// A caller SIGKILLed while its call runs on a direct lane (ring transport; over FIFOs the
-/// same call goes through the engine): the callee finishes the orphaned call, its lease ends,
-/// and it serves the restarted caller — whose calls get their own answers.
+/// A caller SIGKILLed while its call runs on a direct lane (ring transport; over FIFOs, or
+/// when no lease was granted, the same call goes through the engine): the callee finishes the
+/// orphaned call, its lease ends, and it serves the restarted caller — whose calls get their
+/// own answers.
 #[test]
 fn a_lane_holder_killed_mid_call_frees_its_callee() {
     let _limit = Deadline::new("lane holder killed", Duration::from_secs(180));
@@ -321,7 +324,9 @@ fn a_lane_holder_killed_mid_call_frees_its_callee() {
     });
     let holder = workers_of(&s, "Repeat")[0];
     let callee = workers_of(&s, "Sleep")[0];
-    // Two quick calls, then the long one, on the lane granted after two.
+    // Two quick calls, then the long one, on the lane granted after two. It runs once the
+    // two quick ones are counted and the callee's handler sleeps (the status cannot tell a
+    // lane call in progress from an idle lane).
     let doomed = call_in_background(&s, "Repeat", b"Sleep:1,1,5000".to_vec());
     s.wait_for("the long call to run", Duration::from_secs(20), || {
         let st = s.status();
@@ -329,12 +334,20 @@ fn a_lane_holder_killed_mid_call_frees_its_callee() {
             .as_array()
             .and_then(|ws| ws.iter().find(|w| w["function"] == "Sleep").cloned())
             .unwrap_or_default();
-        if rings() {
-            w["leased_to"] == holder.id
-        } else {
-            w["busy"] == true
-        }
+        // On the lane (ring transport), or through the engine when no lease was granted
+        // (the two quick calls were too far apart on a loaded machine, or over FIFOs).
+        let on_its_way = w["busy"] == true || (rings() && w["leased_to"] == holder.id);
+        on_its_way && s.function_stat("Sleep", "completed") == 2 && in_nanosleep(callee.pid)
     });
+    let leased = workers_of(&s, "Sleep").first().is_some_and(|w| !w.busy);
+    eprintln!(
+        "the long call runs {}",
+        if leased {
+            "on a lane"
+        } else {
+            "through the engine"
+        }
+    );
     kill9(holder.pid);
     let r = doomed.join().unwrap();
     assert_eq!(r.status, 502, "{}", r.text());

@@ -49,3 +49,19 @@ impl Drop for Deadline {
         self.0.take();
     }
 }
+
+/// Whether a thread of process `pid` is blocked in `nanosleep`/`clock_nanosleep` right now
+/// (`/proc/<pid>/task/*/syscall`): the example's `Sleep` handler is in its sleep — the worker
+/// waiting for its next message blocks on a futex or in `poll`, never there.
+pub fn in_nanosleep(pid: u32) -> bool {
+    let sleeps = [libc::SYS_nanosleep, libc::SYS_clock_nanosleep];
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.filter_map(Result::ok).any(|t| {
+        std::fs::read_to_string(t.path().join("syscall"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<libc::c_long>().ok())
+            .is_some_and(|n| sleeps.contains(&n))
+    })
+}

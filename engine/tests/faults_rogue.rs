@@ -285,7 +285,9 @@ fn a_spoiled_output_file_fails_only_that_call() {
             "{how:?}: {text}"
         );
         if !internal {
-            assert_eq!(body_json(&r)["error"], "PROTOCOL_ERROR", "{how:?}: {text}");
+            // The spoiler broke the protocol: dropped, its call failed as crashed.
+            assert_eq!(body_json(&r)["error"], "WORKER_CRASHED", "{how:?}: {text}");
+            assert!(text.contains("bad output file"), "{how:?}: {text}");
         }
         healthy(&s);
         let out = w.paths.shm_file(call.header.call_id(), PayloadSide::Output);
@@ -302,18 +304,16 @@ fn a_spoiled_output_file_fails_only_that_call() {
 }
 
 /// (c, continued) The worker that spoiled its output file broke the protocol like one that
-/// sent garbage, and should be dropped the same way (`STYLE.md`: "a misbehaving peer is
-/// disconnected"). It is not: the engine finds the bad file only when the gateway reads the
-/// output, after the call ended, and lets the worker take more calls.
+/// sent garbage, and is dropped the same way (`STYLE.md`: "a misbehaving peer is
+/// disconnected"): the engine checks an answer's output file before it routes the answer.
 #[test]
-#[ignore = "bug: a worker that answers with a spoiled shm output file (short, a FIFO, a symlink) is not disconnected"]
 fn a_worker_that_spoils_its_output_file_is_dropped() {
     let _limit = Deadline::new("spoiling worker dropped", Duration::from_secs(120));
     let mut s = rogue_stack();
     let (w, caller, call) = rogue_holding_a_call(&s, false);
     answer_with_spoiled_file(&s, &w, &call, Spoil::Truncate);
     let r = caller.join().unwrap();
-    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.status, 502, "{}", r.text());
     s.wait_for(
         "the spoiler to be disconnected",
         Duration::from_secs(20),

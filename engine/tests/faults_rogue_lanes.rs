@@ -156,7 +156,6 @@ fn a_lane_holder_cannot_answer_its_callees_calls_in_its_name() {
 /// Cause: `lanes::revoke` treats a CALLING lane of a live holder as busy whatever the
 /// callee's inbound state, and `State::revoke_overdue` kills the callee.
 #[test]
-#[ignore = "bug: a lane holder that fakes a call in progress gets its callee killed and stays connected"]
 fn a_lane_holder_faking_a_call_costs_only_itself() {
     if !rings() {
         return;
@@ -205,7 +204,6 @@ fn a_lane_holder_faking_a_call_costs_only_itself() {
 /// the lane inbound slot included — as "engine sent a malformed message", which ends the
 /// worker with `Shutdown`, and `serve` returns `Ok` on `Shutdown`.
 #[test]
-#[ignore = "bug: a lane holder that writes a garbage call into its callee's inbound slot makes the callee exit"]
 fn a_lane_holder_delivering_a_garbage_call_costs_only_itself() {
     if !rings() {
         return;

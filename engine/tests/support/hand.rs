@@ -78,6 +78,7 @@ impl HandWorker {
             let ch = gloam_core::ring_channel::RingChannel::open_worker_side(
                 &paths,
                 id,
+                1 << 24,
                 &ring,
                 &bell,
                 watch.into(),

@@ -2,6 +2,10 @@
 
 #![allow(dead_code)]
 
+pub mod hand;
+pub mod observe;
+pub mod process;
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

@@ -11,7 +11,7 @@ export CARGO_TERM_COLOR=never
 LOGS="$ROOT/target/test-logs"
 mkdir -p "$LOGS"
 
-SUITES=(lint rust c go python node matrix grpc browser)
+SUITES=(lint rust c go python node matrix grpc newcomer browser)
 [ $# -gt 0 ] && SUITES=("$@")
 
 step() { printf '==> %s\n' "$*"; }
@@ -26,7 +26,9 @@ suite_rust() {
     ci/install-grpcurl.sh || return 1
     cargo test --workspace --exclude gloam-python --exclude gloam-node --exclude gloam-bench-baselines -- --test-threads=2 || return 1
     # The default transport is the shared-memory ring; run the engine's suites over FIFOs too.
-    GLOAM_TEST_TRANSPORT=fifo cargo test -p gloam-engine --test e2e --test robustness -- --test-threads=2
+    GLOAM_TEST_TRANSPORT=fifo cargo test -p gloam-engine --test e2e --test robustness --test faults --test faults_rogue -- --test-threads=2 || return 1
+    # 20 s of load while workers are killed at random: no hung call, no wrong answer, no leak.
+    ci/soak.sh --quick
 }
 
 suite_c() { bindings/c/test.sh; }
@@ -37,6 +39,10 @@ suite_node() { bindings/node/test.sh; }
 suite_matrix() { ci/matrix/test.sh; }
 # The gRPC example (Go, Python, Rust services) against grpcurl, Go's grpc package and grpcio.
 suite_grpc() { ci/grpc/test.sh; }
+# A newcomer outside the clone: installed SDKs, `gloam new` + build + up in every language,
+# broken on purpose (the console and the HTTP error name the cause within seconds), --watch,
+# Nightcore's C examples, and every examples/hello-<lang>/gloam.toml as is.
+suite_newcomer() { ci/newcomer.sh; }
 # The status page at / in headless Chromium against a real stack (installs Debian's chromium
 # and playwright-core first when missing). Its screenshot goes to target/test-logs/ here;
 # `cd tests/browser && npm test` refreshes docs/status-page.png.

@@ -360,8 +360,11 @@ impl AsyncCalls {
             .call_external_with(&meta.function, Bytes::from(input), options)
             .await;
         let (error, message, output) = match result {
-            // The engine is stopping: the call runs again when it restarts.
-            Err(r) if r.kind == ErrorKind::Shutdown => return false,
+            // The engine is stopping (the call runs again when it restarts), or the function
+            // cannot start its workers now (it is tried again after a pause).
+            Err(r) if matches!(r.kind, ErrorKind::Shutdown | ErrorKind::FunctionUnavailable) => {
+                return false
+            }
             Err(r) if r.kind == ErrorKind::Internal && r.message.contains("in flight") => {
                 return false
             }

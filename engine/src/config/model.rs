@@ -203,6 +203,16 @@ pub struct FunctionConfig {
     /// gateway maps `/<Service>/<Method>` to this function and the method's index. Empty for
     /// a plain function.
     pub grpc_methods: Vec<String>,
+    /// Shell command that builds the program (`sh -c`, in `dir`), run by `gloam up` and
+    /// `gloam build` before the workers start.
+    pub build: Option<String>,
+    /// Files and directories whose changes `gloam up --watch` rebuilds and restarts for
+    /// (absolute; default: `dir`).
+    pub watch: Vec<PathBuf>,
+    /// Failed handlers' stack traces go into the error message too (`GLOAM_DEBUG=1`).
+    pub debug: bool,
+    /// The `[[programs]]` entry that gave the command, if any (its name).
+    pub program: Option<String>,
 }
 
 /// Prefix of the functions that serve a gRPC service: `grpc:<Service>`.

@@ -42,6 +42,7 @@ impl Config {
             engine: RawEngine::default(),
             functions,
             async_calls: Default::default(),
+            programs: Vec::new(),
         };
         Ok((resolve(raw, source)?, warnings))
     }

@@ -50,7 +50,8 @@ pub enum Code {
     Unimplemented = 12,
     /// Malformed framing, or a failure of the engine itself.
     Internal = 13,
-    /// The worker crashed, or the engine is shutting down: retrying may work.
+    /// The worker crashed, the function cannot start, or the engine is shutting down:
+    /// retrying may work.
     Unavailable = 14,
 }
 
@@ -61,7 +62,7 @@ pub enum Code {
 /// | `HANDLER_FAILED` | `UNKNOWN` | what gRPC servers answer for an application error without a status |
 /// | `TIMEOUT` | `DEADLINE_EXCEEDED` | |
 /// | `OVERLOADED`, `PAYLOAD_TOO_LARGE` | `RESOURCE_EXHAUSTED` | a limit of the server was hit |
-/// | `WORKER_CRASHED`, `SHUTDOWN` | `UNAVAILABLE` | transient: a retry reaches a new worker or engine |
+/// | `WORKER_CRASHED`, `SHUTDOWN`, `FUNCTION_UNAVAILABLE` | `UNAVAILABLE` | transient: a retry reaches a new worker or engine |
 /// | `FUNCTION_NOT_FOUND` | `NOT_FOUND` | a nested call named a missing function (the service itself was found) |
 /// | `INVALID_ARGUMENT` | `INVALID_ARGUMENT` | |
 /// | others | `INTERNAL` | the engine or a worker broke |
@@ -70,7 +71,9 @@ pub fn status_of(kind: ErrorKind) -> Code {
         ErrorKind::HandlerFailed => Code::Unknown,
         ErrorKind::Timeout => Code::DeadlineExceeded,
         ErrorKind::Overloaded | ErrorKind::PayloadTooLarge => Code::ResourceExhausted,
-        ErrorKind::WorkerCrashed | ErrorKind::Shutdown => Code::Unavailable,
+        ErrorKind::WorkerCrashed | ErrorKind::Shutdown | ErrorKind::FunctionUnavailable => {
+            Code::Unavailable
+        }
         ErrorKind::FunctionNotFound => Code::NotFound,
         ErrorKind::InvalidArgument => Code::InvalidArgument,
         ErrorKind::InvalidConfig
@@ -451,6 +454,7 @@ mod tests {
         );
         assert_eq!(status_of(ErrorKind::WorkerCrashed), Code::Unavailable);
         assert_eq!(status_of(ErrorKind::Shutdown), Code::Unavailable);
+        assert_eq!(status_of(ErrorKind::FunctionUnavailable), Code::Unavailable);
         assert_eq!(status_of(ErrorKind::ProtocolError), Code::Internal);
     }
 

@@ -145,6 +145,11 @@ impl<R, S: Clone> State<R, S> {
                 "the engine is shutting down",
             ));
         }
+        if let (0, Some(why)) = (f.ready_workers, &f.unavailable) {
+            let refusal = Refusal::new(ErrorKind::FunctionUnavailable, why.clone());
+            f.metrics.count(Some(ErrorKind::FunctionUnavailable));
+            return Err(refusal);
+        }
         // An interactive call waits only behind interactive ones; a background one behind all.
         let can_run = |f: &super::FunctionState| match class {
             Class::Interactive => {
@@ -328,6 +333,9 @@ impl<R, S: Clone> State<R, S> {
                 })
             });
             if let Some(text) = shed {
+                // Back in the queue's count: `end_call` forgets it as it does any queued call.
+                // Only internal calls are shed, and they are interactive.
+                f.pushed_back(next, Class::Interactive);
                 self.end_call(
                     next,
                     super::end::Ending::Failed(ErrorKind::Overloaded, text),

@@ -3,7 +3,7 @@
 
 use gloam_core::protocol::{CallId, Header, Kind, Message};
 
-use super::tests::{state_of, worker, TestActions, TestState};
+use super::test_support::{state_of, worker, TestActions, TestState};
 use super::{Action, Class, WorkerId};
 
 fn call(st: &mut TestState, seq: u32, class: Class, now: u64) -> (CallId, TestActions) {

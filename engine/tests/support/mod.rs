@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 pub mod grpc;
+pub mod hand;
+pub mod observe;
+pub mod process;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -49,16 +52,21 @@ pub fn rust_fn(name: &str, handler: &str, extra: &str) -> String {
 impl Stack {
     /// Starts `gloam up` with an `[engine]` section of `engine_extra` and `functions`.
     pub fn start(engine_extra: &str, functions: &str) -> Stack {
-        Stack::launch(engine_extra, functions, None)
+        Stack::launch(engine_extra, functions, None, &[])
+    }
+
+    /// [`start`](Self::start) with more arguments for `gloam up` (e.g. `--watch`).
+    pub fn start_with_args(engine_extra: &str, functions: &str, args: &[&str]) -> Stack {
+        Stack::launch(engine_extra, functions, None, args)
     }
 
     /// [`start`](Self::start) with the engine's descriptor limit (`RLIMIT_NOFILE`, soft and
     /// hard) set to `nofile`.
     pub fn start_with_nofile(engine_extra: &str, functions: &str, nofile: u64) -> Stack {
-        Stack::launch(engine_extra, functions, Some(nofile))
+        Stack::launch(engine_extra, functions, Some(nofile), &[])
     }
 
-    fn launch(engine_extra: &str, functions: &str, nofile: Option<u64>) -> Stack {
+    fn launch(engine_extra: &str, functions: &str, nofile: Option<u64>, args: &[&str]) -> Stack {
         let dir = tempfile::tempdir().expect("tempdir");
         // CI runs these tests once more with the other transport.
         let transport = std::env::var("GLOAM_TEST_TRANSPORT")
@@ -72,7 +80,7 @@ impl Stack {
         let path = dir.path().join("gloam.toml");
         std::fs::write(&path, config).expect("write config");
         let stderr_log = dir.path().join("engine.stderr");
-        let (child, addr, grpc_addr) = spawn_up(&path, &stderr_log, nofile);
+        let (child, addr, grpc_addr) = spawn_up(&path, &stderr_log, nofile, args);
         Stack {
             child: Some(child),
             addr,
@@ -165,7 +173,7 @@ impl Stack {
             let _ = c.wait();
         }
         let path = self.dir.path().join("gloam.toml");
-        let (child, addr, grpc_addr) = spawn_up(&path, &self.stderr_log, None);
+        let (child, addr, grpc_addr) = spawn_up(&path, &self.stderr_log, None, &[]);
         self.child = Some(child);
         self.addr = addr;
         self.grpc_addr = grpc_addr;
@@ -315,15 +323,21 @@ fn spawn_up(
     path: &Path,
     stderr_log: &Path,
     nofile: Option<u64>,
+    args: &[&str],
 ) -> (Child, String, Option<String>) {
     let mut command = Command::new(gloam_bin());
-    command.arg("up").arg(path).stdout(Stdio::piped()).stderr(
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(stderr_log)
-            .expect("stderr log"),
-    );
+    command
+        .arg("up")
+        .arg(path)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(stderr_log)
+                .expect("stderr log"),
+        );
     // SAFETY: runs in the forked child before exec and only calls prctl(2) and
     // setrlimit(2), which are async-signal-safe; it allocates nothing and takes no lock.
     unsafe {

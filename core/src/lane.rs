@@ -58,10 +58,11 @@
 //! inbound slot, an [`InboundCall`] (from [`SharedRing::take_inbound`]) what lets a callee
 //! answer into a holder's lane.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
 use crate::bell::Bell;
 use crate::protocol::{used_len, MESSAGE_SIZE};
+use crate::region::{Region, SharedWord};
 use crate::ring::{load_message, SharedRing, INBOUND_CONTROL, RINGS_END};
 
 /// Lanes a worker can hold at once (one per function it calls often).
@@ -171,13 +172,15 @@ impl InboundCall {
     }
 }
 
-impl SharedRing {
-    fn lane_word(&self, lane: usize, field: usize) -> &AtomicU32 {
+impl<M: Region> SharedRing<M> {
+    #[inline(always)]
+    fn lane_word(&self, lane: usize, field: usize) -> &M::Word {
         assert!(lane < LANES, "lane {lane}");
         self.map.word(LANE_BASE + lane * LANE_BYTES + field)
     }
 
-    fn lane_state(&self, lane: usize) -> &AtomicU32 {
+    #[inline(always)]
+    fn lane_state(&self, lane: usize) -> &M::Word {
         self.lane_word(lane, 0)
     }
 
@@ -187,7 +190,7 @@ impl SharedRing {
 
     /// The doorbell of lane `lane` (`lane < LANES`): its holder sleeps on it, the callee (or
     /// the engine, for a dead callee) rings it after publishing the answer.
-    pub fn lane_bell(&self, lane: usize) -> Bell {
+    pub fn lane_bell(&self, lane: usize) -> Bell<M> {
         assert!(lane < LANES, "lane {lane}");
         Bell::new(&self.map, LANE_BASE + lane * LANE_BYTES + LANE_BELL)
     }
@@ -225,7 +228,7 @@ impl SharedRing {
 
     /// Grants lane `lane` of this (holder's) region on the callee whose region is `callee`.
     /// The lane must be reusable and the callee idle and leased to nobody.
-    pub fn grant_lane(&self, lane: usize, grant: LaneGrant, holder: u32, callee: &SharedRing) {
+    pub fn grant_lane(&self, lane: usize, grant: LaneGrant, holder: u32, callee: &SharedRing<M>) {
         let m = &callee.map;
         m.word(INBOUND_STATE)
             .store(with_lease(grant.lease, EMPTY), Ordering::Relaxed);
@@ -363,7 +366,7 @@ impl SharedRing {
     pub fn take_lane_reply(&self, call: LaneCall, out: &mut [u8; MESSAGE_SIZE]) {
         // REPLIED was acquired by `lane_waiting` returning false: the writer finished the
         // slot and nobody writes it again before this holder changes the phase below.
-        load_message(&self.map, self.lane_slot(call.lane), out);
+        load_message(&*self.map, self.lane_slot(call.lane), out);
         let lease = call.grant.lease;
         let word = self.lane_state(call.lane);
         let mut s = word.load(Ordering::Acquire);
@@ -412,7 +415,7 @@ impl SharedRing {
         }
         // FULL was acquired: the holder finished writing and writes no more until this
         // callee publishes its answer.
-        load_message(&self.map, INBOUND_SLOT, out);
+        load_message(&*self.map, INBOUND_SLOT, out);
         state.store(with_lease(lease_of(s), RUNNING), Ordering::Release);
         let m = &self.map;
         Some(InboundCall {

@@ -13,6 +13,7 @@ pub mod hello;
 pub mod ipc_root;
 pub mod lane;
 pub mod protocol;
+pub mod region;
 pub mod ring;
 pub mod ring_channel;
 pub mod root_dir;

@@ -70,14 +70,19 @@ pub const LANES: usize = 8;
 /// Lease ids are 28 bits: the largest one (the engine wraps to 1 after it).
 pub const MAX_LEASE: u32 = (1 << 28) - 1;
 
-const INBOUND_STATE: usize = INBOUND_CONTROL;
-const INBOUND_HOLDER: usize = INBOUND_CONTROL + 4;
-const INBOUND_HOLDER_LANE: usize = INBOUND_CONTROL + 8;
-const INBOUND_SLOT: usize = RINGS_END;
-const LANE_BASE: usize = INBOUND_SLOT + MESSAGE_SIZE;
-const LANE_CONTROL: usize = 128;
-const LANE_BELL: usize = 64;
-const LANE_BYTES: usize = LANE_CONTROL + MESSAGE_SIZE;
+pub(crate) const INBOUND_STATE: usize = INBOUND_CONTROL;
+pub(crate) const INBOUND_HOLDER: usize = INBOUND_CONTROL + 4;
+pub(crate) const INBOUND_HOLDER_LANE: usize = INBOUND_CONTROL + 8;
+pub(crate) const INBOUND_SLOT: usize = RINGS_END;
+pub(crate) const LANE_BASE: usize = INBOUND_SLOT + MESSAGE_SIZE;
+pub(crate) const LANE_CONTROL: usize = 128;
+pub(crate) const LANE_BYTES: usize = LANE_CONTROL + MESSAGE_SIZE;
+// The words of a lane's control line.
+pub(crate) const LANE_STATE: usize = 0;
+pub(crate) const LANE_FUNCTION: usize = 4;
+pub(crate) const LANE_CALLEE: usize = 8;
+pub(crate) const LANE_TIMEOUT: usize = 16;
+pub(crate) const LANE_BELL: usize = 64;
 /// End of the lanes area: the size of a ring region.
 pub const LANES_END: usize = LANE_BASE + LANES * LANE_BYTES;
 
@@ -181,7 +186,7 @@ impl<M: Region> SharedRing<M> {
 
     #[inline(always)]
     fn lane_state(&self, lane: usize) -> &M::Word {
-        self.lane_word(lane, 0)
+        self.lane_word(lane, LANE_STATE)
     }
 
     fn lane_slot(&self, lane: usize) -> usize {
@@ -235,11 +240,11 @@ impl<M: Region> SharedRing<M> {
         m.word(INBOUND_HOLDER).store(holder, Ordering::Relaxed);
         m.word(INBOUND_HOLDER_LANE)
             .store(lane as u32, Ordering::Relaxed);
-        self.lane_word(lane, 4)
+        self.lane_word(lane, LANE_FUNCTION)
             .store(u32::from(grant.function_id), Ordering::Relaxed);
-        self.lane_word(lane, 8)
+        self.lane_word(lane, LANE_CALLEE)
             .store(grant.callee, Ordering::Relaxed);
-        self.lane_word(lane, 16)
+        self.lane_word(lane, LANE_TIMEOUT)
             .store(grant.timeout_ms, Ordering::Relaxed);
         // Publishes everything above to the holder, and through its CAS and its FULL store,
         // to the callee.
@@ -311,7 +316,8 @@ impl<M: Region> SharedRing<M> {
             let word = self.lane_state(lane);
             let s = word.load(Ordering::Acquire);
             if s & LOW != phase::IDLE
-                || self.lane_word(lane, 4).load(Ordering::Relaxed) != u32::from(function_id)
+                || self.lane_word(lane, LANE_FUNCTION).load(Ordering::Relaxed)
+                    != u32::from(function_id)
             {
                 continue;
             }
@@ -328,8 +334,8 @@ impl<M: Region> SharedRing<M> {
                 let grant = LaneGrant {
                     lease,
                     function_id,
-                    callee: self.lane_word(lane, 8).load(Ordering::Relaxed),
-                    timeout_ms: self.lane_word(lane, 16).load(Ordering::Relaxed),
+                    callee: self.lane_word(lane, LANE_CALLEE).load(Ordering::Relaxed),
+                    timeout_ms: self.lane_word(lane, LANE_TIMEOUT).load(Ordering::Relaxed),
                 };
                 return Some(LaneCall { lane, grant });
             }

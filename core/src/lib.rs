@@ -12,6 +12,8 @@ pub mod error;
 pub mod hello;
 pub mod ipc_root;
 pub mod lane;
+#[cfg(loom)]
+pub mod model;
 pub mod protocol;
 pub mod region;
 pub mod ring;

@@ -33,8 +33,9 @@ pub trait SharedWord {
         success: Ordering,
         failure: Ordering,
     ) -> Result<u32, u32>;
-    /// A memory fence of the same memory model as the word's operations.
-    fn fence(order: Ordering);
+    /// A memory fence of the same memory model as the word's operations (the word itself is
+    /// not touched).
+    fn fence(&self, order: Ordering);
     /// Sleeps while the word holds `expected` (checked atomically with going to sleep), until
     /// [`SharedWord::futex_wake`] or `timeout`; may return early (spurious wake-ups).
     fn futex_wait(&self, expected: u32, timeout: Duration);
@@ -83,7 +84,7 @@ impl SharedWord for AtomicU32 {
         AtomicU32::compare_exchange(self, current, new, success, failure)
     }
     #[inline(always)]
-    fn fence(order: Ordering) {
+    fn fence(&self, order: Ordering) {
         fence(order)
     }
     fn futex_wait(&self, expected: u32, timeout: Duration) {

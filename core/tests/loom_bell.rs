@@ -42,7 +42,13 @@ fn check(f: impl Fn() + Sync + Send + 'static) {
     if builder.preemption_bound.is_none() {
         builder.preemption_bound = Some(4);
     }
-    builder.check(f);
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = runs.clone();
+    builder.check(move || {
+        counted.fetch_add(1, Ordering::Relaxed);
+        f()
+    });
+    eprintln!("{} executions explored", runs.load(Ordering::Relaxed));
 }
 
 /// A consumer's doorbell and the tails of the rings it reads (one per producer).

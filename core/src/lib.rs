@@ -9,6 +9,9 @@ pub mod bell;
 pub mod channel;
 pub mod clock;
 pub mod error;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hello;
 pub mod ipc_root;
 pub mod lane;

@@ -4,19 +4,23 @@
 //! a slot that is not ordered with a write of it fails the model).
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p gloam-core --release --test loom_lane` (or
-//! `ci/loom.sh`). `LOOM_MAX_PREEMPTIONS` bounds the exploration (default here: 2: about 450,000 executions in
-//! about 80 s on 2 busy CPUs, most of them in the two-holder model; 3 takes far longer).
+//! `ci/loom.sh`). `LOOM_MAX_PREEMPTIONS` bounds the exploration (default here: 2, about
+//! 450,000 executions in 80 s on 2 busy CPUs, most of them in the two-holder model; 3 takes
+//! hours).
 //!
 //! The parties are threads running the protocol's calls in the order the workers and the
-//! engine make them: the **holder** (`RingChannel::lane_call` / `wait_lane`: begin, deliver,
-//! poll, abandon at its deadline, take the reply), the **callee** (`recv_spin` /
-//! `answer_lane`: take the inbound call, finish it, answer, and send a `LANE_END` record when
-//! the answer says the lease ended) and the **engine** (`engine/src/lanes.rs`: revoke with
-//! the lease id and judge the lease over or busy, fail the lane of a dead callee, grant a
-//! later lease once the lane is reusable). Records travel over a loom atomic with
-//! release/acquire, as over a ring. A dead callee is a thread that stops after a given step;
-//! the engine learns of its death by joining it (the kernel orders a process's exit before
-//! the engine sees its socket close).
+//! engine make them, and waiting as they do, on the real doorbells: the **holder**
+//! (`RingChannel::lane_call` / `wait_lane`: begin, deliver and ring the callee, look, give up
+//! at its deadline or sleep on the lane's bell, take the reply), the **callee** (`recv_spin` /
+//! `answer_lane`: take the inbound call, finish it, answer and ring the lane's bell, send a
+//! `LANE_END` record and ring the engine when the answer says the lease ended; sleep on its
+//! own bell when idle) and the **engine** (`engine/src/lanes.rs`: revoke with the lease id
+//! and judge the lease over or busy, wait for the record, fail the lane of a dead callee and
+//! ring its holder, grant a later lease once the lane is reusable). Records travel over a
+//! loom atomic with release/acquire, as over a ring. A dead callee is a thread that stops
+//! after a given step; the engine learns of its death by joining it (the kernel orders a
+//! process's exit before the engine sees its socket close). The engine's rule for "over"
+//! (`lanes::revoke` with the holder alive) is restated here, since it lives in the engine.
 //!
 //! **What every model asserts, for every interleaving:**
 //!

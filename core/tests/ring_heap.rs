@@ -82,3 +82,59 @@ fn a_too_small_map_is_refused() {
     let e = RingFile::from_map(Arc::new(SharedMap::on_heap(4096))).unwrap_err();
     assert!(e.to_string().contains("needs"), "{e}");
 }
+
+/// Direct-lane calls between a holder thread and a callee thread over two heap regions.
+#[test]
+fn lane_calls_between_two_threads_over_heap_regions() {
+    use gloam_core::lane::LaneGrant;
+    let calls: u32 = if cfg!(miri) { 20 } else { 2000 };
+    let holder = RingFile::from_map(Arc::new(SharedMap::on_heap(RING_FILE_BYTES)))
+        .unwrap()
+        .into_peer();
+    let callee = RingFile::from_map(Arc::new(SharedMap::on_heap(RING_FILE_BYTES)))
+        .unwrap()
+        .into_peer();
+    let grant = LaneGrant {
+        lease: 1,
+        function_id: 7,
+        callee: 2,
+        timeout_ms: 0,
+    };
+    holder.grant_lane(3, grant, 1, &callee);
+    let serving = {
+        let (holder, callee) = (holder.clone(), callee.clone());
+        thread::spawn(move || {
+            let mut buf = [0u8; MESSAGE_SIZE];
+            for _ in 0..calls {
+                let inbound = loop {
+                    match callee.take_inbound(&mut buf) {
+                        Some(c) => break c,
+                        None => thread::yield_now(),
+                    }
+                };
+                let call = Message::decode(&buf, 1 << 20).unwrap();
+                callee.finish_inbound(&inbound);
+                let lane = inbound.holder().lane;
+                let answered = holder.answer_lane(inbound, &message(call.header.sequence + 1));
+                assert!(answered.delivered && !answered.lease_ended);
+                holder.lane_bell(lane).notify();
+            }
+        })
+    };
+    let mut out = [0u8; MESSAGE_SIZE];
+    for i in 0..calls {
+        let call = holder.begin_lane_call(7).unwrap();
+        callee.deliver_call(&call, &message(2 * i));
+        callee.worker_bell().notify();
+        while holder.lane_waiting(&call) {
+            thread::yield_now();
+        }
+        holder.take_lane_reply(call, &mut out);
+        let answer = Message::decode(&out, 1 << 20).unwrap();
+        assert_eq!(
+            answer,
+            Message::decode(&message(2 * i + 1), 1 << 20).unwrap()
+        );
+    }
+    serving.join().unwrap();
+}

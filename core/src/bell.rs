@@ -9,6 +9,9 @@
 //! `FUTEX_WAIT(bell, SLEEPING)`. The two fences form the store-buffering (Dekker) pattern:
 //! either the producer sees `SLEEPING` and wakes the consumer, or the consumer sees the message
 //! and does not sleep. While consumers are awake, a send costs no syscall at all.
+//!
+//! `core/tests/loom_bell.rs` checks this code under loom: no lost wake-up, no wake for a sleep
+//! nobody announced, and a fence-less variant that does lose one.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -57,6 +57,11 @@
 //! [`LaneCall`] (from [`SharedRing::begin_lane_call`]) is what lets a holder write a callee's
 //! inbound slot, an [`InboundCall`] (from [`SharedRing::take_inbound`]) what lets a callee
 //! answer into a holder's lane.
+//!
+//! `core/tests/loom_lane.rs` runs these operations under loom for holder, callee and engine
+//! threads (answers taken once and only if delivered, abandoned answers dropped, revokes,
+//! dead callees, later leases left alone, one writer per slot), and the `ring_words` fuzz
+//! target runs them over words a peer scribbled.
 
 use std::sync::atomic::Ordering;
 

@@ -34,7 +34,8 @@
 //! - nothing of lease N changes a lane granted to lease N+1: late revokes and failures of N
 //!   return "not mine", and the final state words are those of lease N+1;
 //! - the inbound slot has one writer at a time, and the reply slot too (loom's causality
-//!   check on the slot cells), across leases and across holders.
+//!   check on the slot cells), across leases and across holders — also when the engine
+//!   ends the lease of a dead holder and hands its callee to another holder.
 
 #![cfg(loom)]
 
@@ -554,4 +555,81 @@ fn a_callee_released_to_another_holder_has_one_writer_at_a_time() {
             ModelRegion::lane_word(2, phase::IDLE)
         );
     });
+}
+
+/// How far a holder gets before it dies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HolderLife {
+    /// Dies with the call begun, never written.
+    AfterBegin,
+    /// Dies with the call written into the callee's slot.
+    AfterDeliver,
+}
+
+/// A holder that dies at `life` on lease 1; the engine revokes the lease as the engine does
+/// for a dead holder (over unless the callee's inbound slot holds a call of it), then hands
+/// the callee to holder 2 with lease 2.
+fn dead_holder(life: HolderLife) {
+    check(move || {
+        let w = World::new(2);
+        w.grant(1, 1);
+        let first = {
+            let w = w.clone();
+            thread::spawn(move || {
+                let h = w.holder(1);
+                let Some(c) = h.ring.begin_lane_call(F) else {
+                    return;
+                };
+                if life == HolderLife::AfterDeliver {
+                    w.callee.deliver_call(&c, &msg(1));
+                    w.callee.worker_bell().notify();
+                }
+            })
+        };
+        let second = {
+            let w = w.clone();
+            thread::spawn(move || {
+                w.wait_grant(2);
+                let c = call(&w, 2, 2, Patience::Forever);
+                w.done(2);
+                c
+            })
+        };
+        let callee = {
+            let w = w.clone();
+            thread::spawn(move || serve(&w, Life::Lives))
+        };
+        // The engine sees holder 1's process gone: it will call no more.
+        first.join().unwrap();
+        w.done(1);
+        let found = w.holder(1).ring.revoke_lane(0, 1);
+        let busy =
+            matches!(found, Some(phase::CALLING | phase::ABANDONED)) && w.callee.inbound_busy(1);
+        if busy {
+            wait_lease_end(&w, 1);
+        }
+        w.grant(2, 2);
+        let two = second.join().unwrap();
+        let served = callee.join().unwrap();
+        check_answers(2, &[(2, two)], &served);
+        assert!(matches!(two, Outcome::Answer { lease: 2, .. }));
+        // The dead holder's call, if the callee got it, was served on lease 1 only.
+        for s in served.iter().filter(|s| s.holder == 1) {
+            assert_eq!((s.tag, s.lease), (1, 1));
+        }
+        assert_eq!(
+            w.holder(2).region.lane_state(0),
+            ModelRegion::lane_word(2, phase::IDLE)
+        );
+        assert_eq!(w.callee_region.inbound_state(), 2 << 4);
+    });
+}
+
+#[test]
+fn a_dead_holders_lease_ends_and_its_callee_serves_the_next_holder() {
+    // (A holder that dies after its call is answered leaves the lease as one that is
+    // revoked idle: `a_callee_released_to_another_holder_has_one_writer_at_a_time`.)
+    for life in [HolderLife::AfterBegin, HolderLife::AfterDeliver] {
+        dead_holder(life);
+    }
 }

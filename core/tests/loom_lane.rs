@@ -5,8 +5,8 @@
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p gloam-core --release --test loom_lane` (or
 //! `ci/loom.sh`). `LOOM_MAX_PREEMPTIONS` bounds the exploration (default here: 2, about
-//! 450,000 executions in 80 s on 2 busy CPUs, most of them in the two-holder model; 3 takes
-//! hours).
+//! 810,000 executions in 2-3 minutes on 2 busy CPUs, most of them in the two-holder models;
+//! 3 takes hours).
 //!
 //! The parties are threads running the protocol's calls in the order the workers and the
 //! engine make them, and waiting as they do, on the real doorbells: the **holder**

@@ -67,7 +67,7 @@ impl<M: Region> Bell<M> {
 
     /// Producer side, after publishing: wakes the consumer only if it sleeps.
     pub fn notify(&self) {
-        self.word().fence(Ordering::SeqCst);
+        self.map.fence(Ordering::SeqCst);
         if self.word().load(Ordering::Relaxed) == SLEEPING
             && self.word().swap(AWAKE, Ordering::AcqRel) == SLEEPING
         {
@@ -79,7 +79,7 @@ impl<M: Region> Bell<M> {
     /// afterwards and call [`Bell::cancel_sleep`] if it found work, else [`Bell::sleep`].
     pub fn prepare_sleep(&self) {
         self.word().store(SLEEPING, Ordering::Relaxed);
-        self.word().fence(Ordering::SeqCst);
+        self.map.fence(Ordering::SeqCst);
     }
 
     /// Consumer side: found work after `prepare_sleep`.

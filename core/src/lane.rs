@@ -183,13 +183,11 @@ impl InboundCall {
 }
 
 impl<M: Region> SharedRing<M> {
-    #[inline(always)]
     fn lane_word(&self, lane: usize, field: usize) -> &M::Word {
         assert!(lane < LANES, "lane {lane}");
         self.map.word(LANE_BASE + lane * LANE_BYTES + field)
     }
 
-    #[inline(always)]
     fn lane_state(&self, lane: usize) -> &M::Word {
         self.lane_word(lane, LANE_STATE)
     }

@@ -14,7 +14,7 @@
 //!   accesses loom checks for *causality*. A write to a slot that is not ordered (by
 //!   happens-before) with every other read and write of it fails the model, which makes
 //!   "one writer at a time, and no read of a slot being written" a checked property;
-//! - [`SharedWord::fence`] is loom's `fence`;
+//! - [`Region::fence`] is loom's `fence`;
 //! - a futex is a "hash bucket" (a loom `Mutex`) and a `Condvar`: `futex_wait` reads the word
 //!   under the bucket lock and returns at once if it changed (`EAGAIN`), else blocks until a
 //!   `futex_wake` on the word — the kernel's semantics, without time-outs or spurious
@@ -47,9 +47,6 @@ pub enum ModelWord {
         value: AtomicU32,
         /// The futex of a doorbell.
         futex: Option<Futex>,
-        /// Whether [`SharedWord::fence`] is a real fence (false only in the mutant models that
-        /// show the model catches a missing fence).
-        fenced: bool,
     },
     /// A word of an unmodelled lane.
     Frozen,
@@ -71,14 +68,13 @@ struct FutexState {
 }
 
 impl ModelWord {
-    fn live(futex: bool, fenced: bool) -> ModelWord {
+    fn live(futex: bool) -> ModelWord {
         ModelWord::Live {
             value: AtomicU32::new(0),
             futex: futex.then(|| Futex {
                 bucket: Mutex::new(FutexState::default()),
                 woken: Condvar::new(),
             }),
-            fenced,
         }
     }
 
@@ -114,8 +110,8 @@ impl SharedWord for ModelWord {
             // of the same ordering: it is placed after every RMW before it, as the language
             // requires. (A swap also reads, and may continue another thread's release
             // sequence: a happens-before edge the real code lacks, which can only make a
-            // later load return a newer value.) On the other words no plain store races with an RMW: the grant writes an unused
-            // lane, and the inbound state has no RMW.
+            // later load return a newer value.) On the other words no plain store races with
+            // an RMW: the grant writes an unused lane, and the inbound state has no RMW.
             ModelWord::Live {
                 value,
                 futex: Some(_),
@@ -138,12 +134,6 @@ impl SharedWord for ModelWord {
     ) -> Result<u32, u32> {
         self.value("compare_exchange")
             .compare_exchange(current, new, success, failure)
-    }
-    fn fence(&self, order: Ordering) {
-        if let ModelWord::Live { fenced: false, .. } = self {
-            return;
-        }
-        loom::sync::atomic::fence(order)
     }
     fn futex_wait(&self, expected: u32, _timeout: Duration) {
         let futex = self.futex();
@@ -181,6 +171,9 @@ pub struct ModelRegion {
     words: Vec<(usize, ModelWord)>,
     slots: Vec<ModelSlot>,
     frozen: ModelWord,
+    /// Whether [`Region::fence`] is a real fence (false only in the mutant model that shows
+    /// the doorbell model catches a missing fence).
+    fenced: bool,
 }
 
 // SAFETY: the slots' cells are only touched through `UnsafeCell::with`/`with_mut`, and loom
@@ -206,17 +199,17 @@ impl ModelRegion {
     fn build(lanes: usize, fenced: bool) -> ModelRegion {
         let lanes = lanes.min(LANES);
         let mut words = vec![
-            (WORKER_BELL, ModelWord::live(true, fenced)),
-            (INBOUND_STATE, ModelWord::live(false, fenced)),
-            (INBOUND_HOLDER, ModelWord::live(false, fenced)),
-            (INBOUND_HOLDER_LANE, ModelWord::live(false, fenced)),
+            (WORKER_BELL, ModelWord::live(true)),
+            (INBOUND_STATE, ModelWord::live(false)),
+            (INBOUND_HOLDER, ModelWord::live(false)),
+            (INBOUND_HOLDER_LANE, ModelWord::live(false)),
         ];
         let mut slots = vec![INBOUND_SLOT];
         for lane in 0..lanes {
             for field in [LANE_STATE, LANE_FUNCTION, LANE_CALLEE, LANE_TIMEOUT] {
-                words.push((lane_offset(lane, field), ModelWord::live(false, fenced)));
+                words.push((lane_offset(lane, field), ModelWord::live(false)));
             }
-            words.push((lane_offset(lane, LANE_BELL), ModelWord::live(true, fenced)));
+            words.push((lane_offset(lane, LANE_BELL), ModelWord::live(true)));
             slots.push(lane_offset(lane, LANE_CONTROL));
         }
         let slots = slots
@@ -230,6 +223,7 @@ impl ModelRegion {
             words,
             slots,
             frozen: ModelWord::Frozen,
+            fenced,
         }
     }
 
@@ -302,6 +296,12 @@ impl Region for ModelRegion {
                 chunk.copy_from_slice(&bytes[from..from + chunk.len()]);
             }
         });
+    }
+
+    fn fence(&self, order: Ordering) {
+        if self.fenced {
+            loom::sync::atomic::fence(order)
+        }
     }
 
     fn store(&self, offset: usize, data: &[u8], len: usize) {

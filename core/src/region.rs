@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use crate::shared_map::SharedMap;
 
-/// A 32-bit word of shared memory: the atomic operations the protocols use on it, the fence
-/// that orders them, and the futex calls of a doorbell.
+/// A 32-bit word of shared memory: the atomic operations the protocols use on it, and the
+/// futex calls of a doorbell.
 pub trait SharedWord {
     /// Atomic load.
     fn load(&self, order: Ordering) -> u32;
@@ -33,9 +33,6 @@ pub trait SharedWord {
         success: Ordering,
         failure: Ordering,
     ) -> Result<u32, u32>;
-    /// A memory fence of the same memory model as the word's operations (the word itself is
-    /// not touched).
-    fn fence(&self, order: Ordering);
     /// Sleeps while the word holds `expected` (checked atomically with going to sleep), until
     /// [`SharedWord::futex_wake`] or `timeout`; may return early (spurious wake-ups).
     fn futex_wait(&self, expected: u32, timeout: Duration);
@@ -43,7 +40,8 @@ pub trait SharedWord {
     fn futex_wake(&self);
 }
 
-/// A ring region's memory: its words, and copies of its message slots.
+/// A ring region's memory: its words, copies of its message slots, and the fence that orders
+/// its accesses.
 pub trait Region {
     /// The type of one 32-bit word.
     type Word: SharedWord;
@@ -58,6 +56,8 @@ pub trait Region {
     /// Copies the first `len` bytes of `data` (rounded up to whole 8-byte words, at most
     /// `data.len()`) to `offset`; see [`SharedMap::store`].
     fn store(&self, offset: usize, data: &[u8], len: usize);
+    /// A memory fence of the same memory model as the words' operations.
+    fn fence(&self, order: Ordering);
 }
 
 impl SharedWord for AtomicU32 {
@@ -82,10 +82,6 @@ impl SharedWord for AtomicU32 {
         failure: Ordering,
     ) -> Result<u32, u32> {
         AtomicU32::compare_exchange(self, current, new, success, failure)
-    }
-    #[inline(always)]
-    fn fence(&self, order: Ordering) {
-        fence(order)
     }
     fn futex_wait(&self, expected: u32, timeout: Duration) {
         let ts = libc::timespec {
@@ -137,5 +133,9 @@ impl Region for SharedMap {
     #[inline(always)]
     fn store(&self, offset: usize, data: &[u8], len: usize) {
         SharedMap::store(self, offset, data, len)
+    }
+    #[inline(always)]
+    fn fence(&self, order: Ordering) {
+        fence(order)
     }
 }

@@ -172,7 +172,6 @@ impl Consumer {
 
 /// Copies the meaningful part of the message at `offset` (header first, then as much inline
 /// payload as the copied header says) into `out`; the rest of `out` is left as it was.
-#[inline]
 pub(crate) fn load_message<M: Region>(map: &M, offset: usize, out: &mut [u8; MESSAGE_SIZE]) {
     map.load(offset, out, HEADER_SIZE);
     let len = used_len(out);

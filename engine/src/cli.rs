@@ -26,6 +26,8 @@ pub enum Command {
     Up(UpArgs),
     /// Start the engine and gateway only (workers are started elsewhere).
     Engine(UpArgs),
+    /// Run the gateway alone, in front of the engines that join it (`gloam up --join`).
+    Gateway(crate::cluster::standalone::GatewayArgs),
     /// Start and supervise the worker processes of a config's functions only.
     Launcher {
         /// The deployment file.
@@ -57,9 +59,9 @@ pub enum Command {
     },
     /// Measure latency, throughput and CPU cost of a running stack.
     Bench(crate::bench::BenchArgs),
-    /// Show functions, workers and calls of a running engine.
+    /// Show functions, workers and calls of a running engine, or a gateway's engines.
     Status {
-        /// The gateway.
+        /// The engine's HTTP address, or a `gloam gateway`'s.
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: String,
         /// Print JSON.
@@ -82,6 +84,10 @@ pub struct UpArgs {
     /// Override the IPC root.
     #[arg(long)]
     pub ipc_root: Option<PathBuf>,
+    /// Join the gateway at this address (`host:port` of its engine port), as
+    /// `[engine] join` does.
+    #[arg(long)]
+    pub join: Option<String>,
 }
 
 fn load(args: &UpArgs) -> Result<Config> {
@@ -97,6 +103,11 @@ fn load(args: &UpArgs) -> Result<Config> {
     if let Some(listen) = args.listen {
         config.engine.listen = listen;
     }
+    if let Some(join) = &args.join {
+        config.engine.join = Some(crate::config::check_join(join, &args.config, || {
+            "--join".to_string()
+        })?);
+    }
     if let Some(root) = &args.ipc_root {
         // Workers run in their own directories: hand them an absolute path.
         config.engine.ipc_root = std::path::absolute(root)
@@ -110,6 +121,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Up(args) => crate::up::run(load(&args)?, true),
         Command::Engine(args) => crate::up::run(load(&args)?, false),
+        Command::Gateway(args) => crate::cluster::standalone::run(args),
         Command::Launcher { config, function } => launcher_only(&config, function.as_deref()),
         Command::Invoke {
             name,
@@ -232,6 +244,39 @@ fn print_status(s: &Status) {
         );
     }
     println!("calls in flight: {}", s.calls_in_flight);
+    if s.role == "gateway" {
+        print_engines(s);
+    }
+}
+
+fn print_engines(s: &Status) {
+    println!();
+    println!(
+        "{:<4} {:<24} {:<22} {:<9} {:>11} {:>9} {:>8} {:>9}  FUNCTIONS",
+        "ID", "ENGINE", "ADDRESS", "STATE", "OUTSTANDING", "CALLS", "FAILED", "RTT us"
+    );
+    for e in &s.engines {
+        let fns: Vec<String> = e
+            .functions
+            .iter()
+            .map(|f| format!("{}({}/{})", f.name, f.outstanding, f.capacity))
+            .collect();
+        println!(
+            "{:<4} {:<24} {:<22} {:<9} {:>11} {:>9} {:>8} {:>9.0}  {}",
+            e.id,
+            e.node,
+            e.addr,
+            e.state,
+            e.outstanding,
+            e.calls,
+            e.failures,
+            e.rtt_us,
+            fns.join(" ")
+        );
+    }
+    if s.engines.is_empty() {
+        println!("no engine has joined");
+    }
 }
 
 fn launcher_only(path: &std::path::Path, only: Option<&str>) -> Result<()> {

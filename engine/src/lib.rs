@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod descriptors;
 pub mod engine;

@@ -28,6 +28,7 @@ mod model;
 mod nightcore;
 mod read;
 mod resolve;
+pub(crate) use resolve::check_join;
 #[cfg(test)]
 mod testing;
 

@@ -52,6 +52,10 @@ pub(super) struct RawEngine {
     pub(super) header_read_timeout_ms: Option<u64>,
     pub(super) idle_timeout_ms: Option<u64>,
     pub(super) hung_grace_ms: Option<u64>,
+    pub(super) join: Option<String>,
+    pub(super) join_token: Option<String>,
+    pub(super) join_ca: Option<PathBuf>,
+    pub(super) node_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +84,8 @@ pub(super) struct RawFunction {
     pub(super) shrink: Option<bool>,
     pub(super) shrink_grace_ms: Option<u64>,
     pub(super) max_relative_queueing_delay: Option<f64>,
+    #[serde(default)]
+    pub(super) idempotent: bool,
 }
 
 /// Turns a deserialization error into `<file>: <key path>: <reason>`, or `<file>: line L,

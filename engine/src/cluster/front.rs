@@ -229,7 +229,7 @@ async fn send(
     let budget_us = left.map_or(0, |l| {
         u64::try_from(l.as_micros()).unwrap_or(u64::MAX).max(1)
     });
-    if !link.send(call_frames(call, budget_us, sent.name, input)) {
+    if !link.send(&call_frames(call, budget_us, sent.name, input)) {
         return Err(format!("the connection to engine {} closed", link.node));
     }
     let wait = left.unwrap_or(Duration::from_millis(u64::from(info.timeout_ms))) + ANSWER_GRACE;

@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use gloam_core::clock::now_ns;
 
-use super::io::{spawn_writer, split_tcp, write_one, BoxWrite, FrameReader};
+use super::io::{spawn_writer, split_tcp, write_one, FrameReader, FrameTx, Heartbeat, WriteHalf};
 use super::routing::{Pick, Routing};
 use super::wire::{Assembly, Frame, Hello, RefuseReason, ResultHead, Welcome, VERSION};
 use super::{dead_after, ClusterError};
@@ -87,7 +87,7 @@ pub struct EngineLink {
     pub node: String,
     /// Its address.
     pub peer: SocketAddr,
-    tx: mpsc::UnboundedSender<Frame>,
+    tx: FrameTx,
     pending: Mutex<Pending>,
     rtt_ns: AtomicU64,
     joined: Instant,
@@ -132,8 +132,8 @@ impl EngineLink {
     }
 
     /// Queues frames for the engine; false when the link is gone.
-    pub fn send(&self, frames: Vec<Frame>) -> bool {
-        frames.into_iter().all(|f| self.tx.send(f).is_ok())
+    pub fn send(&self, frames: &[Frame]) -> bool {
+        self.tx.send_all(frames).is_ok()
     }
 
     /// The last measured round-trip time.
@@ -351,8 +351,7 @@ impl Cluster {
             tracing::warn!(%peer, "engine left during its handshake: {e}");
             return;
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let writer = spawn_writer(w, rx, dead_after(self.opts.heartbeat));
+        let (tx, writer) = spawn_writer(w, dead_after(self.opts.heartbeat));
         let link = Arc::new(EngineLink {
             id,
             node: hello.node.clone(),
@@ -387,7 +386,7 @@ impl Cluster {
     async fn handshake(
         &self,
         reader: &mut FrameReader,
-        w: &mut BoxWrite,
+        w: &mut WriteHalf,
         peer: SocketAddr,
     ) -> Option<Hello> {
         let first = match tokio::time::timeout(HANDSHAKE, reader.next()).await {
@@ -446,45 +445,35 @@ impl Cluster {
         reader: &mut FrameReader,
         mut writer: tokio::task::JoinHandle<Result<(), ClusterError>>,
     ) -> String {
-        let heartbeat = self.opts.heartbeat;
-        let pinger = {
-            let tx = link.tx.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(heartbeat);
-                loop {
-                    tick.tick().await;
-                    if tx.send(Frame::Ping { sent_ns: now_ns() }).is_err() {
-                        return;
-                    }
-                }
-            })
-        };
-        let dead = dead_after(heartbeat);
+        let heartbeat = Heartbeat::start(link.tx.clone(), self.opts.heartbeat);
+        let dead = dead_after(self.opts.heartbeat);
         let why = loop {
             tokio::select! {
-                next = tokio::time::timeout(dead, reader.next()) => match next {
-                    Err(_) => break format!("no frame for {} ms (heartbeats missed)", dead.as_millis()),
-                    Ok(Err(e)) => {
+                next = reader.next() => match next {
+                    Err(e) => {
                         if matches!(e, ClusterError::Frame { .. }) {
                             self.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                         }
                         break e.to_string();
                     }
-                    Ok(Ok(None)) => break "the engine closed the connection".to_string(),
-                    Ok(Ok(Some(frame))) => {
+                    Ok(None) => break "the engine closed the connection".to_string(),
+                    Ok(Some(frame)) => {
+                        heartbeat.seen();
                         if let Err(e) = self.on_frame(link, frame) {
                             self.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                             break e.to_string();
                         }
                     }
                 },
+                () = heartbeat.silent() => break format!("no frame for {} ms (heartbeats missed)", dead.as_millis()),
                 ended = &mut writer => break match ended {
                     Ok(Err(e)) => e.to_string(),
                     _ => "the connection's writer ended".to_string(),
                 },
             }
         };
-        pinger.abort();
+        drop(heartbeat);
+        link.tx.close();
         writer.abort();
         why
     }

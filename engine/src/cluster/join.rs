@@ -19,12 +19,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use gloam_core::clock::now_ns;
 
-use super::io::{spawn_writer, split_tcp, write_one, FrameReader};
+use super::io::{spawn_writer, split_tcp, write_one, FrameReader, FrameTx, Heartbeat};
 use super::wire::{
     result_frames, Assembly, CallHead, Frame, FunctionInfo, Hello, ResultHead, VERSION,
 };
@@ -61,12 +61,12 @@ struct Shared {
     stop: Notify,
     drained: Notify,
     joined: AtomicBool,
-    session: Mutex<Option<mpsc::UnboundedSender<Frame>>>,
+    session: Mutex<Option<FrameTx>>,
     running: AtomicUsize,
     idle: Notify,
 }
 
-fn session_tx(shared: &Shared) -> Option<mpsc::UnboundedSender<Frame>> {
+fn session_tx(shared: &Shared) -> Option<FrameTx> {
     shared
         .session
         .lock()
@@ -74,7 +74,7 @@ fn session_tx(shared: &Shared) -> Option<mpsc::UnboundedSender<Frame>> {
         .clone()
 }
 
-fn set_session(shared: &Shared, tx: Option<mpsc::UnboundedSender<Frame>>) {
+fn set_session(shared: &Shared, tx: Option<FrameTx>) {
     *shared.session.lock().unwrap_or_else(|p| p.into_inner()) = tx;
 }
 
@@ -293,23 +293,11 @@ async fn session(
         }
     };
     let heartbeat = Duration::from_millis(u64::from(welcome.heartbeat_ms));
-    let (tx, rx) = mpsc::unbounded_channel();
-    let mut writer = spawn_writer(w, rx, dead_after(heartbeat));
+    let (tx, mut writer) = spawn_writer(w, dead_after(heartbeat));
     set_session(shared, Some(tx.clone()));
     shared.joined.store(true, Ordering::SeqCst);
     tracing::info!(gateway = %spec.gateway, engine_id = welcome.engine_id, "joined the gateway");
-    let pinger = {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(heartbeat);
-            loop {
-                tick.tick().await;
-                if tx.send(Frame::Ping { sent_ns: now_ns() }).is_err() {
-                    return;
-                }
-            }
-        })
-    };
+    let beat = Heartbeat::start(tx.clone(), heartbeat);
     let mut serving = Serving {
         engine,
         tx: &tx,
@@ -319,16 +307,17 @@ async fn session(
     let dead = dead_after(heartbeat);
     let why = loop {
         tokio::select! {
-            next = tokio::time::timeout(dead, reader.next()) => match next {
-                Err(_) => break format!("no frame for {} ms (heartbeats missed)", dead.as_millis()),
-                Ok(Err(e)) => break e.to_string(),
-                Ok(Ok(None)) => break "the gateway closed the connection".to_string(),
-                Ok(Ok(Some(frame))) => {
+            next = reader.next() => match next {
+                Err(e) => break e.to_string(),
+                Ok(None) => break "the gateway closed the connection".to_string(),
+                Ok(Some(frame)) => {
+                    beat.seen();
                     if let Err(e) = serving.on_frame(frame) {
                         break e.to_string();
                     }
                 }
             },
+            () = beat.silent() => break format!("no frame for {} ms (heartbeats missed)", dead.as_millis()),
             ended = &mut writer => break match ended {
                 Ok(Err(e)) => e.to_string(),
                 _ => "the connection's writer ended".to_string(),
@@ -338,7 +327,7 @@ async fn session(
     };
     shared.joined.store(false, Ordering::SeqCst);
     set_session(shared, None);
-    pinger.abort();
+    drop(beat);
     drop(serving);
     drop(tx);
     // Answers already queued still go out (the call tasks' senders end with them).
@@ -353,7 +342,7 @@ async fn session(
 
 struct Serving<'a> {
     engine: &'a Arc<Engine>,
-    tx: &'a mpsc::UnboundedSender<Frame>,
+    tx: &'a FrameTx,
     shared: &'a Arc<Shared>,
     assembling: HashMap<u64, (CallHead, Assembly)>,
 }
@@ -459,11 +448,7 @@ impl Serving<'_> {
                     Bytes::from(refusal.message),
                 ),
             };
-            for f in result_frames(call, head, output) {
-                if tx.send(f).is_err() {
-                    break;
-                }
-            }
+            let _ = tx.send_all(&result_frames(call, head, output));
             if shared.running.fetch_sub(1, Ordering::SeqCst) == 1 {
                 shared.idle.notify_waiters();
             }

@@ -8,7 +8,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 
-use super::io::{split_any, BoxRead, BoxWrite};
+use super::io::{split_any, BoxRead, WriteHalf};
 use super::ClusterError;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -77,7 +77,7 @@ pub fn connector(ca: &Path) -> Result<tokio_rustls::TlsConnector, ClusterError> 
 pub async fn accept(
     acceptor: &tokio_rustls::TlsAcceptor,
     tcp: TcpStream,
-) -> Result<(BoxRead, BoxWrite), ClusterError> {
+) -> Result<(BoxRead, WriteHalf), ClusterError> {
     let s = acceptor
         .accept(tcp)
         .await
@@ -90,7 +90,7 @@ pub async fn connect(
     connector: &tokio_rustls::TlsConnector,
     name: &str,
     tcp: TcpStream,
-) -> Result<(BoxRead, BoxWrite), ClusterError> {
+) -> Result<(BoxRead, WriteHalf), ClusterError> {
     let server = ServerName::try_from(name.to_string())
         .map_err(|e| ClusterError::Tls(format!("{name:?} is not a server name: {e}")))?;
     let s = connector

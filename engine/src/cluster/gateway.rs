@@ -32,6 +32,9 @@ use super::{dead_after, ClusterError};
 
 /// How long a new connection has to complete its handshake.
 const HANDSHAKE: Duration = Duration::from_secs(5);
+/// Most engine connections at once (joined or in their handshake): a flood of connections to
+/// the engine port cannot take every descriptor of the gateway.
+const MAX_ENGINE_CONNECTIONS: usize = 4096;
 
 /// How the gateway treats engines.
 #[derive(Clone)]
@@ -305,11 +308,20 @@ impl Cluster {
 
     /// Accepts engine connections on `listener` until the task is dropped.
     pub async fn serve_engines(self: Arc<Self>, listener: TcpListener) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_ENGINE_CONNECTIONS));
         loop {
             match listener.accept().await {
                 Ok((tcp, peer)) => {
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        tracing::warn!(%peer, "engine connection refused: {MAX_ENGINE_CONNECTIONS} engine connections are open");
+                        continue;
+                    };
                     let _ = tcp.set_nodelay(true);
-                    tokio::spawn(self.clone().engine_connection(tcp, peer));
+                    let cluster = self.clone();
+                    tokio::spawn(async move {
+                        cluster.engine_connection(tcp, peer).await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting an engine connection failed");

@@ -77,6 +77,8 @@ pub struct RingChannel {
     /// The last message received came on the lane (not from the engine).
     lane_served: AtomicBool,
     worker_id: u32,
+    /// The payload limit, for checking the calls holders write.
+    max_payload: u64,
     rx: Mutex<Consumer>,
     tx: Mutex<Producer>,
     my_bell: Bell,
@@ -100,11 +102,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl RingChannel {
     /// Maps worker `worker_id`'s ring region and the engine's doorbell, both received with
-    /// `WELCOME`. `engine_socket` is the handshake socket (kept: the engine sends peers on it,
+    /// `WELCOME` (`max_payload` from its function table). `engine_socket` is the handshake socket (kept: the engine sends peers on it,
     /// and its closing tells that the engine died).
     pub fn open_worker_side(
         paths: &IpcPaths,
         worker_id: u32,
+        max_payload: u64,
         ring: &OwnedFd,
         engine_bell: &OwnedFd,
         engine_socket: OwnedFd,
@@ -125,6 +128,7 @@ impl RingChannel {
             tally: Mutex::new(OpenTally::default()),
             lane_served: AtomicBool::new(false),
             worker_id,
+            max_payload,
             engine_socket,
             closed: AtomicBool::new(false),
             woken: AtomicBool::new(false),
@@ -290,6 +294,34 @@ impl RingChannel {
     }
 }
 
+impl RingChannel {
+    /// Checks a call a holder wrote into the inbound slot (untrusted like anything a peer
+    /// writes), and marks it as a lane call so that its answer goes back on the lane.
+    fn check_inbound(&self, buf: &mut [u8; MESSAGE_SIZE]) -> std::result::Result<(), String> {
+        let h = Header::decode(buf, self.max_payload).map_err(|e| e.to_string())?;
+        if h.kind != Kind::Dispatch {
+            return Err(format!("a {:?} message in the inbound slot", h.kind));
+        }
+        let mut flags = u16::from_le_bytes([buf[offset::FLAGS], buf[offset::FLAGS + 1]]);
+        flags |= crate::protocol::flags::LANE;
+        buf[offset::FLAGS..offset::FLAGS + 2].copy_from_slice(&flags.to_le_bytes());
+        Ok(())
+    }
+
+    /// Fails the lane call in hand, which could not be read.
+    fn refuse_inbound(&self, why: &str) -> Result<()> {
+        let mut h = Header::new(Kind::Failed);
+        h.worker_id = self.worker_id;
+        let failure = Message::failure(
+            h,
+            ErrorKind::ProtocolError,
+            &format!("the callee could not read the direct call: {why}"),
+        );
+        tracing::warn!("refused a malformed direct call: {why}");
+        self.answer_lane(&failure.header, &failure.to_bytes())
+    }
+}
+
 /// The (worker id, region) a `PEER` message names, if it is one with one descriptor.
 fn peer_of(bytes: &[u8; MESSAGE_SIZE], fds: &[OwnedFd]) -> Option<(u32, SharedRing)> {
     let h = Header::decode(bytes, 0).ok()?;
@@ -397,7 +429,13 @@ impl Channel for RingChannel {
             if let Some(call) = self.shared.take_inbound(buf) {
                 *lock(&self.inbound) = Some(call);
                 self.lane_served.store(true, Ordering::Relaxed);
-                return Ok(Received::Message);
+                match self.check_inbound(buf) {
+                    Ok(()) => return Ok(Received::Message),
+                    // The holder wrote something that is no call: it gets a failure, and
+                    // this worker goes on serving.
+                    Err(why) => self.refuse_inbound(&why)?,
+                }
+                continue;
             }
             if self.woken.swap(false, Ordering::AcqRel) {
                 return Ok(Received::Woken);

@@ -100,6 +100,12 @@ pub fn read(paths: &IpcPaths, call: CallId, side: PayloadSide, len: u32) -> Resu
     read_exact_len(&file, loc.path(), len)
 }
 
+/// Checks that the shm file of (`call`, `side`) is a regular file of `len` bytes, without
+/// reading it (the engine checks a worker's output file before it routes the answer).
+pub fn check(paths: &IpcPaths, call: CallId, side: PayloadSide, len: u32) -> Result<()> {
+    open_checked(&paths.shm_loc(call, side), len).map(drop)
+}
+
 /// Opens a payload file without following a link or blocking, and checks that it is a regular
 /// file holding exactly `len` bytes.
 fn open_checked(loc: &Loc<'_>, len: u32) -> Result<File> {

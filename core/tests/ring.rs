@@ -218,7 +218,8 @@ fn a_sleeping_worker_notices_that_the_engine_died() {
     let (_engine_bell, bell_fd) = ring::EngineBell::create_sealed().unwrap();
     let (engine_sock, worker_sock) = UnixStream::pair().unwrap();
     let ch =
-        RingChannel::open_worker_side(&paths, 4, &ring_fd, &bell_fd, worker_sock.into()).unwrap();
+        RingChannel::open_worker_side(&paths, 4, 1 << 20, &ring_fd, &bell_fd, worker_sock.into())
+            .unwrap();
     let (tx, rx) = mpsc::channel();
     let waiter = std::thread::spawn(move || {
         let mut buf = [0u8; MESSAGE_SIZE];

@@ -326,10 +326,15 @@ impl Engine {
                     let mut st = self.lock();
                     let now = now_ns();
                     let actions = st.expire(now);
-                    // This sleep covers whatever was inserted so far.
+                    // This sleep covers whatever was inserted so far; an event that inserts an
+                    // earlier timer later compares with `timer_next` under the same lock.
                     let _ = st.take_earliest_new_timer();
                     let next = st.next_wake(now);
-                    self.after(&mut st);
+                    self.timer_next
+                        .store(next.unwrap_or(u64::MAX), Ordering::Release);
+                    if let Some(p) = &self.poller {
+                        p.set_in_flight(st.calls_in_flight());
+                    }
                     (actions, next)
                 };
                 self.apply(actions);
@@ -342,8 +347,6 @@ impl Engine {
                 );
                 Some(now_ns() + 1_000_000)
             });
-            self.timer_next
-                .store(next.unwrap_or(u64::MAX), Ordering::Release);
             match next {
                 Some(at) => {
                     let wait = Duration::from_nanos(at.saturating_sub(now_ns()));
@@ -386,6 +389,18 @@ impl Engine {
     fn on_message(&self, worker: WorkerId, bytes: &[u8; MESSAGE_SIZE]) -> Result<(), String> {
         let msg =
             Message::decode(bytes, self.config.engine.max_payload).map_err(|e| e.to_string())?;
+        if msg.header.kind == Kind::Complete
+            && msg.header.payload_loc == PayloadLocation::Shm
+            && msg.header.flags & flags::LANE == 0
+        {
+            // An answer whose output file is not what it says is the worker's fault: it is
+            // dropped (its call fails as crashed) before anyone reads the file.
+            let (id, len) = (msg.header.call_id(), msg.header.payload_len);
+            shm::check(&self.paths, id, PayloadSide::Output, len).map_err(|e| {
+                shm::remove_call(&self.paths, id, PayloadSide::Output);
+                format!("answered with a bad output file: {e}")
+            })?;
+        }
         let now = now_ns();
         let actions = {
             let mut st = self.lock();
@@ -459,12 +474,13 @@ impl Inbound for Engine {
     }
 
     fn disconnected(&self, worker: WorkerId, reason: &str) {
-        // Stop the reader task of the link too (its socket watch ends with the kick).
         let link = self.lock().worker(worker).map(|w| Arc::clone(&w.sender));
+        // First the reason the worker goes, then the link's reader task stops (the kick ends
+        // its socket watch; the disconnection it reports then finds the worker gone).
+        self.disconnect_worker(worker, reason);
         if let Some(link) = link {
             link.kick();
         }
-        self.disconnect_worker(worker, reason);
     }
 }
 

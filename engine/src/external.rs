@@ -144,7 +144,14 @@ impl Engine {
                 )
                 .map(Bytes::from);
                 shm::remove_call(self.paths(), id, PayloadSide::Output);
-                out.map_err(|e| Refusal::new(e.kind(), e.to_string()))
+                // The engine checked the file when the answer came; a worker that spoiled it
+                // since then failed its call.
+                out.map_err(|e| {
+                    Refusal::new(
+                        ErrorKind::WorkerCrashed,
+                        format!("the worker's output could not be read: {e}"),
+                    )
+                })
             }
             _ => Ok(Bytes::copy_from_slice(msg.inline_payload())),
         }

@@ -110,6 +110,7 @@ fn worker_channel(stack: &Stack, sock: &mut UnixStream, welcome: &Welcome) -> Bo
             gloam_core::ring_channel::RingChannel::open_worker_side(
                 &paths,
                 id,
+                1 << 24,
                 &welcome.fds[0],
                 &welcome.fds[1],
                 watch.into(),
@@ -226,18 +227,18 @@ fn a_named_pipe_or_symlink_for_an_output_payload_is_an_error_not_a_hang() {
     let _deadline = Deadline::new("planted output payloads", Duration::from_secs(240));
     let functions = format!("{}[functions.Hand]\n", rust_fn("Echo", "Echo", ""));
     let mut s = Stack::start("", &functions);
-    let (mut sock, welcome) = handshake(&s, "Hand");
-    assert_eq!(welcome.header.kind, Kind::Welcome);
-    let id = welcome.header.worker_id;
-    let ch = worker_channel(&s, &mut sock, &welcome);
-    s.wait_for("the hand-written worker", Duration::from_secs(20), || {
-        s.function_stat("Hand", "workers") == 1
-    });
     let paths = IpcPaths::new(s.ipc_root());
     let secret = s.dir.path().join("secret");
     std::fs::write(&secret, [b's'; 2000]).unwrap();
 
     for (plant, expected) in [("fifo", "named pipe (FIFO)"), ("symlink", "symbolic link")] {
+        let (mut sock, welcome) = handshake(&s, "Hand");
+        assert_eq!(welcome.header.kind, Kind::Welcome);
+        let id = welcome.header.worker_id;
+        let ch = worker_channel(&s, &mut sock, &welcome);
+        s.wait_for("the hand-written worker", Duration::from_secs(20), || {
+            s.function_stat("Hand", "workers") == 1
+        });
         let addr = s.addr.clone();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -269,10 +270,15 @@ fn a_named_pipe_or_symlink_for_an_output_payload_is_an_error_not_a_hang() {
             .unwrap_or_else(|_| panic!("no answer with a {plant} as output: the engine hangs"))
             .expect("HTTP answer");
         let text = answer.text().into_owned();
-        assert_ne!(answer.status, 200, "{text}");
-        assert!(text.contains("PROTOCOL_ERROR"), "{text}");
+        // The worker broke the protocol: it is dropped and its call fails as crashed.
+        assert_eq!(answer.status, 502, "{text}");
+        assert!(text.contains("WORKER_CRASHED"), "{text}");
+        assert!(text.contains("bad output file"), "{text}");
         assert!(text.contains(expected), "{text}");
         assert!(!text.contains("sss"), "{text}");
+        s.wait_for("the worker to be dropped", Duration::from_secs(20), || {
+            s.function_stat("Hand", "workers") == 0
+        });
         let health = s.client().get("/healthz").expect("/healthz");
         assert_eq!(health.status, 200);
         // The engine removed the name (the link itself, not its target).
@@ -281,9 +287,9 @@ fn a_named_pipe_or_symlink_for_an_output_payload_is_an_error_not_a_hang() {
             "{plant} left behind"
         );
         assert_eq!(std::fs::read(&secret).unwrap(), [b's'; 2000]);
+        drop(ch);
+        drop(sock);
     }
     assert_eq!(s.call("Echo", b"still fine").text(), "still fine");
-    drop(ch);
-    drop(sock);
     s.stop();
 }

@@ -362,21 +362,9 @@ pub unsafe extern "C" fn gloam_worker_fail(
     message_len: usize,
     err: *mut gloam_error_t,
 ) -> gloam_status_e {
-    crate::boundary::run(err, || {
-        // SAFETY: see the function's contract.
-        let call = unsafe { take_call(call) };
-        // SAFETY: NULL or live (contract).
-        let worker = unsafe { args::non_null(worker, "worker") }?;
-        let call = call.ok_or_else(|| args::invalid("call", "must not be NULL"))?;
-        // SAFETY: `message_len` readable bytes (contract).
-        let text = match unsafe { args::bytes(message.cast(), message_len, "message") } {
-            Ok(b) => String::from_utf8_lossy(b).into_owned(),
-            Err(e) => e.to_string(),
-        };
-        worker
-            .inner
-            .fail(call.inner, ErrorKind::HandlerFailed, &text)
-    })
+    let status = c_int::from(ErrorKind::HandlerFailed.code());
+    // SAFETY: the same contract, forwarded.
+    unsafe { gloam_worker_fail_with_status(worker, call, status, message, message_len, err) }
 }
 
 /// Fails `call` with the error `status` and a message for the caller, and frees it: how a

@@ -115,6 +115,7 @@ impl Worker {
             Box::new(RingChannel::open_worker_side(
                 &paths,
                 welcome.worker_id,
+                welcome.table.max_payload(),
                 &welcome.fds[0],
                 &welcome.fds[1],
                 watch.into(),

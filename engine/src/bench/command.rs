@@ -36,9 +36,13 @@ pub struct HttpArgs {
     /// is measured from the scheduled time. Without it: closed loop, as fast as answers come.
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Keep-alive connections (one thread each).
+    /// Keep-alive connections.
     #[arg(long, short = 'c', default_value_t = 1)]
     pub connections: usize,
+    /// Client threads the connections are spread over (default: as many as the machine has
+    /// CPUs, at most one per connection).
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
     /// Measured period (`5s`, `500ms`, or seconds).
     #[arg(long, short = 'd', default_value = "5s", value_parser = parse_duration)]
     pub duration: Duration,
@@ -145,6 +149,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 target: parse_url(&a.url)?,
                 pace,
                 connections: a.connections,
+                threads: a
+                    .threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
                 duration: a.duration,
                 warmup: a.warmup,
                 body,

@@ -1,21 +1,24 @@
 //! `gloam bench http`: an HTTP/1.1 keep-alive load generator, open loop (fixed rate) or closed
 //! loop (each connection sends as soon as its previous answer arrived).
 //!
-//! One OS thread per connection, each with its own [`HttpClient`] and, in open loop, its own
-//! share of the [`Schedule`]. Latency is measured from the *scheduled* send time in open loop
-//! and from the actual send time in closed loop.
+//! `threads` OS threads, each running a single-threaded runtime with its share of the
+//! connections (hyper's client, see [`super::conn`]); in open loop each connection has its
+//! share of the [`Schedule`] and waits for its send times on a microsecond timer. Latency goes
+//! into HDR histograms: from the *scheduled* send time in open loop (late sends count), and
+//! from the actual send time in closed loop.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::conn::{get_blocking, Conn, PreciseTimer};
 use super::histogram::{Histogram, LatencySummary};
 use super::procstat;
 use super::schedule::Schedule;
-use crate::client::HttpClient;
 use crate::status::Status;
 
 /// Where requests go: `host:port` and the request path.
@@ -64,6 +67,8 @@ pub struct LoadSpec {
     pub pace: Pace,
     /// Concurrent keep-alive connections.
     pub connections: usize,
+    /// Client threads the connections are spread over.
+    pub threads: usize,
     /// Measured period.
     pub duration: Duration,
     /// Unmeasured period before it.
@@ -98,6 +103,9 @@ pub struct LoadResult {
     pub target_per_s: Option<f64>,
     /// Connections.
     pub connections: usize,
+    /// Client threads.
+    #[serde(default)]
+    pub threads: usize,
     /// Measured seconds.
     pub duration_s: f64,
     /// Request body bytes.
@@ -119,7 +127,7 @@ pub struct LoadResult {
     pub client_cpu_s: f64,
 }
 
-/// What one connection's thread measured.
+/// What one connection measured.
 #[derive(Default)]
 struct ConnOutcome {
     hist: Histogram,
@@ -134,40 +142,25 @@ fn grace(duration: Duration) -> Duration {
     duration.min(Duration::from_secs(2))
 }
 
-/// Asks for a tighter timer slack so sleeping until a scheduled send oversleeps by µs, not
-/// the default 50 µs.
-fn tighten_timer_slack() {
-    // SAFETY: PR_SET_TIMERSLACK takes an integer argument and affects only this thread.
-    unsafe {
-        libc::prctl(libc::PR_SET_TIMERSLACK, 1_000usize, 0usize, 0usize, 0usize);
-    }
-}
-
-fn run_connection(spec: &LoadSpec, conn: usize, start: Instant) -> Result<ConnOutcome> {
-    tighten_timer_slack();
-    let mut client = HttpClient::new(spec.target.addr.as_str())
-        .with_context(|| format!("resolving {}", spec.target.addr))?;
-    client.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut out = ConnOutcome {
-        hist: Histogram::with_capacity(1 << 16),
-        ..ConnOutcome::default()
-    };
+async fn run_connection(spec: &LoadSpec, conn: usize, start: Instant) -> Result<ConnOutcome> {
+    let mut client = Conn::connect(&spec.target.addr).await?;
+    let body = Bytes::from(spec.body.clone());
+    let mut out = ConnOutcome::default();
     let ws = spec.warmup;
     let we = spec.warmup + spec.duration;
-    let call = |client: &mut HttpClient| -> bool {
-        matches!(client.request("POST", &spec.target.path, &[], &spec.body), Ok(r) if r.status == 200)
-    };
+    let path = spec.target.path.as_str();
     match spec.pace {
         Pace::Open(rate) => {
+            let timer = PreciseTimer::new()?;
             let sched = Schedule::new(rate, conn, spec.connections)
-                .context("the rate must be a positive number")?;
+                .ok_or_else(|| anyhow::anyhow!("the rate must be a positive number"))?;
             let hard = we + grace(spec.duration);
             let n = sched.count_before(we);
             for k in 0..n {
                 let due = sched.due(k);
                 let now = start.elapsed();
                 if now < due {
-                    std::thread::sleep(due - now);
+                    timer.sleep_until(start + due).await?;
                 } else if now > hard {
                     // The server fell this far behind: the rest is never sent. Count each with
                     // the latency it has at least accumulated, so the tail is not flattered.
@@ -181,7 +174,10 @@ fn run_connection(spec: &LoadSpec, conn: usize, start: Instant) -> Result<ConnOu
                     }
                     break;
                 }
-                let ok = call(&mut client);
+                let ok = matches!(
+                    client.request("POST", path, body.clone()).await,
+                    Ok((200, _))
+                );
                 let done = start.elapsed();
                 if due >= ws {
                     if ok {
@@ -199,7 +195,10 @@ fn run_connection(spec: &LoadSpec, conn: usize, start: Instant) -> Result<ConnOu
             if sent >= we {
                 break;
             }
-            let ok = call(&mut client);
+            let ok = matches!(
+                client.request("POST", path, body.clone()).await,
+                Ok((200, _))
+            );
             let done = start.elapsed();
             if sent >= ws {
                 if ok {
@@ -213,6 +212,39 @@ fn run_connection(spec: &LoadSpec, conn: usize, start: Instant) -> Result<ConnOu
         },
     }
     Ok(out)
+}
+
+/// One client thread: its connections (`conn % threads == thread`) on a single-threaded
+/// runtime.
+fn run_thread(spec: &LoadSpec, thread: usize, start: Instant) -> Result<Vec<ConnOutcome>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async {
+        let conns: Vec<usize> = (0..spec.connections)
+            .filter(|c| c % spec.threads == thread)
+            .collect();
+        let mut tasks = Vec::new();
+        for c in conns {
+            let spec = spec.clone();
+            tasks.push(tokio::task::spawn_local(async move {
+                let now = Instant::now();
+                if now < start {
+                    tokio::time::sleep(start - now).await;
+                }
+                run_connection(&spec, c, start).await
+            }));
+        }
+        let mut outs = Vec::new();
+        for t in tasks {
+            outs.push(
+                t.await
+                    .map_err(|e| anyhow::anyhow!("a connection task failed: {e}"))??,
+            );
+        }
+        Ok(outs)
+    })
 }
 
 /// The pids to charge: each given pid with its descendants, plus the workers the engine at
@@ -232,13 +264,10 @@ pub fn server_pids(addr: &str, given: &[u32]) -> BTreeSet<u32> {
 
 /// The engine's `GET /_/status`, if `addr` answers it.
 pub fn engine_status(addr: &str) -> Option<Status> {
-    let mut client = HttpClient::new(addr).ok()?;
-    client.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let r = client.get("/_/status").ok()?;
-    if r.status != 200 {
-        return None;
+    match get_blocking(addr, "/_/status") {
+        Ok((200, body)) => serde_json::from_slice(&body).ok(),
+        _ => None,
     }
-    serde_json::from_slice(&r.body).ok()
 }
 
 /// Runs one load run.
@@ -249,23 +278,26 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
     if spec.duration.is_zero() {
         bail!("--duration must be positive");
     }
+    if spec.threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    let spec = &LoadSpec {
+        threads: spec.threads.min(spec.connections),
+        ..spec.clone()
+    };
     let pids = server_pids(&spec.target.addr, &spec.cpu_pids);
     let me = std::process::id();
-    let barrier = Arc::new(Barrier::new(spec.connections + 1));
+    let barrier = Arc::new(Barrier::new(spec.threads + 1));
     // Threads are started and wait on the barrier; the clock starts a little later so every
-    // thread is parked at its first sleep, not still being created.
-    let start = Instant::now() + Duration::from_millis(20);
+    // connection is established and waiting for its first send, not still being created.
+    let start = Instant::now() + Duration::from_millis(50);
     let (outcomes, server_cpu_s, client_cpu_s, cpu_wall) = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..spec.connections)
-            .map(|c| {
+        let handles: Vec<_> = (0..spec.threads)
+            .map(|t| {
                 let barrier = barrier.clone();
                 s.spawn(move || {
                     barrier.wait();
-                    let now = Instant::now();
-                    if now < start {
-                        std::thread::sleep(start - now);
-                    }
-                    run_connection(spec, c, start)
+                    run_thread(spec, t, start)
                 })
             })
             .collect();
@@ -278,7 +310,7 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
         }
         let cpu0 = procstat::cpu_ticks(&pids);
         let client0 = procstat::cpu_ticks(&BTreeSet::from([me]));
-        let results: Vec<Result<ConnOutcome>> = handles
+        let results: Vec<Result<Vec<ConnOutcome>>> = handles
             .into_iter()
             .map(|h| {
                 h.join()
@@ -295,7 +327,12 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
             wall,
         )
     });
-    let outcomes = outcomes.into_iter().collect::<Result<Vec<_>>>()?;
+    let outcomes: Vec<ConnOutcome> = outcomes
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
 
     let mut hist = Histogram::default();
     let (mut completed, mut errors, mut unsent) = (0, 0, 0);
@@ -307,7 +344,7 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
         if let Some(d) = o.last_done {
             last_done = last_done.max(d);
         }
-        hist.merge(o.hist);
+        hist.merge(&o.hist);
     }
     let window = match spec.pace {
         Pace::Open(_) => last_done.saturating_sub(spec.warmup),
@@ -336,6 +373,7 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
             Pace::Closed => None,
         },
         connections: spec.connections,
+        threads: spec.threads,
         duration_s: spec.duration.as_secs_f64(),
         body_bytes: spec.body.len(),
         latency: hist.summary(),

@@ -3,6 +3,7 @@
 //! rest (idle CPU, peak memory). Benchmarks report; tests never assert times.
 
 pub mod command;
+pub mod conn;
 pub mod histogram;
 pub mod http;
 pub mod idle;

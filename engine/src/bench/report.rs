@@ -7,10 +7,11 @@ use super::internal::InternalResult;
 /// The header line of [`load_row`].
 pub fn load_header() -> String {
     format!(
-        "{:<7} {:>9} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8} {:>9}",
+        "{:<7} {:>9} {:>5} {:>3} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8} {:>9}",
         "mode",
         "target/s",
         "conns",
+        "thr",
         "achieved/s",
         "p50 us",
         "p90 us",
@@ -34,10 +35,11 @@ pub fn load_row(r: &LoadResult) -> String {
     );
     let l = &r.latency;
     format!(
-        "{:<7} {:>9} {:>5} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>7} {:>8} {:>9}",
+        "{:<7} {:>9} {:>5} {:>3} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>7} {:>8} {:>9}",
         r.mode,
         target,
         r.connections,
+        r.threads,
         r.achieved_per_s,
         l.p50_us,
         l.p90_us,

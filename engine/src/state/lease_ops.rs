@@ -203,15 +203,24 @@ impl<R, S: Clone> State<R, S> {
         });
     }
 
-    /// A revoked lease did not end in time: its callee is hung on the holder's call.
+    /// A revoked lease did not end in time. If the engine last saw its callee holding a lane
+    /// call, the callee is hung on it and is killed; if not, the holder claims a call in
+    /// progress (its lane says CALLING) that its callee never received: the holder is lying,
+    /// and it is the one dropped (the lease then ends with it).
     pub(super) fn revoke_overdue(&mut self, id: LeaseId, actions: &mut Actions<R, S>) {
         let Some(l) = self.leases.get_mut(id) else {
             return;
         };
         l.revoked = None;
-        let callee = l.callee;
-        let reason = format!("a revoked direct lane (lease {id}) was never given back");
-        self.kill(callee, reason, actions);
+        let l = *l;
+        if l.watched.is_some() {
+            let reason = format!("a revoked direct lane (lease {id}) was never given back");
+            self.kill(l.callee, reason, actions);
+        } else {
+            let reason =
+                format!("claimed a direct call on lease {id} that its callee never received");
+            self.kill(l.holder, reason, actions);
+        }
     }
 
     /// The engine looked at lease `id`'s callee: `busy` is the call id in its hands, if any.

@@ -445,14 +445,30 @@ fn a_record_of_an_earlier_lease_ends_nothing() {
 }
 
 #[test]
-fn a_revoked_lease_that_never_ends_kills_its_callee() {
+fn a_revoked_lease_that_never_ends_kills_its_callee_or_its_lying_holder() {
+    // The engine saw the callee holding the holder's call: the callee is hung.
     let (mut st, a, b) = lease_state();
     let l = lease(&mut st, a, b, 0);
     let (_ext, act) = external(&mut st, 2, 9, 10 * MS);
     assert_eq!(revokes(&act), vec![l]);
+    st.lease_observed(l, Some(CallId::new(a.raw(), 3).0), 11 * MS);
     // F's timeout is 30 s; the hung grace 1 s.
     assert!(kills(&st.expire(30_000 * MS)).is_empty());
     assert_eq!(kills(&st.expire(31_020 * MS)), vec![b]);
+    // The callee never had a call: the holder, whose lane claims one, is the one dropped.
+    let (mut st2, a2, b2) = lease_state();
+    let l2 = lease(&mut st2, a2, b2, 0);
+    external(&mut st2, 2, 9, 10 * MS);
+    st2.lease_observed(l2, None, 11 * MS);
+    assert_eq!(kills(&st2.expire(31_020 * MS)), vec![a2]);
+    let act = st2.worker_gone(a2, "killed", 31_021 * MS);
+    assert_eq!(
+        revokes(&act),
+        vec![l2],
+        "its lease is revoked again, holder gone"
+    );
+    st2.lease_ended(l2, 31_022 * MS);
+    st2.check_invariants(31_022 * MS).unwrap();
     let act = st.worker_gone(b, "killed", 31_021 * MS);
     assert!(act.iter().any(|a| matches!(a, Action::FailLane { .. })));
     assert_eq!(st.leases(), 0);

@@ -151,7 +151,7 @@ async fn client_run(socket: PathBuf, o: &Options, server_pid: u32) -> Result<Loa
     };
     let pids = BTreeSet::from([server_pid]);
     let me = BTreeSet::from([std::process::id()]);
-    let mut hist = Histogram::with_capacity(1 << 16);
+    let mut hist = Histogram::default();
     let (mut errors, mut completed) = (0u64, 0u64);
     let start = Instant::now();
     let (mut cpu0, mut me0) = (Vec::new(), Vec::new());
@@ -194,6 +194,7 @@ async fn client_run(socket: PathBuf, o: &Options, server_pid: u32) -> Result<Loa
         mode: "closed".into(),
         target_per_s: None,
         connections: 1,
+        threads: 1,
         duration_s: secs,
         body_bytes: o.size,
         latency: hist.summary(),

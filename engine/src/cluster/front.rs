@@ -127,14 +127,21 @@ async fn call(
             Err(answer) => return answer,
         };
     let deadline = timeout.map(|t| Instant::now() + t);
-    let attempts = if info.idempotent { 2 } else { 1 };
+    // A call lost with its engine may run again only if idempotent; one never sent may go
+    // to another engine whatever the function.
+    let mut attempts = if info.idempotent { 2 } else { 1 };
+    let mut reroutes = 0;
     let mut avoid = None;
-    let mut lost = String::new();
-    for attempt in 0..attempts {
+    let mut lost: Option<String> = None;
+    loop {
         let id = match cluster.pick(name, avoid) {
             Pick::Engine(id) => id,
-            Pick::NotFound if attempt == 0 => return not_deployed(name),
-            Pick::NotFound => break,
+            Pick::NotFound => {
+                return match lost {
+                    Some(why) => engine_lost(cluster, name, &why),
+                    None => not_deployed(name),
+                }
+            }
             Pick::Draining => {
                 return refusal(Refusal::new(
                     ErrorKind::Shutdown,
@@ -155,24 +162,39 @@ async fn call(
             failed: true,
             waiting: None,
         };
+        avoid = Some(id);
         match send(&mut sent, &info, input.clone(), deadline).await {
-            Ok(answer) => return answer,
-            Err(why) => {
-                lost = why;
-                avoid = Some(id);
-                if attempt + 1 < attempts {
-                    cluster
-                        .stats
-                        .retries
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::info!(
-                        function = name,
-                        "retrying an idempotent call on another engine: {lost}"
-                    );
+            Sending::Answered(answer) => return answer,
+            Sending::NotSent(why) => {
+                sent.failed = false;
+                reroutes += 1;
+                if reroutes > MAX_REROUTES {
+                    return refusal(Refusal::new(
+                        ErrorKind::Shutdown,
+                        format!("no engine serving function {name} could take the call: {why}"),
+                    ));
                 }
+            }
+            Sending::Lost(why) => {
+                attempts -= 1;
+                if attempts == 0 {
+                    return engine_lost(cluster, name, &why);
+                }
+                cluster
+                    .stats
+                    .retries
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(
+                    function = name,
+                    "retrying an idempotent call on another engine: {why}"
+                );
+                lost = Some(why);
             }
         }
     }
+}
+
+fn engine_lost(cluster: &Cluster, name: &str, why: &str) -> Response<Full<Bytes>> {
     cluster
         .stats
         .engine_lost
@@ -180,8 +202,21 @@ async fn call(
     error(
         StatusCode::BAD_GATEWAY,
         ENGINE_LOST,
-        &format!("the call to {name} did not finish: {lost}"),
+        &format!("the call to {name} did not finish: {why}"),
     )
+}
+
+/// Most times one call goes to another engine because the chosen one could not take it.
+const MAX_REROUTES: usize = 8;
+
+/// How sending a call to one engine went.
+enum Sending {
+    /// The engine answered, or the call timed out: the response.
+    Answered(Response<Full<Bytes>>),
+    /// The call never reached the engine (gone, closing, draining): safe to send elsewhere.
+    NotSent(String),
+    /// The engine was lost with the call sent: it may have run.
+    Lost(String),
 }
 
 /// A call counted on an engine: uncounted when dropped (answered, lost, or its client gone).
@@ -204,51 +239,48 @@ impl Drop for Sent<'_> {
     }
 }
 
-/// Sends the call to `sent.engine` and waits: the answer, or why the engine was lost.
+/// Sends the call to `sent.engine` and waits for its answer.
 async fn send(
     sent: &mut Sent<'_>,
     info: &FunctionInfo,
     input: Bytes,
     deadline: Option<Instant>,
-) -> Result<Response<Full<Bytes>>, String> {
+) -> Sending {
     let Some(link) = sent.cluster.link(sent.engine) else {
-        return Err("the engine left before the call was sent".into());
+        return Sending::NotSent("the engine left before the call was sent".into());
     };
-    let call = sent.cluster.next_call();
-    let Some(rx) = link.expect(call, info.max_payload) else {
-        return Err(format!(
-            "engine {} was lost before the call was sent",
-            link.node
-        ));
-    };
-    sent.waiting = Some((link.clone(), call));
     let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
     if left.is_some_and(|l| l.is_zero()) {
-        return Ok(timed_out(sent.name, "before an engine was chosen"));
+        sent.failed = false;
+        return Sending::Answered(timed_out(sent.name, "before an engine was chosen"));
     }
     let budget_us = left.map_or(0, |l| {
         u64::try_from(l.as_micros()).unwrap_or(u64::MAX).max(1)
     });
-    if !link.send(&call_frames(call, budget_us, sent.name, input)) {
-        return Err(format!("the connection to engine {} closed", link.node));
-    }
+    let call = sent.cluster.next_call();
+    let frames = call_frames(call, budget_us, sent.name, input);
+    let rx = match link.dispatch(call, info.max_payload, &frames) {
+        Ok(rx) => rx,
+        Err(why) => return Sending::NotSent(why),
+    };
+    sent.waiting = Some((link.clone(), call));
     let wait = left.unwrap_or(Duration::from_millis(u64::from(info.timeout_ms))) + ANSWER_GRACE;
     let answer = match tokio::time::timeout(wait, rx).await {
         Err(_) => {
-            return Ok(timed_out(
+            return Sending::Answered(timed_out(
                 sent.name,
                 &format!("engine {} did not answer in time", link.node),
             ))
         }
-        Ok(Err(_)) => return Err(format!("engine {} dropped the call", link.node)),
+        Ok(Err(_)) => return Sending::Lost(format!("engine {} dropped the call", link.node)),
         Ok(Ok(a)) => a,
     };
     sent.waiting = None;
     match answer {
-        Answer::Lost(why) => Err(why),
+        Answer::Lost(why) => Sending::Lost(why),
         Answer::Done { head, output: out } => {
             sent.failed = head.status.is_some();
-            Ok(match head.status {
+            Sending::Answered(match head.status {
                 None => output(
                     out,
                     Timing {

@@ -79,6 +79,8 @@ struct Waiter {
 #[derive(Default)]
 struct Pending {
     closed: Option<String>,
+    /// The engine said `DRAIN` and was answered `DRAINED`: no call may follow.
+    draining: bool,
     calls: HashMap<u64, Waiter>,
 }
 
@@ -111,12 +113,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl EngineLink {
-    /// Waits for the answer to `call` (to be sent next); `None` if the link is already closed.
-    pub fn expect(&self, call: u64, max_payload: u32) -> Option<oneshot::Receiver<Answer>> {
+    /// Sends the `frames` of `call` and waits for its answer: the receiver, or why the call
+    /// was not sent (the link is closed, or draining). Registering and sending happen under
+    /// the lock the `DRAIN` handling takes, so no call frame ever follows `DRAINED`.
+    pub fn dispatch(
+        &self,
+        call: u64,
+        max_payload: u32,
+        frames: &[Frame],
+    ) -> Result<oneshot::Receiver<Answer>, String> {
         let (tx, rx) = oneshot::channel();
         let mut p = lock(&self.pending);
-        if p.closed.is_some() {
-            return None;
+        if let Some(why) = &p.closed {
+            return Err(why.clone());
+        }
+        if p.draining {
+            return Err(format!("engine {} is draining", self.node));
+        }
+        if self.tx.send_all(frames).is_err() {
+            return Err(format!("the connection to engine {} closed", self.node));
         }
         p.calls.insert(
             call,
@@ -126,17 +141,12 @@ impl EngineLink {
                 partial: None,
             },
         );
-        Some(rx)
+        Ok(rx)
     }
 
     /// Stops waiting for `call` (its caller gave up).
     pub fn forget(&self, call: u64) {
         lock(&self.pending).calls.remove(&call);
-    }
-
-    /// Queues frames for the engine; false when the link is gone.
-    pub fn send(&self, frames: &[Frame]) -> bool {
-        self.tx.send_all(frames).is_ok()
     }
 
     /// The last measured round-trip time.
@@ -509,10 +519,14 @@ impl Cluster {
                 Ok(())
             }
             Frame::Drain => {
+                {
+                    let mut p = lock(&link.pending);
+                    p.draining = true;
+                    let _ = link.tx.send(Frame::Drained);
+                }
                 self.routing().set_draining(link.id);
                 lock(&self.draining_links).insert(link.id, true);
                 tracing::info!(engine = link.id, node = %link.node, "engine draining: no new calls go to it");
-                let _ = link.tx.send(Frame::Drained);
                 Ok(())
             }
             other => Err(ClusterError::Lost(format!(

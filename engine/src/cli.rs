@@ -204,6 +204,21 @@ fn latency_line(times: &mut [Duration]) -> String {
 }
 
 fn print_status(s: &Status) {
+    if s.role == "gateway" {
+        println!(
+            "{:<20} {:>11} {:>9} {:>6}",
+            "FUNCTION", "OUTSTANDING", "COMPLETED", "FAILED"
+        );
+        for f in &s.functions {
+            println!(
+                "{:<20} {:>11} {:>9} {:>6}",
+                f.name, f.running, f.completed, f.failed
+            );
+        }
+        println!("calls in flight: {}", s.calls_in_flight);
+        print_engines(s);
+        return;
+    }
     println!(
         "{:<20} {:>4} {:>7} {:>5} {:>6} {:>7} {:>6} {:>9} {:>6} {:>9} {:>9} {:>7} {:>4} {:>9} {:>9}",
         "FUNCTION",
@@ -244,9 +259,6 @@ fn print_status(s: &Status) {
         );
     }
     println!("calls in flight: {}", s.calls_in_flight);
-    if s.role == "gateway" {
-        print_engines(s);
-    }
 }
 
 fn print_engines(s: &Status) {

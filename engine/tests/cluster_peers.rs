@@ -144,6 +144,16 @@ fn bad_peers_are_refused_or_dropped_and_the_gateway_keeps_serving() {
         assert!(closed(&mut s));
         gw.wait_serving(1, Duration::from_secs(10));
 
+        // A joined peer that goes silent without closing (a half-open connection) is dropped
+        // once its heartbeats are missed.
+        let mut silent = connect(&gw.engines);
+        send(&mut silent, &hello(TOKEN, VERSION, sink(1)));
+        assert!(matches!(read_frame(&mut silent), Some(Frame::Welcome(_))));
+        gw.wait_serving(2, Duration::from_secs(10));
+        gw.wait_serving(1, Duration::from_secs(10));
+        assert!(gw.stderr_text().contains("heartbeats missed"), "{}", gw.stderr_text());
+        drop(silent);
+
         // A joined peer that answers pings but never reads: its calls end ENGINE_LOST once
         // the gateway's writes stall, and it is dropped.
         let mut s = connect(&gw.engines);

@@ -11,7 +11,7 @@ export CARGO_TERM_COLOR=never
 LOGS="$ROOT/target/test-logs"
 mkdir -p "$LOGS"
 
-SUITES=(lint rust deploy c go python node matrix browser)
+SUITES=(lint rust deploy c go python node matrix newcomer browser)
 [ $# -gt 0 ] && SUITES=("$@")
 
 step() { printf '==> %s\n' "$*"; }
@@ -24,7 +24,9 @@ suite_lint() {
 suite_rust() {
     cargo test --workspace --exclude gloam-python --exclude gloam-node --exclude gloam-bench-baselines -- --test-threads=2 || return 1
     # The default transport is the shared-memory ring; run the engine's suites over FIFOs too.
-    GLOAM_TEST_TRANSPORT=fifo cargo test -p gloam-engine --test e2e --test robustness -- --test-threads=2
+    GLOAM_TEST_TRANSPORT=fifo cargo test -p gloam-engine --test e2e --test robustness --test faults --test faults_rogue -- --test-threads=2 || return 1
+    # 20 s of load while workers are killed at random: no hung call, no wrong answer, no leak.
+    ci/soak.sh --quick
 }
 
 # deploy/: Kubernetes manifests against the schemas (strict), Dockerfiles through hadolint.
@@ -35,6 +37,10 @@ suite_python() { bindings/python/test.sh; }
 suite_node() { bindings/node/test.sh; }
 # Every language calls every language's Echo internally (25 pairs, small and 2 MiB payloads).
 suite_matrix() { ci/matrix/test.sh; }
+# A newcomer outside the clone: installed SDKs, `gloam new` + build + up in every language,
+# broken on purpose (the console and the HTTP error name the cause within seconds), --watch,
+# Nightcore's C examples, and every examples/hello-<lang>/gloam.toml as is.
+suite_newcomer() { ci/newcomer.sh; }
 # The status page at / in headless Chromium against a real stack (installs Debian's chromium
 # and playwright-core first when missing). Its screenshot goes to target/test-logs/ here;
 # `cd tests/browser && npm test` refreshes docs/status-page.png.

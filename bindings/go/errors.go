@@ -20,21 +20,25 @@ const (
 	CodeShutdown         Code = 10
 	CodeIO               Code = 11
 	CodeInternal         Code = 12
+	// CodeFunctionUnavailable: the called function has no worker and its workers cannot
+	// start (missing command, exit before ready, no handler); the message gives the reason.
+	CodeFunctionUnavailable Code = 13
 )
 
 var codeNames = map[Code]string{
-	CodeInvalidArgument:  "INVALID_ARGUMENT",
-	CodeInvalidConfig:    "INVALID_CONFIG",
-	CodeFunctionNotFound: "FUNCTION_NOT_FOUND",
-	CodePayloadTooLarge:  "PAYLOAD_TOO_LARGE",
-	CodeHandlerFailed:    "HANDLER_FAILED",
-	CodeWorkerCrashed:    "WORKER_CRASHED",
-	CodeTimeout:          "TIMEOUT",
-	CodeOverloaded:       "OVERLOADED",
-	CodeProtocolError:    "PROTOCOL_ERROR",
-	CodeShutdown:         "SHUTDOWN",
-	CodeIO:               "IO",
-	CodeInternal:         "INTERNAL",
+	CodeInvalidArgument:     "INVALID_ARGUMENT",
+	CodeInvalidConfig:       "INVALID_CONFIG",
+	CodeFunctionNotFound:    "FUNCTION_NOT_FOUND",
+	CodePayloadTooLarge:     "PAYLOAD_TOO_LARGE",
+	CodeHandlerFailed:       "HANDLER_FAILED",
+	CodeWorkerCrashed:       "WORKER_CRASHED",
+	CodeTimeout:             "TIMEOUT",
+	CodeOverloaded:          "OVERLOADED",
+	CodeProtocolError:       "PROTOCOL_ERROR",
+	CodeShutdown:            "SHUTDOWN",
+	CodeIO:                  "IO",
+	CodeInternal:            "INTERNAL",
+	CodeFunctionUnavailable: "FUNCTION_UNAVAILABLE",
 }
 
 // String returns the stable upper-snake name of the code, e.g. "FUNCTION_NOT_FOUND".
@@ -90,4 +94,6 @@ var (
 	ErrShutdown         = &Error{Code: CodeShutdown}
 	ErrIO               = &Error{Code: CodeIO}
 	ErrInternal         = &Error{Code: CodeInternal}
+	// ErrFunctionUnavailable: the called function's workers cannot start (HTTP 503).
+	ErrFunctionUnavailable = &Error{Code: CodeFunctionUnavailable}
 )

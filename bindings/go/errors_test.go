@@ -23,6 +23,10 @@ func TestErrorsIs(t *testing.T) {
 	if !errors.Is(timeout, ErrTimeout) || !errors.Is(timeout, context.DeadlineExceeded) {
 		t.Fatalf("context timeout %v is not both ErrTimeout and DeadlineExceeded", timeout)
 	}
+	if CodeFunctionUnavailable != 13 || CodeFunctionUnavailable.String() != "FUNCTION_UNAVAILABLE" ||
+		!errors.Is(&Error{Code: 13, Message: "function Foo has no worker"}, ErrFunctionUnavailable) {
+		t.Fatal("FUNCTION_UNAVAILABLE is not code 13")
+	}
 	if Code(99).String() != "UNKNOWN(99)" {
 		t.Fatal(Code(99).String())
 	}

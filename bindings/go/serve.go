@@ -9,15 +9,42 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 )
 
+// debugMode is GLOAM_DEBUG=1 (a function with `debug = true`): a panicking handler's stack
+// goes into the error message its caller gets, not only into the worker's log.
+var debugMode = os.Getenv("GLOAM_DEBUG") == "1"
+
+// handlerName is the handler GLOAM_HANDLER or else GLOAM_FUNCTION names ("" when neither is
+// set: NewWorker then says what is missing).
+func handlerName() string {
+	if h := os.Getenv("GLOAM_HANDLER"); h != "" {
+		return h
+	}
+	return os.Getenv("GLOAM_FUNCTION")
+}
+
+func noHandler(name string, handlers map[string]Handler) error {
+	names := make([]string, 0, len(handlers))
+	for n := range handlers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return &Error{Code: CodeInvalidConfig, Message: fmt.Sprintf(
+		"this program has no handler %q (it has: %s)", name, strings.Join(names, ", "))}
+}
+
 // Handler runs one call: it gets the call's input and returns its output, or an error that
 // fails the call (the caller sees HANDLER_FAILED with the error's text). ctx carries the
-// call's deadline. A panic fails the call the same way; the process lives on.
+// call's deadline. A panic fails the call the same way; the process lives on. Either way the
+// failure goes to the worker's log (stderr, which `gloam up` shows): a panic with its stack,
+// an error formatted with %+v (errors that record a stack print it so).
 //
 // Passing an error on keeps its kind: when the returned error is, or wraps (errors.As), an
 // [*Error] — such as what [Call.Invoke] returned — the call fails with its code, if that code
@@ -36,12 +63,18 @@ type Handler func(ctx context.Context, call *Call, input []byte) ([]byte, error)
 
 // Serve serves the function named by GLOAM_FUNCTION with the handler named by GLOAM_HANDLER
 // (default: the function's name) on GLOAM_WORKERS logical workers, one goroutine each, until
-// the engine retires them or goes away. It returns nil after a clean shutdown.
+// the engine retires them or goes away. It returns nil after a clean shutdown. A missing
+// handler is reported before connecting, so the engine sees the process fail to start.
 func Serve(handlers map[string]Handler) error {
 	var cerr C.gloam_error_t
 	var n C.size_t
 	if err := takeError(C.gloam_workers_from_env(&n, &cerr), &cerr); err != nil {
 		return err
+	}
+	if name := handlerName(); name != "" {
+		if _, ok := handlers[name]; !ok {
+			return noHandler(name, handlers)
+		}
 	}
 	first, err := NewWorker()
 	if err != nil {
@@ -50,13 +83,7 @@ func Serve(handlers map[string]Handler) error {
 	h, ok := handlers[first.Handler()]
 	if !ok {
 		first.Close()
-		names := make([]string, 0, len(handlers))
-		for name := range handlers {
-			names = append(names, name)
-		}
-		sort.Strings(names)
-		return &Error{Code: CodeInvalidConfig, Message: fmt.Sprintf(
-			"this program has no handler %q (it has: %s)", first.Handler(), strings.Join(names, ", "))}
+		return noHandler(first.Handler(), handlers)
 	}
 	errs := make([]error, int(n))
 	var wg sync.WaitGroup
@@ -94,7 +121,7 @@ func (w *Worker) Serve(h Handler) error {
 		if err != nil || call == nil {
 			continue
 		}
-		out, herr := runHandler(h, call)
+		out, herr := runHandler(w.Handler(), h, call)
 		if herr != nil {
 			err = w.FailWith(call, herr)
 		} else {
@@ -106,16 +133,26 @@ func (w *Worker) Serve(h Handler) error {
 	}
 }
 
-func runHandler(h Handler, call *Call) (out []byte, err error) {
+func runHandler(name string, h Handler, call *Call) (out []byte, err error) {
 	ctx := newCallContext(call)
 	call.ctx = ctx
 	defer ctx.stop()
 	defer func() {
 		if p := recover(); p != nil {
-			out, err = nil, fmt.Errorf("handler panicked: %v", p)
+			stack := debug.Stack()
+			fmt.Fprintf(os.Stderr, "gloam: handler %s panicked on call %d: %v\n%s", name, call.ID(), p, stack)
+			message := fmt.Sprintf("handler panicked: %v", p)
+			if debugMode {
+				message += "\n" + string(stack)
+			}
+			out, err = nil, errors.New(message)
 		}
 	}()
-	return h(ctx, call, call.Input())
+	out, err = h(ctx, call, call.Input())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "gloam: handler %s failed call %d: %+v\n", name, call.ID(), err)
+	}
+	return out, err
 }
 
 // callContext is the context a handler gets: done at the call's deadline. It starts a timer

@@ -14,6 +14,7 @@ committed=$(mktemp)
 trap 'rm -f "$committed"' EXIT
 cp index.d.ts "$committed"
 npx --no-install napi build --platform --js index.js --dts index.d.ts
+node scripts/dts-header.js
 
 echo "== index.d.ts drift check"
 if ! diff -u "$committed" index.d.ts; then

@@ -38,11 +38,15 @@ pub enum ErrorKind {
     Io = 11,
     /// A bug in Gloam. Please report it.
     Internal = 12,
+    /// The function has no worker and its workers cannot start (the command is missing, the
+    /// process exits before it is ready, the program has no handler for it); the message
+    /// gives the launcher's reason. Calls fail at once instead of waiting for their deadline.
+    FunctionUnavailable = 13,
 }
 
 impl ErrorKind {
     /// Every kind, in wire order.
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::InvalidArgument,
         ErrorKind::InvalidConfig,
         ErrorKind::FunctionNotFound,
@@ -55,6 +59,7 @@ impl ErrorKind {
         ErrorKind::Shutdown,
         ErrorKind::Io,
         ErrorKind::Internal,
+        ErrorKind::FunctionUnavailable,
     ];
 
     /// The wire value (also the C status code).
@@ -84,6 +89,7 @@ impl ErrorKind {
             ErrorKind::Shutdown => "SHUTDOWN",
             ErrorKind::Io => "IO",
             ErrorKind::Internal => "INTERNAL",
+            ErrorKind::FunctionUnavailable => "FUNCTION_UNAVAILABLE",
         }
     }
 
@@ -96,7 +102,8 @@ impl ErrorKind {
     ///
     /// These are the kinds a call itself can end with — what an internal call returns:
     /// `FUNCTION_NOT_FOUND`, `PAYLOAD_TOO_LARGE`, `HANDLER_FAILED`, `WORKER_CRASHED`,
-    /// `TIMEOUT`, `OVERLOADED` and `SHUTDOWN`. A handler that lets such an error through (`?`
+    /// `TIMEOUT`, `OVERLOADED`, `SHUTDOWN` and `FUNCTION_UNAVAILABLE` (a callee whose workers
+    /// cannot start: its caller's client sees 503 with the callee's reason). A handler that lets such an error through (`?`
     /// in Rust, an uncaught exception in Python, a rejection in Node, a returned error in Go,
     /// a returned status in C) fails its own call with it, so a timeout deep in a chain of
     /// calls still reaches the HTTP client as `504 TIMEOUT`, a crash as `502 WORKER_CRASHED`.
@@ -117,6 +124,7 @@ impl ErrorKind {
                 | ErrorKind::Timeout
                 | ErrorKind::Overloaded
                 | ErrorKind::Shutdown
+                | ErrorKind::FunctionUnavailable
         )
     }
 
@@ -170,6 +178,7 @@ impl ErrorKind {
             ErrorKind::ProtocolError => Some("protocol error: "),
             ErrorKind::Shutdown => Some("shutdown: "),
             ErrorKind::Internal => Some("internal error: "),
+            ErrorKind::FunctionUnavailable => Some("function unavailable: "),
             ErrorKind::InvalidArgument
             | ErrorKind::PayloadTooLarge
             | ErrorKind::HandlerFailed
@@ -184,7 +193,7 @@ impl ErrorKind {
             ErrorKind::FunctionNotFound => 404,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::WorkerCrashed => 502,
-            ErrorKind::Overloaded | ErrorKind::Shutdown => 503,
+            ErrorKind::Overloaded | ErrorKind::Shutdown | ErrorKind::FunctionUnavailable => 503,
             ErrorKind::Timeout => 504,
             ErrorKind::InvalidConfig
             | ErrorKind::HandlerFailed
@@ -260,6 +269,9 @@ pub enum Error {
     /// See [`ErrorKind::Internal`].
     #[error("internal error: {0}")]
     Internal(String),
+    /// See [`ErrorKind::FunctionUnavailable`].
+    #[error("function unavailable: {0}")]
+    FunctionUnavailable(String),
 }
 
 impl Error {
@@ -278,6 +290,7 @@ impl Error {
             Error::Shutdown(_) => ErrorKind::Shutdown,
             Error::Io { .. } => ErrorKind::Io,
             Error::Internal(_) => ErrorKind::Internal,
+            Error::FunctionUnavailable(_) => ErrorKind::FunctionUnavailable,
         }
     }
 
@@ -303,6 +316,7 @@ impl Error {
             ErrorKind::Shutdown => Error::Shutdown(message),
             ErrorKind::Io => Error::Internal(message),
             ErrorKind::Internal => Error::Internal(message),
+            ErrorKind::FunctionUnavailable => Error::FunctionUnavailable(message),
         }
     }
 
@@ -318,7 +332,8 @@ impl Error {
             | Error::RemoteProtocol(m)
             | Error::Shutdown(m)
             | Error::InvalidConfig(m)
-            | Error::Internal(m) => m.clone(),
+            | Error::Internal(m)
+            | Error::FunctionUnavailable(m) => m.clone(),
             other => other.to_string(),
         }
     }
@@ -360,9 +375,11 @@ mod tests {
             assert_eq!(ErrorKind::from_name(kind.as_str()), Some(*kind));
         }
         assert_eq!(ErrorKind::from_code(0), None);
-        assert_eq!(ErrorKind::from_code(13), None);
+        assert_eq!(ErrorKind::from_code(14), None);
         assert_eq!(ErrorKind::FunctionNotFound.code(), 3);
         assert_eq!(ErrorKind::Internal.code(), 12);
+        assert_eq!(ErrorKind::FunctionUnavailable.code(), 13);
+        assert_eq!(ErrorKind::FunctionUnavailable.http_status(), 503);
     }
 
     #[test]
@@ -401,6 +418,7 @@ mod tests {
                 ErrorKind::Timeout,
                 ErrorKind::Overloaded,
                 ErrorKind::Shutdown,
+                ErrorKind::FunctionUnavailable,
             ]
         );
         for kind in ErrorKind::ALL {

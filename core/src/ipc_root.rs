@@ -10,6 +10,10 @@
 //!   shm/<call>.out   a call's output payload
 //! ```
 //!
+//! With the ring transport nothing else is there: each worker's ring region and the engine's
+//! doorbell are sealed memfds handed out by descriptor (see [`crate::shared_map`]). Names an
+//! older engine created there (`fifo/<id>.ring`, `engine.bell`) are removed at start.
+//!
 //! The engine creates the root and holds its lock; a second engine on the same root is refused.
 //! Files a previous, dead engine left behind are removed at start (only names Gloam creates).
 //!
@@ -111,14 +115,6 @@ impl IpcPaths {
     /// The worker → engine FIFO of `worker_id`.
     pub fn fifo_to_engine(&self, worker_id: u32) -> PathBuf {
         self.fifo_dir().join(format!("{worker_id}.out"))
-    }
-    /// The ring file of `worker_id` (ring transport).
-    pub fn ring_file(&self, worker_id: u32) -> PathBuf {
-        self.fifo_dir().join(format!("{worker_id}.ring"))
-    }
-    /// The engine's doorbell file (ring transport).
-    pub fn engine_bell(&self) -> PathBuf {
-        self.root.join("engine.bell")
     }
     /// The shm file of a call's input or output.
     pub fn shm_file(&self, call: CallId, side: PayloadSide) -> PathBuf {

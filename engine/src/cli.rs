@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use crate::client::HttpClient;
 use crate::config::Config;
+use crate::find::Target;
 use crate::status::Status;
 
 /// Gloam: a function-as-a-service runtime with microsecond overheads.
@@ -22,7 +22,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start the engine, its HTTP gateway and every function's workers.
+    /// Build (each function's `build`), then start the engine, its HTTP gateway and every
+    /// function's workers; worker output is echoed as `<function>.<slot> | <line>`.
     Up(UpArgs),
     /// Start the engine and gateway only (workers are started elsewhere).
     Engine(UpArgs),
@@ -46,9 +47,8 @@ pub enum Command {
         /// The input, from a file.
         #[arg(long)]
         file: Option<PathBuf>,
-        /// The gateway.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        addr: String,
+        #[command(flatten)]
+        target: TargetArgs,
         /// Deadline in milliseconds.
         #[arg(long)]
         timeout_ms: Option<u64>,
@@ -59,31 +59,89 @@ pub enum Command {
     },
     /// Measure latency, throughput and CPU cost of a running stack.
     Bench(crate::bench::BenchArgs),
-    /// Show functions, workers and calls of a running engine, or a gateway's engines.
+    /// Show functions, workers and calls of a running engine (restarts and why a function
+    /// cannot start included), or the engines of a `gloam gateway` (--addr GATEWAY).
     Status {
-        /// The engine's HTTP address, or a `gloam gateway`'s.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        addr: String,
+        #[command(flatten)]
+        target: TargetArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Print a function's worker output (stdout and stderr of every process, from its log
+    /// files); `-f` follows it.
+    Logs(crate::logs::LogsArgs),
+    /// Check a deployment file: keys, paths, commands, handlers' programs; says what it found.
+    Validate {
+        /// The deployment file (default: ./gloam.toml).
+        #[arg(default_value = "gloam.toml")]
+        config: PathBuf,
+        /// Read it as Nightcore's func_config.json.
+        #[arg(long)]
+        nightcore: bool,
+        /// With --nightcore: the function library serving a function (`NAME=PATH.so`).
+        #[arg(long = "so", value_name = "NAME=PATH")]
+        libraries: Vec<String>,
+    },
+    /// Run the `build` commands of a deployment file (what `gloam up` runs before starting).
+    Build {
+        /// The deployment file (default: ./gloam.toml).
+        #[arg(default_value = "gloam.toml")]
+        config: PathBuf,
+    },
+    /// Create a function project: handler, build file, gloam.toml and a test.
+    New(crate::scaffold::NewArgs),
+}
+
+/// Which engine a client command talks to (see [`crate::find`]).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TargetArgs {
+    /// The gateway (`HOST:PORT`); default: from --config, GLOAM_ADDR, ./gloam.toml, or
+    /// 127.0.0.1:8080.
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// The deployment file whose `engine.listen` to use.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+impl TargetArgs {
+    /// The engine these arguments name.
+    pub fn find(&self) -> Result<Target> {
+        crate::find::find(self.addr.as_deref(), self.config.as_deref())
+    }
 }
 
 /// Arguments of `up` and `engine`.
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
-    /// The deployment file (`gloam.toml`), or Nightcore's `func_config.json` with --nightcore.
+    /// The deployment file (`gloam.toml`, the default), or Nightcore's `func_config.json` with
+    /// --nightcore.
+    #[arg(default_value = "gloam.toml")]
     pub config: PathBuf,
-    /// Read the file as Nightcore's func_config.json.
+    /// Read the file as Nightcore's func_config.json. Functions are served by `gloam-cworker`
+    /// with the library named by --so, else `lib<name in lower case>.so` beside the file.
     #[arg(long)]
     pub nightcore: bool,
+    /// With --nightcore: the function library serving a function (`NAME=PATH.so`, repeatable).
+    #[arg(long = "so", value_name = "NAME=PATH")]
+    pub libraries: Vec<String>,
     /// Override the HTTP listen address.
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
     /// Override the IPC root.
     #[arg(long)]
     pub ipc_root: Option<PathBuf>,
+    /// Do not echo worker output on the console (it still goes to the log directory).
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Watch each function's sources (its `watch` paths, default its `dir`): on a change,
+    /// rebuild and replace its workers; calls in flight finish on the old ones.
+    #[arg(long)]
+    pub watch: bool,
+    /// Do not run the `build` commands before starting.
+    #[arg(long)]
+    pub no_build: bool,
     /// Join the gateway at this address (`host:port` of its engine port), as
     /// `[engine] join` does.
     #[arg(long)]
@@ -92,12 +150,21 @@ pub struct UpArgs {
 
 fn load(args: &UpArgs) -> Result<Config> {
     let mut config = if args.nightcore {
-        let (config, warnings) = Config::from_nightcore_json(&args.config)?;
+        let (mut config, warnings) = Config::from_nightcore_json(&args.config)?;
         for w in warnings {
             tracing::warn!("{w}");
         }
+        let notes = crate::config::serve_nightcore_libraries(
+            &mut config,
+            &args.libraries,
+            crate::config::cworker_path().as_deref(),
+        )?;
+        crate::console::say(&notes);
         config
     } else {
+        if !args.libraries.is_empty() {
+            bail!("--so names the libraries of a Nightcore func_config.json: add --nightcore");
+        }
         Config::load(&args.config)?
     };
     if let Some(listen) = args.listen {
@@ -116,18 +183,33 @@ fn load(args: &UpArgs) -> Result<Config> {
     Ok(config)
 }
 
+fn up(args: &UpArgs, launch: bool) -> Result<()> {
+    let config = load(args)?;
+    if launch && !args.no_build {
+        crate::builds::run_all(&config, args.quiet)?;
+    }
+    crate::up::run(
+        config,
+        crate::up::UpOptions {
+            launch,
+            quiet: args.quiet,
+            watch: args.watch && launch,
+        },
+    )
+}
+
 /// Runs the command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Up(args) => crate::up::run(load(&args)?, true),
-        Command::Engine(args) => crate::up::run(load(&args)?, false),
+        Command::Up(args) => up(&args, true),
+        Command::Engine(args) => up(&args, false),
         Command::Gateway(args) => crate::cluster::standalone::run(args),
         Command::Launcher { config, function } => launcher_only(&config, function.as_deref()),
         Command::Invoke {
             name,
             data,
             file,
-            addr,
+            target,
             timeout_ms,
             repeat,
         } => {
@@ -138,7 +220,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
                 (None, None) => Vec::new(),
             };
-            let mut client = HttpClient::new(addr.as_str())?;
+            let target = target.find()?;
+            let mut client = target.client()?;
             let timeout = timeout_ms.map(|t| t.to_string());
             let headers: Vec<(&str, &str)> = timeout
                 .as_deref()
@@ -146,10 +229,14 @@ pub fn run(cli: Cli) -> Result<()> {
                 .unwrap_or_default();
             let path = format!("/function/{name}");
             let mut times = Vec::with_capacity(repeat as usize);
-            let mut r = client.request("POST", &path, &headers, &input)?;
+            let mut r = client
+                .request("POST", &path, &headers, &input)
+                .map_err(|e| target.unreachable(&e))?;
             for _ in 1..repeat {
                 let t0 = std::time::Instant::now();
-                r = client.request("POST", &path, &headers, &input)?;
+                r = client
+                    .request("POST", &path, &headers, &input)
+                    .map_err(|e| target.unreachable(&e))?;
                 times.push(t0.elapsed());
                 if r.status != 200 {
                     break;
@@ -169,9 +256,9 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => crate::bench::run(args),
-        Command::Status { addr, json } => {
-            let mut client = HttpClient::new(addr.as_str())?;
-            let r = client.get("/_/status")?;
+        Command::Status { target, json } => {
+            let target = target.find()?;
+            let r = target.get("/_/status")?;
             if r.status != 200 {
                 bail!("HTTP {}: {}", r.status, r.text());
             }
@@ -180,9 +267,31 @@ pub fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             let status: Status = serde_json::from_slice(&r.body)?;
-            print_status(&status);
+            if status.role == "gateway" {
+                print!("{}", crate::cluster::front::table(&status));
+            } else {
+                print!("{}", crate::status::table(&status));
+            }
             Ok(())
         }
+        Command::Logs(args) => crate::logs::run(&args),
+        Command::Validate {
+            config,
+            nightcore,
+            libraries,
+        } => crate::validate::run(&config, nightcore, &libraries),
+        Command::Build { config } => {
+            let config = Config::load(&config)?;
+            let ran = crate::builds::run_all(&config, false)?;
+            if ran == 0 {
+                crate::console::say(&[format!(
+                    "{}: no function has a `build` command",
+                    config.source.display()
+                )]);
+            }
+            Ok(())
+        }
+        Command::New(args) => crate::scaffold::run(&args),
     }
 }
 
@@ -203,94 +312,6 @@ fn latency_line(times: &mut [Duration]) -> String {
     )
 }
 
-fn print_status(s: &Status) {
-    if s.role == "gateway" {
-        println!(
-            "{:<20} {:>11} {:>9} {:>6}",
-            "FUNCTION", "OUTSTANDING", "COMPLETED", "FAILED"
-        );
-        for f in &s.functions {
-            println!(
-                "{:<20} {:>11} {:>9} {:>6}",
-                f.name, f.running, f.completed, f.failed
-            );
-        }
-        println!("calls in flight: {}", s.calls_in_flight);
-        print_engines(s);
-        return;
-    }
-    println!(
-        "{:<20} {:>4} {:>7} {:>5} {:>6} {:>7} {:>6} {:>9} {:>6} {:>9} {:>9} {:>7} {:>4} {:>9} {:>9}",
-        "FUNCTION",
-        "ID",
-        "WORKERS",
-        "IDLE",
-        "LEASED",
-        "RUNNING",
-        "QUEUED",
-        "COMPLETED",
-        "FAILED",
-        "DIRECT",
-        "λ/s",
-        "t ms",
-        "τ",
-        "p50 ms",
-        "p99 ms"
-    );
-    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("≤{v}"));
-    for f in &s.functions {
-        println!(
-            "{:<20} {:>4} {:>7} {:>5} {:>6} {:>7} {:>6} {:>9} {:>6} {:>9} {:>9.1} {:>7.3} {:>4} {:>9} {:>9}",
-            f.name,
-            f.id,
-            f.workers,
-            f.idle,
-            f.leased,
-            f.running,
-            f.queued,
-            f.completed,
-            f.failed,
-            f.direct_calls,
-            f.rate,
-            f.service_ms,
-            f.tau,
-            ms(f.p50_ms),
-            ms(f.p99_ms)
-        );
-    }
-    println!("calls in flight: {}", s.calls_in_flight);
-}
-
-fn print_engines(s: &Status) {
-    println!();
-    println!(
-        "{:<4} {:<24} {:<22} {:<9} {:>11} {:>9} {:>8} {:>9}  FUNCTIONS",
-        "ID", "ENGINE", "ADDRESS", "STATE", "OUTSTANDING", "CALLS", "FAILED", "RTT us"
-    );
-    for e in &s.engines {
-        let fns: Vec<String> = e
-            .functions
-            .iter()
-            .map(|f| format!("{}({}/{})", f.name, f.outstanding, f.capacity))
-            .collect();
-        println!(
-            "{:<4} {:<24} {:<22} {:<9} {:>11} {:>9} {:>8} {:>9.0}  {}",
-            e.id,
-            e.node,
-            e.addr,
-            e.state,
-            e.outstanding,
-            e.calls,
-            e.failures,
-            e.rtt_us,
-            fns.join(" ")
-        );
-    }
-    if s.engines.is_empty() {
-        println!("no engine has joined");
-    }
-}
-
 fn launcher_only(path: &std::path::Path, only: Option<&str>) -> Result<()> {
     let config = Config::load(path)?;
     if let Some(name) = only {
@@ -309,7 +330,11 @@ fn launcher_only(path: &std::path::Path, only: Option<&str>) -> Result<()> {
                 continue;
             }
             if let Some(spec) = crate::launcher::LaunchSpec::from_config(f, &config.engine) {
-                launchers.push(crate::launcher::Launcher::start(spec));
+                let hooks = crate::launcher::LaunchHooks {
+                    events: None,
+                    echo: true,
+                };
+                launchers.push(crate::launcher::Launcher::start_with(spec, hooks));
             }
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

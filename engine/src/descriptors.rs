@@ -27,8 +27,9 @@ use crate::config::Config;
 /// timers), the listening sockets, the IPC root, stdio, transient payload and log files.
 pub const RESERVE_BASE: usize = 256;
 /// Descriptors kept per logical worker a deployment may run (`max_workers` summed over the
-/// functions): its socket, its FIFO pair, and the files and pipes of a (re)start.
-pub const RESERVE_PER_WORKER: usize = 4;
+/// functions): its socket, its FIFO pair or ring region, its process's output pipes and log
+/// files (held while it runs: the launcher copies the output), and those of a restart.
+pub const RESERVE_PER_WORKER: usize = 8;
 /// Largest default cap, however high the limit: each open connection costs memory too.
 pub const MAX_DERIVED_CONNECTIONS: usize = 65_536;
 /// Smallest cap the gateway runs with, even when the limit leaves less beside the reserve.

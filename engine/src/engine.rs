@@ -21,7 +21,7 @@ use gloam_core::shm;
 use gloam_core::table::FunctionTable;
 
 use crate::config::{Config, FunctionConfig, Transport};
-use crate::launcher::Launcher;
+use crate::launcher::{Launcher, ProcessExit};
 use crate::state::{self, Action, LeaseId, Outcome, State, WorkerId};
 use crate::transport::{Inbound, RingPoller, WorkerSender};
 
@@ -32,6 +32,19 @@ const HOUSEKEEPING: Duration = Duration::from_secs(1);
 pub type ExternalReply = oneshot::Sender<Outcome>;
 pub(crate) type EngineState = State<ExternalReply, WorkerSender>;
 pub(crate) type EngineAction = Action<ExternalReply, WorkerSender>;
+
+/// What the state made of a process's end (see [`Engine::process_ended`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndNews {
+    /// The function has no worker and its workers cannot start: calls fail at once.
+    pub unavailable: bool,
+    /// Its processes restarted this many times so far.
+    pub restarts: u64,
+    /// How the process ended, in words (`its worker process exited before ...`).
+    pub what: String,
+    /// Calls this failed at once (they were waiting for a worker).
+    pub failed_calls: usize,
+}
 
 /// One engine per node.
 pub struct Engine {
@@ -169,6 +182,42 @@ impl Engine {
         let processes = launcher.slots();
         lock(&self.launchers).insert(function_id, launcher);
         self.lock().launcher_started(function_id, processes);
+    }
+
+    /// A launcher reports a process that ended by itself (see [`State::process_ended`]):
+    /// what the state made of it.
+    pub fn process_ended(&self, exit: &ProcessExit) -> EndNews {
+        let mut news = EndNews::default();
+        self.event(|st, now| {
+            let actions = st.process_ended(exit.function_id, &exit.end, now);
+            if let Some(f) = st.function(exit.function_id) {
+                news = EndNews {
+                    unavailable: f.unavailable.is_some(),
+                    restarts: f.restarts,
+                    what: f.last_exit.clone().unwrap_or_default(),
+                    failed_calls: actions
+                        .iter()
+                        .filter(|a| matches!(a, Action::Reply { .. } | Action::Send { .. }))
+                        .count(),
+                };
+            }
+            actions
+        });
+        news
+    }
+
+    /// The program of `function_id` was rebuilt: its processes are replaced (see
+    /// [`State::roll`]) and those waiting out a backoff start at once.
+    pub fn roll(&self, function_id: u16) {
+        self.event(|st, now| st.roll(function_id, now));
+        self.restart_now(function_id);
+    }
+
+    /// Restarts at once the processes of `function_id` waiting out a backoff (rebuilt).
+    pub fn restart_now(&self, function_id: u16) {
+        if let Some(l) = lock(&self.launchers).get(&function_id) {
+            l.restart_now();
+        }
     }
 
     /// Takes every launcher back (shutdown).
@@ -449,17 +498,31 @@ impl Engine {
         cut
     }
 
-    /// Functions with a launch command that have no ready worker yet.
+    /// Functions that should have a worker (`min_workers` > 0) and have no ready one.
     pub fn functions_without_workers(&self) -> Vec<String> {
         let st = self.lock();
         let mut names: Vec<String> = st
             .functions()
-            .filter(|f| f.config.command.is_some() && f.config.min_workers > 0)
-            .filter(|f| f.ready_workers == 0)
+            .filter(|f| f.config.min_workers > 0 && f.ready_workers == 0)
             .map(|f| f.config.name.clone())
             .collect();
         names.sort();
         names
+    }
+
+    /// Functions whose workers cannot start (no ready worker, last start failed), with why.
+    pub fn unavailable_functions(&self) -> Vec<(String, String)> {
+        let st = self.lock();
+        let mut found: Vec<(String, String)> = st
+            .functions()
+            .filter(|f| f.refuses_calls())
+            .map(|f| {
+                let why = f.unavailable.clone().unwrap_or_default();
+                (f.config.name.clone(), why)
+            })
+            .collect();
+        found.sort();
+        found
     }
 
     /// The link of worker `worker`, with the ring transport.

@@ -8,6 +8,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = gloam_engine::cli::Cli::parse();
     if let Err(e) = gloam_engine::cli::run(cli) {

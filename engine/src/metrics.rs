@@ -129,7 +129,7 @@ impl Recent {
 #[derive(Debug, Clone, Default)]
 pub struct FunctionMetrics {
     /// Ended calls by outcome: index 0 = success, else the [`ErrorKind`] code.
-    pub outcomes: [u64; 13],
+    pub outcomes: [u64; ErrorKind::ALL.len() + 1],
     /// Receive → end, every admitted call.
     pub duration: Histogram,
     /// Receive → dispatch.

@@ -44,6 +44,15 @@ pub struct FunctionStatus {
     /// Calls that ran on a direct lane (included in `completed`/`failed`).
     #[serde(default)]
     pub direct_calls: u64,
+    /// Worker processes started again after they exited or could not be started.
+    #[serde(default)]
+    pub restarts: u64,
+    /// How the last of them ended (`its worker process exited (exit code 1): ...`).
+    #[serde(default)]
+    pub last_exit: Option<String>,
+    /// Why calls fail at once with `FUNCTION_UNAVAILABLE`, while that is so.
+    #[serde(default)]
+    pub unavailable: Option<String>,
 }
 
 /// One worker's view.
@@ -74,6 +83,9 @@ pub struct Status {
     pub workers: Vec<WorkerStatus>,
     /// Calls in flight.
     pub calls_in_flight: usize,
+    /// Where worker output goes (`<function>.<slot>.stdout|stderr`), for `gloam logs`.
+    #[serde(default)]
+    pub log_dir: Option<std::path::PathBuf>,
     /// `engine` or `gateway`.
     #[serde(default = "engine_role")]
     pub role: String,
@@ -154,6 +166,9 @@ pub fn snapshot(engine: &Engine) -> Status {
                 p99_ms: ms(0.99),
                 leased: f.leased,
                 direct_calls: f.direct_calls,
+                restarts: f.restarts,
+                last_exit: f.last_exit.clone(),
+                unavailable: f.refuses_calls().then(|| f.unavailable.clone()).flatten(),
             }
         })
         .collect();
@@ -183,9 +198,75 @@ pub fn snapshot(engine: &Engine) -> Status {
         functions,
         workers,
         calls_in_flight: st.calls_in_flight(),
+        log_dir: Some(engine.config().engine.log_dir.clone()),
         role: engine_role(),
         engines: Vec::new(),
     }
+}
+
+/// `gloam status`'s table: one line per function, then what is wrong with those whose
+/// workers cannot start or crashed.
+pub fn table(s: &Status) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<20} {:>4} {:>7} {:>5} {:>6} {:>7} {:>6} {:>9} {:>6} {:>9} {:>8} {:>9} {:>7} {:>4} {:>9} {:>9}",
+        "FUNCTION",
+        "ID",
+        "WORKERS",
+        "IDLE",
+        "LEASED",
+        "RUNNING",
+        "QUEUED",
+        "COMPLETED",
+        "FAILED",
+        "DIRECT",
+        "RESTARTS",
+        "λ/s",
+        "t ms",
+        "τ",
+        "p50 ms",
+        "p99 ms"
+    );
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("≤{v}"));
+    for f in &s.functions {
+        let _ = writeln!(
+            out,
+            "{:<20} {:>4} {:>7} {:>5} {:>6} {:>7} {:>6} {:>9} {:>6} {:>9} {:>8} {:>9.1} {:>7.3} {:>4} {:>9} {:>9}",
+            f.name,
+            f.id,
+            f.workers,
+            f.idle,
+            f.leased,
+            f.running,
+            f.queued,
+            f.completed,
+            f.failed,
+            f.direct_calls,
+            f.restarts,
+            f.rate,
+            f.service_ms,
+            f.tau,
+            ms(f.p50_ms),
+            ms(f.p99_ms)
+        );
+    }
+    let _ = writeln!(out, "calls in flight: {}", s.calls_in_flight);
+    for f in &s.functions {
+        if let Some(why) = &f.unavailable {
+            let _ = writeln!(
+                out,
+                "{} cannot start (calls answer 503 FUNCTION_UNAVAILABLE): {}",
+                f.name,
+                why.strip_prefix(&format!("function {} has no worker: ", f.name))
+                    .unwrap_or(why)
+            );
+        } else if let (Some(last), true) = (&f.last_exit, f.restarts > 0) {
+            let _ = writeln!(out, "{}: last exit: {last}", f.name);
+        }
+    }
+    out
 }
 
 /// Copies what `/metrics` renders.

@@ -9,30 +9,46 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 
 use gloam_core::ipc_root::IpcRoot;
 
 use crate::cluster::join::{JoinSpec, Joiner};
 use crate::config::Config;
+use crate::console;
 use crate::descriptors::{self, CapSource, NofileLimit};
 use crate::engine::Engine;
 use crate::gateway::server::{Gateway, Limits};
-use crate::launcher::{LaunchSpec, Launcher};
+use crate::launcher::{LaunchEvent, LaunchHooks, LaunchSpec, Launcher};
 use crate::worker_link;
 
-/// How long `up` waits for every function's first worker before announcing readiness anyway.
+/// How long `up` waits for every function's first worker (or its failure to start) before
+/// announcing readiness anyway.
 const READY_WAIT: Duration = Duration::from_secs(60);
+
+/// How `gloam up` runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UpOptions {
+    /// Start every function's worker processes (`up`); else the engine alone (`engine`).
+    pub launch: bool,
+    /// Do not echo worker output on the console (it still goes to the log files).
+    pub quiet: bool,
+    /// Rebuild and replace a function's workers when its sources change.
+    pub watch: bool,
+}
 /// How long worker processes get to exit on SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 /// How long HTTP connections get, once the drain is over, to write their last responses.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-/// Runs the engine for `config`; with `launch`, starts every function's worker processes too.
-/// Prints `gloam: ready http://ADDR` on stdout once calls can be served.
+/// Runs the engine for `config`; with `opts.launch`, starts every function's worker processes
+/// too. Prints `gloam: ready http://ADDR` on stdout once calls can be served: every launched
+/// function has a ready worker or has failed to start (then the console says why, and its
+/// calls answer 503 `FUNCTION_UNAVAILABLE`).
 ///
 /// First raises the soft descriptor limit (`RLIMIT_NOFILE`) to the hard limit: the gateway's
 /// connection cap is derived from it (see [`crate::descriptors`]).
-pub fn run(config: Config, launch: bool) -> Result<()> {
+pub fn run(config: Config, opts: UpOptions) -> Result<()> {
     let nofile = descriptors::raise_nofile_limit().context("reading RLIMIT_NOFILE")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.engine.io_threads)
@@ -40,7 +56,7 @@ pub fn run(config: Config, launch: bool) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the I/O threads")?;
-    runtime.block_on(run_async(Arc::new(config), launch, nofile))
+    runtime.block_on(run_async(Arc::new(config), opts, nofile))
 }
 
 /// The gateway's limits for `config` under the descriptor limit `nofile`, logged.
@@ -76,7 +92,35 @@ fn gateway_limits(config: &Config, nofile: NofileLimit) -> Limits {
     }
 }
 
-async fn run_async(config: Arc<Config>, launch: bool, nofile: NofileLimit) -> Result<()> {
+/// Hands every process end a launcher reports to the engine, and tells the console.
+async fn report_ends(
+    engine: Arc<Engine>,
+    mut events: mpsc::UnboundedReceiver<LaunchEvent>,
+    echoed: bool,
+) {
+    // The last failure to start told per function: the same again is one short line.
+    let mut told: std::collections::HashMap<u16, String> = std::collections::HashMap::new();
+    while let Some(LaunchEvent::Ended(exit)) = events.recv().await {
+        let news = engine.process_ended(&exit);
+        tracing::debug!(function = %exit.function, slot = exit.slot, "{}", exit.summary());
+        let again = news.unavailable && told.get(&exit.function_id) == Some(&news.what);
+        if again {
+            if console::worth_repeating(news.restarts) {
+                console::say(&[console::still_failing(&exit, &news)]);
+            }
+            continue;
+        }
+        if news.unavailable {
+            told.insert(exit.function_id, news.what.clone());
+        } else {
+            told.remove(&exit.function_id);
+        }
+        console::say(&console::process_ended(&exit, &news, echoed));
+    }
+}
+
+async fn run_async(config: Arc<Config>, opts: UpOptions, nofile: NofileLimit) -> Result<()> {
+    let launch = opts.launch;
     let root = IpcRoot::create(&config.engine.ipc_root)
         .with_context(|| format!("preparing IPC root {}", config.engine.ipc_root.display()))?;
     let paths = root.paths().clone();
@@ -96,10 +140,22 @@ async fn run_async(config: Arc<Config>, launch: bool, nofile: NofileLimit) -> Re
     let addr = http.local_addr()?;
     let gateway = Gateway::start(engine.clone(), http, gateway_limits(&config, nofile));
 
+    let mut launched = Vec::new();
     if launch {
+        let (events, ends) = mpsc::unbounded_channel();
+        tokio::spawn(report_ends(engine.clone(), ends, !opts.quiet));
+        let hooks = LaunchHooks {
+            events: Some(events),
+            echo: !opts.quiet,
+        };
         for f in &config.functions {
             match LaunchSpec::from_config(f, &config.engine) {
-                Some(spec) => engine.add_launcher(f.id, Launcher::start(spec)),
+                Some(spec) => {
+                    engine.add_launcher(f.id, Launcher::start_with(spec, hooks.clone()));
+                    if f.min_workers > 0 {
+                        launched.push(f.name.clone());
+                    }
+                }
                 None => tracing::warn!(
                     function = %f.name,
                     "function has no `command`: start its workers yourself (GLOAM_FUNCTION={} GLOAM_IPC_ROOT={})",
@@ -120,12 +176,27 @@ async fn run_async(config: Arc<Config>, launch: bool, nofile: NofileLimit) -> Re
     let mut int = signal(SignalKind::interrupt())?;
     let start = tokio::time::Instant::now();
     loop {
-        let missing = engine.functions_without_workers();
-        if missing.is_empty() || !launch {
+        // Launched functions neither ready nor known to fail.
+        let failing: Vec<String> = engine
+            .unavailable_functions()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        let missing: Vec<String> = engine
+            .functions_without_workers()
+            .into_iter()
+            .filter(|f| launched.contains(f) && !failing.contains(f))
+            .collect();
+        if missing.is_empty() {
             break;
         }
         if start.elapsed() > READY_WAIT {
-            tracing::warn!(functions = ?missing, "no ready worker yet; see the log directory");
+            console::say(&[format!(
+                "no ready worker yet after {} s for: {} (still starting; see their output above or in {})",
+                READY_WAIT.as_secs(),
+                missing.join(", "),
+                config.engine.log_dir.display()
+            )]);
             break;
         }
         tokio::select! {
@@ -136,12 +207,33 @@ async fn run_async(config: Arc<Config>, launch: bool, nofile: NofileLimit) -> Re
     }
     println!("gloam: ready http://{addr}");
     let _ = std::io::stdout().flush();
+    let failing = engine.unavailable_functions();
+    if !failing.is_empty() {
+        let mut lines = vec![format!(
+            "{} of {} functions cannot start; their calls answer 503 FUNCTION_UNAVAILABLE:",
+            failing.len(),
+            config.functions.len()
+        )];
+        lines.extend(failing.iter().map(|(_, why)| format!("  {why}")));
+        console::say(&lines);
+    }
     tracing::info!(%addr, ipc_root = %paths.root().display(), "engine ready");
 
+    let stop_watching = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if opts.watch {
+        crate::watch::spawn(
+            engine.clone(),
+            config.clone(),
+            opts.quiet,
+            stop_watching.clone(),
+        )
+        .context("starting the watcher")?;
+    }
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+    stop_watching.store(true, std::sync::atomic::Ordering::Relaxed);
     shutdown(&engine, gateway, joiner, root).await
 }
 

@@ -151,7 +151,11 @@ fn bad_peers_are_refused_or_dropped_and_the_gateway_keeps_serving() {
         assert!(matches!(read_frame(&mut silent), Some(Frame::Welcome(_))));
         gw.wait_serving(2, Duration::from_secs(10));
         gw.wait_serving(1, Duration::from_secs(10));
-        assert!(gw.stderr_text().contains("heartbeats missed"), "{}", gw.stderr_text());
+        assert!(
+            gw.stderr_text().contains("heartbeats missed"),
+            "{}",
+            gw.stderr_text()
+        );
         drop(silent);
 
         // A joined peer that answers pings but never reads: its calls end ENGINE_LOST once

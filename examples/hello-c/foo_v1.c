@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nightcore/worker_v1_interface.h"
+#include <faas/worker_v1_interface.h>
 
 struct worker {
     void *caller_context;

@@ -74,6 +74,11 @@ typedef enum gloam_status_e {
    * A bug in Gloam (including a caught panic). Please report it.
    */
   GLOAM_E_INTERNAL = 12,
+  /**
+   * The called function has no worker and its workers cannot start (missing command,
+   * exit before ready, no handler for it); the message gives the reason.
+   */
+  GLOAM_E_FUNCTION_UNAVAILABLE = 13,
 } gloam_status_e;
 
 /**
@@ -170,7 +175,7 @@ typedef struct gloam_error_t {
  *         it. Returning the status of a failed gloam_ctx_invoke() passes that error on: a
  *         status whose kind may pass on (`GLOAM_E_FUNCTION_NOT_FOUND`,
  *         `GLOAM_E_PAYLOAD_TOO_LARGE`, `GLOAM_E_HANDLER_FAILED`, `GLOAM_E_WORKER_CRASHED`,
- *         `GLOAM_E_TIMEOUT`, `GLOAM_E_OVERLOADED`, `GLOAM_E_SHUTDOWN`) is the call's error
+ *         `GLOAM_E_TIMEOUT`, `GLOAM_E_OVERLOADED`, `GLOAM_E_SHUTDOWN`, `GLOAM_E_FUNCTION_UNAVAILABLE`) is the call's error
  *         kind (e.g. HTTP 504 for `GLOAM_E_TIMEOUT`), with the message given to
  *         gloam_ctx_fail(), else that of the handler's latest gloam_ctx_invoke() failed with
  *         that status. Any other value fails it with `HANDLER_FAILED` and the message given to
@@ -685,7 +690,7 @@ enum gloam_status_e gloam_worker_fail(const struct gloam_worker_t *worker,
  *
  * A status whose kind may pass on — `GLOAM_E_FUNCTION_NOT_FOUND`, `GLOAM_E_PAYLOAD_TOO_LARGE`,
  * `GLOAM_E_HANDLER_FAILED`, `GLOAM_E_WORKER_CRASHED`, `GLOAM_E_TIMEOUT`,
- * `GLOAM_E_OVERLOADED`, `GLOAM_E_SHUTDOWN`: what a call can end with — is the call's error
+ * `GLOAM_E_OVERLOADED`, `GLOAM_E_SHUTDOWN`, `GLOAM_E_FUNCTION_UNAVAILABLE`: what a call can end with — is the call's error
  * kind (e.g. HTTP 504 for `GLOAM_E_TIMEOUT`), and the message loses the prefix naming that
  * kind (`timeout: ...`), which a `gloam_error_t` message carries. Any other value (the
  * statuses about this process, such as `GLOAM_E_PROTOCOL_ERROR` or `GLOAM_E_IO`, and values
@@ -736,7 +741,7 @@ enum gloam_status_e gloam_worker_fail_with_status(const struct gloam_worker_t *w
  * @param[out] err optional error details.
  * @return `GLOAM_OK`, or the callee's failure: `GLOAM_E_FUNCTION_NOT_FOUND`,
  *         `GLOAM_E_PAYLOAD_TOO_LARGE`, `GLOAM_E_HANDLER_FAILED` (with its message),
- *         `GLOAM_E_WORKER_CRASHED`, `GLOAM_E_TIMEOUT`, `GLOAM_E_OVERLOADED`, `GLOAM_E_SHUTDOWN`.
+ *         `GLOAM_E_WORKER_CRASHED`, `GLOAM_E_TIMEOUT`, `GLOAM_E_OVERLOADED`, `GLOAM_E_SHUTDOWN`, `GLOAM_E_FUNCTION_UNAVAILABLE`.
  *
  * # Safety
  * `worker` and `parent` are NULL or live, `parent` not consumed during the call; `name` and

@@ -36,6 +36,9 @@ pub enum gloam_status_e {
     GLOAM_E_IO = 11,
     /// A bug in Gloam (including a caught panic). Please report it.
     GLOAM_E_INTERNAL = 12,
+    /// The called function has no worker and its workers cannot start (missing command,
+    /// exit before ready, no handler for it); the message gives the reason.
+    GLOAM_E_FUNCTION_UNAVAILABLE = 13,
 }
 
 impl From<ErrorKind> for gloam_status_e {
@@ -54,6 +57,7 @@ impl From<ErrorKind> for gloam_status_e {
             ErrorKind::Shutdown => GLOAM_E_SHUTDOWN,
             ErrorKind::Io => GLOAM_E_IO,
             ErrorKind::Internal => GLOAM_E_INTERNAL,
+            ErrorKind::FunctionUnavailable => GLOAM_E_FUNCTION_UNAVAILABLE,
         }
     }
 }
@@ -141,6 +145,7 @@ fn status_text(kind: ErrorKind) -> &'static [u8] {
         ErrorKind::Shutdown => b"SHUTDOWN\0",
         ErrorKind::Io => b"IO\0",
         ErrorKind::Internal => b"INTERNAL\0",
+        ErrorKind::FunctionUnavailable => b"FUNCTION_UNAVAILABLE\0",
     }
 }
 

@@ -13,6 +13,7 @@ pub mod call;
 pub mod error;
 pub mod options;
 pub mod serve;
+mod trace;
 pub mod worker;
 
 pub use buffer::*;

@@ -30,6 +30,8 @@ pub struct gloam_ctx_t {
 struct Outcome {
     output: Vec<u8>,
     failure: Option<String>,
+    /// Where gloam_ctx_fail() was called from (the handler's C frames).
+    trace: Option<String>,
     /// The message of the handler's latest failed gloam_ctx_invoke() of each kind, for a
     /// handler that passes the status on by returning it.
     invoke_failures: Vec<(ErrorKind, String)>,
@@ -86,7 +88,7 @@ impl Outcome {
 ///         it. Returning the status of a failed gloam_ctx_invoke() passes that error on: a
 ///         status whose kind may pass on (`GLOAM_E_FUNCTION_NOT_FOUND`,
 ///         `GLOAM_E_PAYLOAD_TOO_LARGE`, `GLOAM_E_HANDLER_FAILED`, `GLOAM_E_WORKER_CRASHED`,
-///         `GLOAM_E_TIMEOUT`, `GLOAM_E_OVERLOADED`, `GLOAM_E_SHUTDOWN`) is the call's error
+///         `GLOAM_E_TIMEOUT`, `GLOAM_E_OVERLOADED`, `GLOAM_E_SHUTDOWN`, `GLOAM_E_FUNCTION_UNAVAILABLE`) is the call's error
 ///         kind (e.g. HTTP 504 for `GLOAM_E_TIMEOUT`), with the message given to
 ///         gloam_ctx_fail(), else that of the handler's latest gloam_ctx_invoke() failed with
 ///         that status. Any other value fails it with `HANDLER_FAILED` and the message given to
@@ -163,8 +165,24 @@ pub unsafe extern "C" fn gloam_serve(
             // SAFETY: non-NULL, `n` valid entries (contract).
             unsafe { std::slice::from_raw_parts(handlers, n) }
         };
+        let served = serve_env(list, user_data);
+        if let Err(e) = &served {
+            // A C program usually just exits: say why where its output goes.
+            if e.kind() != ErrorKind::Shutdown {
+                let function = std::env::var(gloam_core::worker::ENV_FUNCTION).unwrap_or_default();
+                eprintln!("gloam_serve: {function}: {e}");
+            }
+        }
+        served
+    })
+}
+
+/// gloam_serve() once its arguments are read.
+fn serve_env(list: &[gloam_handler_t], user_data: *mut c_void) -> Result<(), Error> {
+    {
         let opts = WorkerOptions::from_env()?.language("c");
         let workers = workers_from_env()?;
+        let debug = gloam_core::worker::debug_from_env();
         let mut chosen = None;
         let mut known = Vec::new();
         for (i, h) in list.iter().enumerate() {
@@ -189,9 +207,9 @@ pub unsafe extern "C" fn gloam_serve(
         let user = UserData(user_data);
         std::thread::scope(|s| {
             let others: Vec<_> = (1..workers)
-                .map(|_| s.spawn(|| worker_main(&opts, func, user)))
+                .map(|_| s.spawn(|| worker_main(&opts, func, user, debug)))
                 .collect();
-            let mut result = worker_main(&opts, func, user);
+            let mut result = worker_main(&opts, func, user, debug);
             for t in others {
                 let r = t
                     .join()
@@ -202,7 +220,7 @@ pub unsafe extern "C" fn gloam_serve(
             }
             result
         })
-    })
+    }
 }
 
 type RawHandler = unsafe extern "C" fn(*mut c_void, *mut gloam_ctx_t, *const u8, usize) -> c_int;
@@ -215,7 +233,12 @@ unsafe impl Send for UserData {}
 // SAFETY: as above.
 unsafe impl Sync for UserData {}
 
-fn worker_main(opts: &WorkerOptions, func: RawHandler, user: UserData) -> Result<(), Error> {
+fn worker_main(
+    opts: &WorkerOptions,
+    func: RawHandler,
+    user: UserData,
+    debug: bool,
+) -> Result<(), Error> {
     let worker = gloam_worker_t::connect(opts)?;
     while let Some(call) = worker.inner.next_call()? {
         let call = gloam_call_t { inner: call };
@@ -238,9 +261,28 @@ fn worker_main(opts: &WorkerOptions, func: RawHandler, user: UserData) -> Result
             .into_inner()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let output = std::mem::take(&mut outcome.output);
+        let trace = outcome.trace.take();
         let sent = match outcome.failure(rc) {
             None => worker.inner.complete(call.inner, &output),
-            Some((kind, message)) => worker.inner.fail(call.inner, kind, &message),
+            Some((kind, mut message)) => {
+                // The worker log gets every failure, with where gloam_ctx_fail() was called.
+                let id = call.inner.id();
+                match &trace {
+                    Some(t) => eprintln!(
+                        "gloam: handler {} failed call {id} (returned {rc}): {message}\n{t}",
+                        opts.handler
+                    ),
+                    None => eprintln!(
+                        "gloam: handler {} failed call {id} (returned {rc}): {message}",
+                        opts.handler
+                    ),
+                }
+                if let (true, Some(t)) = (debug, &trace) {
+                    message.push('\n');
+                    message.push_str(t);
+                }
+                worker.inner.fail(call.inner, kind, &message)
+            }
         };
         match sent {
             Ok(()) => {}
@@ -329,8 +371,10 @@ pub unsafe extern "C" fn gloam_ctx_fail(
         let ctx = unsafe { ctx_ref(ctx) }?;
         // SAFETY: `len` readable bytes (contract).
         let msg = unsafe { args::bytes(message.cast(), len, "message") }?;
+        let trace = crate::trace::here("gloam_ctx_fail");
         let mut o = ctx.outcome.lock().unwrap_or_else(|p| p.into_inner());
         o.failure = Some(String::from_utf8_lossy(msg).into_owned());
+        o.trace = Some(trace);
         Ok(())
     })
 }
@@ -480,7 +524,7 @@ mod tests {
 
     #[test]
     fn other_values_are_plain_handler_failures() {
-        for rc in [1, 2, 9, 11, 12, 13, -1, 256 + 7] {
+        for rc in [1, 2, 9, 11, 12, 14, -1, 256 + 7] {
             let mut o = Outcome::default();
             o.note_invoke_failure(&Error::RemoteProtocol("bad bytes".into()));
             assert_eq!(

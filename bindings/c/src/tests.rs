@@ -48,7 +48,8 @@ fn status_codes_match_error_kinds() {
         assert_eq!(status_text(status as i32), kind.as_str());
     }
     assert_eq!(status_text(0), "OK");
-    assert_eq!(status_text(13), "UNKNOWN");
+    assert_eq!(status_text(13), "FUNCTION_UNAVAILABLE");
+    assert_eq!(status_text(14), "UNKNOWN");
     assert_eq!(status_text(-5), "UNKNOWN");
     assert_eq!(status_text(1000), "UNKNOWN");
 }

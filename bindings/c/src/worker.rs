@@ -372,7 +372,7 @@ pub unsafe extern "C" fn gloam_worker_fail(
 ///
 /// A status whose kind may pass on — `GLOAM_E_FUNCTION_NOT_FOUND`, `GLOAM_E_PAYLOAD_TOO_LARGE`,
 /// `GLOAM_E_HANDLER_FAILED`, `GLOAM_E_WORKER_CRASHED`, `GLOAM_E_TIMEOUT`,
-/// `GLOAM_E_OVERLOADED`, `GLOAM_E_SHUTDOWN`: what a call can end with — is the call's error
+/// `GLOAM_E_OVERLOADED`, `GLOAM_E_SHUTDOWN`, `GLOAM_E_FUNCTION_UNAVAILABLE`: what a call can end with — is the call's error
 /// kind (e.g. HTTP 504 for `GLOAM_E_TIMEOUT`), and the message loses the prefix naming that
 /// kind (`timeout: ...`), which a `gloam_error_t` message carries. Any other value (the
 /// statuses about this process, such as `GLOAM_E_PROTOCOL_ERROR` or `GLOAM_E_IO`, and values
@@ -449,7 +449,7 @@ pub unsafe extern "C" fn gloam_worker_fail_with_status(
 /// @param[out] err optional error details.
 /// @return `GLOAM_OK`, or the callee's failure: `GLOAM_E_FUNCTION_NOT_FOUND`,
 ///         `GLOAM_E_PAYLOAD_TOO_LARGE`, `GLOAM_E_HANDLER_FAILED` (with its message),
-///         `GLOAM_E_WORKER_CRASHED`, `GLOAM_E_TIMEOUT`, `GLOAM_E_OVERLOADED`, `GLOAM_E_SHUTDOWN`.
+///         `GLOAM_E_WORKER_CRASHED`, `GLOAM_E_TIMEOUT`, `GLOAM_E_OVERLOADED`, `GLOAM_E_SHUTDOWN`, `GLOAM_E_FUNCTION_UNAVAILABLE`.
 ///
 /// # Safety
 /// `worker` and `parent` are NULL or live, `parent` not consumed during the call; `name` and

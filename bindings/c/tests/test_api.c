@@ -42,9 +42,11 @@ int main(void) {
     CHECK(strcmp(gloam_status_str(GLOAM_OK), "OK") == 0);
     CHECK(strcmp(gloam_status_str(GLOAM_E_FUNCTION_NOT_FOUND), "FUNCTION_NOT_FOUND") == 0);
     CHECK(strcmp(gloam_status_str(GLOAM_E_INTERNAL), "INTERNAL") == 0);
-    CHECK(strcmp(gloam_status_str(13), "UNKNOWN") == 0);
+    CHECK(strcmp(gloam_status_str(GLOAM_E_FUNCTION_UNAVAILABLE), "FUNCTION_UNAVAILABLE") == 0);
+    CHECK(strcmp(gloam_status_str(14), "UNKNOWN") == 0);
     CHECK(strcmp(gloam_status_str(-1), "UNKNOWN") == 0);
-    CHECK(GLOAM_E_INVALID_ARGUMENT == 1 && GLOAM_E_SHUTDOWN == 10 && GLOAM_E_INTERNAL == 12);
+    CHECK(GLOAM_E_INVALID_ARGUMENT == 1 && GLOAM_E_SHUTDOWN == 10 && GLOAM_E_INTERNAL == 12 &&
+          GLOAM_E_FUNCTION_UNAVAILABLE == 13);
 
     /* NULL handles and out-pointers */
     expect_invalid(gloam_worker_recv(NULL, &call, &err), &err, "worker");

@@ -7,6 +7,9 @@
 // Environment:
 //   GLOAM_NODE_SKIP_BUILD=1      do nothing (test.sh builds the debug addon itself)
 //   GLOAM_NODE_PROFILE=debug     build without --release (faster to compile, slower to run)
+//
+// A packed package (`npm pack` after `npm run build`, as bindings/install.sh makes it) has no
+// sources: it carries the addon built where it was packed, used as it is.
 
 const { spawnSync } = require('node:child_process')
 const fs = require('node:fs')
@@ -23,12 +26,25 @@ function run(cmd, args) {
   }
 }
 
+// Packed (`npm pack`): no sources, the addon built for the packing platform.
+function prebuilt() {
+  return !fs.existsSync(path.join(root, 'Cargo.toml'))
+}
+
 function napiCli() {
   const cli = path.join(root, 'node_modules', '@napi-rs', 'cli', 'scripts', 'index.js')
   return fs.existsSync(cli) ? cli : null
 }
 
 if (process.env.GLOAM_NODE_SKIP_BUILD) process.exit(0)
+
+if (prebuilt()) {
+  if (!fs.readdirSync(root).some((f) => f.endsWith('.node'))) {
+    console.error('gloam: this package has neither sources nor a native addon: pack it again after `npm run build`')
+    process.exit(1)
+  }
+  process.exit(0)
+}
 
 if (!napiCli()) {
   const npm = process.env.npm_execpath
@@ -44,3 +60,4 @@ if (!cli) {
 const build = ['build', '--platform', '--js', 'index.js', '--dts', 'index.d.ts']
 if (process.env.GLOAM_NODE_PROFILE !== 'debug') build.push('--release')
 run(process.execPath, [cli, ...build])
+run(process.execPath, [path.join(__dirname, 'dts-header.js')])

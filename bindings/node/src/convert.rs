@@ -30,21 +30,38 @@ pub(crate) fn to_bytes(env: &Env, value: JsUnknown, what: &str) -> Result<Vec<u8
     }
 }
 
-/// What a handler threw or rejected with: its `code` property (when a string, e.g.
-/// `GLOAM_E_TIMEOUT` on an error of `ctx.invoke`) and its message (`err.message` if it is a
-/// string, else `String(v)`).
-pub(crate) fn thrown(value: JsUnknown) -> (Option<String>, String) {
+/// What a handler threw or rejected with.
+pub(crate) struct Thrown {
+    /// Its `code` property, when a string (e.g. `GLOAM_E_TIMEOUT` on an error of `ctx.invoke`).
+    pub(crate) code: Option<String>,
+    /// `err.message` if it is a string, else `String(v)`.
+    pub(crate) message: String,
+    /// `err.stack`, when a string.
+    pub(crate) stack: Option<String>,
+}
+
+/// Reads what a handler threw or rejected with.
+pub(crate) fn thrown(value: JsUnknown) -> Thrown {
     if let Ok(ValueType::Object) = value.get_type() {
         // SAFETY: the type was just checked.
         let obj: JsObject = unsafe { value.cast() };
         let code = string_property(&obj, "code");
+        let stack = string_property(&obj, "stack");
         let message = match string_property(&obj, "message") {
             Some(text) => text,
             None => coerce(obj.coerce_to_string()),
         };
-        return (code, message);
+        return Thrown {
+            code,
+            message,
+            stack,
+        };
     }
-    (None, coerce(value.coerce_to_string()))
+    Thrown {
+        code: None,
+        message: coerce(value.coerce_to_string()),
+        stack: None,
+    }
 }
 
 /// `obj[name]` when it is a string.

@@ -2,6 +2,7 @@
 //! when calls come in quick succession the JavaScript thread receives them itself for a while.
 
 use std::cell::RefCell;
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -208,10 +209,15 @@ struct Turn {
     rust_parked: bool,
 }
 
+/// The dispatcher's reference and the start of the current streak (see `JS_SIDE`).
+type JsSide = (ManuallyDrop<Ref<()>>, Option<Instant>);
+
 thread_local! {
     /// The bound dispatcher `(ctx, input, ok, fail)` of this JavaScript thread, and when the
-    /// current streak of calls run in place began.
-    static JS_SIDE: RefCell<Option<(Ref<()>, Option<Instant>)>> = const { RefCell::new(None) };
+    /// current streak of calls run in place began. The reference is never dropped by the
+    /// thread-local's destructor (at process exit, after a retirement): napi would panic on
+    /// its count, printing a spurious report in the worker's log; `serve` unrefs it instead.
+    static JS_SIDE: RefCell<Option<JsSide>> = const { RefCell::new(None) };
 }
 
 /// JavaScript thread, right after a call of `receiver` was answered: when calls come quickly,
@@ -346,16 +352,17 @@ const DISPATCH_JS: &str = "(function gloamDispatch(handler, ok, fail, ctx, input
 /// These variables are set by `gloam up`.
 ///
 /// A handler gets `(ctx, input: Buffer)` and returns a `Buffer`, `Uint8Array` or string (or
-/// `undefined` for empty output), or a Promise of one. If it throws or rejects, the call fails
-/// with `HANDLER_FAILED` and the error's message; the process keeps serving.
+/// `undefined`/`null` for empty output), or a Promise of one. If it throws or rejects, the
+/// call fails with `HANDLER_FAILED` and the error's message (with `GLOAM_DEBUG=1`, its stack's
+/// frames too); the process keeps serving, and the stack goes to stderr.
 ///
 /// Passing an error on keeps its kind: an error of `ctx.invoke` / `ctx.invokeSync` that the
 /// handler lets through (rethrown, or a rejection left uncaught) fails the call with its
 /// `err.code` when that is the outcome of a call — `GLOAM_E_FUNCTION_NOT_FOUND`,
 /// `GLOAM_E_PAYLOAD_TOO_LARGE`, `GLOAM_E_HANDLER_FAILED`, `GLOAM_E_WORKER_CRASHED`,
-/// `GLOAM_E_TIMEOUT`, `GLOAM_E_OVERLOADED`, `GLOAM_E_SHUTDOWN` — so a callee's timeout reaches
-/// the HTTP client as 504 `TIMEOUT`. Other codes describe this process and stay
-/// `HANDLER_FAILED`.
+/// `GLOAM_E_TIMEOUT`, `GLOAM_E_OVERLOADED`, `GLOAM_E_SHUTDOWN`, `GLOAM_E_FUNCTION_UNAVAILABLE` —
+/// so a callee's timeout reaches the HTTP client as 504 `TIMEOUT`. Other codes describe this
+/// process and stay `HANDLER_FAILED`.
 ///
 /// Resolves once every worker has been retired or the engine has stopped (the process can then
 /// exit); rejects with a `GLOAM_E_*` coded error if a worker cannot connect. Throws right away
@@ -368,7 +375,7 @@ const DISPATCH_JS: &str = "(function gloamDispatch(handler, ok, fail, ctx, input
 ///   Foo: async (ctx, input) => Buffer.concat([Buffer.from('Bar said: '), await ctx.invoke('Bar', input)]),
 /// })
 #[napi(
-    ts_args_type = "handlers: Record<string, (ctx: Ctx, input: Buffer) => Buffer | Uint8Array | string | undefined | Promise<Buffer | Uint8Array | string | undefined>>",
+    ts_args_type = "handlers: Record<string, (ctx: Ctx, input: Buffer) => Buffer | Uint8Array | string | null | undefined | void | Promise<Buffer | Uint8Array | string | null | undefined | void>>",
     ts_return_type = "Promise<void>"
 )]
 pub fn serve(env: Env, handlers: JsObject) -> napi::Result<JsObject> {
@@ -387,13 +394,26 @@ pub fn serve(env: Env, handlers: JsObject) -> napi::Result<JsObject> {
         linger(*cx.env, &pending.receiver);
         cx.env.get_undefined()
     })?;
-    let fail = env.create_function_from_closure("gloamFail", |cx: CallContext<'_>| {
+    let debug = gloam_core::worker::debug_from_env();
+    let handler_name = opts.handler.clone();
+    let fail = env.create_function_from_closure("gloamFail", move |cx: CallContext<'_>| {
         let pending = pending_of(&cx)?;
         let value: JsUnknown = cx.get(1)?;
         // A Gloam error passed on (e.g. an `await ctx.invoke` rejection left uncaught) keeps
         // its kind; anything else is HANDLER_FAILED.
-        let (code, message) = thrown(value);
-        pending.settle(Err(handler_failure(code.as_deref(), message)));
+        let t = thrown(value);
+        // The worker's log (stderr, which `gloam up` shows) gets the stack of every failure.
+        match &t.stack {
+            Some(stack) => eprintln!("gloam: handler {handler_name} failed: {stack}"),
+            None => eprintln!("gloam: handler {handler_name} failed: {}", t.message),
+        }
+        let (kind, mut message) = handler_failure(t.code.as_deref(), t.message);
+        if let (true, Some(stack)) = (debug, &t.stack) {
+            // `stack` starts with the message: keep its frames only.
+            let frames = stack.find("\n    at ").map_or("", |i| &stack[i..]);
+            message.push_str(frames);
+        }
+        pending.settle(Err((kind, message)));
         linger(*cx.env, &pending.receiver);
         cx.env.get_undefined()
     })?;
@@ -410,8 +430,9 @@ pub fn serve(env: Env, handlers: JsObject) -> napi::Result<JsObject> {
     let bound: JsFunction = unsafe { bound.cast() };
     let dispatch_ref = env.create_reference(&bound)?;
     JS_SIDE.with(|side| {
-        if let Some((mut old, _)) = side.borrow_mut().replace((dispatch_ref, None)) {
-            let _ = old.unref(env);
+        let new = (ManuallyDrop::new(dispatch_ref), None);
+        if let Some((old, _)) = side.borrow_mut().replace(new) {
+            let _ = ManuallyDrop::into_inner(old).unref(env);
         }
     });
     let tsfn: ThreadsafeFunction<Job, ErrorStrategy::Fatal> =

@@ -1,4 +1,6 @@
 // Type-checked only (`tsc --noEmit`), never run: the SDK's typings accept the documented API.
+// tsconfig.json lists no `types`: Node's come from the typings' own reference, as in a project
+// that only has `@types/node` installed.
 import * as gloam from '..'
 import type { Ctx } from '..'
 
@@ -21,6 +23,8 @@ const done: Promise<void> = gloam.serve({
   Echo: (_ctx, input) => input,
   Bytes: async () => new Uint8Array([1, 2, 3]),
   Nop: () => undefined,
+  Null: () => null,
+  Nothing: async (): Promise<void> => {},
   Fail: () => {
     throw new Error('Fail was called')
   },

@@ -27,6 +27,7 @@ KINDS = {
     "SHUTDOWN": gloam.Shutdown,
     "IO": gloam.IoError,
     "INTERNAL": gloam.InternalError,
+    "FUNCTION_UNAVAILABLE": gloam.FunctionUnavailable,
 }
 
 

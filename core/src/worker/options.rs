@@ -16,6 +16,15 @@ pub const ENV_FUNCTION: &str = "GLOAM_FUNCTION";
 pub const ENV_HANDLER: &str = "GLOAM_HANDLER";
 /// Environment variable: how many logical workers this process hosts (default 1).
 pub const ENV_WORKERS: &str = "GLOAM_WORKERS";
+/// Environment variable: `1` when the function has `debug = true` — the SDKs then put a failed
+/// handler's stack trace in the error message its caller gets (it always goes to the worker's
+/// log).
+pub const ENV_DEBUG: &str = "GLOAM_DEBUG";
+
+/// Whether `GLOAM_DEBUG=1`.
+pub fn debug_from_env() -> bool {
+    std::env::var(ENV_DEBUG).is_ok_and(|v| v == "1")
+}
 
 /// Options of one logical worker.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -232,7 +232,17 @@ pub fn run_loop(worker: &Worker, handler: &HandlerFn) -> Result<()> {
         let sent = match outcome {
             Ok(Ok(output)) => worker.complete(call, &output),
             // The kind is HANDLER_FAILED, or one passed on from an internal call.
-            Ok(Err(e)) => worker.fail(call, e.kind(), e.message()),
+            Ok(Err(e)) => {
+                // The worker's log gets every failure (a panic is printed by its hook, with
+                // its place and, under RUST_BACKTRACE=1, its stack).
+                eprintln!(
+                    "gloam: handler of {} failed call {}: {}",
+                    worker.function(),
+                    call.id(),
+                    e.message()
+                );
+                worker.fail(call, e.kind(), e.message())
+            }
             Err(panic) => {
                 let msg = panic_message(panic.as_ref());
                 worker.fail(

@@ -14,6 +14,10 @@ pub struct BenchArgs {
     /// What to measure.
     #[command(subcommand)]
     pub what: BenchCommand,
+    /// The deployment file whose `engine.listen` names the engine (when no URL is given;
+    /// else GLOAM_ADDR, ./gloam.toml, 127.0.0.1:8080).
+    #[arg(long, global = true)]
+    pub config: Option<std::path::PathBuf>,
 }
 
 /// The kinds of benchmark.
@@ -30,7 +34,8 @@ pub enum BenchCommand {
 /// Arguments of `gloam bench http`.
 #[derive(Debug, Args)]
 pub struct HttpArgs {
-    /// The URL to POST to, e.g. http://127.0.0.1:8080/function/Nop.
+    /// The URL to POST to, e.g. http://127.0.0.1:8080/function/Nop, or a function's name
+    /// (on the engine named by --config, GLOAM_ADDR or ./gloam.toml).
     pub url: String,
     /// Open loop: total requests per second, sent on schedule whatever the answers do; latency
     /// is measured from the scheduled time. Without it: closed loop, as fast as answers come.
@@ -71,9 +76,9 @@ pub struct InternalArgs {
     /// (`CBenchInternal`, `GoBenchInternal`, `PyBenchInternal`, `NodeBenchInternal`).
     #[arg(long, default_value = "rust")]
     pub lang: String,
-    /// The gateway.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub url: String,
+    /// The gateway (default: from --config, GLOAM_ADDR, ./gloam.toml, or 127.0.0.1:8080).
+    #[arg(long)]
+    pub url: Option<String>,
     /// Internal calls to make.
     #[arg(long, default_value_t = 10_000)]
     pub n: u64,
@@ -91,9 +96,9 @@ pub struct IdleArgs {
     /// The engine's pid (`gloam up`'s).
     #[arg(long = "engine-pid")]
     pub engine_pid: u32,
-    /// The gateway (for the worker list).
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub url: String,
+    /// The gateway, for the worker list (default: as for `internal`).
+    #[arg(long)]
+    pub url: Option<String>,
     /// How long to watch.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
@@ -131,10 +136,25 @@ fn print<T: serde::Serialize>(json: bool, value: &T, table: impl FnOnce() -> Str
     Ok(())
 }
 
+/// The gateway's URL: `url` if given, else the engine found from `config` (see
+/// [`crate::find`]).
+fn gateway(url: Option<String>, config: Option<&std::path::Path>) -> Result<String> {
+    match url {
+        Some(u) => Ok(u),
+        None => Ok(crate::find::find(None, config)?.url()),
+    }
+}
+
 /// Runs `gloam bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
+    let config = args.config.as_deref();
     match args.what {
-        BenchCommand::Http(a) => {
+        BenchCommand::Http(mut a) => {
+            if !a.url.contains("://") {
+                // A function's name.
+                let base = gateway(None, config)?;
+                a.url = format!("{base}/function/{}", a.url.trim_start_matches('/'));
+            }
             let body = match (a.data, a.size) {
                 (Some(d), _) => d.into_bytes(),
                 (None, Some(n)) => vec![b'x'; n],
@@ -161,11 +181,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
             print(a.json, &r, || report::load_table(&r))
         }
         BenchCommand::Internal(a) => {
-            let r = internal::run(&a.url, &a.lang, &a.target, a.n)?;
+            let url = gateway(a.url, config)?;
+            let r = internal::run(&url, &a.lang, &a.target, a.n)?;
             print(a.json, &r, || report::internal_table(&r))
         }
         BenchCommand::Idle(a) => {
-            let addr = parse_url(&a.url)?.addr;
+            let addr = parse_url(&gateway(a.url, config)?)?.addr;
             let r = idle::run(&addr, a.engine_pid, a.duration)?;
             print(a.json, &r, || report::idle_table(&r))
         }

@@ -341,6 +341,9 @@ pub fn status(cluster: &Cluster) -> Status {
                     p99_ms: None,
                     leased: 0,
                     direct_calls: 0,
+                    restarts: 0,
+                    last_exit: None,
+                    unavailable: None,
                 });
             agg.running += f.outstanding as usize;
             agg.completed += f
@@ -367,9 +370,57 @@ pub fn status(cluster: &Cluster) -> Status {
         functions: functions.into_values().collect(),
         workers: Vec::new(),
         calls_in_flight: outstanding,
+        log_dir: None,
         role: "gateway".into(),
         engines,
     }
+}
+
+/// `gloam status --addr GATEWAY`: the calls the gateway sent per function, then its engines.
+pub fn table(s: &Status) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<20} {:>11} {:>9} {:>6}",
+        "FUNCTION", "OUTSTANDING", "COMPLETED", "FAILED"
+    );
+    for f in &s.functions {
+        let _ = writeln!(
+            out,
+            "{:<20} {:>11} {:>9} {:>6}",
+            f.name, f.running, f.completed, f.failed
+        );
+    }
+    let _ = writeln!(out, "calls in flight: {}\n", s.calls_in_flight);
+    let _ = writeln!(
+        out,
+        "{:<4} {:<24} {:<22} {:<9} {:>11} {:>9} {:>8} {:>9}  FUNCTIONS",
+        "ID", "ENGINE", "ADDRESS", "STATE", "OUTSTANDING", "CALLS", "FAILED", "RTT us"
+    );
+    for e in &s.engines {
+        let fns: Vec<String> = e
+            .functions
+            .iter()
+            .map(|f| format!("{}({}/{})", f.name, f.outstanding, f.capacity))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<4} {:<24} {:<22} {:<9} {:>11} {:>9} {:>8} {:>9.0}  {}",
+            e.id,
+            e.node,
+            e.addr,
+            e.state,
+            e.outstanding,
+            e.calls,
+            e.failures,
+            e.rtt_us,
+            fns.join(" ")
+        );
+    }
+    if s.engines.is_empty() {
+        let _ = writeln!(out, "no engine has joined");
+    }
+    out
 }
 
 /// The gateway's own series in Prometheus text format (per engine: outstanding, calls,

@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gloam_core::protocol::CallId;
-use gloam_core::worker::{ENV_FUNCTION, ENV_IPC_ROOT, ENV_WORKERS};
+use gloam_core::worker::{ENV_FUNCTION, ENV_HANDLER, ENV_IPC_ROOT, ENV_WORKERS};
 
 use super::model::{
     ConfigError, EngineConfig, FunctionConfig, DEFAULT_MAX_WORKERS, ENV_PROCESS_INDEX,
 };
 use super::read::{toml_key, RawFunction};
 use super::resolve::{absolute, check_payload, check_timeout, function_key, no_nul, to_usize};
+use crate::launcher::ENV_DEBUG;
 use crate::limiter::LimiterConfig;
 
 pub(super) fn resolve_function(
@@ -48,8 +49,43 @@ pub(super) fn resolve_function(
     for (i, arg) in raw.args.iter().enumerate() {
         no_nul(source, || format!("{}[{i}]", key("args")), arg)?;
     }
-    let reserved = [ENV_FUNCTION, ENV_IPC_ROOT, ENV_WORKERS, ENV_PROCESS_INDEX];
-    for (var, value) in &raw.env {
+    let reserved = [
+        ENV_FUNCTION,
+        ENV_IPC_ROOT,
+        ENV_WORKERS,
+        ENV_PROCESS_INDEX,
+        ENV_DEBUG,
+    ];
+    let mut env = raw.env;
+    if let Some(handler) = raw.handler {
+        if handler.trim().is_empty() {
+            return Err(ConfigError::at(source, key("handler"), "is empty"));
+        }
+        no_nul(source, || key("handler"), &handler)?;
+        if env.contains_key(ENV_HANDLER) {
+            return Err(ConfigError::at(
+                source,
+                key("handler"),
+                format!("env.{ENV_HANDLER} says the same: keep one"),
+            ));
+        }
+        env.insert(ENV_HANDLER.to_string(), handler);
+    }
+    let build = match raw.build {
+        None => None,
+        Some(b) if b.trim().is_empty() => {
+            return Err(ConfigError::at(source, key("build"), "is empty"))
+        }
+        Some(b) => {
+            no_nul(source, || key("build"), &b)?;
+            Some(b)
+        }
+    };
+    let watch = match raw.watch {
+        None => vec![dir.clone()],
+        Some(paths) => paths.iter().map(|p| absolute(&dir, p)).collect(),
+    };
+    for (var, value) in &env {
         let var_key = || format!("{}.{}", key("env"), toml_key(var));
         if var.is_empty() || var.contains('=') || var.contains('\0') {
             return Err(ConfigError::at(
@@ -235,7 +271,11 @@ pub(super) fn resolve_function(
         id,
         command,
         args: raw.args,
-        env: raw.env,
+        env,
+        build,
+        watch,
+        debug: raw.debug,
+        program: raw.program,
         dir,
         min_workers,
         max_workers,

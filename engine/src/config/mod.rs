@@ -22,10 +22,13 @@
 
 // One job per file: `model` (the resolved types and defaults), `read` (the TOML file as written
 // and its errors), `resolve` (defaults, paths, ids, `[engine]`), `function` (one
-// `[functions.<Name>]` table), `nightcore` (the `func_config.json` import).
+// `[functions.<Name>]` table), `programs` (`[[programs]]`: one program, several functions),
+// `nightcore` (the `func_config.json` import).
 mod function;
 mod model;
 mod nightcore;
+mod nightcore_host;
+mod programs;
 mod read;
 mod resolve;
 pub(crate) use resolve::check_join;
@@ -38,3 +41,4 @@ pub use model::{
     DEFAULT_LISTEN, DEFAULT_MAX_WORKERS, DEFAULT_QUEUE_BOUND, DEFAULT_TIMEOUT, ENV_PROCESS_INDEX,
     MAX_IO_THREADS,
 };
+pub use nightcore_host::{cworker_path, serve_nightcore_libraries, CWORKER};

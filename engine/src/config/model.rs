@@ -192,6 +192,16 @@ pub struct FunctionConfig {
     pub queue_bound: usize,
     /// Managed concurrency: limiter, pool growth and shrink (see [`crate::limiter`]).
     pub concurrency: LimiterConfig,
+    /// Shell command that builds the program (`sh -c`, in `dir`), run by `gloam up` and
+    /// `gloam build` before the workers start.
+    pub build: Option<String>,
+    /// Files and directories whose changes `gloam up --watch` rebuilds and restarts for
+    /// (absolute; default: `dir`).
+    pub watch: Vec<PathBuf>,
+    /// Failed handlers' stack traces go into the error message too (`GLOAM_DEBUG=1`).
+    pub debug: bool,
+    /// The `[[programs]]` entry that gave the command, if any (its name).
+    pub program: Option<String>,
     /// Safe to run twice: behind `gloam gateway`, a call lost with its engine is retried once
     /// on another engine instead of failing with `ENGINE_LOST`.
     pub idempotent: bool,

@@ -41,6 +41,7 @@ impl Config {
         let raw = RawFile {
             engine: RawEngine::default(),
             functions,
+            programs: Vec::new(),
         };
         Ok((resolve(raw, source)?, warnings))
     }

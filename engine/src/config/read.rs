@@ -33,6 +33,25 @@ pub(super) struct RawFile {
     pub(super) engine: RawEngine,
     #[serde(default)]
     pub(super) functions: BTreeMap<String, RawFunction>,
+    #[serde(default)]
+    pub(super) programs: Vec<RawProgram>,
+}
+
+/// A `[[programs]]` entry: one program serving several functions.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProgram {
+    pub(super) name: Option<String>,
+    pub(super) command: Option<String>,
+    #[serde(default)]
+    pub(super) args: Vec<String>,
+    #[serde(default)]
+    pub(super) env: BTreeMap<String, String>,
+    pub(super) dir: Option<PathBuf>,
+    pub(super) build: Option<String>,
+    pub(super) watch: Option<Vec<PathBuf>>,
+    #[serde(default)]
+    pub(super) functions: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +103,14 @@ pub(super) struct RawFunction {
     pub(super) shrink: Option<bool>,
     pub(super) shrink_grace_ms: Option<u64>,
     pub(super) max_relative_queueing_delay: Option<f64>,
+    pub(super) handler: Option<String>,
+    pub(super) build: Option<String>,
+    pub(super) watch: Option<Vec<PathBuf>>,
+    #[serde(default)]
+    pub(super) debug: bool,
+    /// Set when a `[[programs]]` entry supplied the command (its name, for messages).
+    #[serde(skip)]
+    pub(super) program: Option<String>,
     #[serde(default)]
     pub(super) idempotent: bool,
 }

@@ -15,6 +15,7 @@ use super::model::{
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_HUNG_GRACE, DEFAULT_IDLE_TIMEOUT, DEFAULT_IO_THREADS,
     DEFAULT_LISTEN, DEFAULT_QUEUE_BOUND, DEFAULT_TIMEOUT, MAX_IO_THREADS,
 };
+use super::programs::expand_programs;
 use super::read::{toml_key, RawEngine, RawFile};
 use crate::cluster::wire::MAX_TOKEN;
 
@@ -63,14 +64,19 @@ pub(super) fn to_usize(value: u64) -> usize {
     usize::try_from(value).unwrap_or(usize::MAX)
 }
 
-pub(super) fn resolve(raw: RawFile, source: &Path) -> Result<Config, ConfigError> {
+pub(super) fn resolve(mut raw: RawFile, source: &Path) -> Result<Config, ConfigError> {
     let base = config_dir(source)?;
+    expand_programs(
+        std::mem::take(&mut raw.programs),
+        &mut raw.functions,
+        source,
+    )?;
     let engine = resolve_engine(raw.engine, source, &base)?;
     if raw.functions.is_empty() {
         return Err(ConfigError::new(
             source,
             None,
-            "no functions: add at least one [functions.<Name>] table",
+            "no functions: add at least one [functions.<Name>] table (or a [[programs]] entry)",
         ));
     }
 

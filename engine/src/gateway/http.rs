@@ -83,11 +83,13 @@ async fn handle(
             if missing.is_empty() {
                 text(StatusCode::OK, "ready\n")
             } else {
-                error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "NOT_READY",
-                    &format!("no ready worker yet for: {}", missing.join(", ")),
-                )
+                let failing = engine.unavailable_functions();
+                let mut message = format!("no ready worker yet for: {}", missing.join(", "));
+                for (_, why) in failing {
+                    message.push_str("; ");
+                    message.push_str(&why);
+                }
+                error(StatusCode::SERVICE_UNAVAILABLE, "NOT_READY", &message)
             }
         }
         (&Method::GET, "/metrics") => {
@@ -298,7 +300,10 @@ pub(crate) fn refusal(r: Refusal) -> Response<Full<Bytes>> {
     let status =
         StatusCode::from_u16(r.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = error(status, r.kind.as_str(), &r.message);
-    if matches!(r.kind, ErrorKind::Overloaded | ErrorKind::Shutdown) {
+    if matches!(
+        r.kind,
+        ErrorKind::Overloaded | ErrorKind::Shutdown | ErrorKind::FunctionUnavailable
+    ) {
         resp.headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }

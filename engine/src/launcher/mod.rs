@@ -2,32 +2,40 @@
 //!
 //! A [`Launcher`] owns a set of *process slots*. Each slot has one supervisor task that spawns
 //! the worker process, waits for it and, when it exits while the launcher is not stopping,
+//! reports it ([`LaunchEvent::Ended`]: how it ended and the last lines of its stderr) and
 //! restarts it with exponential backoff (100 ms doubling up to 5 s, back to 100 ms once a
-//! process has lived 10 s). [`Launcher::stop`] sends SIGTERM, waits for a grace period, then
-//! SIGKILLs and reaps, so no worker process outlives it.
+//! process has lived 10 s; [`Launcher::restart_now`] cuts a wait short). A process that cannot
+//! be started at all is reported and retried the same way. [`Launcher::stop`] sends SIGTERM,
+//! waits for a grace period, then SIGKILLs and reaps, so no worker process outlives it.
+//!
+//! A process's stdout and stderr go through the launcher: appended to
+//! `<log_dir>/<function>.<slot>.stdout|stderr` as they come and, unless quiet, echoed to the
+//! console line by line as `<function>.<slot> | <line>` (see `output.rs`).
 //!
 //! Each worker process runs in its own process group (so anything it forks is signalled with
 //! it) and gets `PR_SET_PDEATHSIG = SIGKILL`, so it dies if the engine dies without stopping it.
+//! The launcher holds no reference to the engine: it reports through a channel.
+
+mod output;
+mod process;
+mod supervise;
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io;
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use gloam_core::worker::{ENV_FUNCTION, ENV_IPC_ROOT, ENV_WORKERS};
-use nix::errno::Errno;
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
-use tokio::process::{Child, Command};
-use tokio::sync::watch;
+use nix::sys::signal::Signal;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::config::{EngineConfig, FunctionConfig, ENV_PROCESS_INDEX};
+use crate::config::{EngineConfig, FunctionConfig};
+use crate::state::ProcessEnd;
+
+pub use output::TAIL_LINES;
+pub use supervise::LOG_ROTATE_BYTES;
 
 /// First restart delay after a worker process exits.
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
@@ -36,14 +44,17 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A process that ran at least this long resets the backoff to [`INITIAL_BACKOFF`].
 pub const HEALTHY_RUN: Duration = Duration::from_secs(10);
 
-/// How often [`Launcher::stop`] checks whether a stopped process's group is empty.
-const GROUP_POLL: Duration = Duration::from_millis(10);
+/// Set to `1` for the processes of a function with `debug = true`: the SDKs put a failed
+/// handler's stack trace in the error message too.
+pub use gloam_core::worker::ENV_DEBUG;
 
 /// What to run for one function, and how many processes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchSpec {
     /// The function's name; passed as `GLOAM_FUNCTION` and used in log file names.
     pub function: String,
+    /// The function's id (in reports).
+    pub function_id: u16,
     /// The program: an absolute path, or a bare name looked up in `PATH`.
     pub command: PathBuf,
     /// Arguments.
@@ -60,6 +71,8 @@ pub struct LaunchSpec {
     pub ipc_root: PathBuf,
     /// Directory for `<function>.<slot>.stdout` / `.stderr` (created when missing).
     pub log_dir: PathBuf,
+    /// Sets `GLOAM_DEBUG=1` (stack traces in error messages).
+    pub debug: bool,
 }
 
 impl LaunchSpec {
@@ -69,6 +82,7 @@ impl LaunchSpec {
         let command = function.command.clone()?;
         Some(LaunchSpec {
             function: function.name.clone(),
+            function_id: function.id,
             command,
             args: function.args.clone(),
             env: function
@@ -81,6 +95,7 @@ impl LaunchSpec {
             workers_per_process: function.workers_per_process,
             ipc_root: engine.ipc_root.clone(),
             log_dir: engine.log_dir.clone(),
+            debug: function.debug,
         })
     }
 
@@ -90,6 +105,61 @@ impl LaunchSpec {
         (
             self.log_dir.join(format!("{stem}.stdout")),
             self.log_dir.join(format!("{stem}.stderr")),
+        )
+    }
+}
+
+/// Where a launcher reports, and whether it echoes worker output.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchHooks {
+    /// Receives every process end; without it, ends are logged as warnings.
+    pub events: Option<mpsc::UnboundedSender<LaunchEvent>>,
+    /// Echo every line of the workers' output on stderr as `<function>.<slot> | <line>`.
+    pub echo: bool,
+}
+
+/// What a launcher reports.
+#[derive(Debug, Clone)]
+pub enum LaunchEvent {
+    /// A process exited by itself or could not be started; it is started again after
+    /// `restart_in`.
+    Ended(ProcessExit),
+}
+
+/// A process that exited by itself (not retired, not stopped) or could not be started.
+#[derive(Debug, Clone)]
+pub struct ProcessExit {
+    /// The function.
+    pub function: String,
+    /// Its id.
+    pub function_id: u16,
+    /// The process slot.
+    pub slot: usize,
+    /// How it ended.
+    pub end: ProcessEnd,
+    /// The last lines it wrote on stderr (at most [`TAIL_LINES`]).
+    pub stderr_tail: Vec<String>,
+    /// Its stderr log file.
+    pub stderr_log: PathBuf,
+    /// When it is started again.
+    pub restart_in: Duration,
+}
+
+impl ProcessExit {
+    /// One line: `Foo.0: worker process exited (exit code 1): <last line>; restarting in 200ms`.
+    pub fn summary(&self) -> String {
+        let what = match &self.end {
+            ProcessEnd::Exited {
+                status, last_line, ..
+            } => match last_line {
+                Some(line) => format!("worker process exited ({status}): {line}"),
+                None => format!("worker process exited ({status})"),
+            },
+            ProcessEnd::NotStarted { error } => format!("cannot start a worker process: {error}"),
+        };
+        format!(
+            "{}.{}: {what}; restarting in {:?}",
+            self.function, self.slot, self.restart_in
         )
     }
 }
@@ -106,10 +176,13 @@ pub struct Launcher {
 }
 
 #[derive(Debug)]
-struct Shared {
+pub(super) struct Shared {
     spec: LaunchSpec,
+    hooks: LaunchHooks,
     /// `Some(deadline)` once stopping: SIGKILL whatever is still running at `deadline`.
     stop: watch::Sender<Option<Instant>>,
+    /// Bumped to cut the backoff of waiting slots short.
+    kick: watch::Sender<u64>,
     pids: Mutex<BTreeMap<usize, u32>>,
     restarts: AtomicU64,
     next_slot: AtomicUsize,
@@ -117,7 +190,7 @@ struct Shared {
     retiring: Mutex<std::collections::BTreeSet<usize>>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The data behind these locks stays consistent even if a holder panicked.
     mutex
         .lock()
@@ -125,17 +198,28 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Launcher {
-    /// Starts `spec.processes` supervised worker processes.
+    /// Starts `spec.processes` supervised worker processes, logging their ends.
     ///
     /// # Panics
     /// When called outside a tokio runtime.
     pub fn start(spec: LaunchSpec) -> Launcher {
+        Launcher::start_with(spec, LaunchHooks::default())
+    }
+
+    /// [`start`](Self::start), reporting and echoing as `hooks` say.
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime.
+    pub fn start_with(spec: LaunchSpec, hooks: LaunchHooks) -> Launcher {
         let processes = spec.processes;
         let (stop, _) = watch::channel(None);
+        let (kick, _) = watch::channel(0);
         let launcher = Launcher {
             shared: Arc::new(Shared {
                 spec,
+                hooks,
                 stop,
+                kick,
                 pids: Mutex::new(BTreeMap::new()),
                 restarts: AtomicU64::new(0),
                 next_slot: AtomicUsize::new(0),
@@ -162,7 +246,9 @@ impl Launcher {
             return;
         }
         let slot = self.shared.next_slot.fetch_add(1, Ordering::Relaxed);
-        let task = self.runtime.spawn(supervise(self.shared.clone(), slot));
+        let task = self
+            .runtime
+            .spawn(supervise::supervise(self.shared.clone(), slot));
         lock(&self.tasks).push(task);
     }
 
@@ -194,8 +280,14 @@ impl Launcher {
         if self.slot_of_group(group).is_none() {
             return false;
         }
-        signal_group(group, Signal::SIGKILL);
+        process::signal_group(group, Signal::SIGKILL);
         true
+    }
+
+    /// Restarts at once the slots waiting to restart a process (their backoff reset): the
+    /// program was rebuilt.
+    pub fn restart_now(&self) {
+        self.shared.kick.send_modify(|n| *n += 1);
     }
 
     /// Number of process slots (running or waiting to restart).
@@ -240,243 +332,6 @@ impl Launcher {
 impl Drop for Launcher {
     fn drop(&mut self) {
         self.signal_stop(Instant::now());
-    }
-}
-
-/// Waits until the launcher is stopping; returns the SIGKILL deadline.
-async fn stopping(stop: &mut watch::Receiver<Option<Instant>>) -> Instant {
-    match stop.wait_for(Option::is_some).await {
-        Ok(deadline) => deadline.unwrap_or_else(Instant::now),
-        // The sender lives in `Shared`, which the caller holds; treat its loss as "stop now".
-        Err(_) => Instant::now(),
-    }
-}
-
-/// One process slot: spawn, wait, restart with backoff, until stopped.
-async fn supervise(shared: Arc<Shared>, slot: usize) {
-    let spec = &shared.spec;
-    let (_, stderr_path) = spec.log_paths(slot);
-    let mut stop = shared.stop.subscribe();
-    let mut backoff = INITIAL_BACKOFF;
-    let mut first = true;
-    loop {
-        if stop.borrow().is_some() {
-            return;
-        }
-        if !first {
-            shared.restarts.fetch_add(1, Ordering::Relaxed);
-        }
-        first = false;
-
-        match spawn(spec, slot) {
-            Ok(mut child) => {
-                let started = Instant::now();
-                let pid = child.id();
-                if let Some(pid) = pid {
-                    lock(&shared.pids).insert(slot, pid);
-                }
-                tracing::debug!(function = %spec.function, slot, pid, "worker process started");
-                let exited = tokio::select! {
-                    status = child.wait() => Some(status),
-                    deadline = stopping(&mut stop) => {
-                        terminate(&mut child, pid, deadline, spec, slot).await;
-                        None
-                    }
-                };
-                lock(&shared.pids).remove(&slot);
-                let Some(status) = exited else { return };
-                if lock(&shared.retiring).remove(&slot) {
-                    tracing::info!(function = %spec.function, slot, pid, "worker process retired");
-                    return;
-                }
-                // Whatever the crashed process left behind in its group goes with it.
-                if let Some(pid) = pid {
-                    signal_group(pid, Signal::SIGKILL);
-                }
-                if stop.borrow().is_some() {
-                    return;
-                }
-                if started.elapsed() >= HEALTHY_RUN {
-                    backoff = INITIAL_BACKOFF;
-                }
-                let status = match status {
-                    Ok(status) => describe(status),
-                    Err(e) => format!("unknown status ({e})"),
-                };
-                tracing::warn!(
-                    function = %spec.function,
-                    slot,
-                    pid,
-                    stderr = %stderr_path.display(),
-                    "worker process exited ({status}); restarting in {backoff:?}"
-                );
-            }
-            Err(e) => {
-                tracing::error!(
-                    function = %spec.function,
-                    slot,
-                    command = %spec.command.display(),
-                    dir = %spec.dir.display(),
-                    "cannot start worker process: {e}; retrying in {backoff:?}"
-                );
-            }
-        }
-
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            _ = stopping(&mut stop) => return,
-        }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
-}
-
-fn describe(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit code {code}"),
-        (None, Some(signal)) => match Signal::try_from(signal) {
-            Ok(signal) => format!("killed by {signal}"),
-            Err(_) => format!("killed by signal {signal}"),
-        },
-        (None, None) => status.to_string(),
-    }
-}
-
-/// A worker log over this size is rotated (to `<name>.1`, replacing the previous one) when its
-/// process is (re)started, so a crash-looping worker cannot fill the disk.
-pub const LOG_ROTATE_BYTES: u64 = 16 << 20;
-
-fn open_log(path: &Path) -> io::Result<File> {
-    if std::fs::metadata(path).is_ok_and(|m| m.len() > LOG_ROTATE_BYTES) {
-        let mut rotated = path.as_os_str().to_owned();
-        rotated.push(".1");
-        let _ = std::fs::rename(path, rotated);
-    }
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))
-}
-
-fn spawn(spec: &LaunchSpec, slot: usize) -> io::Result<Child> {
-    std::fs::create_dir_all(&spec.log_dir).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!(
-                "cannot create log directory {}: {e}",
-                spec.log_dir.display()
-            ),
-        )
-    })?;
-    let (stdout_path, stderr_path) = spec.log_paths(slot);
-    let stdout = open_log(&stdout_path)?;
-    let stderr = open_log(&stderr_path)?;
-
-    let mut command = Command::new(&spec.command);
-    command
-        .args(&spec.args)
-        .current_dir(&spec.dir)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .env(ENV_FUNCTION, &spec.function)
-        .env(ENV_IPC_ROOT, &spec.ipc_root)
-        .env(ENV_WORKERS, spec.workers_per_process.to_string())
-        .env(ENV_PROCESS_INDEX, slot.to_string())
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .kill_on_drop(true)
-        // Own process group: stop() signals the worker and everything it forked.
-        .process_group(0);
-    let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
-    // SAFETY: the closure runs in the forked child before exec and only makes the
-    // async-signal-safe calls prctl(2) and getppid(2); it allocates nothing and touches no
-    // locks. The death signal fires when the forking *thread* exits; tokio runtime threads
-    // live as long as the runtime, which outlives the launcher.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The engine may have died between fork and prctl; then nobody would kill us.
-            if libc::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
-    command.spawn().map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!(
-                "cannot run {} in {}: {e}",
-                spec.command.display(),
-                spec.dir.display()
-            ),
-        )
-    })
-}
-
-/// Sends `signal` to the process group led by `pid`; a group that is already gone is fine.
-fn signal_group(pid: u32, signal: Signal) -> bool {
-    let Ok(raw) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    match killpg(Pid::from_raw(raw), signal) {
-        Ok(()) => true,
-        Err(Errno::ESRCH) => false,
-        Err(e) => {
-            tracing::warn!(pid, "cannot send {signal} to process group {pid}: {e}");
-            false
-        }
-    }
-}
-
-/// Whether any process is left in the group led by `pid`.
-fn group_alive(pid: u32) -> bool {
-    let Ok(raw) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    !matches!(killpg(Pid::from_raw(raw), None), Err(Errno::ESRCH))
-}
-
-/// SIGTERM, wait until `deadline`, SIGKILL, reap.
-async fn terminate(
-    child: &mut Child,
-    pid: Option<u32>,
-    deadline: Instant,
-    spec: &LaunchSpec,
-    slot: usize,
-) {
-    let Some(pid) = pid else {
-        // Already reaped.
-        return;
-    };
-    signal_group(pid, Signal::SIGTERM);
-    match tokio::time::timeout_at(deadline, child.wait()).await {
-        Ok(_) => {
-            // The leader is gone; give the rest of its group the same grace.
-            while group_alive(pid) && Instant::now() < deadline {
-                tokio::time::sleep(GROUP_POLL).await;
-            }
-            signal_group(pid, Signal::SIGKILL);
-        }
-        Err(_) => {
-            tracing::warn!(
-                function = %spec.function,
-                slot,
-                pid,
-                "worker process ignored SIGTERM; killing it"
-            );
-            signal_group(pid, Signal::SIGKILL);
-            // In case it left its process group.
-            if let Err(e) = child.start_kill() {
-                tracing::debug!(pid, "start_kill: {e}");
-            }
-            if let Err(e) = child.wait().await {
-                tracing::error!(function = %spec.function, slot, pid, "cannot reap worker process: {e}");
-            }
-        }
     }
 }
 

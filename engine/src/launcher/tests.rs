@@ -2,12 +2,14 @@
 
 use super::*;
 use anyhow::{anyhow, Context};
+use std::path::Path;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn spec(dir: &Path, script: &str, processes: usize) -> LaunchSpec {
     LaunchSpec {
         function: "Echo".to_string(),
+        function_id: 1,
         command: PathBuf::from("/bin/sh"),
         args: vec!["-c".to_string(), script.to_string()],
         env: vec![("MY_VAR".to_string(), "my value".to_string())],
@@ -16,6 +18,7 @@ fn spec(dir: &Path, script: &str, processes: usize) -> LaunchSpec {
         workers_per_process: 3,
         ipc_root: dir.join("ipc"),
         log_dir: dir.join("logs"),
+        debug: false,
     }
 }
 
@@ -160,6 +163,86 @@ async fn spawn_errors_are_retried_and_stop_cancels_the_backoff() -> anyhow::Resu
     tokio::time::timeout(TEST_TIMEOUT, launcher.stop(Duration::from_secs(5)))
         .await
         .context("stop hung")?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn ends_are_reported_with_the_stderr_tail_and_a_kick_restarts_at_once() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let hooks = LaunchHooks {
+        events: Some(tx),
+        echo: false,
+    };
+    let script =
+        "echo starting; echo 'first line' >&2; echo 'Error: no handler for Echo' >&2; exit 3";
+    let launcher = Launcher::start_with(spec(dir.path(), script, 1), hooks);
+    let first = tokio::time::timeout(TEST_TIMEOUT, rx.recv())
+        .await
+        .context("no report")?
+        .ok_or(anyhow!("channel closed"))?;
+    let LaunchEvent::Ended(exit) = first;
+    assert_eq!(
+        (exit.function.as_str(), exit.function_id, exit.slot),
+        ("Echo", 1, 0)
+    );
+    assert_eq!(
+        exit.stderr_tail,
+        ["first line", "Error: no handler for Echo"]
+    );
+    match &exit.end {
+        ProcessEnd::Exited {
+            status, last_line, ..
+        } => {
+            assert_eq!(status, "exit code 3");
+            assert_eq!(last_line.as_deref(), Some("Error: no handler for Echo"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(exit.restart_in, INITIAL_BACKOFF);
+    assert_eq!(
+        exit.summary(),
+        "Echo.0: worker process exited (exit code 3): Error: no handler for Echo; restarting in 100ms"
+    );
+    // Let the backoff grow, then kick: the next start comes at once with the backoff reset.
+    for _ in 0..3 {
+        tokio::time::timeout(TEST_TIMEOUT, rx.recv()).await?;
+    }
+    launcher.restart_now();
+    let LaunchEvent::Ended(after) = tokio::time::timeout(TEST_TIMEOUT, rx.recv())
+        .await?
+        .ok_or(anyhow!("closed"))?;
+    assert!(
+        after.restart_in <= INITIAL_BACKOFF * 2,
+        "{:?}",
+        after.restart_in
+    );
+    tokio::time::timeout(TEST_TIMEOUT, launcher.stop(Duration::from_secs(5)))
+        .await
+        .context("stop hung")?;
+    // A missing program is reported as not started, naming it.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut missing = spec(dir.path(), "", 1);
+    missing.command = dir.path().join("no-such-program");
+    let launcher = Launcher::start_with(
+        missing,
+        LaunchHooks {
+            events: Some(tx),
+            echo: false,
+        },
+    );
+    let LaunchEvent::Ended(exit) = tokio::time::timeout(TEST_TIMEOUT, rx.recv())
+        .await?
+        .ok_or(anyhow!("closed"))?;
+    match &exit.end {
+        ProcessEnd::NotStarted { error } => {
+            assert!(error.contains("no-such-program"), "{error}");
+            assert!(error.contains("No such file"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    launcher.stop(Duration::from_secs(1)).await;
     Ok(())
 }
 

@@ -123,6 +123,11 @@ impl<R, S: Clone> State<R, S> {
                 "the engine is shutting down",
             ));
         }
+        if let (0, Some(why)) = (f.ready_workers, &f.unavailable) {
+            let refusal = Refusal::new(ErrorKind::FunctionUnavailable, why.clone());
+            f.metrics.count(Some(ErrorKind::FunctionUnavailable));
+            return Err(refusal);
+        }
         let run_now = f.queued() == 0 && !f.idle.is_empty() && f.below_tau(now);
         if !run_now && f.queued() >= f.config.queue_bound {
             f.metrics.count(Some(ErrorKind::Overloaded));
@@ -290,6 +295,8 @@ impl<R, S: Clone> State<R, S> {
                 })
             });
             if let Some(text) = shed {
+                // Back in the queue's count: `end_call` forgets it as it does any queued call.
+                f.pushed_back(next);
                 self.end_call(
                     next,
                     super::end::Ending::Failed(ErrorKind::Overloaded, text),

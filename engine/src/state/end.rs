@@ -213,6 +213,10 @@ impl<R, S: Clone> State<R, S> {
             }
             f.unidle(id);
         }
+        if w.retiring && group_left {
+            // Room for a process a roll still owes.
+            self.refill(function_id, &mut actions);
+        }
         match w.phase {
             Phase::Leased { lease } => self.callee_gone(lease, &text, &mut actions),
             Phase::Busy { call, ended } => {

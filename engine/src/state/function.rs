@@ -15,6 +15,10 @@ use crate::metrics::FunctionMetrics;
 /// The queue is compacted when it holds this many more ended ids than live ones.
 const STALE_SLACK: usize = 64;
 
+/// Most process groups remembered as having had a ready worker (see
+/// [`FunctionState::ready_groups`]); the oldest is forgotten beyond it.
+const READY_GROUPS: usize = 1024;
+
 /// One function's dispatcher state.
 #[derive(Debug)]
 pub struct FunctionState {
@@ -51,6 +55,17 @@ pub struct FunctionState {
     pub direct_calls: u64,
     /// When a lease of this function was last revoked for other callers.
     pub revoked_at: Option<u64>,
+    /// Why its workers cannot start, while it has no ready worker: its calls fail at once
+    /// with `FUNCTION_UNAVAILABLE` (set when a process exits before it is ready or cannot be
+    /// started; cleared when a worker becomes ready).
+    pub unavailable: Option<String>,
+    /// Worker processes that exited (or could not be started) and were started again.
+    pub restarts: u64,
+    /// How the last of them ended, as the launcher told it.
+    pub last_exit: Option<String>,
+    /// Process groups that had a ready worker and whose exit the launcher has not reported
+    /// yet: an exit of one of these is a crash, of any other a failure to start.
+    ready_groups: VecDeque<u32>,
 }
 
 impl FunctionState {
@@ -73,7 +88,38 @@ impl FunctionState {
             failed: 0,
             direct_calls: 0,
             revoked_at: None,
+            unavailable: None,
+            restarts: 0,
+            last_exit: None,
+            ready_groups: VecDeque::new(),
         }
+    }
+
+    /// A worker of process group `group` (0 = unknown) became ready.
+    pub(super) fn group_ready(&mut self, group: u32) {
+        if group == 0 || self.ready_groups.contains(&group) {
+            return;
+        }
+        if self.ready_groups.len() == READY_GROUPS {
+            self.ready_groups.pop_front();
+        }
+        self.ready_groups.push_back(group);
+    }
+
+    /// The process of group `group` exited: whether it had a ready worker (forgotten now).
+    pub(super) fn group_exited(&mut self, group: u32) -> bool {
+        match self.ready_groups.iter().position(|g| *g == group) {
+            Some(at) => {
+                self.ready_groups.remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether calls are refused at once: no ready worker, and the last start failed.
+    pub fn refuses_calls(&self) -> bool {
+        self.ready_workers == 0 && self.unavailable.is_some()
     }
 
     /// Live calls waiting in the queue.
@@ -105,6 +151,12 @@ impl FunctionState {
             }
         }
         None
+    }
+
+    /// Puts back a call just taken by [`FunctionState::pop_queued`] (at the front).
+    pub fn pushed_back(&mut self, id: CallId) {
+        self.queue.push_front(id);
+        self.queued += 1;
     }
 
     /// Takes `worker` out of the idle list, if it is there.

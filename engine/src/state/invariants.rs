@@ -6,8 +6,9 @@ use super::{Phase, ReplyTo, State};
 
 impl<R, S: Clone> State<R, S> {
     /// Checks that the bookkeeping agrees with itself: counters with the registry, calls with
-    /// their workers, leases with both ends, and no call waiting while a worker is idle and
-    /// τ allows it (as of `now`). Returns the first disagreement found.
+    /// their workers, leases with both ends, no call waiting while a worker is idle and
+    /// τ allows it (as of `now`), and an unavailable function with no ready worker and no
+    /// call waiting. Returns the first disagreement found.
     pub fn check_invariants(&self, now: u64) -> Result<(), String> {
         let mut live_calls_of = std::collections::HashMap::new();
         for (id, rec) in self.calls.iter() {
@@ -111,6 +112,16 @@ impl<R, S: Clone> State<R, S> {
                     f.queued(),
                     f.idle.len()
                 ));
+            }
+            if let Some(why) = &f.unavailable {
+                if f.ready_workers > 0 || f.queued() > 0 {
+                    return Err(format!(
+                        "{}: unavailable ({why}) with {} ready workers and {} calls queued",
+                        f.config.name,
+                        f.ready_workers,
+                        f.queued()
+                    ));
+                }
             }
             if f.pool.launched && f.pool.slots + f.pool.retiring > f.pool.max_slots {
                 return Err(format!(

@@ -7,7 +7,8 @@
 //! One module per concern: `ids` (worker ids with generations), `workers` (the registry),
 //! `calls` (the call table), `timers` (the timing wheel), `function` (a function's queue, idle
 //! workers and τ), `pool` (process slots), `leases` (direct lanes); the event handlers are
-//! spread over `admit`, `end`, `lease_ops` and `pool_ops`.
+//! spread over `admit`, `end`, `lease_ops`, `pool_ops` and `launch_ops` (what the launcher
+//! reports: processes that exit or cannot start, which can make a function unavailable).
 
 mod action;
 mod admit;
@@ -16,6 +17,7 @@ mod end;
 mod function;
 mod ids;
 mod invariants;
+mod launch_ops;
 mod lease_ops;
 mod leases;
 mod pool;
@@ -24,7 +26,11 @@ mod timers;
 mod workers;
 
 #[cfg(test)]
+mod launch_tests;
+#[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod test_support;
 #[cfg(test)]
 mod tests;
 
@@ -36,6 +42,7 @@ pub use action::{Action, Actions, LeaseRef, Outcome, Refusal, ReplyTo, Timing};
 pub use calls::{CallRecord, IdMap};
 pub use function::FunctionState;
 pub use ids::{LeaseId, WorkerId};
+pub use launch_ops::ProcessEnd;
 pub use leases::Lease;
 pub use pool::Pool;
 pub use workers::{Phase, WorkerEntry};
@@ -307,10 +314,13 @@ impl<R, S: Clone> State<R, S> {
             return actions;
         }
         w.phase = Phase::Idle { since: now };
-        let function_id = w.function_id;
+        let (function_id, group) = (w.function_id, w.group);
         if let Some(f) = self.function_mut(function_id) {
             f.connecting = f.connecting.saturating_sub(1);
             f.ready_workers += 1;
+            // A worker is ready: the function serves calls again.
+            f.unavailable = None;
+            f.group_ready(group);
             if let Some(ns) = cold_start_ns {
                 f.metrics.cold_start.record(ns);
             }

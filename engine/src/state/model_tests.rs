@@ -1,6 +1,7 @@
 //! A model-based property test of the state: random sequences of events — calls from outside
 //! and from workers, answers, crashes, restarts that reuse worker slots, time passing
-//! (deadlines, hung workers), leases granted, revoked and recorded, bogus messages, shutdown —
+//! (deadlines, hung workers), leases granted, revoked and recorded, bogus messages, shutdown,
+//! the launcher's reports (processes that crash, exit before ready or cannot start) —
 //! driven against a model of the workers and callers around the engine. After every step the
 //! state's invariants hold, every result goes to its own caller (a live one) exactly once, and
 //! no worker gets a call while it holds one; at the end, once time has passed and every worker
@@ -13,8 +14,8 @@ use gloam_core::tally::Tally;
 use gloam_core::ErrorKind;
 use proptest::prelude::*;
 
-use super::tests::{state_of, worker, TestActions, TestState, MS};
-use super::{Action, Outcome, Phase, WorkerId};
+use super::test_support::{state_of, worker, TestActions, TestState, MS};
+use super::{Action, Outcome, Phase, ProcessEnd, WorkerId};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -53,6 +54,20 @@ enum Op {
         worker: usize,
     },
     Drain,
+    /// The launcher reports a process that never had a ready worker: exited early, or not
+    /// started at all.
+    StartFails {
+        function: u16,
+        spawned: bool,
+    },
+    /// A ready worker's whole process dies: its workers go, then the launcher reports it.
+    ProcessDies {
+        worker: usize,
+    },
+    /// The function's program was rebuilt: its processes are replaced.
+    Roll {
+        function: u16,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -68,6 +83,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Shrink),
         1 => any::<usize>().prop_map(|worker| Op::BogusAnswer { worker }),
         1 => prop::bool::weighted(0.05).prop_map(|drain| if drain { Op::Drain } else { Op::Shrink }),
+        1 => ((1u16..=2), any::<bool>()).prop_map(|(function, spawned)| Op::StartFails { function, spawned }),
+        1 => any::<usize>().prop_map(|worker| Op::ProcessDies { worker }),
+        1 => (1u16..=2).prop_map(|function| Op::Roll { function }),
     ]
 }
 
@@ -91,6 +109,8 @@ struct Harness {
     external: HashMap<u64, CallId>,
     workers: Vec<ModelWorker>,
     draining: bool,
+    /// Process groups handed to processes that never get a ready worker.
+    next_group: u32,
 }
 
 impl Harness {
@@ -99,7 +119,7 @@ impl Harness {
             "[functions.A]\nid = 1\ncommand = \"/bin/true\"\nmax_workers = 3\n\
              timeout_ms = 200\nqueue_bound = 4\nshrink_grace_ms = 300\n\
              [functions.B]\nid = 2\ncommand = \"/bin/true\"\nmax_workers = 2\n\
-             timeout_ms = 1000\nqueue_bound = 4\n",
+             timeout_ms = 1000\nqueue_bound = 4\nmax_relative_queueing_delay = 1.0\n",
         );
         let mut h = Harness {
             st,
@@ -108,6 +128,7 @@ impl Harness {
             external: HashMap::new(),
             workers: Vec::new(),
             draining: false,
+            next_group: 1 << 20,
         };
         h.st.launcher_started(1, 1);
         h.st.launcher_started(2, 1);
@@ -197,10 +218,21 @@ impl Harness {
                         self.external.insert(handle, id);
                         self.actions(actions);
                     }
-                    Err((r, _)) => assert!(
-                        matches!(r.kind, ErrorKind::Overloaded | ErrorKind::Shutdown),
-                        "refused: {r:?}"
-                    ),
+                    Err((r, _)) => {
+                        assert!(
+                            matches!(
+                                r.kind,
+                                ErrorKind::Overloaded
+                                    | ErrorKind::Shutdown
+                                    | ErrorKind::FunctionUnavailable
+                            ),
+                            "refused: {r:?}"
+                        );
+                        if r.kind == ErrorKind::FunctionUnavailable {
+                            let f = self.st.function(function).expect("function");
+                            assert_eq!(f.ready_workers, 0, "unavailable with a ready worker");
+                        }
+                    }
                 }
             }
             Op::Internal { caller, function } => {
@@ -333,6 +365,69 @@ impl Harness {
                     // What the engine does with a worker that breaks the protocol.
                     self.gone(id, "sent a malformed message");
                 }
+            }
+            Op::StartFails { function, spawned } => {
+                self.next_group += 1;
+                let end = if spawned {
+                    ProcessEnd::Exited {
+                        group: self.next_group,
+                        status: "exit code 1".into(),
+                        last_line: Some("no handler".into()),
+                    }
+                } else {
+                    ProcessEnd::NotStarted {
+                        error: "No such file or directory".into(),
+                    }
+                };
+                let before = self.st.function(function).map_or(0, |f| f.restarts);
+                let actions = self.st.process_ended(function, &end, self.now);
+                self.actions(actions);
+                let f = self.st.function(function).expect("function");
+                assert_eq!(f.restarts, before + 1);
+                if f.ready_workers == 0 {
+                    assert!(f.refuses_calls() && f.queued() == 0, "{}", f.config.name);
+                }
+            }
+            Op::ProcessDies { worker } => {
+                let Some(i) = self.pick(worker) else { return };
+                let id = self.workers[i].id;
+                let Some((function, group)) = self.st.worker(id).map(|w| (w.function_id, w.group))
+                else {
+                    return;
+                };
+                let members: Vec<WorkerId> = self
+                    .st
+                    .workers()
+                    .filter(|w| w.group == group)
+                    .map(|w| w.id)
+                    .collect();
+                for m in members {
+                    self.gone(m, "its process died");
+                }
+                let end = ProcessEnd::Exited {
+                    group,
+                    status: "killed by SIGKILL".into(),
+                    last_line: None,
+                };
+                let queued = self.st.function(function).map_or(0, |f| f.queued());
+                let actions = self.st.process_ended(function, &end, self.now);
+                assert!(
+                    actions.is_empty(),
+                    "a crash after ready fails nothing: {actions:?}"
+                );
+                self.actions(actions);
+                assert_eq!(self.st.function(function).map_or(0, |f| f.queued()), queued);
+            }
+            Op::Roll { function } => {
+                let actions = self.st.roll(function, self.now);
+                self.actions(actions);
+                let f = self.st.function(function).expect("function");
+                assert_eq!(
+                    f.retiring, f.ready_workers,
+                    "{}: a roll retires every ready worker",
+                    f.config.name
+                );
+                assert!(f.pool.refill <= f.pool.max_slots);
             }
             Op::Drain => {
                 if !self.draining {

@@ -24,6 +24,8 @@ pub struct Pool {
     pub workers_per_process: usize,
     /// Most slots at once: `max_workers / workers_per_process` (at least 1).
     pub max_slots: usize,
+    /// Slots to add back for processes retired by a roll (sources rebuilt), as room allows.
+    pub refill: usize,
 }
 
 impl Pool {
@@ -36,6 +38,7 @@ impl Pool {
             retiring: 0,
             workers_per_process: wpp,
             max_slots: (config.max_workers / wpp).max(1),
+            refill: 0,
         }
     }
 

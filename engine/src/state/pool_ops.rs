@@ -1,4 +1,5 @@
-//! The pool grows while calls wait and shrinks when workers stay idle (see `pool.rs`).
+//! The pool grows while calls wait and shrinks when workers stay idle (see `pool.rs`); a roll
+//! (the program was rebuilt) replaces every process of a function.
 
 use gloam_core::protocol::{Header, Kind, Message};
 
@@ -88,6 +89,59 @@ impl<R, S: Clone> State<R, S> {
             }
         }
         actions
+    }
+
+    /// The function's program was rebuilt: every ready process of it is asked to retire (its
+    /// calls in flight finish on it; queued and new calls wait for the new ones) and as many
+    /// new processes are asked for, as `max_workers` allows now and the rest as the old ones
+    /// leave. Workers the engine did not launch are left alone.
+    pub fn roll(&mut self, function_id: u16, now: u64) -> Actions<R, S> {
+        let mut actions = Vec::new();
+        if !self.function(function_id).is_some_and(|f| f.pool.launched) {
+            return actions;
+        }
+        let mut groups: Vec<u32> = self
+            .workers
+            .iter()
+            .filter(|w| w.function_id == function_id && w.group != 0 && !w.retiring)
+            .filter(|w| w.ready())
+            .map(|w| w.group)
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        for group in &groups {
+            let members: Vec<WorkerId> = self
+                .workers
+                .iter()
+                .filter(|w| w.function_id == function_id && w.group == *group)
+                .map(|w| w.id)
+                .collect();
+            for id in members {
+                self.retire(id, now, &mut actions);
+            }
+            if let Some(f) = self.function_mut(function_id) {
+                f.pool.retire();
+                f.pool.refill += 1;
+            }
+            actions.push(Action::RetireProcess {
+                function_id,
+                group: *group,
+            });
+        }
+        self.refill(function_id, &mut actions);
+        actions
+    }
+
+    /// Adds back the slots a roll retired, as `max_workers` leaves room.
+    pub(super) fn refill(&mut self, function_id: u16, actions: &mut Actions<R, S>) {
+        let Some(f) = self.function_mut(function_id) else {
+            return;
+        };
+        while f.pool.refill > 0 && f.pool.can_grow() {
+            f.pool.refill -= 1;
+            f.pool.grew();
+            actions.push(Action::Grow(function_id));
+        }
     }
 
     /// Asks worker `id` to finish its call and leave; its leases as a holder are revoked.

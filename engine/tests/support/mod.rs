@@ -2,6 +2,10 @@
 
 #![allow(dead_code)]
 
+pub mod hand;
+pub mod observe;
+pub mod process;
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -45,28 +49,34 @@ pub fn rust_fn(name: &str, handler: &str, extra: &str) -> String {
 impl Stack {
     /// Starts `gloam up` with an `[engine]` section of `engine_extra` and `functions`.
     pub fn start(engine_extra: &str, functions: &str) -> Stack {
-        Stack::launch(engine_extra, functions, None)
+        Stack::launch(engine_extra, functions, None, &[])
+    }
+
+    /// [`start`](Self::start) with more arguments for `gloam up` (e.g. `--watch`).
+    pub fn start_with_args(engine_extra: &str, functions: &str, args: &[&str]) -> Stack {
+        Stack::launch(engine_extra, functions, None, args)
     }
 
     /// [`start`](Self::start) with the engine's descriptor limit (`RLIMIT_NOFILE`, soft and
     /// hard) set to `nofile`.
     pub fn start_with_nofile(engine_extra: &str, functions: &str, nofile: u64) -> Stack {
-        Stack::launch(engine_extra, functions, Some(nofile))
+        Stack::launch(engine_extra, functions, Some(nofile), &[])
     }
 
     /// [`start`](Self::start) with extra environment variables for `gloam up`.
     pub fn start_env(engine_extra: &str, functions: &str, env: &[(&str, &str)]) -> Stack {
-        Stack::launch_with(engine_extra, functions, None, env)
+        Stack::launch_with(engine_extra, functions, None, &[], env)
     }
 
-    fn launch(engine_extra: &str, functions: &str, nofile: Option<u64>) -> Stack {
-        Stack::launch_with(engine_extra, functions, nofile, &[])
+    fn launch(engine_extra: &str, functions: &str, nofile: Option<u64>, args: &[&str]) -> Stack {
+        Stack::launch_with(engine_extra, functions, nofile, args, &[])
     }
 
     fn launch_with(
         engine_extra: &str,
         functions: &str,
         nofile: Option<u64>,
+        args: &[&str],
         env: &[(&str, &str)],
     ) -> Stack {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -87,6 +97,7 @@ impl Stack {
         command
             .arg("up")
             .arg(&path)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_log).expect("stderr log"));
         // SAFETY: runs in the forked child before exec and only calls prctl(2) and

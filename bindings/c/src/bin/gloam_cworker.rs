@@ -1,5 +1,5 @@
 //! `gloam-cworker LIBRARY.so`: serves a function library written against Nightcore's v1 C
-//! interface (`include/nightcore/worker_v1_interface.h`) through Gloam, unchanged.
+//! interface (`include/faas/worker_v1_interface.h`) through Gloam, unchanged.
 //!
 //! Started by the engine like any worker (`GLOAM_FUNCTION`, `GLOAM_WORKERS`, ...): it loads the
 //! library, calls `faas_init` once, then runs one logical worker per thread, each with its own

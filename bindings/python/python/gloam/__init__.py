@@ -23,6 +23,7 @@ Handlers are ``def`` (run on a thread; call others with ``ctx.invoke_sync``) or 
 from ._context import Context, Payload
 from ._errors import (
     FunctionNotFound,
+    FunctionUnavailable,
     GloamError,
     HandlerFailed,
     InternalError,
@@ -42,6 +43,7 @@ from ._serve import Handler, handler, serve, serve_async
 __all__ = [
     "Context",
     "FunctionNotFound",
+    "FunctionUnavailable",
     "GloamError",
     "Handler",
     "HandlerFailed",

@@ -18,6 +18,7 @@ __all__ = [
     "Shutdown",
     "IoError",
     "InternalError",
+    "FunctionUnavailable",
     "error_for",
 ]
 
@@ -109,6 +110,12 @@ class InternalError(GloamError):
     kind = "INTERNAL"
 
 
+class FunctionUnavailable(GloamError):
+    """The called function has no worker and its workers cannot start; the message says why."""
+
+    kind = "FUNCTION_UNAVAILABLE"
+
+
 _BY_KIND: Dict[str, Type[GloamError]] = {
     cls.kind: cls
     for cls in (
@@ -124,6 +131,7 @@ _BY_KIND: Dict[str, Type[GloamError]] = {
         Shutdown,
         IoError,
         InternalError,
+        FunctionUnavailable,
     )
 }
 

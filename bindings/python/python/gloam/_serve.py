@@ -6,7 +6,9 @@ import asyncio
 import functools
 import inspect
 import logging
+import os
 import threading
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import (
     Awaitable,
@@ -140,10 +142,18 @@ def _is_async(fn: Handler) -> bool:
 
 
 def _describe(exc: BaseException) -> str:
-    """Return the message a failed call carries: ``TypeName: message``."""
+    """Return the message a failed call carries: ``TypeName: message``.
+
+    With ``GLOAM_DEBUG=1`` (a function with ``debug = true``) the traceback follows it; it
+    always goes to the worker's log.
+    """
     text = str(exc)
     name = type(exc).__name__
-    return f"{name}: {text}" if text else name
+    described = f"{name}: {text}" if text else name
+    if os.environ.get("GLOAM_DEBUG") == "1":
+        trace = "".join(traceback.format_tb(exc.__traceback__))
+        described += "\nTraceback (most recent call last):\n" + trace.rstrip()
+    return described
 
 
 class _Runtime:

@@ -111,8 +111,8 @@
 
   // ---- tables -----------------------------------------------------------------------------
 
-  const FN_FIELDS = ["workers", "running", "queued", "completed", "failed", "completed_per_s",
-                     "rate", "service_ms", "tau", "p50_ms", "p99_ms"];
+  const FN_FIELDS = ["workers", "running", "queued", "completed", "failed", "restarts",
+                     "completed_per_s", "rate", "service_ms", "tau", "p50_ms", "p99_ms"];
 
   function renderFunctions(functions, rates) {
     const present = new Set(functions.map((f) => f.name));
@@ -144,7 +144,7 @@
       const vals = [
         fmtInt(f.workers) + " (" + fmtInt(f.idle) + ")",
         fmtInt(f.running), fmtInt(f.queued), fmtInt(f.completed), fmtInt(f.failed),
-        fmtRate(rates.get(f.name)), fmtRate(f.rate), fmtMs(f.service_ms || null), fmtInt(f.tau),
+        fmtInt(f.restarts || 0), fmtRate(rates.get(f.name)), fmtRate(f.rate), fmtMs(f.service_ms || null), fmtInt(f.tau),
         fmtMs(f.p50_ms), fmtMs(f.p99_ms),
       ];
       for (let j = 0; j < vals.length; j++) {
@@ -152,11 +152,32 @@
       }
       cells[1 + FN_FIELDS.indexOf("completed")].dataset.value = String(f.completed);
       cells[1 + FN_FIELDS.indexOf("failed")].classList.toggle("failed-nonzero", f.failed > 0);
+      // Restarts: the last exit's reason on hover; red while the function cannot start.
+      const restarts = cells[1 + FN_FIELDS.indexOf("restarts")];
+      restarts.title = f.last_exit || "";
+      restarts.classList.toggle("failed-nonzero", Boolean(f.unavailable));
+      s.row.classList.toggle("unavailable", Boolean(f.unavailable));
       // Keep rows in the engine's order (by id) without rebuilding them.
       if (s.row.nextSibling !== before || s.row.parentNode !== fnBody) fnBody.insertBefore(s.row, before);
       before = s.row;
     }
-    if (!functions.length) emptyRow(fnBody, 12, "no functions deployed");
+    if (!functions.length) emptyRow(fnBody, 13, "no functions deployed");
+    renderProblems(functions);
+  }
+
+  // Functions whose workers cannot start, with the launcher's reason (empty: hidden).
+  const problemsBox = $("problems");
+  function renderProblems(functions) {
+    const lines = functions.filter((f) => f.unavailable).map((f) => f.unavailable);
+    const key = lines.join("\u0000");
+    if (problemsBox.dataset.key === key) return;
+    problemsBox.dataset.key = key;
+    problemsBox.replaceChildren(...lines.map((text) => {
+      const li = document.createElement("li");
+      li.textContent = text + " — calls answer 503 FUNCTION_UNAVAILABLE";
+      return li;
+    }));
+    problemsBox.hidden = lines.length === 0;
   }
 
   function renderWorkers(workers) {

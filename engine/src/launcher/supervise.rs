@@ -1,0 +1,272 @@
+//! One process slot: spawn, wait, report, restart with backoff — until stopped or retired.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gloam_core::worker::{ENV_FUNCTION, ENV_IPC_ROOT, ENV_WORKERS};
+use nix::sys::signal::Signal;
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::output::{pump, Sink, Tail};
+use super::process::{describe, signal_group, terminate};
+use super::{
+    lock, LaunchEvent, LaunchSpec, ProcessExit, Shared, ENV_DEBUG, HEALTHY_RUN, INITIAL_BACKOFF,
+    MAX_BACKOFF,
+};
+use crate::config::ENV_PROCESS_INDEX;
+use crate::state::ProcessEnd;
+
+/// How long an exited process's output may take to drain from its pipes (something it forked
+/// may hold them open) before its exit is reported with what arrived.
+const DRAIN_OUTPUT: Duration = Duration::from_millis(500);
+
+/// Waits until the launcher is stopping; returns the SIGKILL deadline.
+async fn stopping(stop: &mut watch::Receiver<Option<Instant>>) -> Instant {
+    match stop.wait_for(Option::is_some).await {
+        Ok(deadline) => deadline.unwrap_or_else(Instant::now),
+        // The sender lives in `Shared`, which the caller holds; treat its loss as "stop now".
+        Err(_) => Instant::now(),
+    }
+}
+
+/// A running process and the tasks copying its output.
+struct Running {
+    child: Child,
+    pumps: Vec<tokio::task::JoinHandle<()>>,
+    tail: Arc<Tail>,
+}
+
+/// One process slot: spawn, wait, restart with backoff, until stopped.
+pub(super) async fn supervise(shared: Arc<Shared>, slot: usize) {
+    let spec = &shared.spec;
+    let (_, stderr_path) = spec.log_paths(slot);
+    let mut stop = shared.stop.subscribe();
+    let mut kick = shared.kick.subscribe();
+    let mut backoff = INITIAL_BACKOFF;
+    let mut first = true;
+    loop {
+        if stop.borrow().is_some() {
+            return;
+        }
+        if !first {
+            shared.restarts.fetch_add(1, Ordering::Relaxed);
+        }
+        first = false;
+
+        let end = match spawn(spec, slot, shared.hooks.echo) {
+            Ok(Running {
+                mut child,
+                pumps,
+                tail,
+            }) => {
+                let started = Instant::now();
+                let pid = child.id();
+                if let Some(pid) = pid {
+                    lock(&shared.pids).insert(slot, pid);
+                }
+                tracing::debug!(function = %spec.function, slot, pid, "worker process started");
+                let exited = tokio::select! {
+                    status = child.wait() => Some(status),
+                    deadline = stopping(&mut stop) => {
+                        terminate(&mut child, pid, deadline, spec, slot).await;
+                        None
+                    }
+                };
+                lock(&shared.pids).remove(&slot);
+                let Some(status) = exited else { return };
+                if lock(&shared.retiring).remove(&slot) {
+                    tracing::info!(function = %spec.function, slot, pid, "worker process retired");
+                    return;
+                }
+                // Whatever the crashed process left behind in its group goes with it.
+                if let Some(pid) = pid {
+                    signal_group(pid, Signal::SIGKILL);
+                }
+                if stop.borrow().is_some() {
+                    return;
+                }
+                let _ = tokio::time::timeout(DRAIN_OUTPUT, futures_join(pumps)).await;
+                if started.elapsed() >= HEALTHY_RUN {
+                    backoff = INITIAL_BACKOFF;
+                }
+                let status = match status {
+                    Ok(status) => describe(status),
+                    Err(e) => format!("unknown status ({e})"),
+                };
+                tracing::debug!(
+                    function = %spec.function,
+                    slot,
+                    pid,
+                    stderr = %stderr_path.display(),
+                    "worker process exited ({status}); restarting in {backoff:?}"
+                );
+                (
+                    ProcessEnd::Exited {
+                        group: pid.unwrap_or(0),
+                        status,
+                        last_line: tail.reason_line(),
+                    },
+                    tail.lines(),
+                )
+            }
+            Err(e) => {
+                tracing::debug!(
+                    function = %spec.function,
+                    slot,
+                    "cannot start worker process: {e}; retrying in {backoff:?}"
+                );
+                (
+                    ProcessEnd::NotStarted {
+                        error: e.to_string(),
+                    },
+                    Vec::new(),
+                )
+            }
+        };
+        let (end, stderr_tail) = end;
+        let exit = ProcessExit {
+            function: spec.function.clone(),
+            function_id: spec.function_id,
+            slot,
+            end,
+            stderr_tail,
+            stderr_log: stderr_path.clone(),
+            restart_in: backoff,
+        };
+        match &shared.hooks.events {
+            Some(events) => {
+                let _ = events.send(LaunchEvent::Ended(exit));
+            }
+            None => tracing::warn!("{}", exit.summary()),
+        }
+
+        // A kick (sources rebuilt) restarts now, with the backoff reset.
+        kick.borrow_and_update();
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            _ = kick.changed() => backoff = INITIAL_BACKOFF,
+            _ = stopping(&mut stop) => return,
+        }
+    }
+}
+
+async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+/// A worker log over this size is rotated (to `<name>.1`, replacing the previous one) when its
+/// process is (re)started, so a crash-looping worker cannot fill the disk.
+pub const LOG_ROTATE_BYTES: u64 = 16 << 20;
+
+fn open_log(path: &Path) -> io::Result<File> {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > LOG_ROTATE_BYTES) {
+        let mut rotated = path.as_os_str().to_owned();
+        rotated.push(".1");
+        let _ = std::fs::rename(path, rotated);
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))
+}
+
+fn spawn(spec: &LaunchSpec, slot: usize, echo: bool) -> io::Result<Running> {
+    std::fs::create_dir_all(&spec.log_dir).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot create log directory {}: {e}",
+                spec.log_dir.display()
+            ),
+        )
+    })?;
+    let (stdout_path, stderr_path) = spec.log_paths(slot);
+    let stdout_log = open_log(&stdout_path)?;
+    let stderr_log = open_log(&stderr_path)?;
+
+    let mut command = Command::new(&spec.command);
+    command
+        .args(&spec.args)
+        .current_dir(&spec.dir)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .env(ENV_FUNCTION, &spec.function)
+        .env(ENV_IPC_ROOT, &spec.ipc_root)
+        .env(ENV_WORKERS, spec.workers_per_process.to_string())
+        .env(ENV_PROCESS_INDEX, slot.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        // Own process group: stop() signals the worker and everything it forked.
+        .process_group(0);
+    if spec.debug {
+        command.env(ENV_DEBUG, "1");
+    }
+    let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
+    // SAFETY: the closure runs in the forked child before exec and only makes the
+    // async-signal-safe calls prctl(2) and getppid(2); it allocates nothing and touches no
+    // locks. The death signal fires when the forking *thread* exits; tokio runtime threads
+    // live as long as the runtime, which outlives the launcher.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The engine may have died between fork and prctl; then nobody would kill us.
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(|e| {
+        let what = match e.kind() {
+            io::ErrorKind::NotFound if !spec.dir.is_dir() => {
+                format!("its directory {} does not exist", spec.dir.display())
+            }
+            io::ErrorKind::NotFound if spec.command.components().count() == 1 => {
+                format!("{} is not in PATH", spec.command.display())
+            }
+            _ => e.to_string(),
+        };
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot run {} in {}: {what}",
+                spec.command.display(),
+                spec.dir.display()
+            ),
+        )
+    })?;
+    let prefix: Arc<str> = format!("{}.{slot}", spec.function).into();
+    let echo = echo.then_some(prefix);
+    let tail = Arc::new(Tail::default());
+    let mut pumps = Vec::with_capacity(2);
+    if let Some(out) = child.stdout.take() {
+        let sink = Sink {
+            echo: echo.clone(),
+            tail: None,
+        };
+        pumps.push(tokio::spawn(pump(out, stdout_log, sink)));
+    }
+    if let Some(err) = child.stderr.take() {
+        let sink = Sink {
+            echo,
+            tail: Some(tail.clone()),
+        };
+        pumps.push(tokio::spawn(pump(err, stderr_log, sink)));
+    }
+    Ok(Running { child, pumps, tail })
+}

@@ -6,7 +6,8 @@
 //! (least outstanding calls of that function, within each engine's capacity); [`gateway`] is
 //! the gateway's side of the engine connections and [`front`] its HTTP front door (the
 //! embedded gateway's connection handling, with calls sent to engines); [`join`] is the
-//! engine's side; [`tls`] loads certificates for rustls.
+//! engine's side; [`tls`] loads certificates for rustls; [`standalone`] is the
+//! `gloam gateway` process.
 
 pub mod front;
 pub mod gateway;

@@ -71,6 +71,10 @@ pub(super) struct RawEngine {
     pub(super) header_read_timeout_ms: Option<u64>,
     pub(super) idle_timeout_ms: Option<u64>,
     pub(super) hung_grace_ms: Option<u64>,
+    pub(super) join: Option<String>,
+    pub(super) join_token: Option<String>,
+    pub(super) join_ca: Option<PathBuf>,
+    pub(super) node_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,6 +111,8 @@ pub(super) struct RawFunction {
     /// Set when a `[[programs]]` entry supplied the command (its name, for messages).
     #[serde(skip)]
     pub(super) program: Option<String>,
+    #[serde(default)]
+    pub(super) idempotent: bool,
 }
 
 /// Turns a deserialization error into `<file>: <key path>: <reason>`, or `<file>: line L,

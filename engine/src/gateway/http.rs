@@ -14,7 +14,7 @@ use gloam_core::ErrorKind;
 use super::page;
 use super::stats::GatewayStats;
 use crate::engine::Engine;
-use crate::state::Refusal;
+use crate::state::{Refusal, Timing};
 use crate::status;
 
 /// Request header: the call's deadline in milliseconds from now.
@@ -24,19 +24,40 @@ pub const TIMING_HEADER: &str = "x-gloam-timing";
 
 /// What a request's handler needs from the gateway.
 #[derive(Debug)]
-pub(super) struct RequestCtx<'a> {
+pub struct RequestCtx<'a> {
     /// The engine is shutting down (answers say so; the connection closes after).
-    pub(super) draining: bool,
+    pub draining: bool,
     /// How long the request body may stall before the request is answered 408.
-    pub(super) body_timeout: Duration,
+    pub body_timeout: Duration,
     /// The gateway's counters, for `/metrics`.
-    pub(super) stats: &'a GatewayStats,
+    pub stats: &'a GatewayStats,
     /// The connection cap, for `/metrics`.
-    pub(super) max_connections: usize,
+    pub max_connections: usize,
+}
+
+/// What answers the requests the HTTP front door reads: the engine itself (the embedded
+/// gateway), or the cluster gateway, which sends calls on to the engines that joined it.
+pub trait Backend: Send + Sync + 'static {
+    /// Answers one request.
+    fn handle<'a>(
+        &'a self,
+        ctx: &'a RequestCtx<'a>,
+        req: Request<Incoming>,
+    ) -> impl std::future::Future<Output = Response<Full<Bytes>>> + Send + 'a;
+}
+
+impl Backend for Engine {
+    fn handle<'a>(
+        &'a self,
+        ctx: &'a RequestCtx<'a>,
+        req: Request<Incoming>,
+    ) -> impl std::future::Future<Output = Response<Full<Bytes>>> + Send + 'a {
+        handle(self, ctx, req)
+    }
 }
 
 /// Answers one request.
-pub(super) async fn handle(
+async fn handle(
     engine: &Engine,
     ctx: &RequestCtx<'_>,
     req: Request<Incoming>,
@@ -114,18 +135,37 @@ async fn call(
             })
         }
     };
+    let (body, timeout) = match call_input(ctx, &name, allow_get, max_payload, req).await {
+        Ok(input) => input,
+        Err(answer) => return answer,
+    };
+    match engine.call_external(&name, body, timeout).await {
+        Ok(out) => output(out.body, out.timing),
+        Err(r) => refusal(r),
+    }
+}
+
+/// Checks a call's method and `X-Gloam-Timeout` header and reads its body (at most
+/// `max_payload` bytes): the input and the deadline, or the answer that refuses the request.
+pub(crate) async fn call_input(
+    ctx: &RequestCtx<'_>,
+    name: &str,
+    allow_get: bool,
+    max_payload: u64,
+    req: Request<Incoming>,
+) -> Result<(Bytes, Option<Duration>), Response<Full<Bytes>>> {
     match *req.method() {
         Method::POST => {}
         Method::GET if allow_get => {}
         _ => {
-            return error(
+            return Err(error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "METHOD_NOT_ALLOWED",
                 &format!(
                     "function {name} accepts POST{}",
                     if allow_get { " and GET" } else { "" }
                 ),
-            )
+            ))
         }
     }
     let timeout = match req.headers().get(TIMEOUT_HEADER) {
@@ -133,12 +173,12 @@ async fn call(
         Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
             Some(ms) if ms > 0 => Some(Duration::from_millis(ms)),
             _ => {
-                return refusal(Refusal {
+                return Err(refusal(Refusal {
                     kind: ErrorKind::InvalidArgument,
                     message: format!(
                     "header X-Gloam-Timeout must be a positive number of milliseconds, got {v:?}"
                 ),
-                })
+                }))
             }
         },
     };
@@ -169,52 +209,52 @@ async fn call(
             // The rest of the body will not be read: the connection cannot carry another.
             r.headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));
-            return r;
+            return Err(r);
         }
         Err(BodyError::TooLarge(seen)) => {
-            return too_large(declared.unwrap_or(seen).to_string());
+            return Err(too_large(declared.unwrap_or(seen).to_string()));
         }
         Err(BodyError::Read(e)) => {
-            return error(
+            return Err(error(
                 StatusCode::BAD_REQUEST,
                 "INVALID_ARGUMENT",
                 &format!("could not read the request body: {e}"),
-            )
+            ))
         }
     };
-    match engine.call_external(&name, body, timeout).await {
-        Ok(out) => {
-            let mut r = Response::new(Full::new(out.body));
-            let t = out.timing;
-            if let Ok(v) = HeaderValue::from_str(&format!(
-                "queue={};run={};handler={}",
-                t.queued_ns / 1000,
-                t.running_ns / 1000,
-                t.processing_ns / 1000
-            )) {
-                r.headers_mut().insert(TIMING_HEADER, v);
-            }
-            // The same split for browsers' developer tools (durations in ms).
-            let overhead = t.running_ns.saturating_sub(t.processing_ns);
-            if let Ok(v) = HeaderValue::from_str(&format!(
-                "queue;dur={:.3}, dispatch;dur={:.3}, handler;dur={:.3}",
-                t.queued_ns as f64 / 1e6,
-                overhead as f64 / 1e6,
-                t.processing_ns as f64 / 1e6
-            )) {
-                r.headers_mut().insert("server-timing", v);
-            }
-            r
-        }
-        Err(r) => refusal(r),
+    Ok((body, timeout))
+}
+
+/// The `200` answer of a call: its output, with where the time went in `X-Gloam-Timing` and
+/// `Server-Timing`.
+pub(crate) fn output(body: Bytes, t: Timing) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body));
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "queue={};run={};handler={}",
+        t.queued_ns / 1000,
+        t.running_ns / 1000,
+        t.processing_ns / 1000
+    )) {
+        r.headers_mut().insert(TIMING_HEADER, v);
     }
+    // The same split for browsers' developer tools (durations in ms).
+    let overhead = t.running_ns.saturating_sub(t.processing_ns);
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "queue;dur={:.3}, dispatch;dur={:.3}, handler;dur={:.3}",
+        t.queued_ns as f64 / 1e6,
+        overhead as f64 / 1e6,
+        t.processing_ns as f64 / 1e6
+    )) {
+        r.headers_mut().insert("server-timing", v);
+    }
+    r
 }
 
 /// After a body proved too large, this much more is read and thrown away so that the client,
 /// still sending, gets the 413 instead of a reset connection. Beyond it, the connection closes.
 const DISCARD_CAP: u64 = 64 << 20;
 
-enum BodyError {
+pub(crate) enum BodyError {
     /// Over the limit; how many bytes were seen.
     TooLarge(u64),
     Read(hyper::Error),
@@ -224,7 +264,11 @@ enum BodyError {
 
 /// Reads the body up to `limit` bytes, never buffering more, waiting at most `stall` for
 /// each frame.
-async fn read_body(mut body: Incoming, limit: u64, stall: Duration) -> Result<Bytes, BodyError> {
+pub(crate) async fn read_body(
+    mut body: Incoming,
+    limit: u64,
+    stall: Duration,
+) -> Result<Bytes, BodyError> {
     let mut buf = bytes::BytesMut::new();
     let mut seen = 0u64;
     loop {
@@ -252,7 +296,7 @@ async fn read_body(mut body: Incoming, limit: u64, stall: Duration) -> Result<By
     Ok(buf.freeze())
 }
 
-fn refusal(r: Refusal) -> Response<Full<Bytes>> {
+pub(crate) fn refusal(r: Refusal) -> Response<Full<Bytes>> {
     let status =
         StatusCode::from_u16(r.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = error(status, r.kind.as_str(), &r.message);
@@ -266,7 +310,7 @@ fn refusal(r: Refusal) -> Response<Full<Bytes>> {
     resp
 }
 
-fn error(status: StatusCode, kind: &str, message: &str) -> Response<Full<Bytes>> {
+pub(crate) fn error(status: StatusCode, kind: &str, message: &str) -> Response<Full<Bytes>> {
     let body = serde_json::json!({ "error": kind, "message": message });
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
@@ -275,7 +319,7 @@ fn error(status: StatusCode, kind: &str, message: &str) -> Response<Full<Bytes>>
     r
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+pub(crate) fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
     r

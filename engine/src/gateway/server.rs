@@ -37,9 +37,8 @@ use tokio::task::JoinHandle;
 use super::conn::{
     Clock, ConnState, Eviction, GuardedBody, Registry, RequestGuard, Timeouts, TrackedStream,
 };
-use super::http::{self, RequestCtx};
+use super::http::{Backend, RequestCtx};
 use super::stats::GatewayStats;
-use crate::engine::Engine;
 
 /// First pause after a failed accept.
 const BACKOFF_FIRST: Duration = Duration::from_millis(10);
@@ -69,8 +68,8 @@ enum Phase {
 }
 
 /// What every connection task shares.
-struct Shared {
-    engine: Arc<Engine>,
+struct Shared<B> {
+    backend: Arc<B>,
     limits: Limits,
     draining: AtomicBool,
     stats: GatewayStats,
@@ -79,7 +78,7 @@ struct Shared {
     slots: Arc<Semaphore>,
 }
 
-impl std::fmt::Debug for Shared {
+impl<B> std::fmt::Debug for Shared<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
             .field("limits", &self.limits)
@@ -89,19 +88,20 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// A running HTTP gateway; see the [module docs](self).
+/// A running HTTP gateway; see the [module docs](self). It serves the engine's calls
+/// (embedded gateway) or, in `gloam gateway`, sends them to the engines that joined.
 #[derive(Debug)]
-pub struct Gateway {
+pub struct Gateway<B: Backend = crate::engine::Engine> {
     phase: watch::Sender<Phase>,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<B>>,
     task: JoinHandle<()>,
 }
 
-impl Gateway {
-    /// Serves HTTP on `listener` for `engine` within `limits`, on the current runtime.
-    pub fn start(engine: Arc<Engine>, listener: TcpListener, limits: Limits) -> Gateway {
+impl<B: Backend> Gateway<B> {
+    /// Serves HTTP on `listener` for `backend` within `limits`, on the current runtime.
+    pub fn start(backend: Arc<B>, listener: TcpListener, limits: Limits) -> Gateway<B> {
         let shared = Arc::new(Shared {
-            engine,
+            backend,
             limits,
             draining: AtomicBool::new(false),
             stats: GatewayStats::default(),
@@ -147,7 +147,11 @@ impl Gateway {
     }
 }
 
-async fn run(shared: Arc<Shared>, listener: TcpListener, mut phase: watch::Receiver<Phase>) {
+async fn run<B: Backend>(
+    shared: Arc<Shared<B>>,
+    listener: TcpListener,
+    mut phase: watch::Receiver<Phase>,
+) {
     let graceful = GracefulShutdown::new();
     accept_loop(&shared, listener, &mut phase, &graceful).await;
     // The listener is closed: new connections are refused from here on.
@@ -155,8 +159,8 @@ async fn run(shared: Arc<Shared>, listener: TcpListener, mut phase: watch::Recei
     graceful.shutdown().await;
 }
 
-async fn accept_loop(
-    shared: &Arc<Shared>,
+async fn accept_loop<B: Backend>(
+    shared: &Arc<Shared<B>>,
     listener: TcpListener,
     phase: &mut watch::Receiver<Phase>,
     graceful: &GracefulShutdown,
@@ -212,8 +216,8 @@ async fn accept_loop(
 
 /// The cap is reached: evicts an idle connection if there is one, and waits for a slot.
 /// `None` when the gateway stops meanwhile.
-async fn wait_for_slot(
-    shared: &Arc<Shared>,
+async fn wait_for_slot<B: Backend>(
+    shared: &Arc<Shared<B>>,
     phase: &mut watch::Receiver<Phase>,
     cap: &mut CapEpisode,
 ) -> Option<OwnedSemaphorePermit> {
@@ -254,8 +258,8 @@ async fn wait_for_slot(
     permit
 }
 
-fn spawn_connection(
-    shared: Arc<Shared>,
+fn spawn_connection<B: Backend>(
+    shared: Arc<Shared<B>>,
     stream: TcpStream,
     permit: OwnedSemaphorePermit,
     watcher: Watcher,
@@ -281,7 +285,7 @@ fn spawn_connection(
                         stats: &shared.stats,
                         max_connections: shared.limits.max_connections,
                     };
-                    let mut response = http::handle(&shared.engine, &ctx, req).await;
+                    let mut response = shared.backend.handle(&ctx, req).await;
                     // Draining: this connection's client must go elsewhere from now on.
                     if shared.draining.load(Ordering::SeqCst) && version < Version::HTTP_2 {
                         response
@@ -362,7 +366,7 @@ struct CapEpisode {
 }
 
 impl CapEpisode {
-    fn reached(&mut self, shared: &Shared) {
+    fn reached<B>(&mut self, shared: &Shared<B>) {
         if !self.active {
             self.active = true;
             self.waits = 0;
@@ -378,7 +382,7 @@ impl CapEpisode {
     }
 
     /// A connection got a slot without waiting: the episode, if any, is over.
-    fn over(&mut self, shared: &Shared) {
+    fn over<B>(&mut self, shared: &Shared<B>) {
         if self.active {
             self.active = false;
             let evicted = shared

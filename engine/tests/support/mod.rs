@@ -63,7 +63,22 @@ impl Stack {
         Stack::launch(engine_extra, functions, Some(nofile), &[])
     }
 
+    /// [`start`](Self::start) with extra environment variables for `gloam up`.
+    pub fn start_env(engine_extra: &str, functions: &str, env: &[(&str, &str)]) -> Stack {
+        Stack::launch_with(engine_extra, functions, None, &[], env)
+    }
+
     fn launch(engine_extra: &str, functions: &str, nofile: Option<u64>, args: &[&str]) -> Stack {
+        Stack::launch_with(engine_extra, functions, nofile, args, &[])
+    }
+
+    fn launch_with(
+        engine_extra: &str,
+        functions: &str,
+        nofile: Option<u64>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Stack {
         let dir = tempfile::tempdir().expect("tempdir");
         // CI runs these tests once more with the other transport.
         let transport = std::env::var("GLOAM_TEST_TRANSPORT")
@@ -78,6 +93,7 @@ impl Stack {
         std::fs::write(&path, config).expect("write config");
         let stderr_log = dir.path().join("engine.stderr");
         let mut command = Command::new(gloam_bin());
+        command.envs(env.iter().copied());
         command
             .arg("up")
             .arg(&path)
@@ -205,6 +221,14 @@ impl Stack {
         let text = r.text().into_owned();
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Sends SIGKILL to the engine (its workers notice and exit).
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Sends SIGTERM to the engine without waiting.
@@ -384,3 +408,4 @@ impl Drop for Stack {
         }
     }
 }
+pub mod cluster;

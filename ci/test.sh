@@ -11,7 +11,7 @@ export CARGO_TERM_COLOR=never
 LOGS="$ROOT/target/test-logs"
 mkdir -p "$LOGS"
 
-SUITES=(lint rust c go python node matrix grpc newcomer browser)
+SUITES=(lint rust deploy c go python node matrix grpc newcomer browser)
 [ $# -gt 0 ] && SUITES=("$@")
 
 step() { printf '==> %s\n' "$*"; }
@@ -31,6 +31,8 @@ suite_rust() {
     ci/soak.sh --quick
 }
 
+# deploy/: Kubernetes manifests against the schemas (strict), Dockerfiles through hadolint.
+suite_deploy() { ci/validate-deploy.sh; }
 suite_c() { bindings/c/test.sh; }
 suite_go() { bindings/go/test.sh; }
 suite_python() { bindings/python/test.sh; }

@@ -9,24 +9,37 @@
 //! `FUTEX_WAIT(bell, SLEEPING)`. The two fences form the store-buffering (Dekker) pattern:
 //! either the producer sees `SLEEPING` and wakes the consumer, or the consumer sees the message
 //! and does not sleep. While consumers are awake, a send costs no syscall at all.
+//!
+//! `core/tests/loom_bell.rs` checks this code under loom: no lost wake-up, no wake for a sleep
+//! nobody announced, and a fence-less variant that does lose one.
 
-use std::sync::atomic::{fence, AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::region::{Region, SharedWord};
 use crate::shared_map::SharedMap;
 
 const AWAKE: u32 = 0;
 const SLEEPING: u32 = 1;
 
-/// A doorbell: the futex word a consumer sleeps on (keeps its mapping alive).
-#[derive(Clone)]
-pub struct Bell {
-    map: Arc<SharedMap>,
+/// A doorbell: the futex word a consumer sleeps on (keeps its mapping alive). Generic over
+/// the memory only so that the `loom` model runs this very code (see [`crate::region`]).
+pub struct Bell<M: Region = SharedMap> {
+    map: Arc<M>,
     offset: usize,
 }
 
-impl std::fmt::Debug for Bell {
+impl<M: Region> Clone for Bell<M> {
+    fn clone(&self) -> Bell<M> {
+        Bell {
+            map: self.map.clone(),
+            offset: self.offset,
+        }
+    }
+}
+
+impl<M: Region> std::fmt::Debug for Bell<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bell")
             .field("offset", &self.offset)
@@ -34,12 +47,12 @@ impl std::fmt::Debug for Bell {
     }
 }
 
-impl Bell {
+impl<M: Region> Bell<M> {
     /// The doorbell at `offset` of `map`.
     ///
     /// # Panics
     /// When `offset` is not a word of `map` (offsets are the layout's constants).
-    pub fn new(map: &Arc<SharedMap>, offset: usize) -> Bell {
+    pub fn new(map: &Arc<M>, offset: usize) -> Bell<M> {
         let _ = map.word(offset);
         Bell {
             map: map.clone(),
@@ -47,17 +60,18 @@ impl Bell {
         }
     }
 
-    fn word(&self) -> &AtomicU32 {
+    #[inline(always)]
+    fn word(&self) -> &M::Word {
         self.map.word(self.offset)
     }
 
     /// Producer side, after publishing: wakes the consumer only if it sleeps.
     pub fn notify(&self) {
-        fence(Ordering::SeqCst);
+        self.map.fence(Ordering::SeqCst);
         if self.word().load(Ordering::Relaxed) == SLEEPING
             && self.word().swap(AWAKE, Ordering::AcqRel) == SLEEPING
         {
-            futex_wake(self.word());
+            self.word().futex_wake();
         }
     }
 
@@ -65,7 +79,7 @@ impl Bell {
     /// afterwards and call [`Bell::cancel_sleep`] if it found work, else [`Bell::sleep`].
     pub fn prepare_sleep(&self) {
         self.word().store(SLEEPING, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
+        self.map.fence(Ordering::SeqCst);
     }
 
     /// Consumer side: found work after `prepare_sleep`.
@@ -75,7 +89,7 @@ impl Bell {
 
     /// Consumer side: sleeps until notified or `timeout` (spurious returns are possible).
     pub fn sleep(&self, timeout: Duration) {
-        futex_wait(self.word(), SLEEPING, timeout);
+        self.word().futex_wait(SLEEPING, timeout);
         self.word().store(AWAKE, Ordering::Relaxed);
     }
 
@@ -92,43 +106,7 @@ impl Bell {
     /// Wakes the consumer whatever its state (close/wake from its own process).
     pub fn force_wake(&self) {
         self.word().store(AWAKE, Ordering::SeqCst);
-        futex_wake(self.word());
-    }
-}
-
-fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    };
-    // SAFETY: `word` is a valid, aligned u32 in a shared mapping that outlives the call; the
-    // timeout pointer is valid for the call. Errors (EAGAIN: the word changed, EINTR,
-    // ETIMEDOUT) all mean "poll again", so the result is ignored.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT,
-            expected,
-            &ts as *const libc::timespec,
-            std::ptr::null::<u32>(),
-            0,
-        );
-    }
-}
-
-fn futex_wake(word: &AtomicU32) {
-    // SAFETY: `word` is a valid, aligned u32 in a shared mapping; waking has no other effect.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE,
-            i32::MAX,
-            0,
-            0,
-            0,
-        );
+        self.word().futex_wake();
     }
 }
 

@@ -57,11 +57,17 @@
 //! [`LaneCall`] (from [`SharedRing::begin_lane_call`]) is what lets a holder write a callee's
 //! inbound slot, an [`InboundCall`] (from [`SharedRing::take_inbound`]) what lets a callee
 //! answer into a holder's lane.
+//!
+//! `core/tests/loom_lane.rs` runs these operations under loom for holder, callee and engine
+//! threads (answers taken once and only if delivered, abandoned answers dropped, revokes,
+//! dead callees, later leases left alone, one writer per slot), and the `ring_words` fuzz
+//! target runs them over words a peer scribbled.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
 use crate::bell::Bell;
 use crate::protocol::{used_len, MESSAGE_SIZE};
+use crate::region::{Region, SharedWord};
 use crate::ring::{load_message, SharedRing, INBOUND_CONTROL, RINGS_END};
 
 /// Lanes a worker can hold at once (one per function it calls often).
@@ -69,14 +75,19 @@ pub const LANES: usize = 8;
 /// Lease ids are 28 bits: the largest one (the engine wraps to 1 after it).
 pub const MAX_LEASE: u32 = (1 << 28) - 1;
 
-const INBOUND_STATE: usize = INBOUND_CONTROL;
-const INBOUND_HOLDER: usize = INBOUND_CONTROL + 4;
-const INBOUND_HOLDER_LANE: usize = INBOUND_CONTROL + 8;
-const INBOUND_SLOT: usize = RINGS_END;
-const LANE_BASE: usize = INBOUND_SLOT + MESSAGE_SIZE;
-const LANE_CONTROL: usize = 128;
-const LANE_BELL: usize = 64;
-const LANE_BYTES: usize = LANE_CONTROL + MESSAGE_SIZE;
+pub(crate) const INBOUND_STATE: usize = INBOUND_CONTROL;
+pub(crate) const INBOUND_HOLDER: usize = INBOUND_CONTROL + 4;
+pub(crate) const INBOUND_HOLDER_LANE: usize = INBOUND_CONTROL + 8;
+pub(crate) const INBOUND_SLOT: usize = RINGS_END;
+pub(crate) const LANE_BASE: usize = INBOUND_SLOT + MESSAGE_SIZE;
+pub(crate) const LANE_CONTROL: usize = 128;
+pub(crate) const LANE_BYTES: usize = LANE_CONTROL + MESSAGE_SIZE;
+// The words of a lane's control line.
+pub(crate) const LANE_STATE: usize = 0;
+pub(crate) const LANE_FUNCTION: usize = 4;
+pub(crate) const LANE_CALLEE: usize = 8;
+pub(crate) const LANE_TIMEOUT: usize = 16;
+pub(crate) const LANE_BELL: usize = 64;
 /// End of the lanes area: the size of a ring region.
 pub const LANES_END: usize = LANE_BASE + LANES * LANE_BYTES;
 
@@ -171,14 +182,14 @@ impl InboundCall {
     }
 }
 
-impl SharedRing {
-    fn lane_word(&self, lane: usize, field: usize) -> &AtomicU32 {
+impl<M: Region> SharedRing<M> {
+    fn lane_word(&self, lane: usize, field: usize) -> &M::Word {
         assert!(lane < LANES, "lane {lane}");
         self.map.word(LANE_BASE + lane * LANE_BYTES + field)
     }
 
-    fn lane_state(&self, lane: usize) -> &AtomicU32 {
-        self.lane_word(lane, 0)
+    fn lane_state(&self, lane: usize) -> &M::Word {
+        self.lane_word(lane, LANE_STATE)
     }
 
     fn lane_slot(&self, lane: usize) -> usize {
@@ -187,7 +198,7 @@ impl SharedRing {
 
     /// The doorbell of lane `lane` (`lane < LANES`): its holder sleeps on it, the callee (or
     /// the engine, for a dead callee) rings it after publishing the answer.
-    pub fn lane_bell(&self, lane: usize) -> Bell {
+    pub fn lane_bell(&self, lane: usize) -> Bell<M> {
         assert!(lane < LANES, "lane {lane}");
         Bell::new(&self.map, LANE_BASE + lane * LANE_BYTES + LANE_BELL)
     }
@@ -225,18 +236,18 @@ impl SharedRing {
 
     /// Grants lane `lane` of this (holder's) region on the callee whose region is `callee`.
     /// The lane must be reusable and the callee idle and leased to nobody.
-    pub fn grant_lane(&self, lane: usize, grant: LaneGrant, holder: u32, callee: &SharedRing) {
+    pub fn grant_lane(&self, lane: usize, grant: LaneGrant, holder: u32, callee: &SharedRing<M>) {
         let m = &callee.map;
         m.word(INBOUND_STATE)
             .store(with_lease(grant.lease, EMPTY), Ordering::Relaxed);
         m.word(INBOUND_HOLDER).store(holder, Ordering::Relaxed);
         m.word(INBOUND_HOLDER_LANE)
             .store(lane as u32, Ordering::Relaxed);
-        self.lane_word(lane, 4)
+        self.lane_word(lane, LANE_FUNCTION)
             .store(u32::from(grant.function_id), Ordering::Relaxed);
-        self.lane_word(lane, 8)
+        self.lane_word(lane, LANE_CALLEE)
             .store(grant.callee, Ordering::Relaxed);
-        self.lane_word(lane, 16)
+        self.lane_word(lane, LANE_TIMEOUT)
             .store(grant.timeout_ms, Ordering::Relaxed);
         // Publishes everything above to the holder, and through its CAS and its FULL store,
         // to the callee.
@@ -308,7 +319,8 @@ impl SharedRing {
             let word = self.lane_state(lane);
             let s = word.load(Ordering::Acquire);
             if s & LOW != phase::IDLE
-                || self.lane_word(lane, 4).load(Ordering::Relaxed) != u32::from(function_id)
+                || self.lane_word(lane, LANE_FUNCTION).load(Ordering::Relaxed)
+                    != u32::from(function_id)
             {
                 continue;
             }
@@ -325,8 +337,8 @@ impl SharedRing {
                 let grant = LaneGrant {
                     lease,
                     function_id,
-                    callee: self.lane_word(lane, 8).load(Ordering::Relaxed),
-                    timeout_ms: self.lane_word(lane, 16).load(Ordering::Relaxed),
+                    callee: self.lane_word(lane, LANE_CALLEE).load(Ordering::Relaxed),
+                    timeout_ms: self.lane_word(lane, LANE_TIMEOUT).load(Ordering::Relaxed),
                 };
                 return Some(LaneCall { lane, grant });
             }
@@ -363,7 +375,7 @@ impl SharedRing {
     pub fn take_lane_reply(&self, call: LaneCall, out: &mut [u8; MESSAGE_SIZE]) {
         // REPLIED was acquired by `lane_waiting` returning false: the writer finished the
         // slot and nobody writes it again before this holder changes the phase below.
-        load_message(&self.map, self.lane_slot(call.lane), out);
+        load_message(&*self.map, self.lane_slot(call.lane), out);
         let lease = call.grant.lease;
         let word = self.lane_state(call.lane);
         let mut s = word.load(Ordering::Acquire);
@@ -412,7 +424,7 @@ impl SharedRing {
         }
         // FULL was acquired: the holder finished writing and writes no more until this
         // callee publishes its answer.
-        load_message(&self.map, INBOUND_SLOT, out);
+        load_message(&*self.map, INBOUND_SLOT, out);
         state.store(with_lease(lease_of(s), RUNNING), Ordering::Release);
         let m = &self.map;
         Some(InboundCall {

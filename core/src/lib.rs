@@ -9,10 +9,16 @@ pub mod bell;
 pub mod channel;
 pub mod clock;
 pub mod error;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hello;
 pub mod ipc_root;
 pub mod lane;
+#[cfg(loom)]
+pub mod model;
 pub mod protocol;
+pub mod region;
 pub mod ring;
 pub mod ring_channel;
 pub mod root_dir;

@@ -43,6 +43,7 @@ use std::sync::Arc;
 pub use crate::bell::{spin_until, spin_until_with, Bell, YIELD_DIRECT, YIELD_SHARED};
 use crate::error::Result;
 use crate::protocol::{used_len, HEADER_SIZE, MESSAGE_SIZE};
+use crate::region::Region;
 use crate::shared_map::SharedMap;
 
 /// Slots per ring (a power of two).
@@ -162,7 +163,7 @@ impl Consumer {
         if !self.has_message() {
             return false;
         }
-        load_message(&self.ring.map, self.ring.slot(self.head), out);
+        load_message(&*self.ring.map, self.ring.slot(self.head), out);
         self.head = self.head.wrapping_add(1);
         self.ring.head().store(self.head, Ordering::Release);
         true
@@ -171,7 +172,7 @@ impl Consumer {
 
 /// Copies the meaningful part of the message at `offset` (header first, then as much inline
 /// payload as the copied header says) into `out`; the rest of `out` is left as it was.
-pub(crate) fn load_message(map: &SharedMap, offset: usize, out: &mut [u8; MESSAGE_SIZE]) {
+pub(crate) fn load_message<M: Region>(map: &M, offset: usize, out: &mut [u8; MESSAGE_SIZE]) {
     map.load(offset, out, HEADER_SIZE);
     let len = used_len(out);
     map.load(
@@ -216,6 +217,19 @@ impl RingFile {
         })
     }
 
+    /// A ring region over memory this process already holds, e.g. a
+    /// [`SharedMap::on_heap`] for tests, Miri and fuzz targets, where both ends live in one
+    /// process (call it once per side with clones of `map`).
+    pub fn from_map(map: Arc<SharedMap>) -> Result<RingFile> {
+        if map.len() < RING_FILE_BYTES {
+            return Err(crate::Error::Internal(format!(
+                "a ring region needs {RING_FILE_BYTES} bytes, the map has {}",
+                map.len()
+            )));
+        }
+        Ok(RingFile { map })
+    }
+
     /// Sets both rings' counters to `value` (tests: exercise the u32 wrap-around); only
     /// before the region is split.
     #[doc(hidden)]
@@ -254,14 +268,36 @@ impl RingFile {
 
 /// The parts of a ring region that several parties use through atomic words only: the
 /// worker's doorbell, its inbound control and its lanes (see [`crate::lane`]). `Clone`.
-#[derive(Debug, Clone)]
-pub struct SharedRing {
-    pub(crate) map: Arc<SharedMap>,
+///
+/// Generic over the memory only so that the `loom` model of the lanes runs this very code
+/// (see [`crate::region`]); everything else uses the default, shared memory.
+pub struct SharedRing<M: Region = SharedMap> {
+    pub(crate) map: Arc<M>,
 }
 
-impl SharedRing {
+impl<M: Region> Clone for SharedRing<M> {
+    fn clone(&self) -> SharedRing<M> {
+        SharedRing {
+            map: self.map.clone(),
+        }
+    }
+}
+
+impl<M: Region> std::fmt::Debug for SharedRing<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedRing").finish_non_exhaustive()
+    }
+}
+
+impl<M: Region> SharedRing<M> {
+    /// The shared words of the ring region in `map` (a model of one, in the `loom` tests;
+    /// real regions come from [`RingFile`]).
+    pub fn over(map: Arc<M>) -> SharedRing<M> {
+        SharedRing { map }
+    }
+
     /// The worker's doorbell.
-    pub fn worker_bell(&self) -> Bell {
+    pub fn worker_bell(&self) -> Bell<M> {
         Bell::new(&self.map, WORKER_BELL)
     }
 }

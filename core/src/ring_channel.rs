@@ -323,7 +323,7 @@ impl RingChannel {
 }
 
 /// The (worker id, region) a `PEER` message names, if it is one with one descriptor.
-fn peer_of(bytes: &[u8; MESSAGE_SIZE], fds: &[OwnedFd]) -> Option<(u32, SharedRing)> {
+pub(crate) fn peer_of(bytes: &[u8; MESSAGE_SIZE], fds: &[OwnedFd]) -> Option<(u32, SharedRing)> {
     let h = Header::decode(bytes, 0).ok()?;
     if h.kind != Kind::Peer || fds.len() != 1 {
         return None;

@@ -11,11 +11,16 @@
 //! atomics: 32-bit words for the protocol's state, and [`load`]/[`store`] — word-by-word
 //! relaxed atomic copies — for message slots, ordered by the release/acquire of the word that
 //! hands a slot over. Nothing here forms a `&[u8]` over shared memory.
+//!
+//! [`SharedMap::on_heap`] gives the same kind of region on this process's heap, for tests whose
+//! peers are threads: Miri runs those (it cannot map files), and so do the fuzz targets.
 
+use std::alloc::Layout;
 use std::fs::OpenOptions;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use memmap2::MmapRaw;
@@ -24,14 +29,61 @@ use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
 
 use crate::error::{Error, Result};
 
-/// A shared mapping of a memfd (or, in tests and benchmarks, of a file).
+/// A shared mapping of a memfd (or, in tests and benchmarks, of a file or of heap memory).
 #[derive(Debug)]
 pub struct SharedMap {
-    map: MmapRaw,
+    /// The first byte: 8-aligned, `len` bytes, valid as long as `backing`.
+    base: NonNull<u8>,
     len: usize,
+    backing: Backing,
+}
+
+/// What owns the memory of a [`SharedMap`].
+#[derive(Debug)]
+enum Backing {
+    /// Unmapped on drop.
+    Mapped { _map: MmapRaw },
+    /// Allocated with this layout, zeroed; freed on drop.
+    Heap(Layout),
+}
+
+// SAFETY: the memory is owned by `backing` for the map's lifetime, and every access to it,
+// from any thread (or process), is atomic: sharing and sending the handle is what it is for.
+unsafe impl Send for SharedMap {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMap {}
+
+impl Drop for SharedMap {
+    fn drop(&mut self) {
+        if let Backing::Heap(layout) = self.backing {
+            // SAFETY: `base` was allocated by `alloc_zeroed` with exactly this layout, and no
+            // reference into it outlives `self`.
+            unsafe { std::alloc::dealloc(self.base.as_ptr(), layout) }
+        }
+    }
 }
 
 impl SharedMap {
+    /// `len` zero bytes on this process's heap, with the alignment of a mapping: a region
+    /// whose peers are threads of this process (tests, Miri, fuzz targets).
+    pub fn on_heap(len: usize) -> SharedMap {
+        const PAGE: usize = 4096;
+        let size = len.max(8).next_multiple_of(8);
+        let Ok(layout) = Layout::from_size_align(size, PAGE) else {
+            std::alloc::handle_alloc_error(Layout::new::<u64>())
+        };
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let Some(base) = NonNull::new(ptr) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        SharedMap {
+            base,
+            len,
+            backing: Backing::Heap(layout),
+        }
+    }
+
     /// Creates a sealed memfd of `len` zero bytes named `name` (for `/proc/<pid>/fd` only)
     /// and maps it. Returns the mapping and the descriptor to hand to peers.
     pub fn create_sealed(name: &str, len: usize) -> Result<(SharedMap, OwnedFd)> {
@@ -115,7 +167,14 @@ impl SharedMap {
         if map.len() < len || map.as_ptr() as usize % 8 != 0 {
             return Err(Error::Internal(format!("mapping of {what} is short")));
         }
-        Ok(SharedMap { map, len })
+        let Some(base) = NonNull::new(map.as_mut_ptr()) else {
+            return Err(Error::Internal(format!("mapping of {what} is null")));
+        };
+        Ok(SharedMap {
+            base,
+            len,
+            backing: Backing::Mapped { _map: map },
+        })
     }
 
     /// Bytes mapped.
@@ -137,9 +196,9 @@ impl SharedMap {
             offset % 4 == 0 && offset + 4 <= self.len,
             "word at {offset}"
         );
-        // SAFETY: the mapping is page-aligned and lives as long as `self`; `offset` is a
-        // multiple of 4 within it; every process touches shared words only atomically.
-        unsafe { AtomicU32::from_ptr(self.map.as_mut_ptr().add(offset).cast()) }
+        // SAFETY: the memory is 8-aligned and lives as long as `self`; `offset` is a multiple
+        // of 4 within it; every process touches shared words only atomically.
+        unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(offset).cast()) }
     }
 
     /// Copies `len` bytes (rounded up to whole 8-byte words, at most `out.len()`) from
@@ -159,7 +218,7 @@ impl SharedMap {
             // SAFETY: in range and 8-aligned (checked above); shared memory is only accessed
             // atomically.
             let word =
-                unsafe { AtomicU64::from_ptr(self.map.as_mut_ptr().add(offset + 8 * i).cast()) };
+                unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(offset + 8 * i).cast()) };
             let bytes = word.load(Ordering::Relaxed).to_ne_bytes();
             chunk.copy_from_slice(&bytes[..chunk.len()]);
         }
@@ -181,7 +240,7 @@ impl SharedMap {
             bytes[..chunk.len()].copy_from_slice(chunk);
             // SAFETY: as in `load`.
             let word =
-                unsafe { AtomicU64::from_ptr(self.map.as_mut_ptr().add(offset + 8 * i).cast()) };
+                unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(offset + 8 * i).cast()) };
             word.store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
         }
     }

@@ -141,8 +141,17 @@ impl Tally {
                 reason: format!("{} bytes, expected {ENCODED_LEN}", p.len()),
             });
         }
-        let word = |i: usize| u32::from_le_bytes(p[4 * i..4 * i + 4].try_into().expect("4 bytes"));
-        let sum = |at: usize| u64::from_le_bytes(p[at..at + 8].try_into().expect("8 bytes"));
+        // In bounds: the payload is exactly ENCODED_LEN bytes (checked above).
+        let word = |i: usize| {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&p[4 * i..4 * i + 4]);
+            u32::from_le_bytes(b)
+        };
+        let sum = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&p[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
         let mut t = Tally {
             holder: m.header.caller,
             lease: m.header.sequence,

@@ -27,6 +27,8 @@ pub enum Command {
     Up(UpArgs),
     /// Start the engine and gateway only (workers are started elsewhere).
     Engine(UpArgs),
+    /// Run the gateway alone, in front of the engines that join it (`gloam up --join`).
+    Gateway(crate::cluster::standalone::GatewayArgs),
     /// Start and supervise the worker processes of a config's functions only.
     Launcher {
         /// The deployment file.
@@ -58,7 +60,7 @@ pub enum Command {
     /// Measure latency, throughput and CPU cost of a running stack.
     Bench(crate::bench::BenchArgs),
     /// Show functions, workers and calls of a running engine (restarts and why a function
-    /// cannot start included).
+    /// cannot start included), or the engines of a `gloam gateway` (--addr GATEWAY).
     Status {
         #[command(flatten)]
         target: TargetArgs,
@@ -140,6 +142,10 @@ pub struct UpArgs {
     /// Do not run the `build` commands before starting.
     #[arg(long)]
     pub no_build: bool,
+    /// Join the gateway at this address (`host:port` of its engine port), as
+    /// `[engine] join` does.
+    #[arg(long)]
+    pub join: Option<String>,
 }
 
 fn load(args: &UpArgs) -> Result<Config> {
@@ -163,6 +169,11 @@ fn load(args: &UpArgs) -> Result<Config> {
     };
     if let Some(listen) = args.listen {
         config.engine.listen = listen;
+    }
+    if let Some(join) = &args.join {
+        config.engine.join = Some(crate::config::check_join(join, &args.config, || {
+            "--join".to_string()
+        })?);
     }
     if let Some(root) = &args.ipc_root {
         // Workers run in their own directories: hand them an absolute path.
@@ -192,6 +203,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Up(args) => up(&args, true),
         Command::Engine(args) => up(&args, false),
+        Command::Gateway(args) => crate::cluster::standalone::run(args),
         Command::Launcher { config, function } => launcher_only(&config, function.as_deref()),
         Command::Invoke {
             name,
@@ -255,7 +267,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             let status: Status = serde_json::from_slice(&r.body)?;
-            print!("{}", crate::status::table(&status));
+            if status.role == "gateway" {
+                print!("{}", crate::cluster::front::table(&status));
+            } else {
+                print!("{}", crate::status::table(&status));
+            }
             Ok(())
         }
         Command::Logs(args) => crate::logs::run(&args),

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod builds;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod descriptors;

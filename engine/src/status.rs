@@ -73,18 +73,71 @@ pub struct WorkerStatus {
     pub leased_to: Option<u32>,
 }
 
-/// The whole engine's view.
+/// The whole engine's view (or, from `gloam gateway`, the gateway's: its engines, and per
+/// function the calls it sent).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
-    /// Functions, by id.
+    /// Functions, by id (from a gateway: by name, with the counts it has).
     pub functions: Vec<FunctionStatus>,
-    /// Workers, by id.
+    /// Workers, by id (none from a gateway).
     pub workers: Vec<WorkerStatus>,
     /// Calls in flight.
     pub calls_in_flight: usize,
     /// Where worker output goes (`<function>.<slot>.stdout|stderr`), for `gloam logs`.
     #[serde(default)]
     pub log_dir: Option<std::path::PathBuf>,
+    /// `engine` or `gateway`.
+    #[serde(default = "engine_role")]
+    pub role: String,
+    /// From a gateway: the engines that joined it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub engines: Vec<EngineStatus>,
+}
+
+fn engine_role() -> String {
+    "engine".into()
+}
+
+/// One engine as the gateway sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EngineStatus {
+    /// The id the gateway gave it.
+    pub id: u32,
+    /// Its node name.
+    pub node: String,
+    /// Its address as the gateway sees it.
+    pub addr: String,
+    /// `serving` or `draining`.
+    pub state: String,
+    /// Calls sent to it and not answered yet.
+    pub outstanding: u32,
+    /// Calls sent to it.
+    pub calls: u64,
+    /// Of which failed (error answers, or lost with it).
+    pub failures: u64,
+    /// Last heartbeat round trip, µs.
+    pub rtt_us: f64,
+    /// Seconds since it joined.
+    pub joined_s: f64,
+    /// Its functions.
+    pub functions: Vec<EngineFunctionStatus>,
+}
+
+/// One function on one engine, as the gateway sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EngineFunctionStatus {
+    /// Its name.
+    pub name: String,
+    /// Calls of it the engine holds at once.
+    pub capacity: u32,
+    /// Calls outstanding.
+    pub outstanding: u32,
+    /// Calls sent.
+    pub calls: u64,
+    /// Of which failed.
+    pub failures: u64,
+    /// Retried once elsewhere when its engine is lost.
+    pub idempotent: bool,
 }
 
 /// Takes a snapshot.
@@ -146,6 +199,8 @@ pub fn snapshot(engine: &Engine) -> Status {
         workers,
         calls_in_flight: st.calls_in_flight(),
         log_dir: Some(engine.config().engine.log_dir.clone()),
+        role: engine_role(),
+        engines: Vec::new(),
     }
 }
 

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use gloam_core::ipc_root::IpcRoot;
 
+use crate::cluster::join::{JoinSpec, Joiner};
 use crate::config::Config;
 use crate::console;
 use crate::descriptors::{self, CapSource, NofileLimit};
@@ -195,6 +196,11 @@ async fn run_async(config: Arc<Config>, opts: UpOptions, nofile: NofileLimit) ->
         tracing::info!(log_dir = %config.engine.log_dir.display(), "worker output goes to the log directory");
     }
 
+    let joiner = match &config.engine.join {
+        Some(gateway) => Some(start_joining(&engine, gateway)?),
+        None => None,
+    };
+
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let start = tokio::time::Instant::now();
@@ -224,8 +230,8 @@ async fn run_async(config: Arc<Config>, opts: UpOptions, nofile: NofileLimit) ->
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-            _ = term.recv() => return shutdown(&engine, gateway, root).await,
-            _ = int.recv() => return shutdown(&engine, gateway, root).await,
+            _ = term.recv() => return shutdown(&engine, gateway, joiner, root).await,
+            _ = int.recv() => return shutdown(&engine, gateway, joiner, root).await,
         }
     }
     if let Some(grpc) = grpc_addr {
@@ -260,22 +266,71 @@ async fn run_async(config: Arc<Config>, opts: UpOptions, nofile: NofileLimit) ->
         _ = int.recv() => {}
     }
     stop_watching.store(true, std::sync::atomic::Ordering::Relaxed);
-    shutdown(&engine, gateway, root).await
+    shutdown(&engine, gateway, joiner, root).await
+}
+
+/// Starts joining `gateway`: the token from `GLOAM_JOIN_TOKEN` or `engine.join_token`, the
+/// node name from `engine.node_name`, `GLOAM_NODE_NAME`, `HOSTNAME` or `/etc/hostname`.
+fn start_joining(engine: &Arc<Engine>, gateway: &str) -> Result<Joiner> {
+    let e = &engine.config().engine;
+    let token = crate::cluster::standalone::join_token(None)?
+        .or_else(|| e.join_token.clone().map(String::into_bytes))
+        .unwrap_or_default();
+    if token.is_empty() {
+        tracing::warn!("no join token (engine.join_token or GLOAM_JOIN_TOKEN): the gateway will refuse this engine");
+    }
+    let node = e
+        .node_name
+        .clone()
+        .or_else(|| {
+            std::env::var("GLOAM_NODE_NAME")
+                .ok()
+                .filter(|n| !n.is_empty())
+        })
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|n| !n.is_empty()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "engine".into());
+    let node: String = node.chars().take(255).collect();
+    tracing::info!(%gateway, %node, tls = e.join_ca.is_some(), "joining the gateway");
+    let spec = JoinSpec {
+        gateway: gateway.to_string(),
+        token,
+        node,
+        ca: e.join_ca.clone(),
+    };
+    Joiner::start(engine.clone(), spec).context("joining the gateway")
 }
 
 /// Stops in order: no new connections, and requests on open ones answered 503 `SHUTDOWN`
-/// (`Connection: close`) while the calls in flight finish, for at most `drain_timeout`; then
-/// those still running end with 503 `SHUTDOWN`, connections close once their answers are
-/// written, and the workers stop.
-async fn shutdown(engine: &Arc<Engine>, gateway: Gateway, root: IpcRoot) -> Result<()> {
+/// (`Connection: close`); a joined engine tells its gateway, which sends it no more calls;
+/// the calls in flight finish, for at most `drain_timeout`; then those still running end with
+/// 503 `SHUTDOWN`, the gateway gets the last answers, connections close once their answers
+/// are written, and the workers stop.
+async fn shutdown(
+    engine: &Arc<Engine>,
+    gateway: Gateway,
+    joiner: Option<Joiner>,
+    root: IpcRoot,
+) -> Result<()> {
     tracing::info!("shutting down: draining calls in flight");
     gateway.drain();
+    if let Some(j) = &joiner {
+        j.drain().await;
+    }
     let cut = engine.drain(engine.config().engine.drain_timeout).await;
     if cut > 0 {
         tracing::warn!(
             calls = cut,
             "drain period over; calls still in flight ended with 503 SHUTDOWN"
         );
+    }
+    if let Some(j) = joiner {
+        j.close(CLOSE_GRACE).await;
     }
     gateway.close(CLOSE_GRACE).await;
     // Stop every function's processes at once (SIGTERM, then SIGKILL after the grace).

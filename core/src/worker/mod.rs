@@ -2,7 +2,7 @@
 //! calls (several at once), plus the plain Rust handler API.
 
 mod call;
-mod handshake;
+pub(crate) mod handshake;
 mod inbox;
 mod logical_worker;
 mod options;

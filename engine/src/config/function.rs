@@ -287,6 +287,7 @@ pub(super) fn resolve_function(
         max_payload,
         allow_get: raw.allow_get,
         queue_bound,
+        idempotent: raw.idempotent,
     })
 }
 

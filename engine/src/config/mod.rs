@@ -32,6 +32,7 @@ mod nightcore_host;
 mod programs;
 mod read;
 mod resolve;
+pub(crate) use resolve::check_join;
 #[cfg(test)]
 mod testing;
 

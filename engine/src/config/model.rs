@@ -140,6 +140,15 @@ pub struct EngineConfig {
     /// How long a worker may keep running a call past its deadline (its caller already has
     /// `TIMEOUT`) before the engine kills it and its launcher starts a new one.
     pub hung_grace: Duration,
+    /// The gateway to join (`host:port`), if any (`gloam up --join` overrides it).
+    pub join: Option<String>,
+    /// The token presented when joining (`GLOAM_JOIN_TOKEN` in the environment wins).
+    pub join_token: Option<String>,
+    /// A PEM file of CA certificates: with it the engine joins over TLS and checks the
+    /// gateway's certificate against it (absolute).
+    pub join_ca: Option<PathBuf>,
+    /// This node's name in the gateway's status and metrics (default: the host name).
+    pub node_name: Option<String>,
     /// A second address where the gateway serves gRPC only (gRPC is also served on `listen`).
     pub grpc_listen: Option<SocketAddr>,
     /// The gateway's certificate: with it, both listeners speak TLS (HTTP/1.1 and HTTP/2 by
@@ -213,6 +222,9 @@ pub struct FunctionConfig {
     pub debug: bool,
     /// The `[[programs]]` entry that gave the command, if any (its name).
     pub program: Option<String>,
+    /// Safe to run twice: behind `gloam gateway`, a call lost with its engine is retried once
+    /// on another engine instead of failing with `ENGINE_LOST`.
+    pub idempotent: bool,
 }
 
 /// Prefix of the functions that serve a gRPC service: `grpc:<Service>`.

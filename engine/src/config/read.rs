@@ -76,6 +76,10 @@ pub(super) struct RawEngine {
     pub(super) grpc_listen: Option<String>,
     pub(super) tls_cert: Option<PathBuf>,
     pub(super) tls_key: Option<PathBuf>,
+    pub(super) join: Option<String>,
+    pub(super) join_token: Option<String>,
+    pub(super) join_ca: Option<PathBuf>,
+    pub(super) node_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +117,8 @@ pub(super) struct RawFunction {
     /// Set when a `[[programs]]` entry supplied the command (its name, for messages).
     #[serde(skip)]
     pub(super) program: Option<String>,
+    #[serde(default)]
+    pub(super) idempotent: bool,
 }
 
 /// Turns a deserialization error into `<file>: <key path>: <reason>`, or `<file>: line L,

@@ -17,6 +17,7 @@ use super::model::{
 };
 use super::programs::expand_programs;
 use super::read::{toml_key, RawEngine, RawFile};
+use crate::cluster::wire::MAX_TOKEN;
 
 pub(super) fn engine_key(key: &str) -> String {
     format!("engine.{key}")
@@ -262,9 +263,42 @@ fn resolve_engine(raw: RawEngine, source: &Path, base: &Path) -> Result<EngineCo
             ))
         }
     };
+    let join = match raw.join {
+        None => None,
+        Some(j) => Some(check_join(&j, source, || engine_key("join"))?),
+    };
+    if let Some(t) = &raw.join_token {
+        if t.is_empty() || t.len() > MAX_TOKEN {
+            return Err(ConfigError::at(
+                source,
+                engine_key("join_token"),
+                format!("must be 1..={MAX_TOKEN} bytes"),
+            ));
+        }
+    }
+    let join_ca = match raw.join_ca {
+        None => None,
+        Some(p) if p.as_os_str().is_empty() => {
+            return Err(ConfigError::at(source, engine_key("join_ca"), "is empty"))
+        }
+        Some(p) => Some(absolute(base, &p)),
+    };
+    if let Some(n) = &raw.node_name {
+        if n.is_empty() || n.len() > 255 {
+            return Err(ConfigError::at(
+                source,
+                engine_key("node_name"),
+                "must be 1..=255 bytes",
+            ));
+        }
+    }
     Ok(EngineConfig {
         grpc_listen,
         tls,
+        join,
+        join_token: raw.join_token,
+        join_ca,
+        node_name: raw.node_name,
         hung_grace,
         max_connections,
         header_read_timeout,
@@ -280,6 +314,25 @@ fn resolve_engine(raw: RawEngine, source: &Path, base: &Path) -> Result<EngineCo
         drain_timeout,
         log_dir,
     })
+}
+
+/// Checks a gateway address `host:port` (a name or an address, with a port).
+pub(crate) fn check_join(
+    text: &str,
+    source: &Path,
+    key: impl FnOnce() -> String,
+) -> Result<String, ConfigError> {
+    let ok = text
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if !ok {
+        return Err(ConfigError::at(
+            source,
+            key(),
+            format!("{text:?} is not a gateway address like \"gateway:7070\" or \"10.0.0.5:7070\""),
+        ));
+    }
+    Ok(text.to_string())
 }
 
 pub(super) fn check_payload(
@@ -391,9 +444,14 @@ mod tests {
             header_read_timeout_ms = 300
             idle_timeout_ms = 400
             log_dir = "/var/log/gloam"
+            join = "gw.example:7070"
+            join_token = "s3cret"
+            join_ca = "ca.pem"
+            node_name = "node-1"
 
             [functions.A]
             [functions.B]
+            idempotent = true
             id = 2
             timeout_ms = 10
             max_payload = 999
@@ -414,7 +472,15 @@ mod tests {
         );
         assert_eq!(config.engine.idle_timeout, Duration::from_millis(400));
         assert_eq!(config.engine.log_dir, Path::new("/var/log/gloam"));
+        assert_eq!(config.engine.join.as_deref(), Some("gw.example:7070"));
+        assert_eq!(config.engine.join_token.as_deref(), Some("s3cret"));
+        assert_eq!(
+            config.engine.join_ca.as_deref(),
+            Some(Path::new("/etc/gloam/ca.pem"))
+        );
+        assert_eq!(config.engine.node_name.as_deref(), Some("node-1"));
         let a = &config.functions[0];
+        assert!(!a.idempotent && config.functions[1].idempotent);
         assert_eq!((a.name.as_str(), a.id), ("A", 1));
         assert_eq!(a.command, None);
         assert_eq!(a.timeout, Duration::from_millis(250));
@@ -500,6 +566,18 @@ mod tests {
             (
                 "[engine]\nqueue_bound = 0\n[functions.A]\n",
                 "/etc/gloam/gloam.toml: engine.queue_bound: must be at least 1",
+            ),
+            (
+                "[engine]\njoin = \"gateway\"\n[functions.A]\n",
+                "/etc/gloam/gloam.toml: engine.join: \"gateway\" is not a gateway address",
+            ),
+            (
+                "[engine]\njoin_token = \"\"\n[functions.A]\n",
+                "/etc/gloam/gloam.toml: engine.join_token: must be 1..=1024 bytes",
+            ),
+            (
+                "[functions.A]\nidempotent = \"yes\"\n",
+                "/etc/gloam/gloam.toml: functions.A.idempotent: invalid type: string \"yes\", expected a boolean",
             ),
             ("", "/etc/gloam/gloam.toml: no functions"),
             ("[engine]\nio_threads = 2\n", "/etc/gloam/gloam.toml: no functions"),

@@ -1,6 +1,6 @@
 //! The gateway's answers (HTTP/1.1 keep-alive and h2c): `POST /function/{name}`, the status page,
-//! `/healthz`, `/readyz`, `/metrics`, `/_/status`; gRPC requests go to [`super::grpc`].
-//! Connections are handled in [`super::server`].
+//! `/healthz`, `/readyz`, `/metrics`, `/_/status`; gRPC requests go to [`super::grpc`],
+//! asynchronous calls to [`super::async_routes`]. Connections are handled in [`super::server`].
 
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use super::grpc::{self, GrpcBody};
 use super::page;
 use super::stats::GatewayStats;
 use crate::engine::Engine;
-use crate::state::Refusal;
+use crate::state::{Refusal, Timing};
 use crate::status;
 
 /// Request header: the call's deadline in milliseconds from now.
@@ -29,25 +29,46 @@ pub const TIMING_HEADER: &str = "x-gloam-timing";
 
 /// What a request's handler needs from the gateway.
 #[derive(Debug)]
-pub(super) struct RequestCtx<'a> {
+pub struct RequestCtx<'a> {
     /// The engine is shutting down (answers say so; the connection closes after).
-    pub(super) draining: bool,
+    pub draining: bool,
     /// How long the request body may stall before the request is answered 408.
-    pub(super) body_timeout: Duration,
+    pub body_timeout: Duration,
     /// The gateway's counters, for `/metrics`.
-    pub(super) stats: &'a GatewayStats,
+    pub stats: &'a GatewayStats,
     /// The connection cap, for `/metrics`.
-    pub(super) max_connections: usize,
+    pub max_connections: usize,
     /// The listener serves gRPC only (`engine.grpc_listen`).
-    pub(super) grpc_only: bool,
+    pub grpc_only: bool,
 }
 
 /// A response body: a whole HTTP body, or a gRPC message with its trailers.
-pub(super) type GatewayBody = Either<Full<Bytes>, GrpcBody>;
+pub type GatewayBody = Either<Full<Bytes>, GrpcBody>;
+
+/// What answers the requests the HTTP front door reads: the engine itself (the embedded
+/// gateway), or the cluster gateway, which sends calls on to the engines that joined it.
+pub trait Backend: Send + Sync + 'static {
+    /// Answers one request.
+    fn handle<'a>(
+        &'a self,
+        ctx: &'a RequestCtx<'a>,
+        req: Request<Incoming>,
+    ) -> impl std::future::Future<Output = Response<GatewayBody>> + Send + 'a;
+}
+
+impl Backend for Engine {
+    fn handle<'a>(
+        &'a self,
+        ctx: &'a RequestCtx<'a>,
+        req: Request<Incoming>,
+    ) -> impl std::future::Future<Output = Response<GatewayBody>> + Send + 'a {
+        handle(self, ctx, req)
+    }
+}
 
 /// Answers one request: gRPC when it says so by its content-type, when its path names a
 /// method of a deployed `grpc:<Service>` function, or on the gRPC-only listener; HTTP else.
-pub(super) async fn handle(
+async fn handle(
     engine: &Engine,
     ctx: &RequestCtx<'_>,
     req: Request<Incoming>,
@@ -152,18 +173,74 @@ async fn call(
             })
         }
     };
+    let method_id = match method_of(&name, methods, req.headers()) {
+        Ok(m) => m,
+        Err(r) => return refusal(r),
+    };
+    let (body, timeout) = match call_input(ctx, &name, allow_get, max_payload, req).await {
+        Ok(input) => input,
+        Err(answer) => return answer,
+    };
+    let options = crate::external::CallOptions {
+        method_id,
+        timeout,
+        ..Default::default()
+    };
+    match engine.call_external_with(&name, body, options).await {
+        Ok(out) => output(out.body, out.timing),
+        Err(r) => refusal(r),
+    }
+}
+
+/// The method id `X-Gloam-Method` names among `methods` (0 without the header).
+pub(crate) fn method_of(
+    name: &str,
+    methods: &[String],
+    headers: &hyper::HeaderMap,
+) -> Result<u16, Refusal> {
+    let Some(v) = headers.get(METHOD_HEADER) else {
+        return Ok(0);
+    };
+    match methods
+        .iter()
+        .position(|m| v.to_str().is_ok_and(|v| v.trim() == m))
+    {
+        Some(i) => Ok(u16::try_from(i).unwrap_or(u16::MAX)),
+        None => Err(Refusal {
+            kind: ErrorKind::InvalidArgument,
+            message: format!(
+                "function {name} has no method {v:?} (header X-Gloam-Method; it has: {})",
+                if methods.is_empty() {
+                    "none".to_string()
+                } else {
+                    methods.join(", ")
+                }
+            ),
+        }),
+    }
+}
+
+/// Checks a call's method and `X-Gloam-Timeout` header and reads its body (at most
+/// `max_payload` bytes): the input and the deadline, or the answer that refuses the request.
+pub(crate) async fn call_input(
+    ctx: &RequestCtx<'_>,
+    name: &str,
+    allow_get: bool,
+    max_payload: u64,
+    req: Request<Incoming>,
+) -> Result<(Bytes, Option<Duration>), Response<Full<Bytes>>> {
     match *req.method() {
         Method::POST => {}
         Method::GET if allow_get => {}
         _ => {
-            return error(
+            return Err(error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "METHOD_NOT_ALLOWED",
                 &format!(
                     "function {name} accepts POST{}",
                     if allow_get { " and GET" } else { "" }
                 ),
-            )
+            ))
         }
     }
     let timeout = match req.headers().get(TIMEOUT_HEADER) {
@@ -171,34 +248,15 @@ async fn call(
         Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
             Some(ms) if ms > 0 => Some(Duration::from_millis(ms)),
             _ => {
-                return refusal(Refusal {
+                return Err(refusal(Refusal {
                     kind: ErrorKind::InvalidArgument,
                     message: format!(
                     "header X-Gloam-Timeout must be a positive number of milliseconds, got {v:?}"
                 ),
-                })
+                }))
             }
         },
     };
-    let method_id =
-        match req.headers().get(METHOD_HEADER) {
-            None => 0,
-            Some(v) => match methods
-                .iter()
-                .position(|m| v.to_str().is_ok_and(|v| v.trim() == m))
-            {
-                Some(i) => u16::try_from(i).unwrap_or(u16::MAX),
-                None => {
-                    return refusal(Refusal {
-                        kind: ErrorKind::InvalidArgument,
-                        message: format!(
-                        "function {name} has no method {v:?} (header X-Gloam-Method; it has: {})",
-                        if methods.is_empty() { "none".to_string() } else { methods.join(", ") }
-                    ),
-                    })
-                }
-            },
-        };
     let too_large = |size: String| {
         refusal(Refusal {
             kind: ErrorKind::PayloadTooLarge,
@@ -226,85 +284,52 @@ async fn call(
             // The rest of the body will not be read: the connection cannot carry another.
             r.headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));
-            return r;
+            return Err(r);
         }
         Err(BodyError::TooLarge(seen)) => {
-            return too_large(declared.unwrap_or(seen).to_string());
+            return Err(too_large(declared.unwrap_or(seen).to_string()));
         }
         Err(BodyError::Read(e)) => {
-            return error(
+            return Err(error(
                 StatusCode::BAD_REQUEST,
                 "INVALID_ARGUMENT",
                 &format!("could not read the request body: {e}"),
-            )
+            ))
         }
     };
-    let options = crate::external::CallOptions {
-        method_id,
-        timeout,
-        ..Default::default()
-    };
-    match engine.call_external_with(&name, body, options).await {
-        Ok(out) => {
-            let mut r = Response::new(Full::new(out.body));
-            let t = out.timing;
-            if let Ok(v) = HeaderValue::from_str(&format!(
-                "queue={};run={};handler={}",
-                t.queued_ns / 1000,
-                t.running_ns / 1000,
-                t.processing_ns / 1000
-            )) {
-                r.headers_mut().insert(TIMING_HEADER, v);
-            }
-            // The same split for browsers' developer tools (durations in ms).
-            let overhead = t.running_ns.saturating_sub(t.processing_ns);
-            if let Ok(v) = HeaderValue::from_str(&format!(
-                "queue;dur={:.3}, dispatch;dur={:.3}, handler;dur={:.3}",
-                t.queued_ns as f64 / 1e6,
-                overhead as f64 / 1e6,
-                t.processing_ns as f64 / 1e6
-            )) {
-                r.headers_mut().insert("server-timing", v);
-            }
-            r
-        }
-        Err(r) => refusal(r),
-    }
+    Ok((body, timeout))
 }
 
-/// The method id `X-Gloam-Method` names among `methods` (0 without the header).
-pub(super) fn method_of(
-    name: &str,
-    methods: &[String],
-    headers: &hyper::HeaderMap,
-) -> Result<u16, Refusal> {
-    let Some(v) = headers.get(METHOD_HEADER) else {
-        return Ok(0);
-    };
-    match methods
-        .iter()
-        .position(|m| v.to_str().is_ok_and(|v| v.trim() == m))
-    {
-        Some(i) => Ok(u16::try_from(i).unwrap_or(u16::MAX)),
-        None => Err(Refusal {
-            kind: ErrorKind::InvalidArgument,
-            message: format!(
-                "function {name} has no method {v:?} (header X-Gloam-Method; it has: {})",
-                if methods.is_empty() {
-                    "none".to_string()
-                } else {
-                    methods.join(", ")
-                }
-            ),
-        }),
+/// The `200` answer of a call: its output, with where the time went in `X-Gloam-Timing` and
+/// `Server-Timing`.
+pub(crate) fn output(body: Bytes, t: Timing) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body));
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "queue={};run={};handler={}",
+        t.queued_ns / 1000,
+        t.running_ns / 1000,
+        t.processing_ns / 1000
+    )) {
+        r.headers_mut().insert(TIMING_HEADER, v);
     }
+    // The same split for browsers' developer tools (durations in ms).
+    let overhead = t.running_ns.saturating_sub(t.processing_ns);
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "queue;dur={:.3}, dispatch;dur={:.3}, handler;dur={:.3}",
+        t.queued_ns as f64 / 1e6,
+        overhead as f64 / 1e6,
+        t.processing_ns as f64 / 1e6
+    )) {
+        r.headers_mut().insert("server-timing", v);
+    }
+    r
 }
 
 /// After a body proved too large, this much more is read and thrown away so that the client,
 /// still sending, gets the 413 instead of a reset connection. Beyond it, the connection closes.
 const DISCARD_CAP: u64 = 64 << 20;
 
-pub(super) enum BodyError {
+pub(crate) enum BodyError {
     /// Over the limit; how many bytes were seen.
     TooLarge(u64),
     Read(hyper::Error),
@@ -314,7 +339,7 @@ pub(super) enum BodyError {
 
 /// Reads the body up to `limit` bytes, never buffering more, waiting at most `stall` for
 /// each frame.
-pub(super) async fn read_body(
+pub(crate) async fn read_body(
     mut body: Incoming,
     limit: u64,
     stall: Duration,
@@ -346,7 +371,7 @@ pub(super) async fn read_body(
     Ok(buf.freeze())
 }
 
-pub(super) fn refusal(r: Refusal) -> Response<Full<Bytes>> {
+pub(crate) fn refusal(r: Refusal) -> Response<Full<Bytes>> {
     let status =
         StatusCode::from_u16(r.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = error(status, r.kind.as_str(), &r.message);
@@ -360,7 +385,7 @@ pub(super) fn refusal(r: Refusal) -> Response<Full<Bytes>> {
     resp
 }
 
-pub(super) fn error(status: StatusCode, kind: &str, message: &str) -> Response<Full<Bytes>> {
+pub(crate) fn error(status: StatusCode, kind: &str, message: &str) -> Response<Full<Bytes>> {
     let body = serde_json::json!({ "error": kind, "message": message });
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
@@ -369,7 +394,7 @@ pub(super) fn error(status: StatusCode, kind: &str, message: &str) -> Response<F
     r
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+pub(crate) fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
     r

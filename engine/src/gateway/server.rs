@@ -37,9 +37,8 @@ use tokio::task::JoinHandle;
 use super::conn::{
     Clock, ConnState, Eviction, GuardedBody, Registry, RequestGuard, Timeouts, TrackedStream,
 };
-use super::http::{self, RequestCtx};
+use super::http::{Backend, RequestCtx};
 use super::stats::GatewayStats;
-use crate::engine::Engine;
 
 /// First pause after a failed accept.
 const BACKOFF_FIRST: Duration = Duration::from_millis(10);
@@ -69,8 +68,8 @@ enum Phase {
 }
 
 /// What every connection task shares.
-struct Shared {
-    engine: Arc<Engine>,
+struct Shared<B> {
+    backend: Arc<B>,
     limits: Limits,
     draining: AtomicBool,
     stats: GatewayStats,
@@ -81,7 +80,7 @@ struct Shared {
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
-impl std::fmt::Debug for Shared {
+impl<B> std::fmt::Debug for Shared<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
             .field("limits", &self.limits)
@@ -100,35 +99,36 @@ pub struct Listener {
     pub grpc_only: bool,
 }
 
-/// A running HTTP gateway; see the [module docs](self).
+/// A running HTTP gateway; see the [module docs](self). It serves the engine's calls
+/// (embedded gateway) or, in `gloam gateway`, sends them to the engines that joined.
 #[derive(Debug)]
-pub struct Gateway {
+pub struct Gateway<B: Backend = crate::engine::Engine> {
     phase: watch::Sender<Phase>,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<B>>,
     task: JoinHandle<()>,
 }
 
-impl Gateway {
-    /// Serves HTTP (and gRPC) on `listener` for `engine` within `limits`, on the current
+impl<B: Backend> Gateway<B> {
+    /// Serves HTTP (and gRPC) on `listener` for `backend` within `limits`, on the current
     /// runtime.
-    pub fn start(engine: Arc<Engine>, listener: TcpListener, limits: Limits) -> Gateway {
+    pub fn start(backend: Arc<B>, listener: TcpListener, limits: Limits) -> Gateway<B> {
         let listener = Listener {
             tcp: listener,
             grpc_only: false,
         };
-        Gateway::start_on(engine, vec![listener], limits, None)
+        Gateway::start_on(backend, vec![listener], limits, None)
     }
 
-    /// Serves every listener of `listeners` for `engine`; the connection cap is shared. With
+    /// Serves every listener of `listeners` for `backend`; the connection cap is shared. With
     /// `tls`, connections speak TLS (the handshake must finish within the header timeout).
     pub fn start_on(
-        engine: Arc<Engine>,
+        backend: Arc<B>,
         listeners: Vec<Listener>,
         limits: Limits,
         tls: Option<tokio_rustls::TlsAcceptor>,
-    ) -> Gateway {
+    ) -> Gateway<B> {
         let shared = Arc::new(Shared {
-            engine,
+            backend,
             limits,
             draining: AtomicBool::new(false),
             stats: GatewayStats::default(),
@@ -175,7 +175,11 @@ impl Gateway {
     }
 }
 
-async fn run(shared: Arc<Shared>, listeners: Vec<Listener>, mut phase: watch::Receiver<Phase>) {
+async fn run<B: Backend>(
+    shared: Arc<Shared<B>>,
+    listeners: Vec<Listener>,
+    mut phase: watch::Receiver<Phase>,
+) {
     let graceful = Arc::new(GracefulShutdown::new());
     let loops: Vec<_> = listeners
         .into_iter()
@@ -196,8 +200,8 @@ async fn run(shared: Arc<Shared>, listeners: Vec<Listener>, mut phase: watch::Re
     }
 }
 
-async fn accept_loop(
-    shared: &Arc<Shared>,
+async fn accept_loop<B: Backend>(
+    shared: &Arc<Shared<B>>,
     listener: Listener,
     phase: &mut watch::Receiver<Phase>,
     graceful: &GracefulShutdown,
@@ -263,8 +267,8 @@ async fn accept_loop(
 
 /// The cap is reached: evicts an idle connection if there is one, and waits for a slot.
 /// `None` when the gateway stops meanwhile.
-async fn wait_for_slot(
-    shared: &Arc<Shared>,
+async fn wait_for_slot<B: Backend>(
+    shared: &Arc<Shared<B>>,
     phase: &mut watch::Receiver<Phase>,
     cap: &mut CapEpisode,
 ) -> Option<OwnedSemaphorePermit> {
@@ -305,8 +309,8 @@ async fn wait_for_slot(
     permit
 }
 
-fn spawn_connection(
-    shared: Arc<Shared>,
+fn spawn_connection<B: Backend>(
+    shared: Arc<Shared<B>>,
     stream: TcpStream,
     grpc_only: bool,
     permit: OwnedSemaphorePermit,
@@ -338,7 +342,7 @@ fn spawn_connection(
                         max_connections: shared.limits.max_connections,
                         grpc_only,
                     };
-                    let mut response = http::handle(&shared.engine, &ctx, req).await;
+                    let mut response = shared.backend.handle(&ctx, req).await;
                     // Draining: this connection's client must go elsewhere from now on.
                     if shared.draining.load(Ordering::SeqCst) && version < Version::HTTP_2 {
                         response
@@ -385,8 +389,8 @@ fn spawn_connection(
 }
 
 /// Serves one connection (plain or TLS) until it ends or its limits close it.
-async fn serve<I, S, B>(
-    shared: &Arc<Shared>,
+async fn serve<K: Backend, I, S, B>(
+    shared: &Arc<Shared<K>>,
     conn: &Arc<ConnState>,
     io: TokioIo<I>,
     service: S,
@@ -470,7 +474,7 @@ struct CapEpisode {
 }
 
 impl CapEpisode {
-    fn reached(&mut self, shared: &Shared) {
+    fn reached<B>(&mut self, shared: &Shared<B>) {
         if !self.active {
             self.active = true;
             self.waits = 0;
@@ -486,7 +490,7 @@ impl CapEpisode {
     }
 
     /// A connection got a slot without waiting: the episode, if any, is over.
-    fn over(&mut self, shared: &Shared) {
+    fn over<B>(&mut self, shared: &Shared<B>) {
         if self.active {
             self.active = false;
             let evicted = shared

@@ -66,7 +66,22 @@ impl Stack {
         Stack::launch(engine_extra, functions, Some(nofile), &[])
     }
 
+    /// [`start`](Self::start) with extra environment variables for `gloam up`.
+    pub fn start_env(engine_extra: &str, functions: &str, env: &[(&str, &str)]) -> Stack {
+        Stack::launch_with(engine_extra, functions, None, &[], env)
+    }
+
     fn launch(engine_extra: &str, functions: &str, nofile: Option<u64>, args: &[&str]) -> Stack {
+        Stack::launch_with(engine_extra, functions, nofile, args, &[])
+    }
+
+    fn launch_with(
+        engine_extra: &str,
+        functions: &str,
+        nofile: Option<u64>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Stack {
         let dir = tempfile::tempdir().expect("tempdir");
         // CI runs these tests once more with the other transport.
         let transport = std::env::var("GLOAM_TEST_TRANSPORT")
@@ -80,7 +95,7 @@ impl Stack {
         let path = dir.path().join("gloam.toml");
         std::fs::write(&path, config).expect("write config");
         let stderr_log = dir.path().join("engine.stderr");
-        let (child, addr, grpc_addr) = spawn_up(&path, &stderr_log, nofile, args);
+        let (child, addr, grpc_addr) = spawn_up(&path, &stderr_log, nofile, args, env);
         Stack {
             child: Some(child),
             addr,
@@ -165,6 +180,14 @@ impl Stack {
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
+    /// Sends SIGKILL to the engine (its workers notice and exit).
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Kills the engine with SIGKILL (no drain, nothing cleaned), then starts it again on the
     /// same configuration and waits until it is ready.
     pub fn kill_and_restart(&mut self) {
@@ -173,7 +196,7 @@ impl Stack {
             let _ = c.wait();
         }
         let path = self.dir.path().join("gloam.toml");
-        let (child, addr, grpc_addr) = spawn_up(&path, &self.stderr_log, None, &[]);
+        let (child, addr, grpc_addr) = spawn_up(&path, &self.stderr_log, None, &[], &[]);
         self.child = Some(child);
         self.addr = addr;
         self.grpc_addr = grpc_addr;
@@ -324,8 +347,10 @@ fn spawn_up(
     stderr_log: &Path,
     nofile: Option<u64>,
     args: &[&str],
+    env: &[(&str, &str)],
 ) -> (Child, String, Option<String>) {
     let mut command = Command::new(gloam_bin());
+    command.envs(env.iter().copied());
     command
         .arg("up")
         .arg(path)
@@ -442,3 +467,4 @@ impl Drop for Stack {
         }
     }
 }
+pub mod cluster;

@@ -102,6 +102,7 @@
 
     renderFunctions(status.functions, rates);
     renderWorkers(status.workers);
+    renderEngines(status);
     renderLegend(status.functions);
     drawAll(t);
     polls += 1;
@@ -207,6 +208,36 @@
     }
     wkBody.replaceChildren(frag);
     if (!workers.length) emptyRow(wkBody, 5, "no workers connected");
+  }
+
+  // A gateway (`gloam gateway`) lists its engines instead of workers.
+  function renderEngines(status) {
+    const gateway = status.role === "gateway";
+    $("engines-section").hidden = !gateway;
+    $("workers-section").hidden = gateway;
+    if (!gateway) return;
+    const body = document.querySelector("#engines tbody");
+    const engines = status.engines || [];
+    const frag = document.createDocumentFragment();
+    for (const e of engines) {
+      const tr = document.createElement("tr");
+      tr.dataset.engine = String(e.id);
+      const state = document.createElement("span");
+      state.className = "badge " + (e.state === "serving" ? "idle" : "busy");
+      state.textContent = e.state;
+      const fns = (e.functions || []).map((f) => f.name + " " + f.outstanding + "/" + f.capacity).join(", ");
+      const cells = [String(e.id), e.node, e.addr, state, fmtInt(e.outstanding), fmtInt(e.calls),
+        fmtInt(e.failures), fmtInt(Math.round(e.rtt_us)), fns];
+      cells.forEach((c, i) => {
+        const td = document.createElement("td");
+        if (i === 1 || i === 8) td.className = "name";
+        if (typeof c === "string") td.textContent = c; else td.append(c);
+        tr.append(td);
+      });
+      frag.append(tr);
+    }
+    body.replaceChildren(frag);
+    if (!engines.length) emptyRow(body, 9, "no engine has joined");
   }
 
   function emptyRow(tbody, cols, text) {

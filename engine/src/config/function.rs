@@ -7,6 +7,7 @@ use std::time::Duration;
 use gloam_core::protocol::CallId;
 use gloam_core::worker::{ENV_FUNCTION, ENV_HANDLER, ENV_IPC_ROOT, ENV_WORKERS};
 
+use super::isolation::{resolve_isolation, RawIsolation};
 use super::model::{
     ConfigError, EngineConfig, FunctionConfig, DEFAULT_MAX_WORKERS, ENV_PROCESS_INDEX, GRPC_PREFIX,
     MAX_GRPC_METHODS,
@@ -267,6 +268,22 @@ pub(super) fn resolve_function(
     };
 
     let grpc_methods = grpc_methods(&name, raw.grpc_methods, source)?;
+    let isolation = resolve_isolation(
+        &name,
+        RawIsolation {
+            isolation: raw.isolation,
+            network: raw.network,
+            rootfs: raw.rootfs,
+            tmp_size: raw.tmp_size,
+            sandbox_paths: raw.sandbox_paths,
+            memory_limit: raw.memory_limit,
+            cpu_limit: raw.cpu_limit,
+            pids_limit: raw.pids_limit,
+        },
+        engine.isolation,
+        &dir,
+        source,
+    )?;
     Ok(FunctionConfig {
         grpc_methods,
         concurrency,
@@ -288,6 +305,7 @@ pub(super) fn resolve_function(
         allow_get: raw.allow_get,
         queue_bound,
         idempotent: raw.idempotent,
+        isolation,
     })
 }
 

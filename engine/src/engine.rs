@@ -241,6 +241,20 @@ impl Engine {
         }
     }
 
+    /// Whether a worker of `function_id` that connected from process group `group` with
+    /// `secret` is the launcher's; `None` when the function has no launcher (its workers are
+    /// started by hand, and nothing is checked).
+    pub(crate) fn verify_worker(
+        &self,
+        function_id: u16,
+        group: u32,
+        secret: &str,
+    ) -> Option<crate::launcher::Verdict> {
+        lock(&self.launchers)
+            .get(&function_id)
+            .map(|l| l.verify(group, secret))
+    }
+
     /// Takes every launcher back (shutdown).
     pub fn take_launchers(&self) -> Vec<Launcher> {
         lock(&self.launchers).drain().map(|(_, l)| l).collect()

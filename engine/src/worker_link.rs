@@ -19,6 +19,7 @@ use gloam_core::protocol::{flags, Header, Hello, Kind, Message, PayloadLocation,
 use gloam_core::{socket, ErrorKind};
 
 use crate::engine::Engine;
+use crate::launcher::Verdict;
 use crate::state::WorkerId;
 use crate::transport::{self, FifoLink, Inbound, RingLink, WorkerLink};
 
@@ -105,6 +106,10 @@ async fn handshake(engine: Arc<Engine>, mut sock: UnixStream) {
         return reject(&mut sock, ErrorKind::FunctionNotFound, &text).await;
     };
     let (pid, group) = peer_process(&sock);
+    if let Err(text) = proves_itself(&engine, function.id, group, &hello.secret).await {
+        let text = format!("pid {pid} cannot serve {}: {text}", function.name);
+        return reject(&mut sock, ErrorKind::InvalidArgument, &text).await;
+    }
     let pid = if pid == 0 { hello.pid } else { pid };
     let reserved = engine.lock().reserve_worker(function.id);
     let id = match reserved {
@@ -130,12 +135,43 @@ async fn handshake(engine: Arc<Engine>, mut sock: UnixStream) {
                 poller.add(ring.clone());
             }
             engine.event(|st, now| st.worker_ready(id, now, cold_start));
-            serve(engine, id, link, fifo_rx, sock).await;
+            let memory_limit = function.isolation.limits.memory;
+            serve(engine, id, link, fifo_rx, sock, (pid, memory_limit)).await;
         }
         Err(text) => {
             tracing::warn!(worker = %id, function = %hello.function, "worker handshake failed: {text}");
             engine.event(|st, now| st.worker_gone(id, "failed its handshake", now));
             remove_fifos(engine.paths(), id.raw());
+        }
+    }
+}
+
+/// How long a connecting worker's process may stay unknown to its launcher (which records
+/// a process right after spawning it).
+const UNKNOWN_PROCESS_WAIT: Duration = Duration::from_secs(1);
+
+/// Checks that a worker of a launched function comes from one of its launcher's processes
+/// (its process group, from `SO_PEERCRED`) with the secret that process was given; a
+/// function without a launcher (workers started by hand) is not checked.
+async fn proves_itself(
+    engine: &Engine,
+    function_id: u16,
+    group: u32,
+    secret: &str,
+) -> Result<(), String> {
+    let start = tokio::time::Instant::now();
+    loop {
+        match engine.verify_worker(function_id, group, secret) {
+            None | Some(Verdict::Valid) => return Ok(()),
+            Some(Verdict::WrongSecret) => {
+                return Err("it did not present its process's secret".to_string())
+            }
+            Some(Verdict::UnknownProcess) if start.elapsed() >= UNKNOWN_PROCESS_WAIT => {
+                return Err(format!(
+                    "process group {group} is none of the function's worker processes"
+                ))
+            }
+            Some(Verdict::UnknownProcess) => tokio::time::sleep(Duration::from_millis(5)).await,
         }
     }
 }
@@ -230,6 +266,7 @@ async fn serve(
     link: Arc<WorkerLink>,
     fifo_rx: Option<pipe::Receiver>,
     sock: UnixStream,
+    (pid, memory_limit): (u32, Option<u64>),
 ) {
     match fifo_rx {
         Some(rx) => {
@@ -238,12 +275,45 @@ async fn serve(
         }
         None => {
             let reason = tokio::select! {
-                reason = transport::watch_socket(&sock) => reason,
+                reason = transport::watch_socket(&sock) => match how_it_ended(pid, memory_limit) {
+                    Some(how) => how,
+                    None => reason,
+                },
                 _ = link.kicked() => "was dropped by the engine".to_string(),
             };
             engine.disconnect_worker(id, &reason);
         }
     }
+}
+
+/// How process `pid` ended, from its exit code in `/proc/<pid>/stat` (set before its
+/// descriptors close, so readable when its socket reports the end): `was killed by SIGKILL
+/// (memory_limit is 64 MiB: likely out of memory)`, `exited with code 3`; `None` when it is
+/// unknown or the process closed its socket and lives on.
+fn how_it_ended(pid: u32, memory_limit: Option<u64>) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.get(stat.rfind(')')? + 2..)?;
+    // Field 52 (exit_code, waitpid(2) form); `after` starts at field 3.
+    let code: i32 = after.split_whitespace().nth(49)?.parse().ok()?;
+    let signal = code & 0x7f;
+    if signal != 0 {
+        let name = nix::sys::signal::Signal::try_from(signal)
+            .map_or_else(|_| format!("signal {signal}"), |s| s.to_string());
+        let oom = match memory_limit {
+            Some(m) if signal == libc::SIGKILL => format!(
+                " (memory_limit is {}: likely out of memory)",
+                crate::config::size_text(m)
+            ),
+            Some(m) if signal == libc::SIGABRT => format!(
+                " (memory_limit is {}: an allocation past it fails)",
+                crate::config::size_text(m)
+            ),
+            _ => String::new(),
+        };
+        return Some(format!("was killed by {name}{oom}"));
+    }
+    let status = (code >> 8) & 0xff;
+    (status != 0).then(|| format!("exited with code {status}"))
 }
 
 /// How long process `pid` has existed (its start time in `/proc` against the uptime), if

@@ -82,6 +82,7 @@ fn handshake(stack: &Stack, function: &str) -> (UnixStream, Welcome) {
         pid: std::process::id(),
         function: function.into(),
         language: "test".into(),
+        secret: String::new(),
     };
     sock.write_all(&hello.to_message().unwrap().to_bytes())
         .unwrap();
@@ -144,6 +145,7 @@ fn bad_workers_are_refused_or_disconnected_and_the_engine_lives_on() {
         pid: 1,
         function: "Echo".into(),
         language: "test".into(),
+        secret: String::new(),
     }
     .to_message()
     .unwrap()

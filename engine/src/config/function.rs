@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gloam_core::protocol::CallId;
-use gloam_core::worker::{ENV_FUNCTION, ENV_HANDLER, ENV_IPC_ROOT, ENV_WORKERS};
+use gloam_core::worker::{ENV_FUNCTION, ENV_HANDLER, ENV_IPC_ROOT, ENV_WORKERS, ENV_WORKER_SECRET};
 
 use super::isolation::{resolve_isolation, RawIsolation};
 use super::model::{
@@ -57,6 +57,7 @@ pub(super) fn resolve_function(
         ENV_WORKERS,
         ENV_PROCESS_INDEX,
         ENV_DEBUG,
+        ENV_WORKER_SECRET,
     ];
     let mut env = raw.env;
     if let Some(handler) = raw.handler {

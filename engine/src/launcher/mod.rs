@@ -18,6 +18,8 @@
 
 mod output;
 mod process;
+mod sandbox;
+mod secret;
 mod supervise;
 
 use std::collections::BTreeMap;
@@ -31,10 +33,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::config::{EngineConfig, FunctionConfig};
+use crate::config::{Config, FunctionConfig, IsolationConfig};
 use crate::state::ProcessEnd;
 
 pub use output::TAIL_LINES;
+pub use sandbox::{check as check_sandbox, check_process_limits, BWRAP, PRLIMIT};
+pub use secret::Verdict;
 pub use supervise::LOG_ROTATE_BYTES;
 
 /// First restart delay after a worker process exits.
@@ -49,7 +53,7 @@ pub const HEALTHY_RUN: Duration = Duration::from_secs(10);
 pub use gloam_core::worker::ENV_DEBUG;
 
 /// What to run for one function, and how many processes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LaunchSpec {
     /// The function's name; passed as `GLOAM_FUNCTION` and used in log file names.
     pub function: String,
@@ -73,13 +77,27 @@ pub struct LaunchSpec {
     pub log_dir: PathBuf,
     /// Sets `GLOAM_DEBUG=1` (stack traces in error messages).
     pub debug: bool,
+    /// Process or sandbox, and the limits of each process.
+    pub isolation: IsolationConfig,
+    /// Paths a sandbox must not show (absolute): the log directory, the configuration file,
+    /// the other functions' directories.
+    pub hide: Vec<PathBuf>,
 }
 
 impl LaunchSpec {
-    /// The spec for a configured function; `None` when it has no `command` (its workers are
-    /// started by hand).
-    pub fn from_config(function: &FunctionConfig, engine: &EngineConfig) -> Option<LaunchSpec> {
+    /// The spec for a configured function of `config`; `None` when it has no `command` (its
+    /// workers are started by hand).
+    pub fn from_config(function: &FunctionConfig, config: &Config) -> Option<LaunchSpec> {
         let command = function.command.clone()?;
+        let engine = &config.engine;
+        let mut hide = vec![engine.log_dir.clone(), absolute_source(&config.source)];
+        hide.extend(
+            config
+                .functions
+                .iter()
+                .filter(|f| f.dir != function.dir)
+                .map(|f| f.dir.clone()),
+        );
         Some(LaunchSpec {
             function: function.name.clone(),
             function_id: function.id,
@@ -96,6 +114,8 @@ impl LaunchSpec {
             ipc_root: engine.ipc_root.clone(),
             log_dir: engine.log_dir.clone(),
             debug: function.debug,
+            isolation: function.isolation.clone(),
+            hide,
         })
     }
 
@@ -107,6 +127,13 @@ impl LaunchSpec {
             self.log_dir.join(format!("{stem}.stderr")),
         )
     }
+}
+
+/// `source` made absolute against the current directory.
+fn absolute_source(source: &std::path::Path) -> PathBuf {
+    std::env::current_dir()
+        .map(|cwd| cwd.join(source))
+        .unwrap_or_else(|_| source.to_path_buf())
 }
 
 /// Where a launcher reports, and whether it echoes worker output.
@@ -184,6 +211,8 @@ pub(super) struct Shared {
     /// Bumped to cut the backoff of waiting slots short.
     kick: watch::Sender<u64>,
     pids: Mutex<BTreeMap<usize, u32>>,
+    /// The secret of each slot's current process (given at spawn, checked at handshake).
+    secrets: Mutex<BTreeMap<usize, String>>,
     restarts: AtomicU64,
     next_slot: AtomicUsize,
     /// Slots whose process was asked to retire: when it exits, the slot ends.
@@ -221,6 +250,7 @@ impl Launcher {
                 stop,
                 kick,
                 pids: Mutex::new(BTreeMap::new()),
+                secrets: Mutex::new(BTreeMap::new()),
                 restarts: AtomicU64::new(0),
                 next_slot: AtomicUsize::new(0),
                 retiring: Mutex::new(std::collections::BTreeSet::new()),
@@ -259,6 +289,16 @@ impl Launcher {
             .iter()
             .find(|(_, p)| **p == group)
             .map(|(slot, _)| *slot)
+    }
+
+    /// Whether a worker that connected from process group `group` and presented `secret` is
+    /// one of this launcher's processes: the slot whose process leads `group` must have been
+    /// given `secret` (compared in constant time).
+    pub fn verify(&self, group: u32, secret: &str) -> Verdict {
+        let Some(slot) = self.slot_of_group(group) else {
+            return Verdict::UnknownProcess;
+        };
+        secret::check(lock(&self.shared.secrets).get(&slot), secret)
     }
 
     /// Marks the process of group `group` as retiring (the engine asked its workers to

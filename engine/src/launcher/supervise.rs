@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gloam_core::worker::{ENV_FUNCTION, ENV_IPC_ROOT, ENV_WORKERS};
+use gloam_core::worker::{ENV_FUNCTION, ENV_IPC_ROOT, ENV_WORKERS, ENV_WORKER_SECRET};
 use nix::sys::signal::Signal;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::output::{pump, Sink, Tail};
 use super::process::{describe, signal_group, terminate};
+use super::sandbox;
 use super::{
     lock, LaunchEvent, LaunchSpec, ProcessExit, Shared, ENV_DEBUG, HEALTHY_RUN, INITIAL_BACKOFF,
     MAX_BACKOFF,
@@ -60,7 +61,15 @@ pub(super) async fn supervise(shared: Arc<Shared>, slot: usize) {
         }
         first = false;
 
-        let end = match spawn(spec, slot, shared.hooks.echo) {
+        let secret = match super::secret::fresh() {
+            Ok(secret) => secret,
+            Err(e) => {
+                tracing::error!(function = %spec.function, "cannot make a worker secret: {e}");
+                String::new()
+            }
+        };
+        lock(&shared.secrets).insert(slot, secret.clone());
+        let end = match spawn(spec, slot, shared.hooks.echo, &secret) {
             Ok(Running {
                 mut child,
                 pumps,
@@ -182,7 +191,7 @@ fn open_log(path: &Path) -> io::Result<File> {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))
 }
 
-fn spawn(spec: &LaunchSpec, slot: usize, echo: bool) -> io::Result<Running> {
+fn spawn(spec: &LaunchSpec, slot: usize, echo: bool, secret: &str) -> io::Result<Running> {
     std::fs::create_dir_all(&spec.log_dir).map_err(|e| {
         io::Error::new(
             e.kind(),
@@ -196,9 +205,18 @@ fn spawn(spec: &LaunchSpec, slot: usize, echo: bool) -> io::Result<Running> {
     let stdout_log = open_log(&stdout_path)?;
     let stderr_log = open_log(&stderr_path)?;
 
-    let mut command = Command::new(&spec.command);
+    let sandboxed = sandbox::wrap(spec);
+    let mut command = match &sandboxed {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args);
+            c
+        }
+        None => Command::new(&spec.command),
+    };
     command
         .args(&spec.args)
+        .env(ENV_WORKER_SECRET, secret)
         .current_dir(&spec.dir)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .env(ENV_FUNCTION, &spec.function)
@@ -215,14 +233,33 @@ fn spawn(spec: &LaunchSpec, slot: usize, echo: bool) -> io::Result<Running> {
         command.env(ENV_DEBUG, "1");
     }
     let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
+    let no_new_privs = sandboxed.is_some();
+    // Without cgroups, memory_limit is the address-space limit (see docs/architecture.md).
+    let address_space = spec
+        .isolation
+        .limits
+        .memory
+        .map(|m| libc::rlim_t::try_from(m).unwrap_or(libc::RLIM_INFINITY));
     // SAFETY: the closure runs in the forked child before exec and only makes the
-    // async-signal-safe calls prctl(2) and getppid(2); it allocates nothing and touches no
-    // locks. The death signal fires when the forking *thread* exits; tokio runtime threads
-    // live as long as the runtime, which outlives the launcher.
+    // async-signal-safe calls prctl(2), setrlimit(2) and getppid(2); it allocates nothing and
+    // touches no locks. The death signal fires when the forking *thread* exits; tokio runtime
+    // threads live as long as the runtime, which outlives the launcher.
     unsafe {
         command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
+            }
+            if no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some(bytes) = address_space {
+                let limit = libc::rlimit {
+                    rlim_cur: bytes,
+                    rlim_max: bytes,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             // The engine may have died between fork and prctl; then nobody would kill us.
             if libc::getppid() != parent {

@@ -255,6 +255,14 @@ impl Engine {
             .map(|l| l.verify(group, secret))
     }
 
+    /// How long ago the launcher of `function_id` spawned the process leading `group`.
+    pub(crate) fn spawned_ago(&self, function_id: u16, group: u32) -> Option<Duration> {
+        lock(&self.launchers)
+            .get(&function_id)
+            .and_then(|l| l.spawned_at(group))
+            .map(|t| t.elapsed())
+    }
+
     /// Takes every launcher back (shutdown).
     pub fn take_launchers(&self) -> Vec<Launcher> {
         lock(&self.launchers).drain().map(|(_, l)| l).collect()

@@ -129,8 +129,13 @@ async fn handshake(engine: Arc<Engine>, mut sock: UnixStream) {
         .worker_connected(id, pid, group, &hello.language, link.clone());
     match welcome(&engine, &mut sock, function.id, id, &link).await {
         Ok(()) => {
-            tracing::info!(worker = %id, function = %hello.function, pid, language = %hello.language, "worker ready");
-            let cold_start = process_age_ns(pid);
+            // From the launcher's spawn (sandbox set-up included), else the process's age.
+            let cold_start = engine
+                .spawned_ago(function.id, group)
+                .and_then(|d| u64::try_from(d.as_nanos()).ok())
+                .or_else(|| process_age_ns(pid));
+            let cold_start_us = cold_start.map(|ns| ns / 1000);
+            tracing::info!(worker = %id, function = %hello.function, pid, language = %hello.language, cold_start_us, "worker ready");
             if let (WorkerLink::Ring(ring), Some(poller)) = (link.as_ref(), engine.poller()) {
                 poller.add(ring.clone());
             }

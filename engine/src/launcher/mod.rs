@@ -211,12 +211,20 @@ pub(super) struct Shared {
     /// Bumped to cut the backoff of waiting slots short.
     kick: watch::Sender<u64>,
     pids: Mutex<BTreeMap<usize, u32>>,
-    /// The secret of each slot's current process (given at spawn, checked at handshake).
-    secrets: Mutex<BTreeMap<usize, String>>,
+    /// What each slot's current process was given at spawn: its secret (checked at the
+    /// handshake) and when (its cold start is measured from there).
+    issued: Mutex<BTreeMap<usize, Issued>>,
     restarts: AtomicU64,
     next_slot: AtomicUsize,
     /// Slots whose process was asked to retire: when it exits, the slot ends.
     retiring: Mutex<std::collections::BTreeSet<usize>>,
+}
+
+/// What a slot's process was given at spawn.
+#[derive(Debug)]
+pub(super) struct Issued {
+    pub(super) secret: String,
+    pub(super) spawned: std::time::Instant,
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -250,7 +258,7 @@ impl Launcher {
                 stop,
                 kick,
                 pids: Mutex::new(BTreeMap::new()),
-                secrets: Mutex::new(BTreeMap::new()),
+                issued: Mutex::new(BTreeMap::new()),
                 restarts: AtomicU64::new(0),
                 next_slot: AtomicUsize::new(0),
                 retiring: Mutex::new(std::collections::BTreeSet::new()),
@@ -298,7 +306,16 @@ impl Launcher {
         let Some(slot) = self.slot_of_group(group) else {
             return Verdict::UnknownProcess;
         };
-        secret::check(lock(&self.shared.secrets).get(&slot), secret)
+        secret::check(
+            lock(&self.shared.issued).get(&slot).map(|i| &i.secret),
+            secret,
+        )
+    }
+
+    /// When the process leading group `group` was spawned (before any sandbox set-up).
+    pub fn spawned_at(&self, group: u32) -> Option<std::time::Instant> {
+        let slot = self.slot_of_group(group)?;
+        lock(&self.shared.issued).get(&slot).map(|i| i.spawned)
     }
 
     /// Marks the process of group `group` as retiring (the engine asked its workers to

@@ -68,7 +68,11 @@ pub(super) async fn supervise(shared: Arc<Shared>, slot: usize) {
                 String::new()
             }
         };
-        lock(&shared.secrets).insert(slot, secret.clone());
+        let issued = super::Issued {
+            secret: secret.clone(),
+            spawned: std::time::Instant::now(),
+        };
+        lock(&shared.issued).insert(slot, issued);
         let end = match spawn(spec, slot, shared.hooks.echo, &secret) {
             Ok(Running {
                 mut child,

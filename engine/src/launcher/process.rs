@@ -41,12 +41,32 @@ pub(super) fn signal_group(pid: u32, signal: Signal) -> bool {
     }
 }
 
-/// Whether any process is left in the group led by `pid`.
+/// Whether any process that has not exited is left in the group led by `pid`. Zombies do not
+/// count: a sandbox's init whose `bwrap` parent was signalled with the group is left to the
+/// system's reaper, which may be slow (or absent, in a container).
 fn group_alive(pid: u32) -> bool {
     let Ok(raw) = libc::pid_t::try_from(pid) else {
         return false;
     };
-    !matches!(killpg(Pid::from_raw(raw), None), Err(Errno::ESRCH))
+    if matches!(killpg(Pid::from_raw(raw), None), Err(Errno::ESRCH)) {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    entries.filter_map(Result::ok).any(|e| {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            return false;
+        };
+        // After the command's closing ')': state, ppid, pgrp.
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            return false;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let group = fields.nth(1).and_then(|g| g.parse::<u32>().ok());
+        group == Some(pid) && !matches!(state, Some("Z" | "X"))
+    })
 }
 
 /// SIGTERM, wait until `deadline`, SIGKILL, reap.

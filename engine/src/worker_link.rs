@@ -21,7 +21,7 @@ use gloam_core::{socket, ErrorKind};
 use crate::engine::Engine;
 use crate::launcher::Verdict;
 use crate::state::WorkerId;
-use crate::transport::{self, FifoLink, Inbound, RingLink, WorkerLink};
+use crate::transport::{self, FifoLink, Inbound, Peer, RingLink, WorkerLink};
 
 /// How long a connecting worker may take for each handshake step.
 const HANDSHAKE_STEP: Duration = Duration::from_secs(10);
@@ -140,8 +140,11 @@ async fn handshake(engine: Arc<Engine>, mut sock: UnixStream) {
                 poller.add(ring.clone());
             }
             engine.event(|st, now| st.worker_ready(id, now, cold_start));
-            let memory_limit = function.isolation.limits.memory;
-            serve(engine, id, link, fifo_rx, sock, (pid, memory_limit)).await;
+            let peer = Peer {
+                pid,
+                memory_limit: function.isolation.limits.memory,
+            };
+            serve(engine, id, link, fifo_rx, sock, peer).await;
         }
         Err(text) => {
             tracing::warn!(worker = %id, function = %hello.function, "worker handshake failed: {text}");
@@ -271,54 +274,21 @@ async fn serve(
     link: Arc<WorkerLink>,
     fifo_rx: Option<pipe::Receiver>,
     sock: UnixStream,
-    (pid, memory_limit): (u32, Option<u64>),
+    peer: Peer,
 ) {
     match fifo_rx {
         Some(rx) => {
             let sink: Arc<dyn Inbound> = engine;
-            transport::fifo_link::serve(sink, id, link, rx, sock).await;
+            transport::fifo_link::serve(sink, id, link, rx, sock, peer).await;
         }
         None => {
             let reason = tokio::select! {
-                reason = transport::watch_socket(&sock) => match how_it_ended(pid, memory_limit) {
-                    Some(how) => how,
-                    None => reason,
-                },
+                reason = transport::watch_socket(&sock, peer) => reason,
                 _ = link.kicked() => "was dropped by the engine".to_string(),
             };
             engine.disconnect_worker(id, &reason);
         }
     }
-}
-
-/// How process `pid` ended, from its exit code in `/proc/<pid>/stat` (set before its
-/// descriptors close, so readable when its socket reports the end): `was killed by SIGKILL
-/// (memory_limit is 64 MiB: likely out of memory)`, `exited with code 3`; `None` when it is
-/// unknown or the process closed its socket and lives on.
-fn how_it_ended(pid: u32, memory_limit: Option<u64>) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.get(stat.rfind(')')? + 2..)?;
-    // Field 52 (exit_code, waitpid(2) form); `after` starts at field 3.
-    let code: i32 = after.split_whitespace().nth(49)?.parse().ok()?;
-    let signal = code & 0x7f;
-    if signal != 0 {
-        let name = nix::sys::signal::Signal::try_from(signal)
-            .map_or_else(|_| format!("signal {signal}"), |s| s.to_string());
-        let oom = match memory_limit {
-            Some(m) if signal == libc::SIGKILL => format!(
-                " (memory_limit is {}: likely out of memory)",
-                crate::config::size_text(m)
-            ),
-            Some(m) if signal == libc::SIGABRT => format!(
-                " (memory_limit is {}: an allocation past it fails)",
-                crate::config::size_text(m)
-            ),
-            _ => String::new(),
-        };
-        return Some(format!("was killed by {name}{oom}"));
-    }
-    let status = (code >> 8) & 0xff;
-    (status != 0).then(|| format!("exited with code {status}"))
 }
 
 /// How long process `pid` has existed (its start time in `/proc` against the uptime), if

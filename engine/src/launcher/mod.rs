@@ -37,6 +37,7 @@ use crate::config::{Config, FunctionConfig, IsolationConfig};
 use crate::state::ProcessEnd;
 
 pub use output::TAIL_LINES;
+pub(crate) use process::memory_hint;
 pub use sandbox::{check as check_sandbox, check_process_limits, BWRAP, PRLIMIT};
 pub use secret::Verdict;
 pub use supervise::LOG_ROTATE_BYTES;

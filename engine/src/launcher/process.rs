@@ -13,16 +13,36 @@ use super::LaunchSpec;
 /// How often [`terminate`] checks whether a stopped process's group is empty.
 const GROUP_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// `exit code N`, `killed by SIGSEGV`, ...
-pub(super) fn describe(status: ExitStatus) -> String {
+/// `exit code N`, `killed by SIGSEGV`, ... A sandbox's `bwrap` exits with 128 + N when its
+/// process was killed by signal N, so for a sandbox that is told as the signal. With a
+/// `memory_limit`, a kill that may come from it says so.
+pub(super) fn describe(status: ExitStatus, spec: &LaunchSpec) -> String {
     use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit code {code}"),
-        (None, Some(signal)) => match Signal::try_from(signal) {
-            Ok(signal) => format!("killed by {signal}"),
-            Err(_) => format!("killed by signal {signal}"),
-        },
-        (None, None) => status.to_string(),
+    let sandboxed = spec.isolation.mode == crate::config::Isolation::Sandbox;
+    let signal = match (status.code(), status.signal()) {
+        (Some(code), _) if sandboxed && code > 128 => code - 128,
+        (Some(code), _) => return format!("exit code {code}"),
+        (None, Some(signal)) => signal,
+        (None, None) => return status.to_string(),
+    };
+    let name = match Signal::try_from(signal) {
+        Ok(signal) => format!("killed by {signal}"),
+        Err(_) => format!("killed by signal {signal}"),
+    };
+    match spec.isolation.limits.memory {
+        Some(m) => format!("{name}{}", memory_hint(signal, m)),
+        None => name,
+    }
+}
+
+/// What a death by `signal` may say of a `memory_limit` of `bytes`: nothing, or that the
+/// limit may be why (SIGKILL: the OOM killer; SIGABRT: a runtime whose allocation failed).
+pub(crate) fn memory_hint(signal: i32, bytes: u64) -> String {
+    let limit = crate::config::size_text(bytes);
+    match signal {
+        libc::SIGKILL => format!(" (memory_limit is {limit}: likely out of memory)"),
+        libc::SIGABRT => format!(" (memory_limit is {limit}: an allocation past it fails)"),
+        _ => String::new(),
     }
 }
 

@@ -110,7 +110,7 @@ pub(super) async fn supervise(shared: Arc<Shared>, slot: usize) {
                     backoff = INITIAL_BACKOFF;
                 }
                 let status = match status {
-                    Ok(status) => describe(status),
+                    Ok(status) => describe(status, spec),
                     Err(e) => format!("unknown status ({e})"),
                 };
                 tracing::debug!(

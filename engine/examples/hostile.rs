@@ -5,8 +5,8 @@
 //! Inputs: `read:PATH`, `write:PATH`, `procs` (how many processes it sees), `kill:PID`
 //! (SIGTERM), `tcp:HOST:PORT`, `fork:N` (N sleeping children at once), `alloc:MIB` (touches
 //! that much memory; past `memory_limit` the process dies), `hello:FUNCTION` (connects to
-//! `engine.sock` as a worker of FUNCTION, with no secret), `self` (its `NoNewPrivs`,
-//! `CapEff` and user).
+//! `engine.sock` as a worker of FUNCTION, with no secret), `keyctl` (the kernel keyrings),
+//! `self` (its `NoNewPrivs`, `CapEff` and user).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -52,6 +52,16 @@ fn attempt(_ctx: &Ctx<'_>, input: &[u8]) -> Result<Vec<u8>, HandlerError> {
             format!("ok: touched {} MiB", std::hint::black_box(&v).len() >> 20)
         }
         "hello" => verdict(hello(arg)),
+        "keyctl" => {
+            // KEYCTL_GET_KEYRING_ID of KEY_SPEC_SESSION_KEYRING, without creating it.
+            // SAFETY: keyctl(2) with integer arguments only.
+            let r = unsafe { libc::syscall(libc::SYS_keyctl, 0, -3, 0) };
+            verdict(if r >= 0 {
+                Ok(format!("keyring {r}"))
+            } else {
+                Err(std::io::Error::last_os_error())
+            })
+        }
         "self" => {
             let status = std::fs::read_to_string("/proc/self/status")?;
             let keep = ["NoNewPrivs", "CapEff", "Uid"];

@@ -149,6 +149,9 @@ fn a_sandboxed_function_cannot_escape() {
     let me = attempt(&s, "self");
     assert!(me.contains("NoNewPrivs: 1"), "{me}");
     assert!(me.contains("CapEff: 0000000000000000"), "{me}");
+    // The default seccomp profile: the kernel keyrings are out of reach.
+    let keys = denied(&s, "keyctl");
+    assert!(keys.contains("Operation not permitted"), "{keys}");
 
     // A fork bomb stops at pids_limit.
     let bomb = denied(&s, "fork:200");

@@ -19,6 +19,7 @@
 mod output;
 mod process;
 mod sandbox;
+mod seccomp;
 mod secret;
 mod supervise;
 

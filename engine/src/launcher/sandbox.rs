@@ -13,7 +13,7 @@
 //!
 //! Its own user, mount, PID, IPC, UTS and cgroup namespaces (and network, unless `network =
 //! true`), no further user namespaces, every capability dropped, `no_new_privs` (set by the
-//! launcher before `bwrap` runs). `pids_limit` is `RLIMIT_NPROC` set inside the sandbox's
+//! launcher before `bwrap` runs), the default seccomp profile of `seccomp.rs`. `pids_limit` is `RLIMIT_NPROC` set inside the sandbox's
 //! user namespace (by `prlimit`), where it counts the sandbox's own tasks only.
 
 use std::ffi::OsString;
@@ -35,7 +35,10 @@ const SYSTEM_DIRS: [&str; 9] = [
 
 /// The program and arguments that run `spec`'s command in a sandbox (the command and its
 /// arguments come last); `None` for `isolation = "process"`.
-pub(super) fn wrap(spec: &LaunchSpec) -> Option<(PathBuf, Vec<OsString>)> {
+pub(super) fn wrap(
+    spec: &LaunchSpec,
+    seccomp_fd: Option<std::os::fd::RawFd>,
+) -> Option<(PathBuf, Vec<OsString>)> {
     let iso = &spec.isolation;
     if iso.mode != Isolation::Sandbox {
         return None;
@@ -117,6 +120,9 @@ pub(super) fn wrap(spec: &LaunchSpec) -> Option<(PathBuf, Vec<OsString>)> {
     a.pair("--bind", &root.join("shm"), &root.join("shm"));
     a.pair("--bind-try", &root.join("fifo"), &root.join("fifo"));
     a.one("--chdir", &spec.dir);
+    if let Some(fd) = seccomp_fd {
+        a.flags(&["--seccomp", &fd.to_string()]);
+    }
     a.flags(&["--"]);
     if let Some(pids) = iso.limits.pids {
         a.flags(&[PRLIMIT, &format!("--nproc={pids}:{pids}"), "--"]);

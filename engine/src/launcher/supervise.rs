@@ -1,7 +1,8 @@
 //! One process slot: spawn, wait, report, restart with backoff — until stopped or retired.
 
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::Ordering;
@@ -195,6 +196,14 @@ fn open_log(path: &Path) -> io::Result<File> {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))
 }
 
+/// A pipe holding the sandbox's seccomp program (far smaller than a pipe's buffer), write end
+/// closed: the read end, close-on-exec until the child clears it.
+fn seccomp_pipe() -> io::Result<OwnedFd> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    File::from(write).write_all(&super::seccomp::program())?;
+    Ok(read)
+}
+
 fn spawn(spec: &LaunchSpec, slot: usize, echo: bool, secret: &str) -> io::Result<Running> {
     std::fs::create_dir_all(&spec.log_dir).map_err(|e| {
         io::Error::new(
@@ -209,7 +218,13 @@ fn spawn(spec: &LaunchSpec, slot: usize, echo: bool, secret: &str) -> io::Result
     let stdout_log = open_log(&stdout_path)?;
     let stderr_log = open_log(&stderr_path)?;
 
-    let sandboxed = sandbox::wrap(spec);
+    // A sandbox's seccomp program goes to bwrap through a pipe it inherits.
+    let seccomp = match spec.isolation.mode {
+        crate::config::Isolation::Sandbox => Some(seccomp_pipe()?),
+        crate::config::Isolation::Process => None,
+    };
+    let seccomp_fd = seccomp.as_ref().map(AsRawFd::as_raw_fd);
+    let sandboxed = sandbox::wrap(spec, seccomp_fd);
     let mut command = match &sandboxed {
         Some((program, args)) => {
             let mut c = Command::new(program);
@@ -245,7 +260,7 @@ fn spawn(spec: &LaunchSpec, slot: usize, echo: bool, secret: &str) -> io::Result
         .memory
         .map(|m| libc::rlim_t::try_from(m).unwrap_or(libc::RLIM_INFINITY));
     // SAFETY: the closure runs in the forked child before exec and only makes the
-    // async-signal-safe calls prctl(2), setrlimit(2) and getppid(2); it allocates nothing and
+    // async-signal-safe calls prctl(2), fcntl(2), setrlimit(2) and getppid(2); it allocates nothing and
     // touches no locks. The death signal fires when the forking *thread* exits; tokio runtime
     // threads live as long as the runtime, which outlives the launcher.
     unsafe {
@@ -255,6 +270,12 @@ fn spawn(spec: &LaunchSpec, slot: usize, echo: bool, secret: &str) -> io::Result
             }
             if no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
+            }
+            // bwrap reads the program from this descriptor: keep it across exec.
+            if let Some(fd) = seccomp_fd {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             if let Some(bytes) = address_space {
                 let limit = libc::rlimit {

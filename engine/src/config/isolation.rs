@@ -1,8 +1,9 @@
 //! The isolation keys of a function (`isolation`, `network`, `rootfs`, `tmp_size`,
 //! `sandbox_paths`) and its resource limits (`memory_limit`, `cpu_limit`, `pids_limit`).
 //!
-//! What they mean at run time is in `launcher/sandbox.rs` (the bubblewrap command) and
-//! `launcher/cgroup.rs` (the limits); this module only reads and checks them, naming the key.
+//! What they mean at run time is in `launcher/sandbox.rs` (the bubblewrap command and the
+//! checks at start) and `launcher/supervise.rs` (the limits); this module only reads and
+//! checks them, naming the key.
 
 use std::path::{Path, PathBuf};
 
@@ -35,19 +36,20 @@ pub const DEFAULT_TMP_SIZE: u64 = 64 << 20;
 /// Smallest accepted `memory_limit`: below it no language runtime starts.
 pub const MIN_MEMORY_LIMIT: u64 = 4 << 20;
 
-/// Resource limits of each worker process of a function (a cgroup per process).
+/// Resource limits of each worker process of a function (see `docs/architecture.md`,
+/// "Isolation", for how each is enforced).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Limits {
-    /// Most memory in bytes (the kernel kills the process beyond it).
+    /// Most memory in bytes (enforced as the address-space limit, `RLIMIT_AS`).
     pub memory: Option<u64>,
-    /// CPU quota, in CPUs (0.5 = half of one CPU's time).
+    /// CPU quota, in CPUs (0.5 = half of one CPU's time); `gloam up` refuses it for now.
     pub cpu: Option<f64>,
-    /// Most processes and threads.
+    /// Most processes and threads (sandbox only: `RLIMIT_NPROC` in its user namespace).
     pub pids: Option<u64>,
 }
 
 impl Limits {
-    /// Whether any limit is set (then the process gets a cgroup).
+    /// Whether any limit is set.
     pub fn any(&self) -> bool {
         self.memory.is_some() || self.cpu.is_some() || self.pids.is_some()
     }

@@ -36,6 +36,10 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default time a worker may keep running a call past its deadline before it is killed.
 pub const DEFAULT_HUNG_GRACE: Duration = Duration::from_secs(2);
+/// Default bound on a function's usual call time for its calls to be pipelined.
+pub const DEFAULT_PIPELINE_BELOW: Duration = Duration::from_micros(500);
+/// Largest `pipeline_below_us`: a pipelined call may wait about this long behind another.
+pub const MAX_PIPELINE_BELOW: Duration = Duration::from_millis(100);
 
 /// A configuration error. Its message names the file and, where there is one, the key
 /// (`engine.<key>`, `functions.<Name>.<key>`, or a line for syntax errors).
@@ -140,6 +144,9 @@ pub struct EngineConfig {
     /// How long a worker may keep running a call past its deadline (its caller already has
     /// `TIMEOUT`) before the engine kills it and its launcher starts a new one.
     pub hung_grace: Duration,
+    /// Under load, calls of functions whose calls usually take less than this are sent to a
+    /// busy worker behind its call (zero: never; see the state's `pipeline` module).
+    pub pipeline_below: Duration,
     /// The gateway to join (`host:port`), if any (`gloam up --join` overrides it).
     pub join: Option<String>,
     /// The token presented when joining (`GLOAM_JOIN_TOKEN` in the environment wins).

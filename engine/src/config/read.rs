@@ -73,6 +73,7 @@ pub(super) struct RawEngine {
     pub(super) header_read_timeout_ms: Option<u64>,
     pub(super) idle_timeout_ms: Option<u64>,
     pub(super) hung_grace_ms: Option<u64>,
+    pub(super) pipeline_below_us: Option<u64>,
     pub(super) grpc_listen: Option<String>,
     pub(super) tls_cert: Option<PathBuf>,
     pub(super) tls_key: Option<PathBuf>,

@@ -75,6 +75,11 @@ pub struct FunctionState {
     pub idle: Vec<WorkerId>,
     /// Live calls running on its workers (τ counts these).
     pub running: usize,
+    /// Live calls pipelined behind a running call (not in `running`; see
+    /// [`super::Options::pipeline_below_ns`]).
+    pub pipelined: usize,
+    /// Workers that may take a pipelined call (each listed once; checked when taken).
+    pub(super) pipeline_slots: Vec<WorkerId>,
     /// Workers whose handshake is under way.
     pub connecting: usize,
     /// Ready workers (including retiring and leased ones).
@@ -120,6 +125,8 @@ impl FunctionState {
             running_background: 0,
             idle: Vec::new(),
             running: 0,
+            pipelined: 0,
+            pipeline_slots: Vec::new(),
             connecting: 0,
             ready_workers: 0,
             retiring: 0,
@@ -207,6 +214,11 @@ impl FunctionState {
             return self.background.pop(&live);
         }
         None
+    }
+
+    /// The oldest queued interactive call, taken out of its queue.
+    pub fn pop_interactive(&mut self, live: impl Fn(CallId) -> bool) -> Option<CallId> {
+        self.queue.pop(&live)
     }
 
     /// Background calls may hold at most ⌈τ/2⌉ workers at once.

@@ -17,6 +17,7 @@ pub(super) fn state_of(text: &str) -> TestState {
     let options = Options {
         direct_calls: true,
         hung_grace_ns: 1000 * MS,
+        pipeline_below_ns: 0,
     };
     State::new(&config.functions, options, 0)
 }
@@ -127,6 +128,17 @@ pub(super) fn replies(actions: &TestActions) -> Vec<(u64, Option<ErrorKind>)> {
                     Outcome::Failed(kind, _) => Some(*kind),
                 },
             )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The workers asked to be killed.
+pub(super) fn kills(actions: &TestActions) -> Vec<WorkerId> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Kill { worker, .. } => Some(*worker),
             _ => None,
         })
         .collect()

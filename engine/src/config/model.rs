@@ -40,6 +40,8 @@ pub const DEFAULT_HUNG_GRACE: Duration = Duration::from_secs(2);
 pub const DEFAULT_PIPELINE_BELOW: Duration = Duration::from_micros(500);
 /// Largest `pipeline_below_us`: a pipelined call may wait about this long behind another.
 pub const MAX_PIPELINE_BELOW: Duration = Duration::from_millis(100);
+/// Default queueing delay a function's calls may keep before new calls are shed.
+pub const DEFAULT_QUEUE_TARGET: Duration = Duration::from_millis(50);
 
 /// A configuration error. Its message names the file and, where there is one, the key
 /// (`engine.<key>`, `functions.<Name>.<key>`, or a line for syntax errors).
@@ -120,6 +122,9 @@ pub struct EngineConfig {
     pub listen: SocketAddr,
     /// Default bound of each function's call queue (at least 1).
     pub queue_bound: usize,
+    /// Default overload target: once calls leaving a function's queue have waited longer than
+    /// this for a whole 100 ms (CoDel's interval), new calls are shed (`None`: never).
+    pub queue_target: Option<Duration>,
     /// Largest payload (input or output) in bytes; at most `u32::MAX`.
     pub max_payload: u64,
     /// Default call deadline for functions that do not set `timeout_ms`.
@@ -213,6 +218,8 @@ pub struct FunctionConfig {
     pub allow_get: bool,
     /// Bound of the function's call queue (at least 1).
     pub queue_bound: usize,
+    /// Overload target of its queue (see [`EngineConfig::queue_target`]).
+    pub queue_target: Option<Duration>,
     /// Managed concurrency: limiter, pool growth and shrink (see [`crate::limiter`]).
     pub concurrency: LimiterConfig,
     /// The gRPC methods of a function named `grpc:<Service>` (index = method id): the

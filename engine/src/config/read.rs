@@ -63,6 +63,7 @@ pub(super) struct RawEngine {
     pub(super) io_threads: Option<u32>,
     pub(super) listen: Option<String>,
     pub(super) queue_bound: Option<u64>,
+    pub(super) queue_target_ms: Option<u64>,
     pub(super) max_payload: Option<u64>,
     pub(super) default_timeout_ms: Option<u64>,
     pub(super) drain_timeout_ms: Option<u64>,
@@ -101,6 +102,7 @@ pub(super) struct RawFunction {
     #[serde(default)]
     pub(super) allow_get: bool,
     pub(super) queue_bound: Option<u64>,
+    pub(super) queue_target_ms: Option<u64>,
     pub(super) limiter: Option<bool>,
     pub(super) rate_window_ms: Option<u64>,
     pub(super) service_alpha: Option<f64>,

@@ -13,8 +13,8 @@ use super::function::resolve_function;
 use super::model::{
     Config, ConfigError, EngineConfig, Transport, DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_HUNG_GRACE, DEFAULT_IDLE_TIMEOUT, DEFAULT_IO_THREADS,
-    DEFAULT_LISTEN, DEFAULT_PIPELINE_BELOW, DEFAULT_QUEUE_BOUND, DEFAULT_TIMEOUT, MAX_IO_THREADS,
-    MAX_PIPELINE_BELOW,
+    DEFAULT_LISTEN, DEFAULT_PIPELINE_BELOW, DEFAULT_QUEUE_BOUND, DEFAULT_QUEUE_TARGET,
+    DEFAULT_TIMEOUT, MAX_IO_THREADS, MAX_PIPELINE_BELOW,
 };
 use super::programs::expand_programs;
 use super::read::{toml_key, RawEngine, RawFile};
@@ -173,6 +173,11 @@ fn resolve_engine(raw: RawEngine, source: &Path, base: &Path) -> Result<EngineCo
         }
         Some(n) => to_usize(n),
     };
+    let queue_target = match raw.queue_target_ms {
+        None => Some(DEFAULT_QUEUE_TARGET),
+        Some(0) => None,
+        Some(ms) => Some(check_timeout(ms, source, || engine_key("queue_target_ms"))?),
+    };
     let max_payload = match raw.max_payload {
         None => DEFAULT_MAX_PAYLOAD,
         Some(n) => check_payload(n, source, || engine_key("max_payload"))?,
@@ -325,6 +330,7 @@ fn resolve_engine(raw: RawEngine, source: &Path, base: &Path) -> Result<EngineCo
         io_threads,
         listen,
         queue_bound,
+        queue_target,
         max_payload,
         default_timeout,
         drain_timeout,

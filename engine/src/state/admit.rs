@@ -175,6 +175,22 @@ impl<R, S: Clone> State<R, S> {
                 ),
             ));
         }
+        if let (false, Class::Interactive, Some(standing)) = (run_now, class, f.overloaded_for(now))
+        {
+            f.metrics.count(Some(ErrorKind::Overloaded));
+            let target = f.config.queue_target.unwrap_or_default();
+            return Err(Refusal::new(
+                ErrorKind::Overloaded,
+                format!(
+                    "function {} is overloaded: its calls have waited over {} ms (and 4 times \
+                     their running time) in the queue for the last {} ms (queue_target_ms); \
+                     retry later",
+                    f.config.name,
+                    target.as_millis(),
+                    standing / 1_000_000
+                ),
+            ));
+        }
         // Only admitted calls count towards λ: a refused one would raise τ with nobody left
         // to use it until the next event.
         f.limiter.on_arrival(now);
@@ -343,9 +359,10 @@ impl<R, S: Clone> State<R, S> {
         self.maybe_grow(function_id, now, actions);
     }
 
-    /// Sheds call `id`, just taken off its function's queue, if it is an internal call that
-    /// waited longer than the limiter allows (`max_relative_queueing_delay`). Returns whether
-    /// it did.
+    /// Call `id` was just taken off its function's queue: feeds the function's overload
+    /// tracking (`queue_target_ms`), and sheds the call if it is an internal call that waited
+    /// longer than the limiter allows (`max_relative_queueing_delay`). Returns whether it
+    /// shed it.
     pub(super) fn shed_if_overdue(
         &mut self,
         function_id: u16,
@@ -353,11 +370,19 @@ impl<R, S: Clone> State<R, S> {
         now: u64,
         actions: &mut Actions<R, S>,
     ) -> bool {
-        let (Some(f), Some(rec)) = (self.function(function_id), self.calls.get(id)) else {
+        let Some(rec) = self.calls.get(id) else {
             return false;
         };
         let waited = now.saturating_sub(rec.recv_ns);
-        if !matches!(rec.reply, ReplyTo::Worker(_)) || !f.limiter.should_shed(waited) {
+        let internal = matches!(rec.reply, ReplyTo::Worker(_));
+        let interactive = rec.class == Class::Interactive;
+        let Some(f) = self.function_mut(function_id) else {
+            return false;
+        };
+        if interactive {
+            f.left_queue(waited, now);
+        }
+        if !internal || !f.limiter.should_shed(waited) {
             return false;
         }
         let text = format!(

@@ -33,6 +33,8 @@ mod launch_tests;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]
+mod overload_tests;
+#[cfg(test)]
 mod pipeline_tests;
 #[cfg(test)]
 mod test_support;

@@ -48,20 +48,23 @@ pub(super) fn external(
     seq: u32,
     now: u64,
 ) -> (CallId, TestActions) {
+    try_external(st, function_id, seq, now).unwrap()
+}
+
+/// An external call (reply handle `seq`), admitted or refused.
+pub(super) fn try_external(
+    st: &mut TestState,
+    function_id: u16,
+    seq: u32,
+    now: u64,
+) -> Result<(CallId, TestActions), Refusal> {
     let id = CallId::new(0, seq);
     let mut h = Header::new(Kind::Dispatch);
     h.set_call_id(id);
-    let actions = st
-        .admit_external(
-            id,
-            function_id,
-            u64::from(seq),
-            Box::new(Message::new(h)),
-            now,
-        )
+    let msg = Box::new(Message::new(h));
+    st.admit_external(id, function_id, u64::from(seq), msg, now)
+        .map(|actions| (id, actions))
         .map_err(|(r, _)| r)
-        .unwrap();
-    (id, actions)
 }
 
 pub(super) fn internal(

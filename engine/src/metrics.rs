@@ -212,6 +212,8 @@ pub struct Snapshot {
     pub state_locks: u64,
     /// Hung workers the engine killed.
     pub killed_workers: u64,
+    /// The ring poller's polling periods that found a message, and those that ran out.
+    pub poller_spins: (u64, u64),
 }
 
 fn histogram(out: &mut String, name: &str, help: &str, rows: &[(&str, &Histogram)]) {
@@ -396,6 +398,16 @@ pub fn render(s: &Snapshot) -> String {
             "Hung workers killed (a call past its deadline by the grace, or a lane never given back).",
             s.killed_workers,
         ),
+        (
+            "gloam_poller_spins_paid_total",
+            "Times the ring poller polled before sleeping and a message came (a wake-up saved).",
+            s.poller_spins.0,
+        ),
+        (
+            "gloam_poller_spins_wasted_total",
+            "Times the ring poller polled before sleeping and nothing came (CPU spent for nothing; with one CPU it yields at every poll).",
+            s.poller_spins.1,
+        ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} counter");
@@ -442,6 +454,7 @@ mod tests {
             calls_in_flight: 0,
             state_locks: 7,
             killed_workers: 1,
+            poller_spins: (3, 4),
         };
         let text = render(&snap);
         assert!(text.contains("faas_invocations_total{function=\"Foo\",status=\"ok\"} 1"));
@@ -449,6 +462,8 @@ mod tests {
         assert!(text.contains("faas_invoke_duration_seconds_count{function=\"Foo\"} 2"));
         assert!(text.contains("gloam_state_locks_total 7"));
         assert!(text.contains("gloam_workers_killed_total 1"));
+        assert!(text.contains("gloam_poller_spins_paid_total 3"));
+        assert!(text.contains("gloam_poller_spins_wasted_total 4"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').expect("name value");
             assert!(value.parse::<f64>().is_ok(), "bad line {line}");

@@ -303,5 +303,6 @@ pub fn metrics_snapshot(engine: &Engine) -> crate::metrics::Snapshot {
         calls_in_flight: st.calls_in_flight(),
         state_locks: st.locks(),
         killed_workers: st.killed(),
+        poller_spins: engine.poller().map(|p| p.spins()).unwrap_or_default(),
     }
 }

@@ -110,6 +110,13 @@ impl<M: Region> Bell<M> {
     }
 }
 
+/// Whether waiting by spinning can pay in this process: only when it may run on two CPUs or
+/// more. Pinned to one (by affinity or a CPU quota under one core), the peer it waits for
+/// cannot run while it spins, so it should sleep at once. Read once at start by whoever waits.
+pub fn spinning_can_pay() -> bool {
+    std::thread::available_parallelism().map_or(true, |n| n.get() >= 2)
+}
+
 /// Yield cadence of [`spin_until_with`] when a third party shares the path (a call through
 /// the engine: caller, engine and callee poll on two vCPUs, and the next hop may need this
 /// very core). Measured, internal calls through the engine: p50 9.3 µs yielding every 16

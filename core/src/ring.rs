@@ -40,7 +40,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-pub use crate::bell::{spin_until, spin_until_with, Bell, YIELD_DIRECT, YIELD_SHARED};
+pub use crate::bell::{
+    spin_until, spin_until_with, spinning_can_pay, Bell, YIELD_DIRECT, YIELD_SHARED,
+};
 use crate::error::Result;
 use crate::protocol::{used_len, HEADER_SIZE, MESSAGE_SIZE};
 use crate::region::Region;

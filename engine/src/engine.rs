@@ -92,6 +92,8 @@ impl Engine {
         let options = state::Options {
             direct_calls: poller.is_some() && config.engine.direct_calls,
             hung_grace_ns: u64::try_from(config.engine.hung_grace.as_nanos()).unwrap_or(u64::MAX),
+            pipeline_below_ns: u64::try_from(config.engine.pipeline_below.as_nanos())
+                .unwrap_or(u64::MAX),
         };
         let state = State::new(&config.functions, options, now_ns());
         let by_name = config

@@ -185,6 +185,8 @@ pub struct FunctionGauges {
     pub requested: usize,
     /// Calls running.
     pub running: usize,
+    /// Calls sent behind a running call (pipelined), not started yet.
+    pub pipelined: usize,
     /// Calls queued.
     pub queued: usize,
     /// λ, calls/s.
@@ -210,6 +212,8 @@ pub struct Snapshot {
     pub state_locks: u64,
     /// Hung workers the engine killed.
     pub killed_workers: u64,
+    /// The ring poller's polling periods that found a message, and those that ran out.
+    pub poller_spins: (u64, u64),
 }
 
 fn histogram(out: &mut String, name: &str, help: &str, rows: &[(&str, &Histogram)]) {
@@ -349,6 +353,13 @@ pub fn render(s: &Snapshot) -> String {
         "Calls running now.",
         &running,
     );
+    let pipelined = per(|g| g.pipelined as f64);
+    gauge(
+        &mut out,
+        "gloam_pipelined_calls",
+        "Calls sent to a busy worker behind the call it runs, not started yet.",
+        &pipelined,
+    );
     let rate = per(|g| g.rate);
     gauge(
         &mut out,
@@ -386,6 +397,16 @@ pub fn render(s: &Snapshot) -> String {
             "gloam_workers_killed_total",
             "Hung workers killed (a call past its deadline by the grace, or a lane never given back).",
             s.killed_workers,
+        ),
+        (
+            "gloam_poller_spins_paid_total",
+            "Times the ring poller polled before sleeping and a message came (a wake-up saved).",
+            s.poller_spins.0,
+        ),
+        (
+            "gloam_poller_spins_wasted_total",
+            "Times the ring poller polled before sleeping and nothing came (CPU spent for nothing; with one CPU it yields at every poll).",
+            s.poller_spins.1,
         ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -433,6 +454,7 @@ mod tests {
             calls_in_flight: 0,
             state_locks: 7,
             killed_workers: 1,
+            poller_spins: (3, 4),
         };
         let text = render(&snap);
         assert!(text.contains("faas_invocations_total{function=\"Foo\",status=\"ok\"} 1"));
@@ -440,6 +462,8 @@ mod tests {
         assert!(text.contains("faas_invoke_duration_seconds_count{function=\"Foo\"} 2"));
         assert!(text.contains("gloam_state_locks_total 7"));
         assert!(text.contains("gloam_workers_killed_total 1"));
+        assert!(text.contains("gloam_poller_spins_paid_total 3"));
+        assert!(text.contains("gloam_poller_spins_wasted_total 4"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').expect("name value");
             assert!(value.parse::<f64>().is_ok(), "bad line {line}");

@@ -194,6 +194,11 @@ pub(super) fn resolve_function(
             n
         }
     };
+    let queue_target = match raw.queue_target_ms {
+        None => engine.queue_target,
+        Some(0) => None,
+        Some(ms) => Some(check_timeout(ms, source, || key("queue_target_ms"))?),
+    };
     let queue_bound = match raw.queue_bound {
         None => engine.queue_bound,
         Some(0) => {
@@ -305,6 +310,7 @@ pub(super) fn resolve_function(
         max_payload,
         allow_get: raw.allow_get,
         queue_bound,
+        queue_target,
         idempotent: raw.idempotent,
         isolation,
     })

@@ -36,6 +36,12 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default time a worker may keep running a call past its deadline before it is killed.
 pub const DEFAULT_HUNG_GRACE: Duration = Duration::from_secs(2);
+/// Default bound on a function's usual call time for its calls to be pipelined.
+pub const DEFAULT_PIPELINE_BELOW: Duration = Duration::from_micros(500);
+/// Largest `pipeline_below_us`: a pipelined call may wait about this long behind another.
+pub const MAX_PIPELINE_BELOW: Duration = Duration::from_millis(100);
+/// Default queueing delay a function's calls may keep before new calls are shed.
+pub const DEFAULT_QUEUE_TARGET: Duration = Duration::from_millis(50);
 
 /// A configuration error. Its message names the file and, where there is one, the key
 /// (`engine.<key>`, `functions.<Name>.<key>`, or a line for syntax errors).
@@ -116,6 +122,9 @@ pub struct EngineConfig {
     pub listen: SocketAddr,
     /// Default bound of each function's call queue (at least 1).
     pub queue_bound: usize,
+    /// Default overload target: once calls leaving a function's queue have waited longer than
+    /// this for a whole 100 ms (CoDel's interval), new calls are shed (`None`: never).
+    pub queue_target: Option<Duration>,
     /// Largest payload (input or output) in bytes; at most `u32::MAX`.
     pub max_payload: u64,
     /// Default call deadline for functions that do not set `timeout_ms`.
@@ -140,6 +149,9 @@ pub struct EngineConfig {
     /// How long a worker may keep running a call past its deadline (its caller already has
     /// `TIMEOUT`) before the engine kills it and its launcher starts a new one.
     pub hung_grace: Duration,
+    /// Under load, calls of functions whose calls usually take less than this are sent to a
+    /// busy worker behind its call (zero: never; see the state's `pipeline` module).
+    pub pipeline_below: Duration,
     /// The gateway to join (`host:port`), if any (`gloam up --join` overrides it).
     pub join: Option<String>,
     /// The token presented when joining (`GLOAM_JOIN_TOKEN` in the environment wins).
@@ -208,6 +220,8 @@ pub struct FunctionConfig {
     pub allow_get: bool,
     /// Bound of the function's call queue (at least 1).
     pub queue_bound: usize,
+    /// Overload target of its queue (see [`EngineConfig::queue_target`]).
+    pub queue_target: Option<Duration>,
     /// Managed concurrency: limiter, pool growth and shrink (see [`crate::limiter`]).
     pub concurrency: LimiterConfig,
     /// The gRPC methods of a function named `grpc:<Service>` (index = method id): the

@@ -63,6 +63,7 @@ pub(super) struct RawEngine {
     pub(super) io_threads: Option<u32>,
     pub(super) listen: Option<String>,
     pub(super) queue_bound: Option<u64>,
+    pub(super) queue_target_ms: Option<u64>,
     pub(super) max_payload: Option<u64>,
     pub(super) default_timeout_ms: Option<u64>,
     pub(super) drain_timeout_ms: Option<u64>,
@@ -73,6 +74,7 @@ pub(super) struct RawEngine {
     pub(super) header_read_timeout_ms: Option<u64>,
     pub(super) idle_timeout_ms: Option<u64>,
     pub(super) hung_grace_ms: Option<u64>,
+    pub(super) pipeline_below_us: Option<u64>,
     pub(super) grpc_listen: Option<String>,
     pub(super) tls_cert: Option<PathBuf>,
     pub(super) tls_key: Option<PathBuf>,
@@ -101,6 +103,7 @@ pub(super) struct RawFunction {
     #[serde(default)]
     pub(super) allow_get: bool,
     pub(super) queue_bound: Option<u64>,
+    pub(super) queue_target_ms: Option<u64>,
     pub(super) limiter: Option<bool>,
     pub(super) rate_window_ms: Option<u64>,
     pub(super) service_alpha: Option<f64>,

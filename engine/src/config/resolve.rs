@@ -13,7 +13,8 @@ use super::function::resolve_function;
 use super::model::{
     Config, ConfigError, EngineConfig, Transport, DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_HUNG_GRACE, DEFAULT_IDLE_TIMEOUT, DEFAULT_IO_THREADS,
-    DEFAULT_LISTEN, DEFAULT_QUEUE_BOUND, DEFAULT_TIMEOUT, MAX_IO_THREADS,
+    DEFAULT_LISTEN, DEFAULT_PIPELINE_BELOW, DEFAULT_QUEUE_BOUND, DEFAULT_QUEUE_TARGET,
+    DEFAULT_TIMEOUT, MAX_IO_THREADS, MAX_PIPELINE_BELOW,
 };
 use super::programs::expand_programs;
 use super::read::{toml_key, RawEngine, RawFile};
@@ -172,6 +173,11 @@ fn resolve_engine(raw: RawEngine, source: &Path, base: &Path) -> Result<EngineCo
         }
         Some(n) => to_usize(n),
     };
+    let queue_target = match raw.queue_target_ms {
+        None => Some(DEFAULT_QUEUE_TARGET),
+        Some(0) => None,
+        Some(ms) => Some(check_timeout(ms, source, || engine_key("queue_target_ms"))?),
+    };
     let max_payload = match raw.max_payload {
         None => DEFAULT_MAX_PAYLOAD,
         Some(n) => check_payload(n, source, || engine_key("max_payload"))?,
@@ -231,6 +237,20 @@ fn resolve_engine(raw: RawEngine, source: &Path, base: &Path) -> Result<EngineCo
     let hung_grace = match raw.hung_grace_ms {
         None => DEFAULT_HUNG_GRACE,
         Some(ms) => check_timeout(ms, source, || engine_key("hung_grace_ms"))?,
+    };
+    let pipeline_below = match raw.pipeline_below_us {
+        None => DEFAULT_PIPELINE_BELOW,
+        Some(us) if Duration::from_micros(us) > MAX_PIPELINE_BELOW => {
+            return Err(ConfigError::at(
+                source,
+                engine_key("pipeline_below_us"),
+                format!(
+                    "{us} is above the largest value, {} (0 turns pipelining off)",
+                    MAX_PIPELINE_BELOW.as_micros()
+                ),
+            ))
+        }
+        Some(us) => Duration::from_micros(us),
     };
     let grpc_listen = match raw.grpc_listen.as_deref() {
         None => None,
@@ -300,6 +320,7 @@ fn resolve_engine(raw: RawEngine, source: &Path, base: &Path) -> Result<EngineCo
         join_ca,
         node_name: raw.node_name,
         hung_grace,
+        pipeline_below,
         max_connections,
         header_read_timeout,
         idle_timeout,
@@ -310,6 +331,7 @@ fn resolve_engine(raw: RawEngine, source: &Path, base: &Path) -> Result<EngineCo
         io_threads,
         listen,
         queue_bound,
+        queue_target,
         max_payload,
         default_timeout,
         drain_timeout,

@@ -175,6 +175,22 @@ impl<R, S: Clone> State<R, S> {
                 ),
             ));
         }
+        if let (false, Class::Interactive, Some(standing)) = (run_now, class, f.overloaded_for(now))
+        {
+            f.metrics.count(Some(ErrorKind::Overloaded));
+            let target = f.config.queue_target.unwrap_or_default();
+            return Err(Refusal::new(
+                ErrorKind::Overloaded,
+                format!(
+                    "function {} is overloaded: its calls have waited over {} ms (and 4 times \
+                     their running time) in the queue for the last {} ms (queue_target_ms); \
+                     retry later",
+                    f.config.name,
+                    target.as_millis(),
+                    standing / 1_000_000
+                ),
+            ));
+        }
         // Only admitted calls count towards λ: a refused one would raise τ with nobody left
         // to use it until the next event.
         f.limiter.on_arrival(now);
@@ -213,6 +229,7 @@ impl<R, S: Clone> State<R, S> {
             function_id,
             queued: Some(msg),
             worker: None,
+            pipelined: false,
             recv_ns: now,
             dispatch_ns: 0,
             deadline_ns,
@@ -231,7 +248,14 @@ impl<R, S: Clone> State<R, S> {
             None
         };
         match idle {
-            Some(w) => self.dispatch_to(w, id, now, actions),
+            Some(w) => {
+                self.dispatch_to(w, id, now, actions);
+                // The arrival raised λ, so τ (and background calls' share of it) may let a
+                // waiting background call start too.
+                if self.function(function_id).is_some_and(|f| f.queued() > 0) {
+                    self.drain_queue(function_id, now, actions);
+                }
+            }
             None => {
                 let reclaim = self.function_mut(function_id).is_some_and(|f| {
                     f.enqueue(id, class);
@@ -279,6 +303,7 @@ impl<R, S: Clone> State<R, S> {
             sender,
             msg,
         });
+        self.offer_slot(worker);
     }
 
     /// Makes a free worker idle (unless it retires or is being killed), then lets its
@@ -304,7 +329,8 @@ impl<R, S: Clone> State<R, S> {
     }
 
     /// Dispatches queued calls to idle workers while fewer than τ run; sheds internal calls
-    /// that waited too long (when configured); asks for a worker when calls still wait.
+    /// that waited too long (when configured); pipelines what still waits onto busy workers
+    /// (when it pays, see `pipeline`); asks for a worker when calls still wait.
     pub(super) fn drain_queue(&mut self, function_id: u16, now: u64, actions: &mut Actions<R, S>) {
         loop {
             let calls = &self.calls;
@@ -321,35 +347,56 @@ impl<R, S: Clone> State<R, S> {
             let Some(next) = f.pop_queued(now, |id| calls.contains(id)) else {
                 break;
             };
-            let shed = calls.get(next).and_then(|rec| {
-                let waited = now.saturating_sub(rec.recv_ns);
-                let internal = matches!(rec.reply, ReplyTo::Worker(_));
-                (internal && f.limiter.should_shed(waited)).then(|| {
-                    format!(
-                        "internal call to {} shed after waiting {} us in the queue (max_relative_queueing_delay)",
-                        f.config.name,
-                        waited / 1000
-                    )
-                })
-            });
-            if let Some(text) = shed {
-                // Back in the queue's count: `end_call` forgets it as it does any queued call.
-                // Only internal calls are shed, and they are interactive.
-                f.pushed_back(next, Class::Interactive);
-                self.end_call(
-                    next,
-                    super::end::Ending::Failed(ErrorKind::Overloaded, text),
-                    now,
-                    true,
-                    actions,
-                );
+            if self.shed_if_overdue(function_id, next, now, actions) {
                 continue;
             }
-            let Some(worker) = f.idle.pop() else {
+            let Some(worker) = self.function_mut(function_id).and_then(|f| f.idle.pop()) else {
                 break;
             };
             self.dispatch_to(worker, next, now, actions);
         }
+        self.fill_pipelines(function_id, now, actions);
         self.maybe_grow(function_id, now, actions);
+    }
+
+    /// Call `id` was just taken off its function's queue: feeds the function's overload
+    /// tracking (`queue_target_ms`), and sheds the call if it is an internal call that waited
+    /// longer than the limiter allows (`max_relative_queueing_delay`). Returns whether it
+    /// shed it.
+    pub(super) fn shed_if_overdue(
+        &mut self,
+        function_id: u16,
+        id: CallId,
+        now: u64,
+        actions: &mut Actions<R, S>,
+    ) -> bool {
+        let Some(rec) = self.calls.get(id) else {
+            return false;
+        };
+        let waited = now.saturating_sub(rec.recv_ns);
+        let internal = matches!(rec.reply, ReplyTo::Worker(_));
+        let interactive = rec.class == Class::Interactive;
+        let Some(f) = self.function_mut(function_id) else {
+            return false;
+        };
+        if interactive {
+            f.left_queue(waited, now);
+        }
+        if !internal || !f.limiter.should_shed(waited) {
+            return false;
+        }
+        let text = format!(
+            "internal call to {} shed after waiting {} us in the queue (max_relative_queueing_delay)",
+            f.config.name,
+            waited / 1000
+        );
+        // Back in the queue's count: `end_call` forgets it as it does any queued call. Only
+        // internal calls are shed, and they are interactive.
+        if let Some(f) = self.function_mut(function_id) {
+            f.pushed_back(id, Class::Interactive);
+        }
+        let ending = super::end::Ending::Failed(ErrorKind::Overloaded, text);
+        self.end_call(id, ending, now, true, actions);
+        true
     }
 }

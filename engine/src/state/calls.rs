@@ -50,6 +50,9 @@ pub struct CallRecord<R> {
     pub queued: Option<Box<Message>>,
     /// The worker running it, once dispatched.
     pub worker: Option<WorkerId>,
+    /// Dispatched behind its worker's current call and not started yet (not counted in
+    /// `running`, but in `pipelined`).
+    pub pipelined: bool,
     /// When the engine received it (monotonic ns).
     pub recv_ns: u64,
     /// When it was dispatched (0 while queued).

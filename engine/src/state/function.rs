@@ -60,6 +60,14 @@ impl ClassQueue {
 /// [`FunctionState::ready_groups`]); the oldest is forgotten beyond it.
 const READY_GROUPS: usize = 1024;
 
+/// How long calls leaving a function's queue must keep waiting longer than its
+/// `queue_target` before new calls are shed (CoDel's interval).
+pub const SHED_INTERVAL_NS: u64 = 100_000_000;
+
+/// A queueing delay counts as standing only above this many times the function's usual
+/// running time too: calls of a slow function may queue behind a few running ones.
+pub const SHED_SERVICE_TIMES: f64 = 4.0;
+
 /// One function's dispatcher state.
 #[derive(Debug)]
 pub struct FunctionState {
@@ -75,6 +83,14 @@ pub struct FunctionState {
     pub idle: Vec<WorkerId>,
     /// Live calls running on its workers (τ counts these).
     pub running: usize,
+    /// Since when every interactive call that left the queue had waited longer than
+    /// `config.queue_target` (`None`: the last one did not, or the queue emptied).
+    standing_since: Option<u64>,
+    /// Live calls pipelined behind a running call (not in `running`; see
+    /// [`super::Options::pipeline_below_ns`]).
+    pub pipelined: usize,
+    /// Workers that may take a pipelined call (each listed once; checked when taken).
+    pub(super) pipeline_slots: Vec<WorkerId>,
     /// Workers whose handshake is under way.
     pub connecting: usize,
     /// Ready workers (including retiring and leased ones).
@@ -120,6 +136,9 @@ impl FunctionState {
             running_background: 0,
             idle: Vec::new(),
             running: 0,
+            pipelined: 0,
+            standing_since: None,
+            pipeline_slots: Vec::new(),
             connecting: 0,
             ready_workers: 0,
             retiring: 0,
@@ -207,6 +226,35 @@ impl FunctionState {
             return self.background.pop(&live);
         }
         None
+    }
+
+    /// An interactive call left the queue at `now` after waiting `waited` ns: keeps track of
+    /// a standing queueing delay (CoDel's "first above time"), above `queue_target` and above
+    /// [`SHED_SERVICE_TIMES`] times the usual running time.
+    pub fn left_queue(&mut self, waited: u64, now: u64) {
+        let Some(target) = self.config.queue_target else {
+            return;
+        };
+        let target = (target.as_nanos() as f64)
+            .max(SHED_SERVICE_TIMES * self.limiter.service_ns().unwrap_or(0.0));
+        if self.queue.live == 0 || waited as f64 <= target {
+            self.standing_since = None;
+        } else if self.standing_since.is_none() {
+            self.standing_since = Some(now);
+        }
+    }
+
+    /// How long the queue has kept a delay above `queue_target` while calls still wait, when
+    /// that is a whole [`SHED_INTERVAL_NS`] or more: new interactive calls are shed then.
+    pub fn overloaded_for(&self, now: u64) -> Option<u64> {
+        let since = self.standing_since.filter(|_| self.queue.live > 0)?;
+        let standing = now.saturating_sub(since);
+        (standing >= SHED_INTERVAL_NS).then_some(standing)
+    }
+
+    /// The oldest queued interactive call, taken out of its queue.
+    pub fn pop_interactive(&mut self, live: impl Fn(CallId) -> bool) -> Option<CallId> {
+        self.queue.pop(&live)
     }
 
     /// Background calls may hold at most ⌈τ/2⌉ workers at once.

@@ -17,7 +17,23 @@ impl<R, S: Clone> State<R, S> {
                     let Some(entry) = self.workers.get(w) else {
                         return Err(format!("call {id} runs on worker {w}, which is gone"));
                     };
-                    if entry.live_call() != Some(*id) {
+                    if rec.pipelined {
+                        let behind = matches!(entry.phase, Phase::Busy { call, .. } if call != *id);
+                        let next = Some(super::Pipelined {
+                            call: *id,
+                            ended: false,
+                        });
+                        if entry.next != next || !behind {
+                            return Err(format!(
+                                "call {id} is pipelined on worker {w}, whose phase is {:?} and \
+                                 next {:?}",
+                                entry.phase, entry.next
+                            ));
+                        }
+                        if rec.class != super::Class::Interactive {
+                            return Err(format!("background call {id} is pipelined"));
+                        }
+                    } else if entry.live_call() != Some(*id) {
                         return Err(format!(
                             "call {id} runs on worker {w}, whose phase is {:?}",
                             entry.phase
@@ -55,6 +71,20 @@ impl<R, S: Clone> State<R, S> {
                 return Err(format!(
                     "{}: running = {}, but {running} workers run a live call",
                     f.config.name, f.running
+                ));
+            }
+            let pipelined = mine(&|w| w.next.is_some_and(|n| !n.ended));
+            if f.pipelined != pipelined {
+                return Err(format!(
+                    "{}: pipelined = {}, but {pipelined} workers hold a live pipelined call",
+                    f.config.name, f.pipelined
+                ));
+            }
+            let stray = mine(&|w| w.next.is_some() && !matches!(w.phase, Phase::Busy { .. }));
+            if stray > 0 {
+                return Err(format!(
+                    "{}: {stray} workers hold a pipelined call but run none",
+                    f.config.name
                 ));
             }
             let leased = mine(&|w| matches!(w.phase, Phase::Leased { .. }));

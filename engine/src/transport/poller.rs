@@ -50,6 +50,13 @@ pub struct RingPoller {
     stop: AtomicBool,
     running: AtomicBool,
     restarts: AtomicU64,
+    /// Whether busy polling can pay on this machine (two CPUs or more for the engine; see
+    /// [`ring::spinning_can_pay`]): when not, the poller yields the CPU at every poll.
+    spin: bool,
+    /// Polling periods that ended with a message (the sleep and wake-up they saved)...
+    spins_paid: AtomicU64,
+    /// ... and those that ran out and slept anyway (CPU spent for nothing).
+    spins_wasted: AtomicU64,
 }
 
 impl RingPoller {
@@ -65,6 +72,9 @@ impl RingPoller {
             stop: AtomicBool::new(false),
             running: AtomicBool::new(false),
             restarts: AtomicU64::new(0),
+            spin: ring::spinning_can_pay(),
+            spins_paid: AtomicU64::new(0),
+            spins_wasted: AtomicU64::new(0),
         }))
     }
 
@@ -168,6 +178,14 @@ impl RingPoller {
         self.restarts.load(Ordering::Relaxed)
     }
 
+    /// Polling periods that found a message, and those that ran out (then slept).
+    pub fn spins(&self) -> (u64, u64) {
+        (
+            self.spins_paid.load(Ordering::Relaxed),
+            self.spins_wasted.load(Ordering::Relaxed),
+        )
+    }
+
     /// Runs the poller on a thread of its own until [`RingPoller::stop`] or until `sink` is
     /// dropped.
     pub fn spawn(self: &Arc<Self>, sink: Weak<dyn Inbound>) -> std::io::Result<()> {
@@ -237,15 +255,25 @@ impl RingPoller {
             } else {
                 LINGER
             };
+            // On one CPU, every poll yields: the worker it waits for runs at once, and the
+            // poller is back as soon as it yields or sleeps (cheaper than a futex wake-up).
+            let cadence = if self.spin { ring::YIELD_SHARED } else { 1 };
             let any = || links.iter().any(|l| l.has_message());
-            if idle_for < budget
-                && ring::spin_until(budget - idle_for, || {
+            if idle_for < budget {
+                let paid = ring::spin_until_with(budget - idle_for, cadence, || {
                     any()
                         || self.generation.load(Ordering::Acquire) != seen_generation
                         || self.stop.load(Ordering::Acquire)
-                })
-            {
-                continue;
+                });
+                let count = if paid {
+                    &self.spins_paid
+                } else {
+                    &self.spins_wasted
+                };
+                count.fetch_add(1, Ordering::Relaxed);
+                if paid {
+                    continue;
+                }
             }
             self.bell.prepare_sleep();
             if any()

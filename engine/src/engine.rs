@@ -243,26 +243,13 @@ impl Engine {
         }
     }
 
-    /// Whether a worker of `function_id` that connected from process group `group` with
-    /// `secret` is the launcher's; `None` when the function has no launcher (its workers are
-    /// started by hand, and nothing is checked).
-    pub(crate) fn verify_worker(
+    /// `f` of the launcher of `function_id`; `None` when it has none (workers by hand).
+    pub(crate) fn with_launcher<T>(
         &self,
         function_id: u16,
-        group: u32,
-        secret: &str,
-    ) -> Option<crate::launcher::Verdict> {
-        lock(&self.launchers)
-            .get(&function_id)
-            .map(|l| l.verify(group, secret))
-    }
-
-    /// How long ago the launcher of `function_id` spawned the process leading `group`.
-    pub(crate) fn spawned_ago(&self, function_id: u16, group: u32) -> Option<Duration> {
-        lock(&self.launchers)
-            .get(&function_id)
-            .and_then(|l| l.spawned_at(group))
-            .map(|t| t.elapsed())
+        f: impl FnOnce(&Launcher) -> T,
+    ) -> Option<T> {
+        lock(&self.launchers).get(&function_id).map(f)
     }
 
     /// Takes every launcher back (shutdown).

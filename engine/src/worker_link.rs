@@ -131,8 +131,9 @@ async fn handshake(engine: Arc<Engine>, mut sock: UnixStream) {
         Ok(()) => {
             // From the launcher's spawn (sandbox set-up included), else the process's age.
             let cold_start = engine
-                .spawned_ago(function.id, group)
-                .and_then(|d| u64::try_from(d.as_nanos()).ok())
+                .with_launcher(function.id, |l| l.spawned_at(group))
+                .flatten()
+                .and_then(|t| u64::try_from(t.elapsed().as_nanos()).ok())
                 .or_else(|| process_age_ns(pid));
             let cold_start_us = cold_start.map(|ns| ns / 1000);
             tracing::info!(worker = %id, function = %hello.function, pid, language = %hello.language, cold_start_us, "worker ready");
@@ -169,7 +170,7 @@ async fn proves_itself(
 ) -> Result<(), String> {
     let start = tokio::time::Instant::now();
     loop {
-        match engine.verify_worker(function_id, group, secret) {
+        match engine.with_launcher(function_id, |l| l.verify(group, secret)) {
             None | Some(Verdict::Valid) => return Ok(()),
             Some(Verdict::WrongSecret) => {
                 return Err("it did not present its process's secret".to_string())

@@ -169,7 +169,9 @@ fn bad_workers_are_refused_or_disconnected_and_the_engine_lives_on() {
     let (_sock, reply) = handshake(&s, "Echo");
     assert_eq!(reply.header.kind, Kind::Reject);
     assert!(
-        reply.failure_text().contains("none of the function's worker processes"),
+        reply
+            .failure_text()
+            .contains("none of the function's worker processes"),
         "{}",
         reply.failure_text()
     );

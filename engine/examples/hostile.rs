@@ -2,7 +2,7 @@
 //! `Try`, attempts what the input says and answers `ok: ...` when it managed, `denied: ...`
 //! when it did not. Nothing here belongs in a real function.
 //!
-//! Inputs: `read:PATH`, `write:PATH`, `procs` (how many processes it sees), `kill:PID`
+//! Inputs: `read:PATH`, `write:PATH`, `fill:MIB` (that much into `/tmp`), `procs` (how many processes it sees), `kill:PID`
 //! (SIGTERM), `tcp:HOST:PORT`, `fork:N` (N sleeping children at once), `alloc:MIB` (touches
 //! that much memory; past `memory_limit` the process dies), `hello:FUNCTION` (connects to
 //! `engine.sock` as a worker of FUNCTION, with no secret), `keyctl` (the kernel keyrings),
@@ -22,6 +22,12 @@ fn attempt(_ctx: &Ctx<'_>, input: &[u8]) -> Result<Vec<u8>, HandlerError> {
     let answer = match what {
         "read" => verdict(std::fs::read(arg).map(|b| format!("{} bytes", b.len()))),
         "write" => verdict(std::fs::write(arg, b"hostile").map(|()| "written".to_string())),
+        "fill" => {
+            let mib: usize = arg.parse()?;
+            let r = std::fs::write("/tmp/fill", vec![7u8; mib << 20]);
+            let _ = std::fs::remove_file("/tmp/fill");
+            verdict(r.map(|()| format!("wrote {mib} MiB to /tmp")))
+        }
         "procs" => verdict(std::fs::read_dir("/proc").map(|d| {
             let n = d
                 .filter_map(Result::ok)

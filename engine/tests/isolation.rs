@@ -129,6 +129,8 @@ fn a_sandboxed_function_cannot_escape() {
     denied(&s, "write:/etc/hostile");
     denied(&s, &format!("write:{}", dir.join("hostile/x").display()));
     assert_eq!(attempt(&s, "write:/tmp/x"), "ok: written");
+    let full = denied(&s, "fill:4");
+    assert!(full.contains("No space left"), "{full}");
 
     // Processes: it sees only its own, and cannot signal the engine or another worker.
     let procs = attempt(&s, "procs");

@@ -97,6 +97,9 @@ fn a_rebuild_replaces_the_workers_without_dropping_a_call() {
             .iter()
             .filter(|(st, ok)| *st != 200 || !ok)
             .collect();
+        if !bad.is_empty() {
+            eprintln!("ENGINE STDERR:\n{}", s.stderr_text());
+        }
         assert!(
             bad.is_empty(),
             "{} of {} calls failed: {bad:?}",

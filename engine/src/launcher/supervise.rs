@@ -62,19 +62,16 @@ pub(super) async fn supervise(shared: Arc<Shared>, slot: usize) {
         }
         first = false;
 
-        let secret = match super::secret::fresh() {
-            Ok(secret) => secret,
-            Err(e) => {
-                tracing::error!(function = %spec.function, "cannot make a worker secret: {e}");
-                String::new()
-            }
-        };
-        let issued = super::Issued {
-            secret: secret.clone(),
-            spawned: std::time::Instant::now(),
-        };
-        lock(&shared.issued).insert(slot, issued);
-        let end = match spawn(spec, slot, shared.hooks.echo, &secret) {
+        // A fresh secret per process, recorded before it can connect; no secret, no process.
+        let spawned = super::secret::fresh().and_then(|secret| {
+            let issued = super::Issued {
+                secret: secret.clone(),
+                spawned: std::time::Instant::now(),
+            };
+            lock(&shared.issued).insert(slot, issued);
+            spawn(spec, slot, shared.hooks.echo, &secret)
+        });
+        let end = match spawned {
             Ok(Running {
                 mut child,
                 pumps,
@@ -260,8 +257,8 @@ fn spawn(spec: &LaunchSpec, slot: usize, echo: bool, secret: &str) -> io::Result
         .memory
         .map(|m| libc::rlim_t::try_from(m).unwrap_or(libc::RLIM_INFINITY));
     // SAFETY: the closure runs in the forked child before exec and only makes the
-    // async-signal-safe calls prctl(2), fcntl(2), setrlimit(2) and getppid(2); it allocates nothing and
-    // touches no locks. The death signal fires when the forking *thread* exits; tokio runtime
+    // async-signal-safe calls prctl(2), fcntl(2), setrlimit(2) and getppid(2); it allocates
+    // nothing and touches no locks. The death signal fires when the forking *thread* exits; tokio runtime
     // threads live as long as the runtime, which outlives the launcher.
     unsafe {
         command.pre_exec(move || {

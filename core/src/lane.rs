@@ -110,6 +110,8 @@ pub(crate) const LANE_BELL: usize = 64;
 pub(crate) const INBOUND_STATE: usize = 128;
 pub(crate) const REPLY_SLOT: usize = 256;
 pub(crate) const INBOUND_SLOT: usize = REPLY_SLOT + MESSAGE_SIZE;
+// Both slots fit in the page.
+const _: () = assert!(INBOUND_SLOT + MESSAGE_SIZE <= LEASE_FILE_BYTES);
 
 /// Lane phases (the low bits of the state word).
 pub mod phase {

@@ -61,17 +61,15 @@ pub fn grant_of(lease: u32) -> LaneGrant {
     }
 }
 
-/// A holder (worker id `id`): the lease words of its ring region, lane 0 modelled.
+/// A holder: the lease words of its ring region, lane 0 modelled.
 pub struct Holder {
-    pub id: u32,
     pub ring: SharedRing<ModelRegion>,
     pub done: AtomicBool,
 }
 
 impl Holder {
-    pub fn new(id: u32) -> Holder {
+    pub fn new() -> Holder {
         Holder {
-            id,
             ring: SharedRing::over(Arc::new(ModelRegion::ring(1))),
             done: AtomicBool::new(false),
         }
@@ -84,6 +82,19 @@ pub struct Lease {
     pub holder: u32,
     pub model: Arc<ModelRegion>,
     pub region: LeaseRegion<ModelRegion>,
+}
+
+impl Lease {
+    /// The lease is over for its holder: its lane state is UNUSED, or still this lease's and
+    /// revoked (the holder has not taken the last answer yet); never another lease's.
+    pub fn assert_ended(&self) {
+        let s = self.model.lane_state();
+        assert!(
+            s == phase::UNUSED || (s >> 4 == self.id && s & phase::REVOKED != 0),
+            "lease {}: lane state {s:#x}",
+            self.id
+        );
+    }
 }
 
 /// The parties' shared memory: holders' ring regions, the callee's, the leases' regions, the
@@ -107,7 +118,7 @@ impl World {
     /// `holders` holders; lease `n` (from 1) goes to holder `lease_holders[n - 1]`.
     pub fn new(holders: u32, lease_holders: &[u32]) -> Arc<World> {
         Arc::new(World {
-            holders: (1..=holders).map(Holder::new).collect(),
+            holders: (1..=holders).map(|_| Holder::new()).collect(),
             leases: lease_holders
                 .iter()
                 .enumerate()

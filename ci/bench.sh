@@ -19,6 +19,12 @@ if [[ "${1:-}" == "--quick" ]]; then
   DUR=1s; WARM=0.3s; ROUNDS=2; PAIR_DUR=1s; IDLE=2s; N_INTERNAL=2000; FIFO_N=10000
 fi
 
+if ! command -v wrk > /dev/null; then
+  echo "== installing wrk (Debian package)" >&2
+  SUDO=""; [[ "$(id -u)" == 0 ]] || SUDO=sudo
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends wrk >&2
+fi
+
 echo "== building release" >&2
 cargo build --release -p gloam-engine -p hello-rust -p gloam-bench-baselines >&2
 GLOAM="$ROOT/target/release/gloam"
@@ -104,6 +110,19 @@ for rate in 2000 5000 10000 20000; do
   record "nop_open_$rate" "open_$rate" 1 gl Nop --rate "$rate" -c 4 -d "$DUR" --warmup "$WARM"
   record "echo_http_open_$rate" "open_$rate" 1 eh --rate "$rate" -c 4 -d "$DUR" --warmup "$WARM"
 done
+# The same external load from wrk (Debian's), at several connection and thread counts.
+WRK_SECS="${DUR%s}"
+for t in 1 2; do
+  for c in 8 32 128; do
+    for r in $(seq "$ROUNDS"); do
+      record "wrk_nop_t${t}_c${c}" "wrk_t${t}_c${c}" "$r" python3 ci/wrk_point.py "$URL/function/Nop" "$ENGINE_PID" "$t" "$c" "$WRK_SECS"
+      record "wrk_echo_t${t}_c${c}" "wrk_t${t}_c${c}" "$r" python3 ci/wrk_point.py "$ECHO/" "$ECHO_PID" "$t" "$c" "$WRK_SECS"
+    done
+  done
+done
+# Open loop beyond one connection's worth: 20k/s over 32 connections.
+record nop_open32_20000 open32_20000 1 gl Nop --rate 20000 -c 32 -d "$DUR" --warmup "$WARM"
+record echo_http_open32_20000 open32_20000 1 eh --rate 20000 -c 32 -d "$DUR" --warmup "$WARM"
 for r in $(seq "$ROUNDS"); do
   record internal_rust internal "$r" "$GLOAM" bench internal --lang rust --url "$URL" --n "$N_INTERNAL" --json
   record grpc_unix internal "$r" "$BASE/grpc-unary" --duration "$PAIR_DUR" --warmup "$WARM" --json

@@ -28,6 +28,13 @@ PAIRS = [
     ("open_5000", "nop_open_5000", "echo_http_open_5000", "external Nop / bare HTTP echo, open loop 5k/s"),
     ("open_10000", "nop_open_10000", "echo_http_open_10000", "external Nop / bare HTTP echo, open loop 10k/s"),
     ("open_20000", "nop_open_20000", "echo_http_open_20000", "external Nop / bare HTTP echo, open loop 20k/s"),
+    ("open32_20000", "nop_open32_20000", "echo_http_open32_20000",
+     "external Nop / bare HTTP echo, open loop 20k/s over 32 connections"),
+] + [
+    (f"wrk_t{t}_c{c}", f"wrk_nop_t{t}_c{c}", f"wrk_echo_t{t}_c{c}",
+     f"external Nop / bare HTTP echo, wrk -t{t} -c{c}")
+    for t in (1, 2) for c in (8, 32, 128)
+] + [
     ("internal", "internal_rust", "grpc_unix", "internal call (Rust) / gRPC unary over UDS"),
     ("mib", "echo_1mib", "echo_http_1mib", "1 MiB echo / bare HTTP echo of 1 MiB"),
 ]
@@ -124,6 +131,8 @@ def main():
     order = ["nop_seq", "echo_http_seq"]
     for rate in (2000, 5000, 10000, 20000):
         order += [f"nop_open_{rate}", f"echo_http_open_{rate}"]
+    order += ["nop_open32_20000", "echo_http_open32_20000"]
+    order += [f"wrk_{who}_t{t}_c{c}" for t in (1, 2) for c in (8, 32, 128) for who in ("nop", "echo")]
     order += ["internal_rust", "internal_c", "internal_go", "internal_python", "internal_node",
               "grpc_unix", "fifo_roundtrip", "foo_bar_chain", "echo_1mib", "echo_http_1mib"]
     skipped = []
@@ -141,6 +150,13 @@ def main():
             what = f"Gloam: external `Nop`, open loop {int(name.rsplit('_', 1)[1]) // 1000}k/s, 4 connections"
         if what is None and name.startswith("echo_http_open_"):
             what = f"baseline: hyper echo, open loop {int(name.rsplit('_', 1)[1]) // 1000}k/s, 4 connections"
+        if what is None and name.startswith("wrk_"):
+            who, t, c = name.split("_")[1:]
+            server = "Gloam: external `Nop`" if who == "nop" else "baseline: hyper echo"
+            what = f"{server}, wrk -{t} -{c}"
+        if name.endswith("open32_20000"):
+            server = "Gloam: external `Nop`" if name.startswith("nop") else "baseline: hyper echo"
+            what = f"{server}, open loop 20k/s, 32 connections"
         if what is None:
             what = name
         md.append(f"| {what} | {s['rounds']} | {fmt(s['p50'])} | {fmt(s['p90'])} | {fmt(s['p99'])} | "

@@ -11,7 +11,7 @@ export CARGO_TERM_COLOR=never
 LOGS="$ROOT/target/test-logs"
 mkdir -p "$LOGS"
 
-SUITES=(lint rust deploy c go python node matrix newcomer browser)
+SUITES=(lint rust deploy c go python node matrix grpc newcomer browser)
 [ $# -gt 0 ] && SUITES=("$@")
 
 step() { printf '==> %s\n' "$*"; }
@@ -22,6 +22,8 @@ suite_lint() {
 }
 
 suite_rust() {
+    # The gRPC tests call the engine with grpcurl (built from the Go module proxy, once).
+    ci/install-grpcurl.sh || return 1
     cargo test --workspace --exclude gloam-python --exclude gloam-node --exclude gloam-bench-baselines -- --test-threads=2 || return 1
     # The default transport is the shared-memory ring; run the engine's suites over FIFOs too.
     GLOAM_TEST_TRANSPORT=fifo cargo test -p gloam-engine --test e2e --test robustness --test faults --test faults_rogue -- --test-threads=2 || return 1
@@ -37,6 +39,8 @@ suite_python() { bindings/python/test.sh; }
 suite_node() { bindings/node/test.sh; }
 # Every language calls every language's Echo internally (25 pairs, small and 2 MiB payloads).
 suite_matrix() { ci/matrix/test.sh; }
+# The gRPC example (Go, Python, Rust services) against grpcurl, Go's grpc package and grpcio.
+suite_grpc() { ci/grpc/test.sh; }
 # A newcomer outside the clone: installed SDKs, `gloam new` + build + up in every language,
 # broken on purpose (the console and the HTTP error name the cause within seconds), --watch,
 # Nightcore's C examples, and every examples/hello-<lang>/gloam.toml as is.

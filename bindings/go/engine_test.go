@@ -78,10 +78,11 @@ func startEngine() (*engine, error) {
 		}
 		cfg.WriteString("\n")
 	}
-	for _, h := range []string{"Foo", "Bar", "Nop", "Echo", "Fail", "Crash", "Panic", "Sleep", "InvokeOther", "InvokeSize", "InvokeAbandon", "PassOn"} {
+	for _, h := range []string{"Foo", "Bar", "Nop", "Echo", "Fail", "Crash", "Panic", "Sleep", "InvokeOther", "InvokeSize", "InvokeAbandon", "PassOn", "Method"} {
 		fn(h, hello, h, 1)
 	}
 	fn("Fanout", hello, "Fanout", 2)
+	fn(`"grpc:conformance.Methods"`, hello, "Method", 1, `grpc_methods = ["First", "Second"]`)
 	// Its own timeout caps an internal call's deadline far below the caller's (30 s).
 	fn("SleepShort", hello, "Sleep", 1, "timeout_ms = 200")
 	if _, err := os.Stat(filepath.Join(root, "target", "debug", "hello-rust")); err == nil {

@@ -159,3 +159,12 @@ func TestPassedOnKind(t *testing.T) {
 		}
 	}
 }
+
+// TestMethodName: the gRPC method reaches the handler as call.Method().
+func TestMethodName(t *testing.T) {
+	if r := call(t, "grpc:conformance.Methods", nil, "X-Gloam-Method", "Second"); r.status != 200 || string(r.body) != "Second" {
+		t.Fatalf("Second: %d %q", r.status, r.body)
+	}
+	expectOK(t, "grpc:conformance.Methods", nil, "First")
+	expectOK(t, "Method", nil, "")
+}

@@ -83,6 +83,11 @@ func (w *Worker) Recv() (*Call, error) {
 	} else {
 		call.input = []byte{}
 	}
+	var mdata *C.uint8_t
+	var mn C.size_t
+	if C.gloam_call_method(c, &mdata, &mn) == C.GLOAM_OK && mn > 0 {
+		call.method = C.GoStringN((*C.char)(unsafe.Pointer(mdata)), C.int(mn))
+	}
 	return call, nil
 }
 
@@ -187,6 +192,7 @@ type Call struct {
 	id         uint64
 	deadlineNs uint64
 	input      []byte
+	method     string
 	// The context Serve gives the handler (nil with Recv): Invoke with it needs no watcher.
 	ctx *callContext
 }
@@ -194,8 +200,15 @@ type Call struct {
 // Input returns the call's input (a Go copy, safe to keep).
 func (c *Call) Input() []byte { return c.input }
 
-// ID returns the call's id, unique among calls in flight.
+// ID returns the call's id, unique among calls in flight. An asynchronous call keeps its id
+// when it runs again after an engine restart, so a handler can deduplicate on it.
 func (c *Call) ID() uint64 { return c.id }
+
+// Method returns the name of the gRPC method the call is for ("SayHello" for
+// /demo.Greeter/SayHello served by function grpc:demo.Greeter), or "" for a plain
+// function's call. The request is the method's raw protobuf message: unmarshal it with your
+// own generated code (see examples/grpc/go).
+func (c *Call) Method() string { return c.method }
 
 // Deadline returns the call's deadline, if it has one.
 func (c *Call) Deadline() (time.Time, bool) { return deadlineTime(c.deadlineNs) }

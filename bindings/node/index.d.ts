@@ -41,6 +41,12 @@ export declare function serve(handlers: Record<string, (ctx: Ctx, input: Buffer)
  * internal calls made through it still carry the call's id and deadline.
  */
 export class Ctx {
+  /**
+   * The gRPC method this call is for: `'SayHello'` for `/demo.Greeter/SayHello` served by
+   * function `grpc:demo.Greeter` (the input is that method's raw protobuf message);
+   * `''` for a plain function.
+   */
+  get method(): string
   /** The name of the function being run (`GLOAM_FUNCTION`). */
   get functionName(): string
   /**

@@ -176,8 +176,6 @@ impl CallId {
     pub const MAX_CALLER: u32 = 0xFFFF;
     /// Largest function id.
     pub const MAX_FUNCTION: u16 = 0x0FFF;
-    /// Largest method id.
-    pub const MAX_METHOD: u16 = 0x0F;
 
     /// Packs a caller's worker id and its sequence number.
     pub const fn new(caller: u32, sequence: u32) -> CallId {

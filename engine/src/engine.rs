@@ -61,6 +61,7 @@ pub struct Engine {
     poller: Option<Arc<RingPoller>>,
     /// The regions of the direct-lane leases in force.
     lease_regions: crate::lanes::LeaseRegions,
+    async_calls: std::sync::OnceLock<Arc<crate::async_calls::AsyncCalls>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -75,18 +76,26 @@ impl Engine {
             Transport::Ring => Some(RingPoller::new()?),
             Transport::Fifo => None,
         };
-        let table = FunctionTable::new(
-            config
-                .functions
-                .iter()
-                .map(|f| (f.id, f.name.clone()))
-                .collect(),
-            config.engine.max_payload,
-        )
-        .encode();
+        let table = config
+            .functions
+            .iter()
+            .fold(
+                FunctionTable::new(
+                    config
+                        .functions
+                        .iter()
+                        .map(|f| (f.id, f.name.clone()))
+                        .collect(),
+                    config.engine.max_payload,
+                ),
+                |t, f| t.with_methods(f.id, f.grpc_methods.clone()),
+            )
+            .encode();
         let options = state::Options {
             direct_calls: poller.is_some() && config.engine.direct_calls,
             hung_grace_ns: u64::try_from(config.engine.hung_grace.as_nanos()).unwrap_or(u64::MAX),
+            pipeline_below_ns: u64::try_from(config.engine.pipeline_below.as_nanos())
+                .unwrap_or(u64::MAX),
         };
         let state = State::new(&config.functions, options, now_ns());
         let by_name = config
@@ -107,6 +116,7 @@ impl Engine {
             launchers: Mutex::new(HashMap::new()),
             poller,
             lease_regions: crate::lanes::LeaseRegions::default(),
+            async_calls: std::sync::OnceLock::new(),
         });
         if let Some(p) = &engine.poller {
             let sink: Arc<dyn Inbound> = engine.clone();
@@ -177,6 +187,19 @@ impl Engine {
     /// The encoded function table sent in `WELCOME`.
     pub(crate) fn table(&self) -> &[u8] {
         &self.table
+    }
+
+    /// Opens the store of asynchronous calls (`[async]`) and starts running the calls it
+    /// holds; `POST /async-function` works from then on.
+    pub fn open_async(self: &Arc<Self>) -> Result<(), crate::state::Refusal> {
+        let calls = crate::async_calls::AsyncCalls::open(self, &self.config.async_calls)?;
+        let _ = self.async_calls.set(calls);
+        Ok(())
+    }
+
+    /// The asynchronous calls, once opened.
+    pub fn async_calls(&self) -> Option<&Arc<crate::async_calls::AsyncCalls>> {
+        self.async_calls.get()
     }
 
     /// A fresh id for an external call.

@@ -12,7 +12,7 @@ use gloam_core::protocol::{Header, Kind, Message, PayloadLocation, INLINE_CAPACI
 use gloam_core::{shm, ErrorKind};
 
 use crate::engine::Engine;
-use crate::state::{Outcome, Refusal, Timing};
+use crate::state::{Class, Outcome, Refusal, Timing};
 
 /// Longest an I/O thread polls for an external call's answer.
 const EXTERNAL_SPIN_CAP: Duration = Duration::from_micros(200);
@@ -28,6 +28,19 @@ pub struct CallOutput {
     pub timing: Timing,
 }
 
+/// An external call's options beyond its function and input.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallOptions {
+    /// The gRPC method id (index in the function's `grpc_methods`; 0 for a plain function).
+    pub method_id: u16,
+    /// Overrides the function's own timeout.
+    pub timeout: Option<Duration>,
+    /// Interactive (someone waits) or background (an asynchronous call).
+    pub class: Class,
+    /// The call's id; `None`: a fresh one. Asynchronous calls keep theirs across restarts.
+    pub call_id: Option<gloam_core::CallId>,
+}
+
 impl Engine {
     /// Runs an external call of function `name` with `input`; `timeout` overrides the
     /// function's own.
@@ -37,6 +50,27 @@ impl Engine {
         input: Bytes,
         timeout: Option<Duration>,
     ) -> Result<CallOutput, Refusal> {
+        let options = CallOptions {
+            timeout,
+            ..CallOptions::default()
+        };
+        self.call_external_with(name, input, options).await
+    }
+
+    /// [`call_external`](Self::call_external) with every option: the method, the priority
+    /// class and the call id.
+    pub async fn call_external_with(
+        &self,
+        name: &str,
+        input: Bytes,
+        options: CallOptions,
+    ) -> Result<CallOutput, Refusal> {
+        let CallOptions {
+            method_id,
+            timeout,
+            class,
+            call_id,
+        } = options;
         let Some(f) = self.function_by_name(name) else {
             return Err(Refusal::new(
                 ErrorKind::FunctionNotFound,
@@ -54,10 +88,11 @@ impl Engine {
             ));
         }
         let now = now_ns();
-        let id = self.next_external_id();
+        let id = call_id.unwrap_or_else(|| self.next_external_id());
         let mut h = Header::new(Kind::Dispatch);
         h.set_call_id(id);
         h.function_id = function_id;
+        h.method_id = method_id;
         if let Some(t) = timeout {
             h.deadline_ns = now.saturating_add(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
         }
@@ -74,9 +109,10 @@ impl Engine {
         let (tx, rx) = oneshot::channel();
         let admitted = {
             let mut st = self.lock();
-            let admitted = st.admit_external(id, function_id, tx, Box::new(msg), now);
+            let admitted = st.admit_external_as(id, function_id, tx, Box::new(msg), class, now);
             let spin = self.poller().and_then(|_| {
-                if st.calls_in_flight() > EXTERNAL_SPIN_MAX_IN_FLIGHT {
+                if class == Class::Background || st.calls_in_flight() > EXTERNAL_SPIN_MAX_IN_FLIGHT
+                {
                     return None;
                 }
                 let t = st.function(function_id)?.limiter.service_ns()?;

@@ -1,5 +1,6 @@
 //! The Gloam engine: dispatchers, worker registry, embedded HTTP gateway, launcher and CLI.
 
+pub mod async_calls;
 pub mod bench;
 pub mod builds;
 pub mod cli;

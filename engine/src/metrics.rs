@@ -185,6 +185,8 @@ pub struct FunctionGauges {
     pub requested: usize,
     /// Calls running.
     pub running: usize,
+    /// Calls sent behind a running call (pipelined), not started yet.
+    pub pipelined: usize,
     /// Calls queued.
     pub queued: usize,
     /// λ, calls/s.
@@ -348,6 +350,13 @@ pub fn render(s: &Snapshot) -> String {
         "gloam_running_calls",
         "Calls running now.",
         &running,
+    );
+    let pipelined = per(|g| g.pipelined as f64);
+    gauge(
+        &mut out,
+        "gloam_pipelined_calls",
+        "Calls sent to a busy worker behind the call it runs, not started yet.",
+        &pipelined,
     );
     let rate = per(|g| g.rate);
     gauge(

@@ -286,6 +286,7 @@ pub fn metrics_snapshot(engine: &Engine) -> crate::metrics::Snapshot {
                     .capacity()
                     .saturating_sub(f.ready_workers.saturating_sub(f.retiring) + f.connecting),
                 running: f.running,
+                pipelined: f.pipelined,
                 queued: f.queued(),
                 rate: f.limiter.rate(now),
                 service_s: f.limiter.service_ns().unwrap_or(0.0) / 1e9,

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::console;
 use crate::descriptors::{self, CapSource, NofileLimit};
 use crate::engine::Engine;
-use crate::gateway::server::{Gateway, Limits};
+use crate::gateway::server::{Gateway, Limits, Listener};
 use crate::launcher::{LaunchEvent, LaunchHooks, LaunchSpec, Launcher};
 use crate::worker_link;
 
@@ -125,6 +125,10 @@ async fn run_async(config: Arc<Config>, opts: UpOptions, nofile: NofileLimit) ->
         .with_context(|| format!("preparing IPC root {}", config.engine.ipc_root.display()))?;
     let paths = root.paths().clone();
     let engine = Engine::new(config.clone(), paths.clone()).context("starting the engine")?;
+    engine
+        .open_async()
+        .map_err(|r| anyhow::anyhow!("{}", r.message))
+        .context("opening the store of asynchronous calls")?;
 
     let sock = UnixListener::bind(paths.socket())
         .with_context(|| format!("listening on {}", paths.socket().display()))?;
@@ -138,7 +142,32 @@ async fn run_async(config: Arc<Config>, opts: UpOptions, nofile: NofileLimit) ->
         .await
         .with_context(|| format!("listening on {}", config.engine.listen))?;
     let addr = http.local_addr()?;
-    let gateway = Gateway::start(engine.clone(), http, gateway_limits(&config, nofile));
+    let mut listeners = vec![Listener {
+        tcp: http,
+        grpc_only: false,
+    }];
+    let mut grpc_addr = None;
+    if let Some(at) = config.engine.grpc_listen {
+        let grpc = TcpListener::bind(at)
+            .await
+            .with_context(|| format!("listening on {at} (engine.grpc_listen)"))?;
+        grpc_addr = Some(grpc.local_addr()?);
+        listeners.push(Listener {
+            tcp: grpc,
+            grpc_only: true,
+        });
+    }
+    let tls = match &config.engine.tls {
+        None => None,
+        Some(t) => Some(crate::gateway::tls::acceptor(t).map_err(anyhow::Error::msg)?),
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let gateway = Gateway::start_on(
+        engine.clone(),
+        listeners,
+        gateway_limits(&config, nofile),
+        tls,
+    );
 
     let mut launched = Vec::new();
     if launch {
@@ -205,7 +234,10 @@ async fn run_async(config: Arc<Config>, opts: UpOptions, nofile: NofileLimit) ->
             _ = int.recv() => return shutdown(&engine, gateway, joiner, root).await,
         }
     }
-    println!("gloam: ready http://{addr}");
+    if let Some(grpc) = grpc_addr {
+        println!("gloam: grpc {grpc}");
+    }
+    println!("gloam: ready {scheme}://{addr}");
     let _ = std::io::stdout().flush();
     let failing = engine.unavailable_functions();
     if !failing.is_empty() {

@@ -243,3 +243,33 @@ fn passed_on_kind() {
     });
     s.stop();
 }
+
+/// The gRPC method reaches the handler: `grpc:conformance.Methods` (methods `First`,
+/// `Second`) served by `Method`, which answers `ctx.method()`.
+#[test]
+fn method_name() {
+    let functions = rust_fn(
+        "\"grpc:conformance.Methods\"",
+        "Method",
+        "grpc_methods = [\"First\", \"Second\"]",
+    ) + &rust_fn("Method", "Method", "");
+    let mut s = Stack::start("", &functions);
+    let call = |method: Option<&str>| {
+        let headers: Vec<(&str, &str)> =
+            method.map(|m| ("X-Gloam-Method", m)).into_iter().collect();
+        s.client()
+            .request("POST", "/function/grpc:conformance.Methods", &headers, b"")
+            .expect("HTTP call")
+    };
+    let r = call(Some("Second"));
+    assert_eq!((r.status, r.text().as_ref()), (200, "Second"));
+    let r = call(None);
+    assert_eq!((r.status, r.text().as_ref()), (200, "First"));
+    let r = s.call("Method", b"");
+    assert_eq!(
+        (r.status, r.body.len()),
+        (200, 0),
+        "a plain function's method is empty"
+    );
+    s.stop();
+}

@@ -175,6 +175,63 @@ fn full_queue_answers_503_with_retry_after() {
 }
 
 #[test]
+fn a_flooded_function_sheds_with_retry_after_and_the_others_keep_answering() {
+    // One worker, 30 ms calls, 8 callers in a closed loop: calls queue for ~210 ms, over
+    // 4 running times, so the standing delay sheds new calls.
+    let functions = [
+        rust_fn("Sleep", "Sleep", "max_workers = 1\nqueue_target_ms = 20"),
+        rust_fn("Nop", "Nop", ""),
+    ]
+    .concat();
+    let mut s = Stack::start("", &functions);
+    let addr = s.addr.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood: Vec<_> = (0..8)
+        .map(|_| {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut c = gloam_engine::client::HttpClient::new(addr.as_str()).unwrap();
+                let mut seen = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = c.post("/function/Sleep", b"30").unwrap();
+                    let shed = (r.status == 503).then(|| {
+                        (
+                            r.header("retry-after").map(str::to_owned),
+                            body_json(&r)["message"].as_str().unwrap_or("").to_owned(),
+                        )
+                    });
+                    seen.push((r.status, shed));
+                }
+                seen
+            })
+        })
+        .collect();
+    s.wait_for("calls to be shed", Duration::from_secs(20), || {
+        s.metric("faas_invocations_total{function=\"Sleep\",status=\"overloaded\"}")
+            .unwrap_or(0.0)
+            > 0.0
+    });
+    // The flood does not reach another function.
+    for _ in 0..20 {
+        assert_eq!(s.call("Nop", b"").status, 200);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen: Vec<_> = flood.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    assert!(
+        seen.iter().all(|(status, _)| [200, 503].contains(status)),
+        "{seen:?}"
+    );
+    assert!(seen.iter().any(|(status, _)| *status == 200));
+    let (retry_after, message) = seen.iter().find_map(|(_, shed)| shed.clone()).unwrap();
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert!(
+        message.contains("function Sleep is overloaded"),
+        "{message}"
+    );
+    s.stop();
+}
+
+#[test]
 fn pool_grows_under_load_and_shrinks_when_idle() {
     let mut s = Stack::start(
         "",

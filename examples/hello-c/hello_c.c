@@ -59,6 +59,15 @@ static int nop(void *ud, gloam_ctx_t *ctx, const uint8_t *in, size_t len) {
     return 0;
 }
 
+/* Answers the gRPC method the call is for (empty for a plain function). */
+static int method(void *ud, gloam_ctx_t *ctx, const uint8_t *in, size_t len) {
+    (void)ud, (void)in, (void)len;
+    const uint8_t *name = NULL;
+    size_t name_len = 0;
+    if (gloam_call_method(gloam_ctx_call(ctx), &name, &name_len) != GLOAM_OK) return 1;
+    return gloam_ctx_set_output(ctx, name, name_len) == GLOAM_OK ? 0 : 1;
+}
+
 static int echo(void *ud, gloam_ctx_t *ctx, const uint8_t *in, size_t len) {
     (void)ud;
     return gloam_ctx_set_output(ctx, in, len) == GLOAM_OK ? 0 : 1;
@@ -294,6 +303,7 @@ int main(void) {
         {"Foo", foo},   {"Bar", bar},           {"Nop", nop},     {"Echo", echo},
         {"Fail", fail}, {"Crash", crash},       {"Sleep", sleep_ms}, {"Fanout", fanout},
         {"InvokeOther", invoke_other}, {"PassOn", pass_on}, {"BenchInternal", bench_internal},
+        {"Method", method},
     };
     gloam_error_t err = {0};
     gloam_status_e st = gloam_serve(handlers, sizeof handlers / sizeof handlers[0], NULL, &err);

@@ -41,6 +41,11 @@ func bar(_ context.Context, _ *gloam.Call, input []byte) ([]byte, error) {
 
 func nop(context.Context, *gloam.Call, []byte) ([]byte, error) { return nil, nil }
 
+// method answers the gRPC method the call is for ("" for a plain function).
+func method(_ context.Context, call *gloam.Call, _ []byte) ([]byte, error) {
+	return []byte(call.Method()), nil
+}
+
 func echo(_ context.Context, _ *gloam.Call, input []byte) ([]byte, error) { return input, nil }
 
 func fail(context.Context, *gloam.Call, []byte) ([]byte, error) {
@@ -203,6 +208,7 @@ func main() {
 		"Foo":           foo,
 		"Bar":           bar,
 		"Nop":           nop,
+		"Method":        method,
 		"Echo":          echo,
 		"Fail":          fail,
 		"Crash":         crash,

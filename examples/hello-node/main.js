@@ -15,6 +15,8 @@ const handlers = {
   Bar: (ctx, input) => (input.length === 0 ? 'Hello, World' : Buffer.concat([Buffer.from('Hello, '), input])),
   /** Empty output. */
   Nop: () => Buffer.alloc(0),
+  // Answers the gRPC method the call is for ('' for a plain function).
+  Method: (ctx) => Buffer.from(ctx.method),
   /** The input back. */
   Echo: (ctx, input) => input,
   /** Async variant of Echo (returns a Promise of a Uint8Array). */

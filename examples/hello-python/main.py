@@ -156,6 +156,11 @@ def bench_internal_sync(ctx: gloam.Context, data: bytes) -> str:
     return _bench_json(target, ns, clock() - start)
 
 
+def method(ctx: gloam.Context, data: bytes) -> bytes:
+    """Answer the gRPC method this call is for (``""`` for a plain function)."""
+    return ctx.method.encode()
+
+
 HANDLERS: dict[str, gloam.Handler] = {
     "Foo": foo,
     "Bar": bar,
@@ -170,6 +175,7 @@ HANDLERS: dict[str, gloam.Handler] = {
     "PassOn": pass_on,
     "BenchInternal": bench_internal,
     "BenchInternalSync": bench_internal_sync,
+    "Method": method,
 }
 
 if __name__ == "__main__":

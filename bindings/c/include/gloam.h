@@ -278,7 +278,31 @@ enum gloam_status_e gloam_call_input(const struct gloam_call_t *call,
                                      size_t *len);
 
 /**
- * The call's id, unique among calls in flight (0 when `call` is NULL).
+ * The name of the gRPC method the call is for, as a view: `SayHello` for
+ * `/demo.Greeter/SayHello` served by function `grpc:demo.Greeter` (the index of the method
+ * in the function's `grpc_methods`); empty (`len` 0, `data` NULL) for a plain function.
+ *
+ * @param call the call.
+ * @param[out] data receives a pointer to the name (ASCII, not NUL-terminated).
+ * @param[out] len receives the name's length.
+ * @return `GLOAM_OK`, or `GLOAM_E_INVALID_ARGUMENT` when an argument is NULL.
+ *
+ * \par Ownership
+ * The bytes belong to the call: valid until it is completed or failed; never free them.
+ *
+ * # Safety
+ * `call` is NULL or a live call; `data` and `len` are NULL or writable.
+ *
+ * \par Thread safety
+ * Safe from any thread while the call is alive.
+ */
+enum gloam_status_e gloam_call_method(const struct gloam_call_t *call,
+                                      const uint8_t **data,
+                                      size_t *len);
+
+/**
+ * The call's id, unique among calls in flight (0 when `call` is NULL). An asynchronous
+ * call keeps its id when it runs again after an engine restart (deduplicate on it).
  *
  * # Safety
  * `call` is NULL or a live call.

@@ -17,6 +17,16 @@ use crate::error::{gloam_error_t, gloam_status_e};
 /// other thread is done with it.
 pub struct gloam_call_t {
     pub(crate) inner: Call,
+    /// The gRPC method's name (empty for a plain function's call).
+    pub(crate) method: String,
+}
+
+impl gloam_call_t {
+    /// Wraps `inner`, received by `worker`.
+    pub(crate) fn new(worker: &gloam_core::Worker, inner: Call) -> gloam_call_t {
+        let method = worker.method_of(&inner).to_string();
+        gloam_call_t { inner, method }
+    }
 }
 
 /// The call's input bytes, as a view.
@@ -58,7 +68,48 @@ pub unsafe extern "C" fn gloam_call_input(
     })
 }
 
-/// The call's id, unique among calls in flight (0 when `call` is NULL).
+/// The name of the gRPC method the call is for, as a view: `SayHello` for
+/// `/demo.Greeter/SayHello` served by function `grpc:demo.Greeter` (the index of the method
+/// in the function's `grpc_methods`); empty (`len` 0, `data` NULL) for a plain function.
+///
+/// @param call the call.
+/// @param[out] data receives a pointer to the name (ASCII, not NUL-terminated).
+/// @param[out] len receives the name's length.
+/// @return `GLOAM_OK`, or `GLOAM_E_INVALID_ARGUMENT` when an argument is NULL.
+///
+/// \par Ownership
+/// The bytes belong to the call: valid until it is completed or failed; never free them.
+///
+/// # Safety
+/// `call` is NULL or a live call; `data` and `len` are NULL or writable.
+///
+/// \par Thread safety
+/// Safe from any thread while the call is alive.
+#[no_mangle]
+pub unsafe extern "C" fn gloam_call_method(
+    call: *const gloam_call_t,
+    data: *mut *const u8,
+    len: *mut usize,
+) -> gloam_status_e {
+    crate::boundary::run(std::ptr::null_mut::<gloam_error_t>(), || {
+        // SAFETY: NULL or live (contract).
+        let call = unsafe { args::non_null(call, "call") }?;
+        // SAFETY: NULL or writable (contract).
+        let data = unsafe { args::out_ptr(data, "data") }?;
+        // SAFETY: NULL or writable (contract).
+        let len = unsafe { args::out_ptr(len, "len") }?;
+        *data = if call.method.is_empty() {
+            std::ptr::null()
+        } else {
+            call.method.as_ptr()
+        };
+        *len = call.method.len();
+        Ok(())
+    })
+}
+
+/// The call's id, unique among calls in flight (0 when `call` is NULL). An asynchronous
+/// call keeps its id when it runs again after an engine restart (deduplicate on it).
 ///
 /// # Safety
 /// `call` is NULL or a live call.

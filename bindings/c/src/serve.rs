@@ -241,7 +241,7 @@ fn worker_main(
 ) -> Result<(), Error> {
     let worker = gloam_worker_t::connect(opts)?;
     while let Some(call) = worker.inner.next_call()? {
-        let call = gloam_call_t { inner: call };
+        let call = gloam_call_t::new(&worker.inner, call);
         let mut ctx = gloam_ctx_t {
             worker: &worker,
             call: &call,

@@ -180,7 +180,7 @@ unsafe fn recv_with(
         // SAFETY: NULL or live (caller's contract).
         let worker = unsafe { args::non_null(worker, "worker") }?;
         if let Some(c) = worker.inner.recv(wait)? {
-            *call = Box::into_raw(Box::new(gloam_call_t { inner: c }));
+            *call = Box::into_raw(Box::new(gloam_call_t::new(&worker.inner, c)));
         }
         Ok(())
     })

@@ -55,8 +55,13 @@ class Engine:
         for h in ["Echo", "Fail", "Crash", "Sleep", "Big", "Invoke", "InvokeSize", "Deadline"]:
             cfg.append(function("C" + h, tw, h))
         cfg.append(function("CFanout", tw, "Fanout3", workers=2))
-        for h in ["Foo", "Bar", "Nop", "Echo", "Fail", "Crash", "Sleep", "Fanout", "InvokeOther", "PassOn"]:
+        for h in ["Foo", "Bar", "Nop", "Echo", "Fail", "Crash", "Sleep", "Fanout", "InvokeOther", "PassOn", "Method"]:
             cfg.append(function(h, hc, h))
+        cfg.append(
+            function(
+                '"grpc:conformance.Methods"', hc, "Method", extra=['grpc_methods = ["First", "Second"]']
+            )
+        )
         # Its own timeout caps an internal call's deadline far below the caller's (30 s).
         cfg.append(function("SleepShort", hc, "Sleep", extra=["timeout_ms = 200"]))
         cfg.append(function("V1Foo", CWORKER, "Foo", args=[os.path.join(build, "libfoo_v1.so")]))
@@ -294,6 +299,15 @@ def case_deadline(e):
     expect((st, out) == (200, b"slept 10 ms"), f"after: {st} {out!r}")
 
 
+def case_method_name(e):
+    st, out = e.call("grpc:conformance.Methods", b"", {"X-Gloam-Method": "Second"})
+    expect((st, out) == (200, b"Second"), f"Second: {st} {out!r}")
+    st, out = e.call("grpc:conformance.Methods")
+    expect((st, out) == (200, b"First"), f"First: {st} {out!r}")
+    st, out = e.call("Method")
+    expect((st, out) == (200, b""), f"plain: {st} {out!r}")
+
+
 def case_passed_on_kind(e):
     # PassOn returns the status of its failed gloam_ctx_invoke(): the call keeps that kind.
     st, out = e.call("PassOn", b"SleepShort:2000")
@@ -347,6 +361,7 @@ CASES = [
     case_unknown_function,
     case_deadline,
     case_passed_on_kind,
+    case_method_name,
     case_v1_host,
     case_worker_crash,
 ]

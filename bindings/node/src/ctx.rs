@@ -21,6 +21,7 @@ pub struct Ctx {
     worker: Arc<Worker>,
     parent: ParentRef,
     deadline_ms: Option<f64>,
+    method: String,
 }
 
 impl Ctx {
@@ -31,6 +32,7 @@ impl Ctx {
             worker: Arc::clone(worker),
             parent,
             deadline_ms: epoch_ms(parent.deadline_ns),
+            method: worker.method_of(call).to_string(),
         }
     }
 }
@@ -50,6 +52,14 @@ fn epoch_ms(deadline_ns: u64) -> Option<f64> {
 
 #[napi]
 impl Ctx {
+    /// The gRPC method this call is for: `'SayHello'` for `/demo.Greeter/SayHello` served by
+    /// function `grpc:demo.Greeter` (the input is that method's raw protobuf message);
+    /// `''` for a plain function.
+    #[napi(getter)]
+    pub fn method(&self) -> String {
+        self.method.clone()
+    }
+
     /// The name of the function being run (`GLOAM_FUNCTION`).
     #[napi(getter)]
     pub fn function_name(&self) -> String {

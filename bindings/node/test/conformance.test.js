@@ -45,6 +45,7 @@ const NODE_FUNCTIONS = {
   InvokeCatch: {},
   DeadlineProbe: {},
   Info: {},
+  Method: {},
 }
 
 let engine
@@ -74,6 +75,8 @@ function writeConfig(dir) {
     if (extra.timeout_ms) lines.push(`timeout_ms = ${extra.timeout_ms}`)
     lines.push('')
   }
+  lines.push('[functions."grpc:conformance.Methods"]', 'command = "node"', `args = [${toml(HELLO_NODE)}]`)
+  lines.push('env = { GLOAM_HANDLER = "Method" }', 'grpc_methods = ["First", "Second"]', '')
   lines.push('[functions.RustEcho]', `command = ${toml(HELLO_RUST)}`, 'env = { GLOAM_HANDLER = "Echo" }', 'min_workers = 1', '')
   // Rust → Node: hello-rust's Foo calls the function named Bar, served by Node here.
   lines.push('[functions.RustFoo]', `command = ${toml(HELLO_RUST)}`, 'env = { GLOAM_HANDLER = "Foo" }', 'min_workers = 1', '')
@@ -406,5 +409,11 @@ describe('gloam node sdk', () => {
     assert.equal(typeof info.deadline, 'number')
     // Epoch milliseconds, about 10 s after the call started (generous bounds: no timing test).
     assert.ok(info.deadline > before && info.deadline <= before + 10_000 + 5_000, JSON.stringify(info))
+  })
+
+  it('method name', T, async () => {
+    assert.equal((await ok('grpc:conformance.Methods', '', { 'X-Gloam-Method': 'Second' })).text, 'Second')
+    assert.equal((await ok('grpc:conformance.Methods', '')).text, 'First')
+    assert.equal((await ok('Method', '')).body.length, 0)
   })
 })

@@ -15,13 +15,16 @@ pub struct PyCall {
     call: Mutex<Option<Call>>,
     parent: ParentRef,
     function_id: u16,
+    method: String,
 }
 
 impl PyCall {
-    pub fn new(call: Call) -> PyCall {
+    /// `call`, received by `worker` (which knows its method's name).
+    pub fn new(worker: &gloam_core::Worker, call: Call) -> PyCall {
         PyCall {
             parent: call.parent_ref(),
             function_id: call.function_id(),
+            method: worker.method_of(&call).to_string(),
             call: Mutex::new(Some(call)),
         }
     }
@@ -53,6 +56,13 @@ impl PyCall {
     #[getter]
     fn call_id(&self) -> u64 {
         self.parent.call_id.0
+    }
+
+    /// The gRPC method the call is for (`"SayHello"` for `/demo.Greeter/SayHello` served by
+    /// function `grpc:demo.Greeter`); `""` for a plain function.
+    #[getter]
+    fn method(&self) -> &str {
+        &self.method
     }
 
     /// The deadline as `CLOCK_MONOTONIC` nanoseconds; 0 means none.

@@ -90,7 +90,7 @@ impl PyWorker {
             Some(t) => Wait::Timeout(seconds(t, "timeout")?),
         };
         let got = py.allow_threads(|| self.inner.recv(wait)).map_err(to_py)?;
-        Ok(got.map(PyCall::new))
+        Ok(got.map(|c| PyCall::new(&self.inner, c)))
     }
 
     /// Waits for the next call of a serve loop: `None` once the worker is retired or the
@@ -98,7 +98,7 @@ impl PyWorker {
     /// something undecodable. Other receive errors are logged and skipped.
     fn next_call(&self, py: Python<'_>) -> PyResult<Option<PyCall>> {
         let got = py.allow_threads(|| self.inner.next_call()).map_err(to_py)?;
-        Ok(got.map(PyCall::new))
+        Ok(got.map(|c| PyCall::new(&self.inner, c)))
     }
 
     /// Makes a waiting `recv` return `None`.

@@ -41,6 +41,7 @@ EXAMPLE_FUNCTIONS = [
     "Fanout",
     "InvokeOther",
     "PassOn",
+    "Method",
 ]
 PROBE_FUNCTIONS = [
     "Probe",
@@ -176,6 +177,13 @@ def _config(tmp: Path) -> str:
     function("RendezvousSync", PROBES, 3)
     # Sleep with its own timeout, far below its callers' (30 s): see test_passed_on_kind.
     function("SleepShort", EXAMPLE, 1, 'env = { GLOAM_HANDLER = "Sleep" }', "timeout_ms = 200")
+    function(
+        '"grpc:conformance.Methods"',
+        EXAMPLE,
+        1,
+        'env = { GLOAM_HANDLER = "Method" }',
+        'grpc_methods = ["First", "Second"]',
+    )
     lines.extend([f"[functions.{EXTERNAL_FUNCTION}]", "max_workers = 8", ""])
     lines.extend(
         [

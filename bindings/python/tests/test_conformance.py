@@ -164,3 +164,11 @@ def test_passed_on_kind(engine: Engine) -> None:
     assert code == 503, body
     assert error_of(body) == ("OVERLOADED", "raised OVERLOADED")
     poll("Crash to be restarted", lambda: engine.function_status("Crash")["idle"] >= 1 or None)
+
+
+def test_method_name(engine: Engine) -> None:
+    """The gRPC method reaches the handler as ``ctx.method``."""
+    methods = "grpc:conformance.Methods"
+    assert engine.post(methods, b"", {"X-Gloam-Method": "Second"}) == (200, b"Second")
+    assert engine.post(methods) == (200, b"First")
+    assert engine.post("Method") == (200, b"")

@@ -162,21 +162,49 @@ impl Worker {
     pub fn max_payload(&self) -> u64 {
         self.table.max_payload()
     }
+    /// The name of the gRPC method `call` is for (`"Get"` for `/shop.Cart/Get` served by
+    /// function `grpc:shop.Cart`); `""` for a plain function's call.
+    pub fn method_of(&self, call: &Call) -> &str {
+        self.table
+            .method_name(call.function_id(), call.method_id())
+            .unwrap_or("")
+    }
 
     /// Waits for the next call. `Ok(None)`: the wait ran out, or [`Worker::wake`] was called.
     /// `Err(Shutdown)`: the engine retired this worker, or it is going away.
+    ///
+    /// A call whose deadline passed before it was received (one the engine sent behind a
+    /// running call, see the engine's pipelining) is failed with `Timeout` at once, without
+    /// running its handler, and the wait goes on.
     pub fn recv(&self, wait: Wait) -> Result<Option<Call>> {
-        let Some(msg) = self.inbox.wait(
-            self.channel.as_ref(),
-            &self.paths,
-            Want::Call,
-            wait,
-            self.call_linger(),
-        )?
-        else {
-            return Ok(None);
+        let (msg, received_ns) = loop {
+            let Some(msg) = self.inbox.wait(
+                self.channel.as_ref(),
+                &self.paths,
+                Want::Call,
+                wait,
+                self.call_linger(),
+            )?
+            else {
+                return Ok(None);
+            };
+            let received_ns = now_ns();
+            let deadline_ns = msg.header.deadline_ns;
+            if deadline_ns == 0 || received_ns < deadline_ns {
+                break (msg, received_ns);
+            }
+            let late = Call {
+                msg,
+                shm: None,
+                received_ns,
+            };
+            let text = format!(
+                "call to {} reached its worker {} us after its deadline",
+                self.table.name_of(late.function_id()).unwrap_or("?"),
+                (received_ns - deadline_ns) / 1000
+            );
+            self.fail(late, ErrorKind::Timeout, &text)?;
         };
-        let received_ns = now_ns();
         let answered = self.answered_ns.load(Ordering::Relaxed);
         if answered != 0 {
             ewma(&self.gap_ns, received_ns.saturating_sub(answered));

@@ -135,7 +135,13 @@ impl Ctx<'_> {
     pub fn function(&self) -> &str {
         self.worker.function()
     }
-    /// The call's id.
+    /// The gRPC method this call is for (`"Get"` for `/shop.Cart/Get` served by function
+    /// `grpc:shop.Cart`); `""` for a plain function's call.
+    pub fn method(&self) -> &str {
+        self.worker.method_of(self.call)
+    }
+    /// The call's id. An asynchronous call (`POST /async-function/NAME`) keeps its id when it
+    /// runs again after an engine restart, so a handler can deduplicate on it.
     pub fn call_id(&self) -> CallId {
         self.call.id()
     }

@@ -115,7 +115,7 @@ pub struct LoadResult {
     pub latency: LatencySummary,
     /// Successful calls in the measured period.
     pub completed: u64,
-    /// Calls answered with a status other than 200, or failed on the connection.
+    /// Calls answered with a status other than 2xx, or failed on the connection.
     pub errors: u64,
     /// Open loop: scheduled requests not sent before the hard stop (the server fell behind).
     pub unsent: u64,
@@ -176,7 +176,7 @@ async fn run_connection(spec: &LoadSpec, conn: usize, start: Instant) -> Result<
                 }
                 let ok = matches!(
                     client.request("POST", path, body.clone()).await,
-                    Ok((200, _))
+                    Ok((200..=299, _))
                 );
                 let done = start.elapsed();
                 if due >= ws {
@@ -197,7 +197,7 @@ async fn run_connection(spec: &LoadSpec, conn: usize, start: Instant) -> Result<
             }
             let ok = matches!(
                 client.request("POST", path, body.clone()).await,
-                Ok((200, _))
+                Ok((200..=299, _))
             );
             let done = start.elapsed();
             if sent >= ws {

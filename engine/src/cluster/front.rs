@@ -23,7 +23,9 @@ use gloam_core::ErrorKind;
 use super::gateway::{Answer, Cluster, EngineLink};
 use super::routing::Pick;
 use super::wire::{call_frames, FunctionInfo};
-use crate::gateway::http::{call_input, error, output, refusal, text, Backend, RequestCtx};
+use crate::gateway::http::{
+    call_input, error, output, refusal, text, Backend, GatewayBody, RequestCtx,
+};
 use crate::gateway::page;
 use crate::state::{Refusal, Timing};
 use crate::status::{EngineFunctionStatus, EngineStatus, FunctionStatus, Status};
@@ -40,9 +42,21 @@ impl Backend for Cluster {
         &'a self,
         ctx: &'a RequestCtx<'a>,
         req: Request<Incoming>,
-    ) -> impl std::future::Future<Output = Response<Full<Bytes>>> + Send + 'a {
-        handle(self, ctx, req)
+    ) -> impl std::future::Future<Output = Response<GatewayBody>> + Send + 'a {
+        answer(self, ctx, req)
     }
+}
+
+/// The cluster gateway forwards HTTP calls only (gRPC and asynchronous calls are served by
+/// each engine's own gateway for now).
+async fn answer(
+    cluster: &Cluster,
+    ctx: &RequestCtx<'_>,
+    req: Request<Incoming>,
+) -> Response<GatewayBody> {
+    handle(cluster, ctx, req)
+        .await
+        .map(http_body_util::Either::Left)
 }
 
 async fn handle(

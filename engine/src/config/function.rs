@@ -8,7 +8,8 @@ use gloam_core::protocol::CallId;
 use gloam_core::worker::{ENV_FUNCTION, ENV_HANDLER, ENV_IPC_ROOT, ENV_WORKERS};
 
 use super::model::{
-    ConfigError, EngineConfig, FunctionConfig, DEFAULT_MAX_WORKERS, ENV_PROCESS_INDEX,
+    ConfigError, EngineConfig, FunctionConfig, DEFAULT_MAX_WORKERS, ENV_PROCESS_INDEX, GRPC_PREFIX,
+    MAX_GRPC_METHODS,
 };
 use super::read::{toml_key, RawFunction};
 use super::resolve::{absolute, check_payload, check_timeout, function_key, no_nul, to_usize};
@@ -191,6 +192,11 @@ pub(super) fn resolve_function(
             n
         }
     };
+    let queue_target = match raw.queue_target_ms {
+        None => engine.queue_target,
+        Some(0) => None,
+        Some(ms) => Some(check_timeout(ms, source, || key("queue_target_ms"))?),
+    };
     let queue_bound = match raw.queue_bound {
         None => engine.queue_bound,
         Some(0) => {
@@ -265,7 +271,9 @@ pub(super) fn resolve_function(
         max_workers,
     };
 
+    let grpc_methods = grpc_methods(&name, raw.grpc_methods, source)?;
     Ok(FunctionConfig {
+        grpc_methods,
         concurrency,
         name,
         id,
@@ -284,13 +292,102 @@ pub(super) fn resolve_function(
         max_payload,
         allow_get: raw.allow_get,
         queue_bound,
+        queue_target,
         idempotent: raw.idempotent,
     })
 }
 
+/// Checks `grpc_methods`: required (non-empty) for a `grpc:<Service>` function, refused for
+/// any other; names valid and unique.
+fn grpc_methods(
+    name: &str,
+    methods: Option<Vec<String>>,
+    source: &Path,
+) -> Result<Vec<String>, ConfigError> {
+    let key = || function_key(name, "grpc_methods");
+    let grpc = name.starts_with(GRPC_PREFIX);
+    let methods = match (grpc, methods) {
+        (false, None) => return Ok(Vec::new()),
+        (false, Some(_)) => {
+            return Err(ConfigError::at(
+                source,
+                key(),
+                format!("only a function named {GRPC_PREFIX}<Service> has gRPC methods"),
+            ))
+        }
+        (true, None) => {
+            return Err(ConfigError::at(
+                source,
+                key(),
+                "is missing: a gRPC service lists its methods (the index is the method id)",
+            ))
+        }
+        (true, Some(m)) => m,
+    };
+    if name.len() == GRPC_PREFIX.len() {
+        return Err(ConfigError::at(
+            source,
+            function_key(name, ""),
+            "names no service after grpc:",
+        ));
+    }
+    if methods.is_empty() || methods.len() > MAX_GRPC_METHODS {
+        return Err(ConfigError::at(
+            source,
+            key(),
+            format!("must list 1 to {MAX_GRPC_METHODS} methods"),
+        ));
+    }
+    for (i, m) in methods.iter().enumerate() {
+        gloam_core::table::validate_method_name(m)
+            .map_err(|reason| ConfigError::at(source, format!("{}[{i}]", key()), reason))?;
+        if methods[..i].contains(m) {
+            return Err(ConfigError::at(
+                source,
+                format!("{}[{i}]", key()),
+                format!("method {m} is listed twice"),
+            ));
+        }
+    }
+    Ok(methods)
+}
+
 #[cfg(test)]
 mod tests {
-    use crate::config::testing::error;
+    use crate::config::testing::{error, parse};
+
+    #[test]
+    fn grpc_methods_are_checked() {
+        let c = parse("[functions.\"grpc:shop.Cart\"]\ngrpc_methods = [\"Add\", \"Get\"]\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.functions[0].grpc_methods, ["Add", "Get"]);
+        let cases = [
+            (
+                "[functions.A]\ngrpc_methods = [\"X\"]\n",
+                "functions.A.grpc_methods: only a function named grpc:<Service>",
+            ),
+            (
+                "[functions.\"grpc:S\"]\n",
+                "functions.\"grpc:S\".grpc_methods: is missing",
+            ),
+            (
+                "[functions.\"grpc:S\"]\ngrpc_methods = []\n",
+                "must list 1 to 1024 methods",
+            ),
+            (
+                "[functions.\"grpc:S\"]\ngrpc_methods = [\"A\", \"A\"]\n",
+                "grpc_methods[1]: method A is listed twice",
+            ),
+            (
+                "[functions.\"grpc:S\"]\ngrpc_methods = [\"a b\"]\n",
+                "grpc_methods[0]: method name \"a b\" has the character ' '",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = error(text);
+            assert!(e.contains(want), "for {text:?}:\n got {e}\nwant {want}");
+        }
+    }
 
     #[test]
     fn function_semantic_errors() {

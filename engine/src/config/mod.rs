@@ -23,7 +23,8 @@
 // One job per file: `model` (the resolved types and defaults), `read` (the TOML file as written
 // and its errors), `resolve` (defaults, paths, ids, `[engine]`), `function` (one
 // `[functions.<Name>]` table), `programs` (`[[programs]]`: one program, several functions),
-// `nightcore` (the `func_config.json` import).
+// `nightcore` (the `func_config.json` import), `async_calls` (the `[async]` table).
+mod async_calls;
 mod function;
 mod model;
 mod nightcore;
@@ -35,10 +36,15 @@ pub(crate) use resolve::check_join;
 #[cfg(test)]
 mod testing;
 
+pub use async_calls::{
+    AsyncConfig, DEFAULT_ASYNC_QUEUE_BOUND, DEFAULT_ASYNC_STORE, DEFAULT_CALLBACK_ATTEMPTS,
+    DEFAULT_CALLBACK_BACKOFF, DEFAULT_CALLBACK_TIMEOUT, DEFAULT_RESULT_TTL,
+};
 pub use model::{
-    Config, ConfigError, EngineConfig, FunctionConfig, Transport, DEFAULT_DRAIN_TIMEOUT,
+    Config, ConfigError, EngineConfig, FunctionConfig, TlsConfig, Transport, DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_HUNG_GRACE, DEFAULT_IDLE_TIMEOUT, DEFAULT_IO_THREADS,
-    DEFAULT_LISTEN, DEFAULT_MAX_WORKERS, DEFAULT_QUEUE_BOUND, DEFAULT_TIMEOUT, ENV_PROCESS_INDEX,
-    MAX_IO_THREADS,
+    DEFAULT_LISTEN, DEFAULT_MAX_WORKERS, DEFAULT_PIPELINE_BELOW, DEFAULT_QUEUE_BOUND,
+    DEFAULT_QUEUE_TARGET, DEFAULT_TIMEOUT, ENV_PROCESS_INDEX, GRPC_PREFIX, MAX_GRPC_METHODS,
+    MAX_IO_THREADS, MAX_PIPELINE_BELOW,
 };
 pub use nightcore_host::{cworker_path, serve_nightcore_libraries, CWORKER};

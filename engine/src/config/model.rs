@@ -36,6 +36,12 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default time a worker may keep running a call past its deadline before it is killed.
 pub const DEFAULT_HUNG_GRACE: Duration = Duration::from_secs(2);
+/// Default bound on a function's usual call time for its calls to be pipelined.
+pub const DEFAULT_PIPELINE_BELOW: Duration = Duration::from_micros(500);
+/// Largest `pipeline_below_us`: a pipelined call may wait about this long behind another.
+pub const MAX_PIPELINE_BELOW: Duration = Duration::from_millis(100);
+/// Default queueing delay a function's calls may keep before new calls are shed.
+pub const DEFAULT_QUEUE_TARGET: Duration = Duration::from_millis(50);
 
 /// A configuration error. Its message names the file and, where there is one, the key
 /// (`engine.<key>`, `functions.<Name>.<key>`, or a line for syntax errors).
@@ -99,6 +105,8 @@ pub struct Config {
     pub engine: EngineConfig,
     /// The functions, sorted by id; at least one.
     pub functions: Vec<FunctionConfig>,
+    /// The `[async]` table: asynchronous calls.
+    pub async_calls: super::async_calls::AsyncConfig,
     /// The file this was read from, as given (used in messages).
     pub source: PathBuf,
 }
@@ -114,6 +122,9 @@ pub struct EngineConfig {
     pub listen: SocketAddr,
     /// Default bound of each function's call queue (at least 1).
     pub queue_bound: usize,
+    /// Default overload target: once calls leaving a function's queue have waited longer than
+    /// this for a whole 100 ms (CoDel's interval), new calls are shed (`None`: never).
+    pub queue_target: Option<Duration>,
     /// Largest payload (input or output) in bytes; at most `u32::MAX`.
     pub max_payload: u64,
     /// Default call deadline for functions that do not set `timeout_ms`.
@@ -138,6 +149,9 @@ pub struct EngineConfig {
     /// How long a worker may keep running a call past its deadline (its caller already has
     /// `TIMEOUT`) before the engine kills it and its launcher starts a new one.
     pub hung_grace: Duration,
+    /// Under load, calls of functions whose calls usually take less than this are sent to a
+    /// busy worker behind its call (zero: never; see the state's `pipeline` module).
+    pub pipeline_below: Duration,
     /// The gateway to join (`host:port`), if any (`gloam up --join` overrides it).
     pub join: Option<String>,
     /// The token presented when joining (`GLOAM_JOIN_TOKEN` in the environment wins).
@@ -147,6 +161,20 @@ pub struct EngineConfig {
     pub join_ca: Option<PathBuf>,
     /// This node's name in the gateway's status and metrics (default: the host name).
     pub node_name: Option<String>,
+    /// A second address where the gateway serves gRPC only (gRPC is also served on `listen`).
+    pub grpc_listen: Option<SocketAddr>,
+    /// The gateway's certificate: with it, both listeners speak TLS (HTTP/1.1 and HTTP/2 by
+    /// ALPN) instead of plain TCP.
+    pub tls: Option<TlsConfig>,
+}
+
+/// The gateway's certificate chain and private key (PEM files, absolute paths).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
 }
 
 /// The message channel between the engine and its workers.
@@ -190,8 +218,14 @@ pub struct FunctionConfig {
     pub allow_get: bool,
     /// Bound of the function's call queue (at least 1).
     pub queue_bound: usize,
+    /// Overload target of its queue (see [`EngineConfig::queue_target`]).
+    pub queue_target: Option<Duration>,
     /// Managed concurrency: limiter, pool growth and shrink (see [`crate::limiter`]).
     pub concurrency: LimiterConfig,
+    /// The gRPC methods of a function named `grpc:<Service>` (index = method id): the
+    /// gateway maps `/<Service>/<Method>` to this function and the method's index. Empty for
+    /// a plain function.
+    pub grpc_methods: Vec<String>,
     /// Shell command that builds the program (`sh -c`, in `dir`), run by `gloam up` and
     /// `gloam build` before the workers start.
     pub build: Option<String>,
@@ -206,6 +240,11 @@ pub struct FunctionConfig {
     /// on another engine instead of failing with `ENGINE_LOST`.
     pub idempotent: bool,
 }
+
+/// Prefix of the functions that serve a gRPC service: `grpc:<Service>`.
+pub const GRPC_PREFIX: &str = "grpc:";
+/// Most gRPC methods one service may have.
+pub const MAX_GRPC_METHODS: usize = 1024;
 
 impl FunctionConfig {
     /// Worker processes started at launch: `ceil(min_workers / workers_per_process)`.

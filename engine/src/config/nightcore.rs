@@ -12,9 +12,9 @@ use super::resolve::resolve;
 
 impl Config {
     /// Reads Nightcore's `func_config.json` (a JSON array of `{funcName, funcId, minWorkers,
-    /// maxWorkers, allowHttpGet, ...}` objects). Functions get no command and the engine gets
-    /// the defaults. The second value lists what was ignored (`qsAsInput`, `grpcMethods`,
-    /// unknown keys), one message per key.
+    /// maxWorkers, allowHttpGet, grpcMethods, ...}` objects). Functions get no command and the
+    /// engine gets the defaults. The second value lists what was ignored (`qsAsInput`, unknown
+    /// keys), one message per key.
     pub fn from_nightcore_json(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(path, None, format!("cannot read the file: {e}")))?;
@@ -41,6 +41,7 @@ impl Config {
         let raw = RawFile {
             engine: RawEngine::default(),
             functions,
+            async_calls: Default::default(),
             programs: Vec::new(),
         };
         Ok((resolve(raw, source)?, warnings))
@@ -188,13 +189,37 @@ fn nightcore_functions(
                 ))
             }
         };
+        let grpc_methods = match object.get("grpcMethods") {
+            None => None,
+            Some(serde_json::Value::Array(items)) => Some(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| match v {
+                        serde_json::Value::String(s) => Ok(s.clone()),
+                        other => Err(ConfigError::at(
+                            source,
+                            format!("{at}.grpcMethods[{i}]"),
+                            format!("expected a string, found {}", json_type(other)),
+                        )),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            Some(other) => {
+                return Err(ConfigError::at(
+                    source,
+                    format!("{at}.grpcMethods"),
+                    format!("expected an array of strings, found {}", json_type(other)),
+                ))
+            }
+        };
         for key in object.keys() {
             let why = match key.as_str() {
-                "funcName" | "funcId" | "minWorkers" | "maxWorkers" | "allowHttpGet" => continue,
+                "funcName" | "funcId" | "minWorkers" | "maxWorkers" | "allowHttpGet"
+                | "grpcMethods" => continue,
                 "qsAsInput" => {
                     "ignored: Gloam passes the request body as input, not the query string"
                 }
-                "grpcMethods" => "ignored: gRPC methods are not supported",
                 _ => "unknown key, ignored",
             };
             warnings.push(format!(
@@ -211,6 +236,7 @@ fn nightcore_functions(
                 min_workers,
                 max_workers,
                 allow_get,
+                grpc_methods,
                 ..RawFunction::default()
             },
         );
@@ -243,15 +269,13 @@ mod tests {
             .ok_or(anyhow::anyhow!("Cart"))?;
         assert_eq!((cart.id, cart.min_workers, cart.max_workers), (9, 1, 16));
         assert!(!cart.allow_get);
+        assert_eq!(cart.grpc_methods, ["Add"]);
         assert_eq!(config.engine.log_dir, dir.path().join("logs"));
-        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
         let p = path.display();
         assert!(warnings[0].starts_with(&format!("{p}: functions.Foo.qsAsInput: ignored")));
         assert!(warnings[1].starts_with(&format!(
             "{p}: functions.\"grpc:shop.Cart\".extra: unknown key"
-        )));
-        assert!(warnings[2].starts_with(&format!(
-            "{p}: functions.\"grpc:shop.Cart\".grpcMethods: ignored"
         )));
         Ok(())
     }
@@ -289,6 +313,14 @@ mod tests {
             (
                 "[{\"funcName\": \"A\", \"funcId\": 1, \"minWorkers\": -1}]",
                 "fc.json: functions.A.minWorkers: expected a non-negative integer, found -1",
+            ),
+            (
+                "[{\"funcName\": \"grpc:S\", \"funcId\": 1, \"grpcMethods\": [1]}]",
+                "fc.json: functions.\"grpc:S\".grpcMethods[0]: expected a string, found a number",
+            ),
+            (
+                "[{\"funcName\": \"grpc:S\", \"funcId\": 1}]",
+                "fc.json: functions.\"grpc:S\".grpc_methods: is missing",
             ),
             (
                 "[{\"funcName\": \"A\", \"funcId\": 1, \"allowHttpGet\": 1}]",

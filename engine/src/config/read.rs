@@ -33,6 +33,8 @@ pub(super) struct RawFile {
     pub(super) engine: RawEngine,
     #[serde(default)]
     pub(super) functions: BTreeMap<String, RawFunction>,
+    #[serde(default, rename = "async")]
+    pub(super) async_calls: super::async_calls::RawAsync,
     #[serde(default)]
     pub(super) programs: Vec<RawProgram>,
 }
@@ -61,6 +63,7 @@ pub(super) struct RawEngine {
     pub(super) io_threads: Option<u32>,
     pub(super) listen: Option<String>,
     pub(super) queue_bound: Option<u64>,
+    pub(super) queue_target_ms: Option<u64>,
     pub(super) max_payload: Option<u64>,
     pub(super) default_timeout_ms: Option<u64>,
     pub(super) drain_timeout_ms: Option<u64>,
@@ -71,6 +74,10 @@ pub(super) struct RawEngine {
     pub(super) header_read_timeout_ms: Option<u64>,
     pub(super) idle_timeout_ms: Option<u64>,
     pub(super) hung_grace_ms: Option<u64>,
+    pub(super) pipeline_below_us: Option<u64>,
+    pub(super) grpc_listen: Option<String>,
+    pub(super) tls_cert: Option<PathBuf>,
+    pub(super) tls_key: Option<PathBuf>,
     pub(super) join: Option<String>,
     pub(super) join_token: Option<String>,
     pub(super) join_ca: Option<PathBuf>,
@@ -95,6 +102,7 @@ pub(super) struct RawFunction {
     #[serde(default)]
     pub(super) allow_get: bool,
     pub(super) queue_bound: Option<u64>,
+    pub(super) queue_target_ms: Option<u64>,
     pub(super) limiter: Option<bool>,
     pub(super) rate_window_ms: Option<u64>,
     pub(super) service_alpha: Option<f64>,
@@ -103,6 +111,7 @@ pub(super) struct RawFunction {
     pub(super) shrink: Option<bool>,
     pub(super) shrink_grace_ms: Option<u64>,
     pub(super) max_relative_queueing_delay: Option<f64>,
+    pub(super) grpc_methods: Option<Vec<String>>,
     pub(super) handler: Option<String>,
     pub(super) build: Option<String>,
     pub(super) watch: Option<Vec<PathBuf>>,

@@ -13,7 +13,8 @@ use super::function::resolve_function;
 use super::model::{
     Config, ConfigError, EngineConfig, Transport, DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_HUNG_GRACE, DEFAULT_IDLE_TIMEOUT, DEFAULT_IO_THREADS,
-    DEFAULT_LISTEN, DEFAULT_QUEUE_BOUND, DEFAULT_TIMEOUT, MAX_IO_THREADS,
+    DEFAULT_LISTEN, DEFAULT_PIPELINE_BELOW, DEFAULT_QUEUE_BOUND, DEFAULT_QUEUE_TARGET,
+    DEFAULT_TIMEOUT, MAX_IO_THREADS, MAX_PIPELINE_BELOW,
 };
 use super::programs::expand_programs;
 use super::read::{toml_key, RawEngine, RawFile};
@@ -72,6 +73,7 @@ pub(super) fn resolve(mut raw: RawFile, source: &Path) -> Result<Config, ConfigE
         source,
     )?;
     let engine = resolve_engine(raw.engine, source, &base)?;
+    let async_calls = super::async_calls::resolve_async(raw.async_calls, source, &base)?;
     if raw.functions.is_empty() {
         return Err(ConfigError::new(
             source,
@@ -132,6 +134,7 @@ pub(super) fn resolve(mut raw: RawFile, source: &Path) -> Result<Config, ConfigE
     Ok(Config {
         engine,
         functions,
+        async_calls,
         source: source.to_path_buf(),
     })
 }
@@ -169,6 +172,11 @@ fn resolve_engine(raw: RawEngine, source: &Path, base: &Path) -> Result<EngineCo
             ))
         }
         Some(n) => to_usize(n),
+    };
+    let queue_target = match raw.queue_target_ms {
+        None => Some(DEFAULT_QUEUE_TARGET),
+        Some(0) => None,
+        Some(ms) => Some(check_timeout(ms, source, || engine_key("queue_target_ms"))?),
     };
     let max_payload = match raw.max_payload {
         None => DEFAULT_MAX_PAYLOAD,
@@ -230,6 +238,51 @@ fn resolve_engine(raw: RawEngine, source: &Path, base: &Path) -> Result<EngineCo
         None => DEFAULT_HUNG_GRACE,
         Some(ms) => check_timeout(ms, source, || engine_key("hung_grace_ms"))?,
     };
+    let pipeline_below = match raw.pipeline_below_us {
+        None => DEFAULT_PIPELINE_BELOW,
+        Some(us) if Duration::from_micros(us) > MAX_PIPELINE_BELOW => {
+            return Err(ConfigError::at(
+                source,
+                engine_key("pipeline_below_us"),
+                format!(
+                    "{us} is above the largest value, {} (0 turns pipelining off)",
+                    MAX_PIPELINE_BELOW.as_micros()
+                ),
+            ))
+        }
+        Some(us) => Duration::from_micros(us),
+    };
+    let grpc_listen = match raw.grpc_listen.as_deref() {
+        None => None,
+        Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::at(
+                source,
+                engine_key("grpc_listen"),
+                format!("{text:?} is not an address like \"127.0.0.1:50051\""),
+            )
+        })?),
+    };
+    let tls = match (raw.tls_cert, raw.tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(super::model::TlsConfig {
+            cert: absolute(base, &cert),
+            key: absolute(base, &key),
+        }),
+        (Some(_), None) => {
+            return Err(ConfigError::at(
+                source,
+                engine_key("tls_key"),
+                "is missing: tls_cert needs its private key",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::at(
+                source,
+                engine_key("tls_cert"),
+                "is missing: tls_key needs its certificate",
+            ))
+        }
+    };
     let join = match raw.join {
         None => None,
         Some(j) => Some(check_join(&j, source, || engine_key("join"))?),
@@ -260,11 +313,14 @@ fn resolve_engine(raw: RawEngine, source: &Path, base: &Path) -> Result<EngineCo
         }
     }
     Ok(EngineConfig {
+        grpc_listen,
+        tls,
         join,
         join_token: raw.join_token,
         join_ca,
         node_name: raw.node_name,
         hung_grace,
+        pipeline_below,
         max_connections,
         header_read_timeout,
         idle_timeout,
@@ -274,6 +330,7 @@ fn resolve_engine(raw: RawEngine, source: &Path, base: &Path) -> Result<EngineCo
         io_threads,
         listen,
         queue_bound,
+        queue_target,
         max_payload,
         default_timeout,
         drain_timeout,

@@ -1,16 +1,18 @@
 //! The gateway's answers (HTTP/1.1 keep-alive and h2c): `POST /function/{name}`, the status page,
-//! `/healthz`, `/readyz`, `/metrics`, `/_/status`. Connections are handled in [`super::server`].
+//! `/healthz`, `/readyz`, `/metrics`, `/_/status`; gRPC requests go to [`super::grpc`],
+//! asynchronous calls to [`super::async_routes`]. Connections are handled in [`super::server`].
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 
 use gloam_core::ErrorKind;
 
+use super::grpc::{self, GrpcBody};
 use super::page;
 use super::stats::GatewayStats;
 use crate::engine::Engine;
@@ -19,6 +21,9 @@ use crate::status;
 
 /// Request header: the call's deadline in milliseconds from now.
 pub const TIMEOUT_HEADER: &str = "x-gloam-timeout";
+/// Request header: the gRPC method of a `grpc:<Service>` function to call over plain HTTP
+/// (default: its first method).
+pub const METHOD_HEADER: &str = "x-gloam-method";
 /// Response header: where the time of an external call went (`queue`, `run`, `handler`, µs).
 pub const TIMING_HEADER: &str = "x-gloam-timing";
 
@@ -33,7 +38,12 @@ pub struct RequestCtx<'a> {
     pub stats: &'a GatewayStats,
     /// The connection cap, for `/metrics`.
     pub max_connections: usize,
+    /// The listener serves gRPC only (`engine.grpc_listen`).
+    pub grpc_only: bool,
 }
+
+/// A response body: a whole HTTP body, or a gRPC message with its trailers.
+pub type GatewayBody = Either<Full<Bytes>, GrpcBody>;
 
 /// What answers the requests the HTTP front door reads: the engine itself (the embedded
 /// gateway), or the cluster gateway, which sends calls on to the engines that joined it.
@@ -43,7 +53,7 @@ pub trait Backend: Send + Sync + 'static {
         &'a self,
         ctx: &'a RequestCtx<'a>,
         req: Request<Incoming>,
-    ) -> impl std::future::Future<Output = Response<Full<Bytes>>> + Send + 'a;
+    ) -> impl std::future::Future<Output = Response<GatewayBody>> + Send + 'a;
 }
 
 impl Backend for Engine {
@@ -51,13 +61,30 @@ impl Backend for Engine {
         &'a self,
         ctx: &'a RequestCtx<'a>,
         req: Request<Incoming>,
-    ) -> impl std::future::Future<Output = Response<Full<Bytes>>> + Send + 'a {
+    ) -> impl std::future::Future<Output = Response<GatewayBody>> + Send + 'a {
         handle(self, ctx, req)
     }
 }
 
-/// Answers one request.
+/// Answers one request: gRPC when it says so by its content-type, when its path names a
+/// method of a deployed `grpc:<Service>` function, or on the gRPC-only listener; HTTP else.
 async fn handle(
+    engine: &Engine,
+    ctx: &RequestCtx<'_>,
+    req: Request<Incoming>,
+) -> Response<GatewayBody> {
+    let path = req.uri().path();
+    // The HTTP call routes first: no lookup of a gRPC service on their path.
+    let http_call = ["/function/", "/async-function/", "/calls/"]
+        .iter()
+        .any(|p| path.starts_with(p));
+    if ctx.grpc_only || grpc::is_grpc(req.headers()) || (!http_call && grpc::serves(engine, path)) {
+        return grpc::handle(engine, ctx, req).await.map(Either::Right);
+    }
+    handle_http(engine, ctx, req).await.map(Either::Left)
+}
+
+async fn handle_http(
     engine: &Engine,
     ctx: &RequestCtx<'_>,
     req: Request<Incoming>,
@@ -65,6 +92,14 @@ async fn handle(
     let path = req.uri().path().to_string();
     if let Some(name) = path.strip_prefix("/function/") {
         return call(engine, ctx, name.to_string(), req).await;
+    }
+    if let Some(name) = path.strip_prefix("/async-function/") {
+        return super::async_routes::submit(engine, ctx, name.to_string(), req).await;
+    }
+    if let Some(id) = path.strip_prefix("/calls/") {
+        if req.method() == Method::GET {
+            return super::async_routes::result(engine, id);
+        }
     }
     match (req.method(), path.as_str()) {
         (&Method::GET, "/") => page::index(),
@@ -95,6 +130,9 @@ async fn handle(
         (&Method::GET, "/metrics") => {
             let mut body = crate::metrics::render(&status::metrics_snapshot(engine));
             ctx.stats.render(ctx.max_connections, &mut body);
+            if let Some(a) = engine.async_calls() {
+                a.render_metrics(&mut body);
+            }
             let mut r = Response::new(Full::new(Bytes::from(body)));
             r.headers_mut().insert(
                 CONTENT_TYPE,
@@ -126,8 +164,8 @@ async fn call(
     name: String,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    let (max_payload, allow_get) = match engine.function_by_name(&name) {
-        Some(f) => (f.max_payload, f.allow_get),
+    let (max_payload, allow_get, methods) = match engine.function_by_name(&name) {
+        Some(f) => (f.max_payload, f.allow_get, &f.grpc_methods),
         None => {
             return refusal(Refusal {
                 kind: ErrorKind::FunctionNotFound,
@@ -135,13 +173,50 @@ async fn call(
             })
         }
     };
+    let method_id = match method_of(&name, methods, req.headers()) {
+        Ok(m) => m,
+        Err(r) => return refusal(r),
+    };
     let (body, timeout) = match call_input(ctx, &name, allow_get, max_payload, req).await {
         Ok(input) => input,
         Err(answer) => return answer,
     };
-    match engine.call_external(&name, body, timeout).await {
+    let options = crate::external::CallOptions {
+        method_id,
+        timeout,
+        ..Default::default()
+    };
+    match engine.call_external_with(&name, body, options).await {
         Ok(out) => output(out.body, out.timing),
         Err(r) => refusal(r),
+    }
+}
+
+/// The method id `X-Gloam-Method` names among `methods` (0 without the header).
+pub(crate) fn method_of(
+    name: &str,
+    methods: &[String],
+    headers: &hyper::HeaderMap,
+) -> Result<u16, Refusal> {
+    let Some(v) = headers.get(METHOD_HEADER) else {
+        return Ok(0);
+    };
+    match methods
+        .iter()
+        .position(|m| v.to_str().is_ok_and(|v| v.trim() == m))
+    {
+        Some(i) => Ok(u16::try_from(i).unwrap_or(u16::MAX)),
+        None => Err(Refusal {
+            kind: ErrorKind::InvalidArgument,
+            message: format!(
+                "function {name} has no method {v:?} (header X-Gloam-Method; it has: {})",
+                if methods.is_empty() {
+                    "none".to_string()
+                } else {
+                    methods.join(", ")
+                }
+            ),
+        }),
     }
 }
 

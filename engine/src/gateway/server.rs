@@ -76,6 +76,8 @@ struct Shared<B> {
     registry: Arc<Registry>,
     clock: Clock,
     slots: Arc<Semaphore>,
+    /// With a certificate: every connection speaks TLS first.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl<B> std::fmt::Debug for Shared<B> {
@@ -88,6 +90,15 @@ impl<B> std::fmt::Debug for Shared<B> {
     }
 }
 
+/// A listening socket of the gateway.
+#[derive(Debug)]
+pub struct Listener {
+    /// The socket.
+    pub tcp: TcpListener,
+    /// Serves gRPC only (`engine.grpc_listen`); else HTTP and gRPC side by side.
+    pub grpc_only: bool,
+}
+
 /// A running HTTP gateway; see the [module docs](self). It serves the engine's calls
 /// (embedded gateway) or, in `gloam gateway`, sends them to the engines that joined.
 #[derive(Debug)]
@@ -98,8 +109,24 @@ pub struct Gateway<B: Backend = crate::engine::Engine> {
 }
 
 impl<B: Backend> Gateway<B> {
-    /// Serves HTTP on `listener` for `backend` within `limits`, on the current runtime.
+    /// Serves HTTP (and gRPC) on `listener` for `backend` within `limits`, on the current
+    /// runtime.
     pub fn start(backend: Arc<B>, listener: TcpListener, limits: Limits) -> Gateway<B> {
+        let listener = Listener {
+            tcp: listener,
+            grpc_only: false,
+        };
+        Gateway::start_on(backend, vec![listener], limits, None)
+    }
+
+    /// Serves every listener of `listeners` for `backend`; the connection cap is shared. With
+    /// `tls`, connections speak TLS (the handshake must finish within the header timeout).
+    pub fn start_on(
+        backend: Arc<B>,
+        listeners: Vec<Listener>,
+        limits: Limits,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Gateway<B> {
         let shared = Arc::new(Shared {
             backend,
             limits,
@@ -110,9 +137,10 @@ impl<B: Backend> Gateway<B> {
             slots: Arc::new(Semaphore::new(
                 limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
             )),
+            tls,
         });
         let (phase, rx) = watch::channel(Phase::Serving);
-        let task = tokio::spawn(run(shared.clone(), listener, rx));
+        let task = tokio::spawn(run(shared.clone(), listeners, rx));
         Gateway {
             phase,
             shared,
@@ -149,22 +177,39 @@ impl<B: Backend> Gateway<B> {
 
 async fn run<B: Backend>(
     shared: Arc<Shared<B>>,
-    listener: TcpListener,
+    listeners: Vec<Listener>,
     mut phase: watch::Receiver<Phase>,
 ) {
-    let graceful = GracefulShutdown::new();
-    accept_loop(&shared, listener, &mut phase, &graceful).await;
-    // The listener is closed: new connections are refused from here on.
+    let graceful = Arc::new(GracefulShutdown::new());
+    let loops: Vec<_> = listeners
+        .into_iter()
+        .map(|l| {
+            let (shared, mut phase, graceful) = (shared.clone(), phase.clone(), graceful.clone());
+            tokio::spawn(async move {
+                accept_loop(&shared, l, &mut phase, &graceful).await;
+            })
+        })
+        .collect();
+    for l in loops {
+        let _ = l.await;
+    }
+    // The listeners are closed: new connections are refused from here on.
     let _ = phase.wait_for(|p| *p == Phase::Closing).await;
-    graceful.shutdown().await;
+    if let Ok(graceful) = Arc::try_unwrap(graceful) {
+        graceful.shutdown().await;
+    }
 }
 
 async fn accept_loop<B: Backend>(
     shared: &Arc<Shared<B>>,
-    listener: TcpListener,
+    listener: Listener,
     phase: &mut watch::Receiver<Phase>,
     graceful: &GracefulShutdown,
 ) {
+    let Listener {
+        tcp: listener,
+        grpc_only,
+    } = listener;
     let mut backoff = Backoff::default();
     let mut cap = CapEpisode::default();
     loop {
@@ -210,7 +255,13 @@ async fn accept_loop<B: Backend>(
                 None => return,
             },
         };
-        spawn_connection(shared.clone(), stream, permit, graceful.watcher());
+        spawn_connection(
+            shared.clone(),
+            stream,
+            grpc_only,
+            permit,
+            graceful.watcher(),
+        );
     }
 }
 
@@ -261,6 +312,7 @@ async fn wait_for_slot<B: Backend>(
 fn spawn_connection<B: Backend>(
     shared: Arc<Shared<B>>,
     stream: TcpStream,
+    grpc_only: bool,
     permit: OwnedSemaphorePermit,
     watcher: Watcher,
 ) {
@@ -268,9 +320,13 @@ fn spawn_connection<B: Backend>(
     let conn = Arc::new(ConnState::new(shared.clock));
     let io = TokioIo::new(TrackedStream::new(stream, conn.clone()));
     shared.stats.opened();
+    // Registered before the task first runs: a client arriving at the cap right after this one
+    // must find it among the connections that can be evicted (else the accept loop waits for
+    // an eviction no registered connection can give).
+    let registration = shared.registry.register(&conn);
     tokio::spawn(async move {
         let _permit = permit;
-        let _registration = shared.registry.register(&conn);
+        let _registration = registration;
         let service = {
             let (shared, conn) = (shared.clone(), conn.clone());
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -284,6 +340,7 @@ fn spawn_connection<B: Backend>(
                         body_timeout: shared.limits.idle_timeout,
                         stats: &shared.stats,
                         max_connections: shared.limits.max_connections,
+                        grpc_only,
                     };
                     let mut response = shared.backend.handle(&ctx, req).await;
                     // Draining: this connection's client must go elsewhere from now on.
@@ -296,25 +353,76 @@ fn spawn_connection<B: Backend>(
                 }
             })
         };
-        let builder = auto::Builder::new(TokioExecutor::new());
-        let served = watcher.watch(builder.serve_connection(io, service));
         let timeouts = Timeouts {
             header_read: shared.limits.header_read_timeout,
             idle: shared.limits.idle_timeout,
         };
-        tokio::select! {
-            ended = served => {
-                if let Err(e) = ended {
-                    tracing::debug!(error = %e, "HTTP connection ended with an error");
+        match shared.tls.clone() {
+            None => serve(&shared, &conn, io, service, watcher, timeouts).await,
+            Some(acceptor) => {
+                let handshake =
+                    tokio::time::timeout(timeouts.header_read, acceptor.accept(io.into_inner()));
+                match handshake.await {
+                    Ok(Ok(tls)) => {
+                        serve(
+                            &shared,
+                            &conn,
+                            TokioIo::new(tls),
+                            service,
+                            watcher,
+                            timeouts,
+                        )
+                        .await
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => {
+                        tracing::debug!("TLS handshake not done within the header timeout");
+                        shared
+                            .stats
+                            .closed(super::stats::CloseReason::HeaderTimeout);
+                    }
                 }
-            }
-            reason = conn.until_closed(timeouts, &shared.registry) => {
-                tracing::debug!(reason = reason.label(), "closing an HTTP connection");
-                shared.stats.closed(reason);
             }
         }
         shared.stats.ended();
     });
+}
+
+/// Serves one connection (plain or TLS) until it ends or its limits close it.
+async fn serve<K: Backend, I, S, B>(
+    shared: &Arc<Shared<K>>,
+    conn: &Arc<ConnState>,
+    io: TokioIo<I>,
+    service: S,
+    watcher: Watcher,
+    timeouts: Timeouts,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<B>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let served = watcher.watch(builder.serve_connection(io, service));
+    tokio::select! {
+        ended = served => {
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        }
+        reason = conn.until_closed(timeouts, &shared.registry) => {
+            tracing::debug!(reason = reason.label(), "closing an HTTP connection");
+            shared.stats.closed(reason);
+        }
+    }
 }
 
 /// Errors of `accept` that concern only the connection being accepted.

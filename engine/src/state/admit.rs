@@ -5,6 +5,7 @@ use gloam_core::protocol::{CallId, Header, Kind, Message, PayloadLocation};
 use gloam_core::ErrorKind;
 
 use super::calls::CallRecord;
+use super::function::Class;
 use super::{Action, Actions, Phase, Refusal, ReplyTo, State, Timer, Timing, WorkerId};
 
 impl<R, S: Clone> State<R, S> {
@@ -19,7 +20,22 @@ impl<R, S: Clone> State<R, S> {
         msg: Box<Message>,
         now: u64,
     ) -> Result<Actions<R, S>, (Refusal, R)> {
-        let run_now = match self.admission(id, function_id, now) {
+        self.admit_external_as(id, function_id, to, msg, Class::Interactive, now)
+    }
+
+    /// [`admit_external`](Self::admit_external) for a call of `class`: a background call
+    /// (an asynchronous one) waits in its own queue, behind every interactive call, and holds
+    /// at most its share of τ (see [`Class`]).
+    pub fn admit_external_as(
+        &mut self,
+        id: CallId,
+        function_id: u16,
+        to: R,
+        msg: Box<Message>,
+        class: Class,
+        now: u64,
+    ) -> Result<Actions<R, S>, (Refusal, R)> {
+        let run_now = match self.admission(id, function_id, class, now) {
             Ok(run_now) => run_now,
             Err(r) => return Err((r, to)),
         };
@@ -27,7 +43,7 @@ impl<R, S: Clone> State<R, S> {
         self.enter(
             id,
             function_id,
-            ReplyTo::External(to),
+            (ReplyTo::External(to), class),
             msg,
             run_now,
             now,
@@ -74,11 +90,11 @@ impl<R, S: Clone> State<R, S> {
                     ),
                 ))
             }
-            _ => self.admission(id, function_id, now),
+            _ => self.admission(id, function_id, Class::Interactive, now),
         };
         match admitted {
             Ok(run_now) => {
-                let reply = ReplyTo::Worker(caller);
+                let reply = (ReplyTo::Worker(caller), Class::Interactive);
                 self.enter(id, function_id, reply, msg, run_now, now, &mut actions);
             }
             Err(r) => {
@@ -102,7 +118,13 @@ impl<R, S: Clone> State<R, S> {
 
     /// Whether call `id` of `function_id` may enter now, and whether it can run at once.
     /// Counts an admitted arrival (λ), or a refusal's outcome.
-    fn admission(&mut self, id: CallId, function_id: u16, now: u64) -> Result<bool, Refusal> {
+    fn admission(
+        &mut self,
+        id: CallId,
+        function_id: u16,
+        class: Class,
+        now: u64,
+    ) -> Result<bool, Refusal> {
         if self.calls.contains(id) {
             return Err(Refusal::new(
                 ErrorKind::Internal,
@@ -128,23 +150,51 @@ impl<R, S: Clone> State<R, S> {
             f.metrics.count(Some(ErrorKind::FunctionUnavailable));
             return Err(refusal);
         }
-        let run_now = f.queued() == 0 && !f.idle.is_empty() && f.below_tau(now);
-        if !run_now && f.queued() >= f.config.queue_bound {
+        // An interactive call waits only behind interactive ones; a background one behind all.
+        let can_run = |f: &super::FunctionState| match class {
+            Class::Interactive => {
+                f.queued_of(Class::Interactive) == 0 && !f.idle.is_empty() && f.below_tau(now)
+            }
+            Class::Background => {
+                f.queued() == 0
+                    && !f.idle.is_empty()
+                    && f.below_tau(now)
+                    && f.background_may_start(now)
+            }
+        };
+        let run_now = can_run(f);
+        if !run_now && f.queued_of(class) >= f.config.queue_bound {
             f.metrics.count(Some(ErrorKind::Overloaded));
             return Err(Refusal::new(
                 ErrorKind::Overloaded,
                 format!(
                     "function {} has {} calls queued (queue_bound {})",
                     f.config.name,
-                    f.queued(),
+                    f.queued_of(class),
                     f.config.queue_bound
+                ),
+            ));
+        }
+        if let (false, Class::Interactive, Some(standing)) = (run_now, class, f.overloaded_for(now))
+        {
+            f.metrics.count(Some(ErrorKind::Overloaded));
+            let target = f.config.queue_target.unwrap_or_default();
+            return Err(Refusal::new(
+                ErrorKind::Overloaded,
+                format!(
+                    "function {} is overloaded: its calls have waited over {} ms (and 4 times \
+                     their running time) in the queue for the last {} ms (queue_target_ms); \
+                     retry later",
+                    f.config.name,
+                    target.as_millis(),
+                    standing / 1_000_000
                 ),
             ));
         }
         // Only admitted calls count towards λ: a refused one would raise τ with nobody left
         // to use it until the next event.
         f.limiter.on_arrival(now);
-        let run_now = run_now || (f.queued() == 0 && !f.idle.is_empty() && f.below_tau(now));
+        let run_now = run_now || can_run(f);
         Ok(run_now)
     }
 
@@ -154,7 +204,7 @@ impl<R, S: Clone> State<R, S> {
         &mut self,
         id: CallId,
         function_id: u16,
-        reply: ReplyTo<R>,
+        (reply, class): (ReplyTo<R>, Class),
         mut msg: Box<Message>,
         run_now: bool,
         now: u64,
@@ -179,11 +229,13 @@ impl<R, S: Clone> State<R, S> {
             function_id,
             queued: Some(msg),
             worker: None,
+            pipelined: false,
             recv_ns: now,
             dispatch_ns: 0,
             deadline_ns,
             timer,
             input_in_shm,
+            class,
         };
         if self.calls.insert(id, record).is_err() {
             // Checked by `admission` under the same lock.
@@ -196,10 +248,17 @@ impl<R, S: Clone> State<R, S> {
             None
         };
         match idle {
-            Some(w) => self.dispatch_to(w, id, now, actions),
+            Some(w) => {
+                self.dispatch_to(w, id, now, actions);
+                // The arrival raised λ, so τ (and background calls' share of it) may let a
+                // waiting background call start too.
+                if self.function(function_id).is_some_and(|f| f.queued() > 0) {
+                    self.drain_queue(function_id, now, actions);
+                }
+            }
             None => {
                 let reclaim = self.function_mut(function_id).is_some_and(|f| {
-                    f.enqueue(id);
+                    f.enqueue(id, class);
                     f.idle.is_empty() && f.leased > 0
                 });
                 if reclaim {
@@ -232,15 +291,19 @@ impl<R, S: Clone> State<R, S> {
         rec.dispatch_ns = now;
         msg.header.worker_id = worker.raw();
         let sender = w.sender.clone();
-        let function_id = rec.function_id;
+        let (function_id, class) = (rec.function_id, rec.class);
         if let Some(f) = self.function_mut(function_id) {
             f.running += 1;
+            if class == Class::Background {
+                f.running_background += 1;
+            }
         }
         actions.push(Action::Send {
             worker,
             sender,
             msg,
         });
+        self.offer_slot(worker);
     }
 
     /// Makes a free worker idle (unless it retires or is being killed), then lets its
@@ -266,7 +329,8 @@ impl<R, S: Clone> State<R, S> {
     }
 
     /// Dispatches queued calls to idle workers while fewer than τ run; sheds internal calls
-    /// that waited too long (when configured); asks for a worker when calls still wait.
+    /// that waited too long (when configured); pipelines what still waits onto busy workers
+    /// (when it pays, see `pipeline`); asks for a worker when calls still wait.
     pub(super) fn drain_queue(&mut self, function_id: u16, now: u64, actions: &mut Actions<R, S>) {
         loop {
             let calls = &self.calls;
@@ -280,37 +344,59 @@ impl<R, S: Clone> State<R, S> {
             if f.idle.is_empty() || !f.below_tau(now) {
                 break;
             }
-            let Some(next) = f.pop_queued(|id| calls.contains(id)) else {
+            let Some(next) = f.pop_queued(now, |id| calls.contains(id)) else {
                 break;
             };
-            let shed = calls.get(next).and_then(|rec| {
-                let waited = now.saturating_sub(rec.recv_ns);
-                let internal = matches!(rec.reply, ReplyTo::Worker(_));
-                (internal && f.limiter.should_shed(waited)).then(|| {
-                    format!(
-                        "internal call to {} shed after waiting {} us in the queue (max_relative_queueing_delay)",
-                        f.config.name,
-                        waited / 1000
-                    )
-                })
-            });
-            if let Some(text) = shed {
-                // Back in the queue's count: `end_call` forgets it as it does any queued call.
-                f.pushed_back(next);
-                self.end_call(
-                    next,
-                    super::end::Ending::Failed(ErrorKind::Overloaded, text),
-                    now,
-                    true,
-                    actions,
-                );
+            if self.shed_if_overdue(function_id, next, now, actions) {
                 continue;
             }
-            let Some(worker) = f.idle.pop() else {
+            let Some(worker) = self.function_mut(function_id).and_then(|f| f.idle.pop()) else {
                 break;
             };
             self.dispatch_to(worker, next, now, actions);
         }
+        self.fill_pipelines(function_id, now, actions);
         self.maybe_grow(function_id, now, actions);
+    }
+
+    /// Call `id` was just taken off its function's queue: feeds the function's overload
+    /// tracking (`queue_target_ms`), and sheds the call if it is an internal call that waited
+    /// longer than the limiter allows (`max_relative_queueing_delay`). Returns whether it
+    /// shed it.
+    pub(super) fn shed_if_overdue(
+        &mut self,
+        function_id: u16,
+        id: CallId,
+        now: u64,
+        actions: &mut Actions<R, S>,
+    ) -> bool {
+        let Some(rec) = self.calls.get(id) else {
+            return false;
+        };
+        let waited = now.saturating_sub(rec.recv_ns);
+        let internal = matches!(rec.reply, ReplyTo::Worker(_));
+        let interactive = rec.class == Class::Interactive;
+        let Some(f) = self.function_mut(function_id) else {
+            return false;
+        };
+        if interactive {
+            f.left_queue(waited, now);
+        }
+        if !internal || !f.limiter.should_shed(waited) {
+            return false;
+        }
+        let text = format!(
+            "internal call to {} shed after waiting {} us in the queue (max_relative_queueing_delay)",
+            f.config.name,
+            waited / 1000
+        );
+        // Back in the queue's count: `end_call` forgets it as it does any queued call. Only
+        // internal calls are shed, and they are interactive.
+        if let Some(f) = self.function_mut(function_id) {
+            f.pushed_back(id, Class::Interactive);
+        }
+        let ending = super::end::Ending::Failed(ErrorKind::Overloaded, text);
+        self.end_call(id, ending, now, true, actions);
+        true
     }
 }

@@ -6,6 +6,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use gloam_core::protocol::{CallId, Message};
 
 use super::action::ReplyTo;
+use super::function::Class;
 use super::ids::WorkerId;
 use super::timers::TimerId;
 
@@ -49,6 +50,9 @@ pub struct CallRecord<R> {
     pub queued: Option<Box<Message>>,
     /// The worker running it, once dispatched.
     pub worker: Option<WorkerId>,
+    /// Dispatched behind its worker's current call and not started yet (not counted in
+    /// `running`, but in `pipelined`).
+    pub pipelined: bool,
     /// When the engine received it (monotonic ns).
     pub recv_ns: u64,
     /// When it was dispatched (0 while queued).
@@ -59,6 +63,8 @@ pub struct CallRecord<R> {
     pub timer: TimerId,
     /// Its input travels in a shm file the engine removes when the call ends.
     pub input_in_shm: bool,
+    /// Its priority class.
+    pub class: Class,
 }
 
 /// The calls in flight, by id.

@@ -49,10 +49,15 @@ impl<R, S: Clone> State<R, S> {
             .get_mut(usize::from(rec.function_id))
             .and_then(Option::as_mut)
         {
-            if dispatched {
+            if rec.pipelined {
+                f.pipelined = f.pipelined.saturating_sub(1);
+            } else if dispatched {
                 f.running = f.running.saturating_sub(1);
+                if rec.class == super::Class::Background {
+                    f.running_background = f.running_background.saturating_sub(1);
+                }
             } else {
-                f.forget_queued(|c| calls.contains(c));
+                f.forget_queued(rec.class, |c| calls.contains(c));
             }
             let status = match &ending {
                 Ending::Answered(msg) if msg.header.kind == Kind::Complete => None,
@@ -149,8 +154,9 @@ impl<R, S: Clone> State<R, S> {
             drop_result(&msg, &mut actions);
             return Ok(actions);
         };
-        let live = match w.phase {
-            Phase::Busy { call, ended } if call == id => !ended,
+        let (live, pipelined) = match (w.phase, w.next) {
+            (Phase::Busy { call, ended }, _) if call == id => (!ended, false),
+            (Phase::Busy { .. }, Some(next)) if next.call == id => (!next.ended, true),
             _ => {
                 return Err(format!(
                     "worker {worker} answered call {id}, which it does not run"
@@ -170,7 +176,11 @@ impl<R, S: Clone> State<R, S> {
             // Its call already ended at the deadline: the late result goes nowhere.
             drop_result(&msg, &mut answer);
         }
-        self.take_next_or_idle(worker, now, &mut actions);
+        if pipelined {
+            self.pipelined_answered(worker, now, &mut actions);
+        } else if !self.start_pipelined(worker, now, &mut actions) {
+            self.take_next_or_idle(worker, now, &mut actions);
+        }
         if let Some(holder) = holder {
             self.maybe_lease(holder, worker, now, &mut actions);
         }
@@ -223,11 +233,18 @@ impl<R, S: Clone> State<R, S> {
                 // Whatever output it wrote before dying is nobody's now.
                 actions.push(Action::RemoveShm(call, PayloadSide::Output));
                 if !ended {
-                    let crashed = Ending::Failed(ErrorKind::WorkerCrashed, text);
+                    let crashed = Ending::Failed(ErrorKind::WorkerCrashed, text.clone());
                     self.end_call(call, crashed, now, true, &mut actions);
                 }
             }
             Phase::Connecting | Phase::Idle { .. } => {}
+        }
+        if let Some(next) = w.next {
+            actions.push(Action::RemoveShm(next.call, PayloadSide::Output));
+            if !next.ended {
+                let crashed = Ending::Failed(ErrorKind::WorkerCrashed, text.clone());
+                self.end_call(next.call, crashed, now, true, &mut actions);
+            }
         }
         if let Some(f) = self.function(function_id) {
             // A worker fewer may leave queued calls waiting for growth.
@@ -290,11 +307,17 @@ impl<R, S: Clone> State<R, S> {
     }
 
     /// Call `id` ended while `worker` still runs it: the worker stays busy with it (and out
-    /// of τ) until it answers or is killed. Returns whether that is the case.
+    /// of τ) until it answers or is killed. Returns whether that is the case (false also
+    /// when `id` was pipelined behind the call it runs: it is marked ended, and watched once
+    /// the worker starts it).
     fn left_running(&mut self, worker: WorkerId, id: CallId) -> bool {
         let Some(w) = self.workers.get_mut(worker) else {
             return false;
         };
+        if let Some(next) = w.next.as_mut().filter(|n| n.call == id) {
+            next.ended = true;
+            return false;
+        }
         if w.phase
             != (Phase::Busy {
                 call: id,

@@ -17,7 +17,23 @@ impl<R, S: Clone> State<R, S> {
                     let Some(entry) = self.workers.get(w) else {
                         return Err(format!("call {id} runs on worker {w}, which is gone"));
                     };
-                    if entry.live_call() != Some(*id) {
+                    if rec.pipelined {
+                        let behind = matches!(entry.phase, Phase::Busy { call, .. } if call != *id);
+                        let next = Some(super::Pipelined {
+                            call: *id,
+                            ended: false,
+                        });
+                        if entry.next != next || !behind {
+                            return Err(format!(
+                                "call {id} is pipelined on worker {w}, whose phase is {:?} and \
+                                 next {:?}",
+                                entry.phase, entry.next
+                            ));
+                        }
+                        if rec.class != super::Class::Interactive {
+                            return Err(format!("background call {id} is pipelined"));
+                        }
+                    } else if entry.live_call() != Some(*id) {
                         return Err(format!(
                             "call {id} runs on worker {w}, whose phase is {:?}",
                             entry.phase
@@ -37,7 +53,10 @@ impl<R, S: Clone> State<R, S> {
                     return Err(format!("call {id} answers worker {c}, not its caller"));
                 }
             }
-            *live_calls_of.entry(rec.function_id).or_insert(0usize) += 1;
+            let counts = live_calls_of.entry(rec.function_id).or_insert([0usize; 4]);
+            let class = usize::from(rec.class == super::Class::Background);
+            // [interactive queued, background queued, interactive running, background running]
+            counts[class + 2 * usize::from(rec.worker.is_some())] += 1;
         }
         for f in self.functions() {
             let fid = f.config.id;
@@ -52,6 +71,20 @@ impl<R, S: Clone> State<R, S> {
                 return Err(format!(
                     "{}: running = {}, but {running} workers run a live call",
                     f.config.name, f.running
+                ));
+            }
+            let pipelined = mine(&|w| w.next.is_some_and(|n| !n.ended));
+            if f.pipelined != pipelined {
+                return Err(format!(
+                    "{}: pipelined = {}, but {pipelined} workers hold a live pipelined call",
+                    f.config.name, f.pipelined
+                ));
+            }
+            let stray = mine(&|w| w.next.is_some() && !matches!(w.phase, Phase::Busy { .. }));
+            if stray > 0 {
+                return Err(format!(
+                    "{}: {stray} workers hold a pipelined call but run none",
+                    f.config.name
                 ));
             }
             let leased = mine(&|w| matches!(w.phase, Phase::Leased { .. }));
@@ -97,15 +130,21 @@ impl<R, S: Clone> State<R, S> {
                     f.idle.len()
                 ));
             }
-            let queued = live_calls_of.get(&fid).copied().unwrap_or(0) - running;
-            if f.queued() != queued {
+            let [queued, queued_bg, _, running_bg] =
+                live_calls_of.get(&fid).copied().unwrap_or_default();
+            let classes = (
+                f.queued_of(super::Class::Interactive),
+                f.queued_of(super::Class::Background),
+                f.running_background,
+            );
+            if classes != (queued, queued_bg, running_bg) {
                 return Err(format!(
-                    "{}: queued = {}, but {queued} of its calls wait",
+                    "{}: queued/queued background/running background = {classes:?}, but its \
+                     calls say {queued}/{queued_bg}/{running_bg}",
                     f.config.name,
-                    f.queued()
                 ));
             }
-            if f.queued() > 0 && !f.idle.is_empty() && f.below_tau(now) {
+            if f.runnable_waiting(now) {
                 return Err(format!(
                     "{}: {} calls wait while {} workers are idle and τ allows more",
                     f.config.name,

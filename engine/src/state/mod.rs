@@ -20,15 +20,22 @@ mod invariants;
 mod launch_ops;
 mod lease_ops;
 mod leases;
+mod pipeline;
 mod pool;
 mod pool_ops;
 mod timers;
 mod workers;
 
 #[cfg(test)]
+mod class_tests;
+#[cfg(test)]
 mod launch_tests;
 #[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod overload_tests;
+#[cfg(test)]
+mod pipeline_tests;
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]
@@ -40,12 +47,12 @@ use gloam_core::lane::LANES;
 
 pub use action::{Action, Actions, LeaseRef, Outcome, Refusal, ReplyTo, Timing};
 pub use calls::{CallRecord, IdMap};
-pub use function::FunctionState;
+pub use function::{Class, FunctionState};
 pub use ids::{LeaseId, WorkerId};
 pub use launch_ops::ProcessEnd;
 pub use leases::Lease;
 pub use pool::Pool;
-pub use workers::{Phase, WorkerEntry};
+pub use workers::{Phase, Pipelined, WorkerEntry};
 
 use calls::Calls;
 use leases::Leases;
@@ -62,6 +69,10 @@ pub struct Options {
     pub direct_calls: bool,
     /// A worker still running a call this long after its deadline is killed.
     pub hung_grace_ns: u64,
+    /// Pipelining: when every worker of a function is busy and its calls usually take less
+    /// than this, a waiting interactive call is sent to a busy worker behind its call, so
+    /// the worker starts it without a round trip through the engine (0 = never).
+    pub pipeline_below_ns: u64,
 }
 
 impl Default for Options {
@@ -69,6 +80,7 @@ impl Default for Options {
         Options {
             direct_calls: false,
             hung_grace_ns: crate::config::DEFAULT_HUNG_GRACE.as_nanos() as u64,
+            pipeline_below_ns: 0,
         }
     }
 }
@@ -279,6 +291,8 @@ impl<R, S: Clone> State<R, S> {
             language: language.to_string(),
             sender,
             phase: Phase::Connecting,
+            next: None,
+            slotted: false,
             retiring: false,
             killed: false,
             lanes: [None; LANES],

@@ -5,7 +5,10 @@
 //! driven against a model of the workers and callers around the engine. After every step the
 //! state's invariants hold, every result goes to its own caller (a live one) exactly once, and
 //! no worker gets a call while it holds one; at the end, once time has passed and every worker
-//! is gone, every call ended exactly once and nothing is left.
+//! is gone, every call ended exactly once and nothing is left. Calls come in both priority
+//! classes (interactive, and background as asynchronous calls are); the invariants hold the
+//! classes apart (a background call never runs while an interactive one could take its
+//! worker, and background calls keep within their share of τ).
 
 use std::collections::{HashMap, HashSet};
 
@@ -15,12 +18,13 @@ use gloam_core::ErrorKind;
 use proptest::prelude::*;
 
 use super::test_support::{state_of, worker, TestActions, TestState, MS};
-use super::{Action, Outcome, Phase, ProcessEnd, WorkerId};
+use super::{Action, Class, Outcome, Phase, ProcessEnd, WorkerId};
 
 #[derive(Debug, Clone)]
 enum Op {
     External {
         function: u16,
+        background: bool,
     },
     Internal {
         caller: usize,
@@ -29,6 +33,8 @@ enum Op {
     Answer {
         worker: usize,
         fail: bool,
+        /// Answer the pipelined call first (a handler that runs calls concurrently).
+        last_first: bool,
     },
     Crash {
         worker: usize,
@@ -72,9 +78,9 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (1u16..=2).prop_map(|function| Op::External { function }),
+        4 => ((1u16..=2), prop::bool::weighted(0.4)).prop_map(|(function, background)| Op::External { function, background }),
         4 => (any::<usize>(), 1u16..=3).prop_map(|(caller, function)| Op::Internal { caller, function }),
-        6 => (any::<usize>(), prop::bool::weighted(0.2)).prop_map(|(worker, fail)| Op::Answer { worker, fail }),
+        6 => (any::<usize>(), prop::bool::weighted(0.2), prop::bool::weighted(0.2)).prop_map(|(worker, fail, last_first)| Op::Answer { worker, fail, last_first }),
         1 => any::<usize>().prop_map(|worker| Op::Crash { worker }),
         2 => ((1u16..=2), prop::bool::weighted(0.1)).prop_map(|(function, fail_handshake)| Op::Connect { function, fail_handshake }),
         3 => (0u64..400).prop_map(|ms| Op::Advance { ms }),
@@ -93,8 +99,9 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Debug)]
 struct ModelWorker {
     id: WorkerId,
-    /// The call dispatched to it and not answered yet (even if it ended for its caller).
-    holding: Option<CallId>,
+    /// The calls dispatched to it and not answered yet (even if they ended for their
+    /// callers), oldest first: one, or two when one was pipelined behind the other.
+    holding: Vec<CallId>,
     /// Its internal calls waiting for a reply.
     waiting: HashSet<CallId>,
     next_seq: u32,
@@ -109,20 +116,27 @@ struct Harness {
     external: HashMap<u64, CallId>,
     workers: Vec<ModelWorker>,
     draining: bool,
+    /// Whether the state pipelines calls.
+    pipeline: bool,
     /// Process groups handed to processes that never get a ready worker.
     next_group: u32,
 }
 
 impl Harness {
-    fn new() -> Harness {
-        let st = state_of(
+    fn new(pipeline: bool) -> Harness {
+        let mut st = state_of(
             "[functions.A]\nid = 1\ncommand = \"/bin/true\"\nmax_workers = 3\n\
              timeout_ms = 200\nqueue_bound = 4\nshrink_grace_ms = 300\n\
              [functions.B]\nid = 2\ncommand = \"/bin/true\"\nmax_workers = 2\n\
              timeout_ms = 1000\nqueue_bound = 4\nmax_relative_queueing_delay = 1.0\n",
         );
+        if pipeline {
+            // Every call of these functions is short enough.
+            st.options.pipeline_below_ns = u64::MAX;
+        }
         let mut h = Harness {
             st,
+            pipeline,
             now: 0,
             next_handle: 1,
             external: HashMap::new(),
@@ -153,11 +167,16 @@ impl Harness {
             match a {
                 Action::Send { worker, msg, .. } => {
                     let id = msg.header.call_id();
+                    let room = if self.pipeline { 2 } else { 1 };
                     let w = self.model(worker);
                     match msg.header.kind {
                         Kind::Dispatch => {
-                            assert_eq!(w.holding, None, "{worker} got {id} while holding a call");
-                            w.holding = Some(id);
+                            assert!(
+                                w.holding.len() < room,
+                                "{worker} got {id} while holding {:?}",
+                                w.holding
+                            );
+                            w.holding.push(id);
                         }
                         Kind::Complete | Kind::Failed => {
                             assert_eq!(id.caller(), worker.raw(), "{id} answered to {worker}");
@@ -200,17 +219,28 @@ impl Harness {
         let what = format!("{op:?}");
         self.now += 10_000; // 10 µs between events
         match op {
-            Op::External { function } => {
+            Op::External {
+                function,
+                background,
+            } => {
                 let handle = self.next_handle;
                 self.next_handle += 1;
-                let id = CallId::new(0, handle as u32);
+                // Asynchronous calls have their own caller part (as the engine's do).
+                let caller = if background { 0x0001_0000 } else { 0 };
+                let id = CallId::new(caller, handle as u32);
                 let mut h = Header::new(Kind::Dispatch);
                 h.set_call_id(id);
-                let admitted = self.st.admit_external(
+                let class = if background {
+                    Class::Background
+                } else {
+                    Class::Interactive
+                };
+                let admitted = self.st.admit_external_as(
                     id,
                     function,
                     handle,
                     Box::new(Message::new(h)),
+                    class,
                     self.now,
                 );
                 match admitted {
@@ -251,9 +281,20 @@ impl Harness {
                     .expect("a well-formed INVOKE");
                 self.actions(actions);
             }
-            Op::Answer { worker, fail } => {
+            Op::Answer {
+                worker,
+                fail,
+                last_first,
+            } => {
                 let Some(i) = self.pick(worker) else { return };
-                let Some(call) = self.workers[i].holding.take() else {
+                let holding = &mut self.workers[i].holding;
+                let Some(call) = (if last_first {
+                    holding.pop()
+                } else if holding.is_empty() {
+                    None
+                } else {
+                    Some(holding.remove(0))
+                }) else {
                     return;
                 };
                 let id = self.workers[i].id;
@@ -269,7 +310,12 @@ impl Harness {
                     .worker_answered(id, Box::new(msg), self.now)
                     .expect("an answer to the call it holds");
                 self.actions(actions);
-                if self.workers.iter().any(|w| w.id == id && w.retired) {
+                // A retired worker goes once it has answered every call it was sent.
+                if self
+                    .workers
+                    .iter()
+                    .any(|w| w.id == id && w.retired && w.holding.is_empty())
+                {
                     self.gone(id, "retired");
                 }
             }
@@ -294,7 +340,7 @@ impl Harness {
                 }
                 self.workers.push(ModelWorker {
                     id,
-                    holding: None,
+                    holding: Vec::new(),
                     waiting: HashSet::new(),
                     next_seq: 0,
                     retired: false,
@@ -459,8 +505,8 @@ impl Harness {
         assert_eq!(self.st.workers().count(), 0);
         for f in self.st.functions() {
             assert_eq!(
-                (f.running, f.queued(), f.leased, f.idle.len()),
-                (0, 0, 0, 0)
+                (f.running, f.pipelined, f.queued(), f.leased, f.idle.len()),
+                (0, 0, 0, 0, 0)
             );
         }
     }
@@ -474,8 +520,11 @@ proptest! {
     })]
 
     #[test]
-    fn every_call_ends_exactly_once_to_its_own_caller(ops in prop::collection::vec(op(), 1..300)) {
-        let mut h = Harness::new();
+    fn every_call_ends_exactly_once_to_its_own_caller(
+        pipeline in any::<bool>(),
+        ops in prop::collection::vec(op(), 1..300),
+    ) {
+        let mut h = Harness::new(pipeline);
         for _ in 0..2 {
             h.step(Op::Connect { function: 1, fail_handshake: false });
         }
@@ -491,20 +540,24 @@ proptest! {
 fn a_worker_started_by_hand_counts_like_any_other() {
     // `worker` from the unit tests registers with group 0 (not launched): the model's
     // harness uses groups; both shapes keep the invariants.
-    let mut h = Harness::new();
+    let mut h = Harness::new(false);
     let (id, actions) = worker(&mut h.st, 1, 0, 0);
     h.workers.push(ModelWorker {
         id,
-        holding: None,
+        holding: Vec::new(),
         waiting: HashSet::new(),
         next_seq: 0,
         retired: false,
     });
     h.actions(actions);
-    h.step(Op::External { function: 1 });
+    h.step(Op::External {
+        function: 1,
+        background: false,
+    });
     h.step(Op::Answer {
         worker: 0,
         fail: false,
+        last_first: false,
     });
     h.finish();
 }

@@ -17,6 +17,7 @@ pub(super) fn state_of(text: &str) -> TestState {
     let options = Options {
         direct_calls: true,
         hung_grace_ns: 1000 * MS,
+        pipeline_below_ns: 0,
     };
     State::new(&config.functions, options, 0)
 }
@@ -47,20 +48,23 @@ pub(super) fn external(
     seq: u32,
     now: u64,
 ) -> (CallId, TestActions) {
+    try_external(st, function_id, seq, now).unwrap()
+}
+
+/// An external call (reply handle `seq`), admitted or refused.
+pub(super) fn try_external(
+    st: &mut TestState,
+    function_id: u16,
+    seq: u32,
+    now: u64,
+) -> Result<(CallId, TestActions), Refusal> {
     let id = CallId::new(0, seq);
     let mut h = Header::new(Kind::Dispatch);
     h.set_call_id(id);
-    let actions = st
-        .admit_external(
-            id,
-            function_id,
-            u64::from(seq),
-            Box::new(Message::new(h)),
-            now,
-        )
+    let msg = Box::new(Message::new(h));
+    st.admit_external(id, function_id, u64::from(seq), msg, now)
+        .map(|actions| (id, actions))
         .map_err(|(r, _)| r)
-        .unwrap();
-    (id, actions)
 }
 
 pub(super) fn internal(
@@ -127,6 +131,17 @@ pub(super) fn replies(actions: &TestActions) -> Vec<(u64, Option<ErrorKind>)> {
                     Outcome::Failed(kind, _) => Some(*kind),
                 },
             )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The workers asked to be killed.
+pub(super) fn kills(actions: &TestActions) -> Vec<WorkerId> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Kill { worker, .. } => Some(*worker),
             _ => None,
         })
         .collect()

@@ -8,16 +8,6 @@ use super::*;
 
 use super::test_support::*;
 
-fn kills(actions: &TestActions) -> Vec<WorkerId> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Kill { worker, .. } => Some(*worker),
-            _ => None,
-        })
-        .collect()
-}
-
 fn grants(actions: &TestActions) -> Vec<(LeaseId, WorkerId, WorkerId)> {
     actions
         .iter()

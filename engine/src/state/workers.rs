@@ -69,6 +69,15 @@ impl Streak {
     }
 }
 
+/// A call sent to a worker behind the one it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pipelined {
+    /// The call.
+    pub call: CallId,
+    /// It already ended for its caller (its deadline passed while it waited).
+    pub ended: bool,
+}
+
 /// A connected logical worker.
 #[derive(Debug)]
 pub struct WorkerEntry<S> {
@@ -86,6 +95,12 @@ pub struct WorkerEntry<S> {
     pub sender: S,
     /// What it does.
     pub phase: Phase,
+    /// A call dispatched behind the one it runs (pipelined): it waits in the worker's channel
+    /// and runs next. Kept after it ended for its caller (deadline), until the worker answers
+    /// or starts it.
+    pub next: Option<Pipelined>,
+    /// Listed in its function's pipeline slots (see [`WorkerEntry::pipelinable`]).
+    pub slotted: bool,
     /// Asked to retire (finishes its call, takes no new one).
     pub retiring: bool,
     /// Asked to be killed (hung); nothing more is asked of it.
@@ -108,6 +123,12 @@ impl<S> WorkerEntry<S> {
             Phase::Busy { call, ended: false } => Some(call),
             _ => None,
         }
+    }
+
+    /// Whether a call may be pipelined behind the one it runs: it runs a live call, holds no
+    /// pipelined one, and is neither retiring nor being killed.
+    pub fn pipelinable(&self) -> bool {
+        self.live_call().is_some() && self.next.is_none() && !self.retiring && !self.killed
     }
 
     /// A lane it does not use, if any.
@@ -205,6 +226,8 @@ mod tests {
             language: "test".into(),
             sender: (),
             phase: Phase::Connecting,
+            next: None,
+            slotted: false,
             retiring: false,
             killed: false,
             lanes: [None; LANES],

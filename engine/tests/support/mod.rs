@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod grpc;
 pub mod hand;
 pub mod observe;
 pub mod process;
@@ -34,6 +35,8 @@ pub fn hello_rust() -> PathBuf {
 pub struct Stack {
     pub child: Option<Child>,
     pub addr: String,
+    /// The gRPC-only listener's address, with `engine.grpc_listen`.
+    pub grpc_addr: Option<String>,
     pub dir: tempfile::TempDir,
     pub stderr_log: PathBuf,
 }
@@ -92,57 +95,11 @@ impl Stack {
         let path = dir.path().join("gloam.toml");
         std::fs::write(&path, config).expect("write config");
         let stderr_log = dir.path().join("engine.stderr");
-        let mut command = Command::new(gloam_bin());
-        command.envs(env.iter().copied());
-        command
-            .arg("up")
-            .arg(&path)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr_log).expect("stderr log"));
-        // SAFETY: runs in the forked child before exec and only calls prctl(2) and
-        // setrlimit(2), which are async-signal-safe; it allocates nothing and takes no lock.
-        unsafe {
-            command.pre_exec(move || {
-                // An engine left behind by a test that timed out dies with the test process.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if let Some(limit) = nofile {
-                    let lim = libc::rlimit {
-                        rlim_cur: limit,
-                        rlim_max: limit,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
-        let mut child = command.spawn().expect("spawn gloam up");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("gloam: ready http://") {
-                    let _ = tx.send(url.to_string());
-                }
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "engine not ready in 60 s; stderr:\n{}",
-                    std::fs::read_to_string(&stderr_log).unwrap_or_default()
-                );
-            }
-        };
+        let (child, addr, grpc_addr) = spawn_up(&path, &stderr_log, nofile, args, env);
         Stack {
             child: Some(child),
             addr,
+            grpc_addr,
             dir,
             stderr_log,
         }
@@ -229,6 +186,20 @@ impl Stack {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Kills the engine with SIGKILL (no drain, nothing cleaned), then starts it again on the
+    /// same configuration and waits until it is ready.
+    pub fn kill_and_restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let path = self.dir.path().join("gloam.toml");
+        let (child, addr, grpc_addr) = spawn_up(&path, &self.stderr_log, None, &[], &[]);
+        self.child = Some(child);
+        self.addr = addr;
+        self.grpc_addr = grpc_addr;
     }
 
     /// Sends SIGTERM to the engine without waiting.
@@ -367,6 +338,94 @@ pub fn closed_now(stream: &std::net::TcpStream) -> bool {
     };
     stream.set_nonblocking(false).expect("blocking");
     closed
+}
+
+/// Starts `gloam up CONFIG` (stderr appended to `stderr_log`) and waits for its ready line:
+/// the child, the HTTP address and the gRPC-only address if any.
+fn spawn_up(
+    path: &Path,
+    stderr_log: &Path,
+    nofile: Option<u64>,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, String, Option<String>) {
+    let mut command = Command::new(gloam_bin());
+    command.envs(env.iter().copied());
+    command
+        .arg("up")
+        .arg(path)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(stderr_log)
+                .expect("stderr log"),
+        );
+    // SAFETY: runs in the forked child before exec and only calls prctl(2) and
+    // setrlimit(2), which are async-signal-safe; it allocates nothing and takes no lock.
+    unsafe {
+        command.pre_exec(move || {
+            // An engine left behind by a test that timed out dies with the test process.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(limit) = nofile {
+                let lim = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().expect("spawn gloam up");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut grpc = None;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("gloam: grpc ") {
+                grpc = Some(addr.to_string());
+            }
+            let ready = line
+                .strip_prefix("gloam: ready http://")
+                .or_else(|| line.strip_prefix("gloam: ready https://"));
+            if let Some(url) = ready {
+                let _ = tx.send((url.to_string(), grpc.take()));
+            }
+        }
+    });
+    let (addr, grpc_addr) = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(a) => a,
+        Err(_) => {
+            let _ = child.kill();
+            panic!(
+                "engine not ready in 60 s; stderr:\n{}",
+                std::fs::read_to_string(stderr_log).unwrap_or_default()
+            );
+        }
+    };
+    (child, addr, grpc_addr)
+}
+
+/// Reads `gloam: ready http://ADDR` from a child's piped stdout (within 60 s): the address.
+pub fn ready_addr(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("gloam: ready http://") {
+                let _ = tx.send(url.to_string());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the engine ready within 60 s")
 }
 
 /// Runs a test's `body` on its own thread and fails the test if it has not finished within

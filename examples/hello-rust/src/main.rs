@@ -3,7 +3,11 @@
 //! `Foo` calls `Bar` internally, as in Nightcore's hello world:
 //! `curl -d World http://127.0.0.1:8080/function/Foo` → `From function Bar: Hello, World`.
 //! `Nop`, `Echo`, `Fail`, `Crash`, `Sleep`, `Fanout`, `InvokeOther` and `PassOn` (an internal
-//! call whose failure is passed on with its kind) serve the tests and benchmarks.
+//! call whose failure is passed on with its kind) serve the tests and benchmarks. `Method`
+//! answers the gRPC method it was called for (`ctx.method()`), and `RustGreeter` serves the
+//! gRPC example's `demo.RustGreeter` service (see `greeter.rs`).
+
+mod greeter;
 
 use std::time::Duration;
 
@@ -149,11 +153,15 @@ fn main() {
         .handler("Crash", |_, _| std::process::abort())
         .handler("Sleep", sleep)
         .handler("Spin", spin)
+        // Spin for 200 µs whatever the input (the benchmarks' "Work").
+        .handler("Spin200", |ctx, _| spin(ctx, b"200"))
         .handler("Fanout", fanout)
         .handler("InvokeOther", invoke_other)
         .handler("PassOn", pass_on)
         .handler("Repeat", repeat)
-        .handler("BenchInternal", bench_internal);
+        .handler("BenchInternal", bench_internal)
+        .handler("Method", |ctx, _| Ok(ctx.method().as_bytes().to_vec()))
+        .handler("RustGreeter", greeter::greeter);
     if let Err(e) = serve(handlers) {
         eprintln!("hello-rust: {e}");
         std::process::exit(1);

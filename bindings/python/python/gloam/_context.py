@@ -62,8 +62,22 @@ class Context:
 
     @property
     def call_id(self) -> int:
-        """The call's 64-bit id."""
+        """The call's 64-bit id.
+
+        An asynchronous call keeps it when it runs again after an engine restart: deduplicate
+        on it.
+        """
         return self._call.call_id
+
+    @property
+    def method(self) -> str:
+        """The gRPC method this call is for (``""`` for a plain function).
+
+        ``"SayHello"`` for ``/demo.Greeter/SayHello`` served by function ``grpc:demo.Greeter``;
+        the request is that method's raw protobuf message: parse it with your generated
+        ``_pb2`` code.
+        """
+        return self._call.method
 
     @property
     def worker_id(self) -> int:

@@ -15,6 +15,9 @@ class Call:
     def deadline_ns(self) -> int:
         """The deadline as ``CLOCK_MONOTONIC`` nanoseconds; 0 means none."""
     @property
+    def method(self) -> str:
+        """The gRPC method the call is for (``"SayHello"``); ``""`` for a plain function."""
+    @property
     def function_id(self) -> int:
         """The id of the function called."""
     @property

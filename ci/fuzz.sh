@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds (and optionally runs) the fuzz targets of everything decoded from a peer, with
 # cargo-fuzz (nightly). The worker protocol's, in core/fuzz: `decode` (messages, HELLO), `tally`
-# (lane tallies), `table` (the WELCOME function table), `ring_words` (ring and lane words a
-# peer wrote, under every party's operations), `handshake` (the WELCOME / PEER reading path
-# with descriptors). The cluster protocol's, in engine/fuzz: `cluster_frame`.
+# (lane tallies), `table` (the WELCOME function table), `ring_words` (ring, lease and doorbell
+# words a peer wrote, under every party's operations), `handshake` (the WELCOME / LEASE
+# reading path with descriptors). The cluster protocol's, in engine/fuzz: `cluster_frame`.
 # Usage: ci/fuzz.sh [seconds [target ...]]
 #   no argument: build every target only;
 #   seconds: also run each target (or the ones named) for that long, one after the other,

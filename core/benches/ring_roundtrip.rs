@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gloam_core::protocol::MESSAGE_SIZE;
-use gloam_core::ring::{spin_until, RingFile};
+use gloam_core::ring::{spin_until, BellRegion, RingFile};
 
 const CHILD_ENV: &str = "GLOAM_BENCH_RING_FILE";
 const SPIN: Duration = Duration::from_micros(50);
@@ -25,12 +25,13 @@ fn main() {
         .unwrap_or(200_000);
     let path = std::env::temp_dir().join(format!("gloam-bench-{}.ring", std::process::id()));
     let file = RingFile::create(&path).expect("ring file");
+    let bell_path = path.with_extension("bell");
+    let bell = BellRegion::create(&bell_path).expect("bell file").bell();
     let mut child = Command::new(std::env::current_exe().expect("exe"))
         .env(CHILD_ENV, &path)
         .spawn()
         .expect("spawn echo peer");
-    let (mut tx, mut rx, shared) = file.into_engine_side();
-    let bell = shared.worker_bell();
+    let (mut tx, mut rx, _) = file.into_engine_side();
     let msg = [7u8; MESSAGE_SIZE];
     let mut buf = [0u8; MESSAGE_SIZE];
     let mut round_trip = |buf: &mut [u8; MESSAGE_SIZE]| {
@@ -57,6 +58,7 @@ fn main() {
     bell.notify();
     let _ = child.wait();
     let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&bell_path);
 
     report::print(
         "ring_roundtrip",
@@ -68,9 +70,12 @@ fn main() {
 
 /// The peer: waits with the worker's policy (spin, then sleep on its doorbell) and echoes.
 fn echo(path: &str) {
-    let file = RingFile::open(std::path::Path::new(path)).expect("open ring");
-    let (mut tx, mut rx, shared) = file.into_worker_side();
-    let bell = shared.worker_bell();
+    let path = std::path::Path::new(path);
+    let file = RingFile::open(path).expect("open ring");
+    let (mut tx, mut rx, _) = file.into_worker_side();
+    let bell = BellRegion::open(&path.with_extension("bell"))
+        .expect("open bell")
+        .bell();
     let mut buf = [0u8; MESSAGE_SIZE];
     loop {
         if !spin_until(SPIN, || rx.has_message()) {

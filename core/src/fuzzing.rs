@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 
 use crate::error::Result;
 use crate::protocol::{Hello, MESSAGE_SIZE};
-use crate::ring::{EngineBell, RingFile};
+use crate::ring::{BellRegion, RingFile};
 
 /// What a worker learnt from a `WELCOME`.
 #[derive(Debug)]
@@ -21,8 +21,8 @@ pub struct Welcomed {
 }
 
 /// The worker's side of the handshake on `sock`: sends `HELLO`, reads `WELCOME` (or
-/// `REJECT`), the function table and the descriptors, and maps the ring region and the
-/// engine's doorbell as `RingChannel::open_worker_side` does.
+/// `REJECT`), the function table and the descriptors, and maps the ring region and the two
+/// doorbell regions as `RingChannel::open_worker_side` does.
 pub fn read_welcome(sock: &mut UnixStream) -> Result<Welcomed> {
     let hello = Hello {
         pid: 1,
@@ -32,9 +32,9 @@ pub fn read_welcome(sock: &mut UnixStream) -> Result<Welcomed> {
     };
     let w = crate::worker::handshake::hello(sock, &hello)?;
     if w.ring {
-        let (ring, bell) = (&w.fds[0], &w.fds[1]);
-        let _ = RingFile::from_fd(ring)?.into_worker_side();
-        let _ = EngineBell::from_fd(bell)?.bell();
+        let _ = RingFile::from_fd(&w.fds[0])?.into_worker_side();
+        let _ = BellRegion::from_fd(&w.fds[1], "worker doorbell")?.bell();
+        let _ = BellRegion::from_fd(&w.fds[2], "engine doorbell")?.bell();
     }
     Ok(Welcomed {
         worker_id: w.worker_id,
@@ -43,8 +43,8 @@ pub fn read_welcome(sock: &mut UnixStream) -> Result<Welcomed> {
     })
 }
 
-/// A `PEER` message as `RingChannel` reads it: the worker it names, when it is one with a
-/// usable ring region.
-pub fn read_peer(bytes: &[u8; MESSAGE_SIZE], fds: &[OwnedFd]) -> Option<u32> {
-    crate::ring_channel::peer_of(bytes, fds).map(|(worker, _)| worker)
+/// A `LEASE` message as `RingChannel` reads it for worker `me`: the lease it names, when it is
+/// a well-formed one for `me` with usable regions.
+pub fn read_lease(bytes: &[u8; MESSAGE_SIZE], fds: &[OwnedFd], me: u32) -> Option<u32> {
+    crate::lease::read_lease(bytes, fds, me).map(|end| end.grant.lease)
 }

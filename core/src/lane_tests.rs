@@ -1,28 +1,33 @@
-//! Tests of the lane state machine, one region per side.
+//! Tests of the lane state machine over lease regions, and of the lease words of ring regions.
 
 use super::*;
 use crate::protocol::{Header, Kind, Message, INLINE_CAPACITY};
 use crate::ring::RingFile;
 
-fn regions() -> (SharedRing, SharedRing) {
-    let (holder, _) = RingFile::create_sealed("holder").unwrap();
-    let (callee, _) = RingFile::create_sealed("callee").unwrap();
-    (holder.into_peer(), callee.into_peer())
+const LANE: usize = 3;
+
+fn grant_of(lease: u32) -> LaneGrant {
+    LaneGrant {
+        lease,
+        function_id: 7,
+        callee: 2,
+        timeout_ms: 500,
+    }
 }
 
-fn grant(holder: &SharedRing, callee: &SharedRing, lease: u32) {
-    assert!(holder.lane_reusable(3));
-    holder.grant_lane(
-        3,
-        LaneGrant {
-            lease,
-            function_id: 7,
-            callee: 2,
-            timeout_ms: 500,
-        },
-        1,
-        callee,
-    );
+fn holder_of(lease: u32) -> Holder {
+    Holder {
+        worker: 1,
+        lane: LANE,
+        lease,
+    }
+}
+
+/// A fresh lease region, granted to `lease` as the engine does.
+fn granted(lease: u32) -> LeaseRegion {
+    let (region, _) = LeaseRegion::create_sealed("lease").unwrap();
+    region.grant(&grant_of(lease), 1, LANE);
+    region
 }
 
 /// A message whose every byte counts (a full inline payload of `b`).
@@ -34,37 +39,36 @@ fn msg(b: u8) -> [u8; MESSAGE_SIZE] {
 
 #[test]
 fn a_call_goes_holder_to_callee_and_back() {
-    let (holder, callee) = regions();
-    grant(&holder, &callee, 5);
-    assert!(holder.begin_lane_call(8).is_none(), "other function");
-    let call = holder.begin_lane_call(7).unwrap();
-    assert_eq!(call.lane(), 3);
-    assert_eq!(
-        *call.grant(),
-        LaneGrant {
-            lease: 5,
-            function_id: 7,
-            callee: 2,
-            timeout_ms: 500
-        }
+    let region = granted(5);
+    assert!(
+        region.begin_call(LANE, &grant_of(4)).is_none(),
+        "other lease"
     );
-    assert!(holder.begin_lane_call(7).is_none(), "one call per lane");
-    callee.deliver_call(&call, &msg(1));
+    let call = region.begin_call(LANE, &grant_of(5)).unwrap();
+    assert_eq!(call.lane(), LANE);
+    assert_eq!(*call.grant(), grant_of(5));
+    assert!(
+        region.begin_call(LANE, &grant_of(5)).is_none(),
+        "one call at a time"
+    );
     let mut got = msg(0);
-    let inbound = callee.take_inbound(&mut got).unwrap();
-    assert_eq!(got, msg(1));
-    assert!(callee.take_inbound(&mut got).is_none());
-    assert_eq!(
-        inbound.holder(),
-        Holder {
-            worker: 1,
-            lane: 3,
-            lease: 5
-        }
+    assert!(
+        region.take_inbound(holder_of(5), &mut got).is_none(),
+        "not written yet"
     );
-    callee.finish_inbound(&inbound);
-    assert!(holder.lane_waiting(&call));
-    let a = holder.answer_lane(inbound, &msg(2));
+    region.deliver_call(&call, &msg(1));
+    assert!(!region.inbound_full(4) && region.inbound_full(5));
+    assert!(
+        region.take_inbound(holder_of(4), &mut got).is_none(),
+        "other lease"
+    );
+    let inbound = region.take_inbound(holder_of(5), &mut got).unwrap();
+    assert_eq!(got, msg(1));
+    assert!(region.take_inbound(holder_of(5), &mut got).is_none());
+    assert_eq!(inbound.holder(), holder_of(5));
+    region.finish_inbound(&inbound);
+    assert!(region.waiting(&call));
+    let a = region.answer(inbound, &msg(2));
     assert_eq!(
         a,
         Answered {
@@ -72,37 +76,34 @@ fn a_call_goes_holder_to_callee_and_back() {
             lease_ended: false
         }
     );
-    assert!(!holder.lane_waiting(&call));
-    holder.take_lane_reply(call, &mut got);
+    assert!(!region.waiting(&call));
+    region.take_reply(call, &mut got);
     assert_eq!(got, msg(2));
     assert!(
-        holder.begin_lane_call(7).is_some(),
+        region.begin_call(LANE, &grant_of(5)).is_some(),
         "the lane is idle again"
     );
 }
 
 #[test]
 fn revoking_an_idle_lane_ends_the_lease_at_once() {
-    let (holder, callee) = regions();
-    grant(&holder, &callee, 5);
-    assert_eq!(holder.revoke_lane(3, 5), Some(phase::IDLE));
-    assert!(holder.begin_lane_call(7).is_none());
-    assert!(holder.lane_reusable(3));
+    let region = granted(5);
+    assert_eq!(region.revoke(5), Some(phase::IDLE));
+    assert!(region.begin_call(LANE, &grant_of(5)).is_none());
+    assert!(!region.inbound_busy(5));
 }
 
 #[test]
 fn revoking_during_a_call_ends_the_lease_with_the_answer() {
-    let (holder, callee) = regions();
-    grant(&holder, &callee, 5);
-    let call = holder.begin_lane_call(7).unwrap();
-    callee.deliver_call(&call, &msg(1));
-    assert_eq!(holder.revoke_lane(3, 5), Some(phase::CALLING));
-    assert!(callee.inbound_busy(5));
-    assert!(!holder.lane_reusable(3));
+    let region = granted(5);
+    let call = region.begin_call(LANE, &grant_of(5)).unwrap();
+    region.deliver_call(&call, &msg(1));
+    assert_eq!(region.revoke(5), Some(phase::CALLING));
+    assert!(region.inbound_busy(5));
     let mut got = msg(0);
-    let inbound = callee.take_inbound(&mut got).unwrap();
-    callee.finish_inbound(&inbound);
-    let a = holder.answer_lane(inbound, &msg(2));
+    let inbound = region.take_inbound(holder_of(5), &mut got).unwrap();
+    region.finish_inbound(&inbound);
+    let a = region.answer(inbound, &msg(2));
     assert_eq!(
         a,
         Answered {
@@ -110,84 +111,59 @@ fn revoking_during_a_call_ends_the_lease_with_the_answer() {
             lease_ended: true
         }
     );
-    holder.take_lane_reply(call, &mut got);
+    region.take_reply(call, &mut got);
     assert_eq!(got, msg(2));
-    assert!(holder.lane_reusable(3));
-    assert!(holder.begin_lane_call(7).is_none());
+    assert!(region.begin_call(LANE, &grant_of(5)).is_none());
 }
 
 #[test]
 fn an_abandoned_call_drops_its_late_answer_and_frees_the_lane() {
-    let (holder, callee) = regions();
-    grant(&holder, &callee, 5);
-    let call = holder.begin_lane_call(7).unwrap();
-    callee.deliver_call(&call, &msg(1));
-    assert!(holder.abandon_lane_call(&call));
-    assert!(!holder.abandon_lane_call(&call), "once");
+    let region = granted(5);
+    let call = region.begin_call(LANE, &grant_of(5)).unwrap();
+    region.deliver_call(&call, &msg(1));
+    assert!(region.abandon(&call));
+    assert!(!region.abandon(&call), "once");
     assert!(
-        holder.begin_lane_call(7).is_none(),
+        region.begin_call(LANE, &grant_of(5)).is_none(),
         "busy until the callee answers"
     );
     let mut got = msg(0);
-    let inbound = callee.take_inbound(&mut got).unwrap();
-    callee.finish_inbound(&inbound);
-    let a = holder.answer_lane(inbound, &msg(2));
+    let inbound = region.take_inbound(holder_of(5), &mut got).unwrap();
+    region.finish_inbound(&inbound);
+    let a = region.answer(inbound, &msg(2));
     assert!(!a.delivered && !a.lease_ended);
-    assert!(holder.begin_lane_call(7).is_some());
+    assert!(region.begin_call(LANE, &grant_of(5)).is_some());
 }
 
 #[test]
 fn a_dead_callee_fails_the_waiting_call() {
-    let (holder, callee) = regions();
-    grant(&holder, &callee, 5);
-    let call = holder.begin_lane_call(7).unwrap();
-    callee.deliver_call(&call, &msg(1));
-    assert!(!holder.fail_lane(3, 4, &msg(9)), "another lease: untouched");
-    assert!(holder.fail_lane(3, 5, &msg(9)));
-    assert!(!holder.lane_waiting(&call));
+    let region = granted(5);
+    let call = region.begin_call(LANE, &grant_of(5)).unwrap();
+    region.deliver_call(&call, &msg(1));
+    assert!(!region.fail(4, &msg(9)), "another lease: untouched");
+    assert!(region.fail(5, &msg(9)));
+    assert!(!region.waiting(&call));
     let mut got = msg(0);
-    holder.take_lane_reply(call, &mut got);
+    region.take_reply(call, &mut got);
     assert_eq!(got, msg(9));
-    assert!(holder.lane_reusable(3));
     // An idle lane of a dead callee is only revoked.
-    let (holder, callee) = regions();
-    grant(&holder, &callee, 6);
-    assert!(!holder.fail_lane(3, 6, &msg(9)));
-    assert!(holder.begin_lane_call(7).is_none());
-    assert!(holder.lane_reusable(3));
+    let region = granted(6);
+    assert!(!region.fail(6, &msg(9)));
+    assert!(region.begin_call(LANE, &grant_of(6)).is_none());
 }
 
 #[test]
-fn a_holder_that_cannot_reach_the_callee_gives_the_lane_back() {
-    let (holder, callee) = regions();
-    grant(&holder, &callee, 5);
-    let call = holder.begin_lane_call(7).unwrap();
-    holder.cancel_lane_call(call);
-    assert!(holder.begin_lane_call(7).is_some());
-}
-
-#[test]
-fn nothing_of_an_earlier_lease_touches_a_later_one() {
-    let (holder, callee) = regions();
-    grant(&holder, &callee, 5);
-    assert_eq!(holder.revoke_lane(3, 5), Some(phase::IDLE));
-    // Lease 6 on the same lane.
-    grant(&holder, &callee, 6);
-    let call = holder.begin_lane_call(7).unwrap();
-    assert_eq!(call.grant().lease, 6);
-    // A late revoke and a late failure of lease 5 change nothing.
-    assert_eq!(holder.revoke_lane(3, 5), None);
-    assert!(!holder.fail_lane(3, 5, &msg(9)));
-    assert!(holder.lane_waiting(&call));
-    // A stale answer for lease 5 is not delivered and leaves the lane alone.
+fn nothing_of_another_lease_touches_a_lease_region() {
+    let region = granted(6);
+    let call = region.begin_call(LANE, &grant_of(6)).unwrap();
+    // A revoke, a failure and an answer of lease 5 change nothing.
+    assert_eq!(region.revoke(5), None);
+    assert!(!region.fail(5, &msg(9)));
+    assert!(region.waiting(&call));
     let stale = InboundCall {
-        holder: Holder {
-            worker: 1,
-            lane: 3,
-            lease: 5,
-        },
+        holder: holder_of(5),
     };
-    let a = holder.answer_lane(stale, &msg(8));
+    let a = region.answer(stale, &msg(8));
     assert_eq!(
         a,
         Answered {
@@ -195,6 +171,42 @@ fn nothing_of_an_earlier_lease_touches_a_later_one() {
             lease_ended: true
         }
     );
-    assert!(holder.lane_waiting(&call));
-    assert!(!callee.inbound_busy(5));
+    assert!(region.waiting(&call));
+    assert!(!region.inbound_busy(5));
+}
+
+#[test]
+fn the_grant_writes_every_field_of_the_region() {
+    let region = granted(9);
+    let word = |at: usize| region.map.word(at).load(Ordering::Relaxed);
+    assert_eq!(word(LANE_STATE), 9 << 4 | phase::IDLE);
+    assert_eq!(word(INBOUND_STATE), 9 << 4 | inbound::EMPTY);
+    assert_eq!(
+        [
+            word(LANE_FUNCTION),
+            word(LANE_CALLEE),
+            word(LANE_TIMEOUT),
+            word(LANE_HOLDER),
+            word(LANE_INDEX)
+        ],
+        [7, 2, 500, 1, LANE as u32]
+    );
+}
+
+#[test]
+fn the_engine_clears_only_the_lease_it_published() {
+    let (ring, _) = RingFile::create_sealed("ring").unwrap();
+    let (_, _, shared) = ring.into_engine_side();
+    assert_eq!((shared.inbound_lease(), shared.lane_lease(2)), (0, 0));
+    shared.publish_inbound(5);
+    shared.publish_lane(2, 6);
+    assert_eq!((shared.inbound_lease(), shared.lane_lease(2)), (5, 6));
+    assert_eq!(shared.lane_lease(3), 0);
+    // A late end of an earlier lease leaves the later one published.
+    assert!(!shared.clear_inbound(4));
+    assert!(!shared.clear_lane(2, 5));
+    assert_eq!((shared.inbound_lease(), shared.lane_lease(2)), (5, 6));
+    assert!(shared.clear_inbound(5));
+    assert!(shared.clear_lane(2, 6));
+    assert_eq!((shared.inbound_lease(), shared.lane_lease(2)), (0, 0));
 }

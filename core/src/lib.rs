@@ -15,6 +15,7 @@ pub mod fuzzing;
 pub mod hello;
 pub mod ipc_root;
 pub mod lane;
+pub mod lease;
 #[cfg(loom)]
 pub mod model;
 pub mod protocol;

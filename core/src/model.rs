@@ -1,15 +1,17 @@
-//! A model of a ring region for the `loom` tests (built only with `--cfg loom`).
+//! Models of the shared regions for the `loom` tests (built only with `--cfg loom`).
 //!
-//! [`ModelRegion`] implements [`Region`] with loom's primitives, so [`crate::bell::Bell`] and
-//! the lane state machine of [`crate::ring::SharedRing`] run unchanged under loom's
-//! exploration of thread interleavings and of the values a relaxed or acquire load may
-//! return:
+//! [`ModelRegion`] implements [`Region`] with loom's primitives, so [`crate::bell::Bell`], the
+//! lease words of [`crate::ring::SharedRing`] and the lane state machine of
+//! [`crate::lane::LeaseRegion`] run unchanged under loom's exploration of thread interleavings
+//! and of the values a relaxed or acquire load may return. A model is of one kind of region:
+//! a bell region ([`ModelRegion::bell`]), the lease words of a ring region
+//! ([`ModelRegion::ring`]) or a lease region ([`ModelRegion::lease`]).
 //!
-//! - every word the protocols use is a `loom` `AtomicU32` (the doorbell, the inbound
-//!   control words, and the control words of the first `lanes` lanes). Words of the other
-//!   lanes read as 0 (UNUSED) without a loom operation and must never be written: the
-//!   protocols run as if those lanes were never granted, at no exploration cost;
-//! - a message slot (the inbound slot, each modelled lane's reply slot) is one
+//! - every word the protocols use is a `loom` `AtomicU32` (a doorbell, the lease words of the
+//!   first `lanes` lanes and the inbound lease, a lease region's words). The lease words of
+//!   the other lanes read as 0 (no lease) without a loom operation and must never be
+//!   written: the protocols run as if those lanes were never granted, at no exploration cost;
+//! - a message slot (a lease region's inbound and reply slots) is one
 //!   `loom::cell::UnsafeCell`: the word-by-word relaxed copies of real shared memory become
 //!   accesses loom checks for *causality*. A write to a slot that is not ordered (by
 //!   happens-before) with every other read and write of it fails the model, which makes
@@ -30,15 +32,15 @@ use loom::sync::atomic::AtomicU32;
 use loom::sync::{Condvar, Mutex};
 
 use crate::lane::{
-    phase, INBOUND_HOLDER, INBOUND_HOLDER_LANE, INBOUND_SLOT, INBOUND_STATE, LANES, LANE_BASE,
-    LANE_BELL, LANE_BYTES, LANE_CALLEE, LANE_CONTROL, LANE_FUNCTION, LANE_STATE, LANE_TIMEOUT,
+    phase, INBOUND_LEASE, INBOUND_SLOT, INBOUND_STATE, LANES, LANE_BELL, LANE_CALLEE,
+    LANE_FUNCTION, LANE_HOLDER, LANE_INDEX, LANE_LEASE, LANE_STATE, LANE_TIMEOUT, REPLY_SLOT,
 };
 use crate::protocol::MESSAGE_SIZE;
 use crate::region::{Region, SharedWord};
-use crate::ring::WORKER_BELL;
+use crate::ring::BELL;
 
-/// A word of the model: a loom atomic (with a futex when it is a doorbell), or a word of an
-/// unmodelled lane, which reads 0 and must not be written.
+/// A word of the model: a loom atomic (with a futex when it is a doorbell), or the lease word
+/// of an unmodelled lane, which reads 0 and must not be written.
 #[derive(Debug)]
 pub enum ModelWord {
     /// A word loom sees.
@@ -48,7 +50,7 @@ pub enum ModelWord {
         /// The futex of a doorbell.
         futex: Option<Futex>,
     },
-    /// A word of an unmodelled lane.
+    /// The lease word of an unmodelled lane.
     Frozen,
 }
 
@@ -81,7 +83,7 @@ impl ModelWord {
     fn value(&self, what: &str) -> &AtomicU32 {
         match self {
             ModelWord::Live { value, .. } => value,
-            ModelWord::Frozen => panic!("{what} on a word of an unmodelled lane"),
+            ModelWord::Frozen => panic!("{what} on the lease word of an unmodelled lane"),
         }
     }
 
@@ -111,7 +113,9 @@ impl SharedWord for ModelWord {
             // requires. (A swap also reads, and may continue another thread's release
             // sequence: a happens-before edge the real code lacks, which can only make a
             // later load return a newer value.) On the other words no plain store races with
-            // an RMW: the grant writes an unused lane, and the inbound state has no RMW.
+            // an RMW: the grant writes a region nobody uses yet, the inbound state has no RMW,
+            // and the engine's stores and compare-and-swaps of lease words come from one
+            // thread at a time (the engine's lease table is locked while it writes them).
             ModelWord::Live {
                 value,
                 futex: Some(_),
@@ -164,13 +168,14 @@ struct ModelSlot {
     bytes: UnsafeCell<[u8; MESSAGE_SIZE]>,
 }
 
-/// A model of one worker's ring region (see the module docs): its doorbell, its inbound
-/// control and slot, and its first `lanes` lanes. Create it inside `loom::model`.
+/// A model of one region (see the module docs). Create it inside `loom::model`.
 #[derive(Debug)]
 pub struct ModelRegion {
     words: Vec<(usize, ModelWord)>,
     slots: Vec<ModelSlot>,
-    frozen: ModelWord,
+    /// The lease words of unmodelled lanes (a ring region's model only).
+    frozen: Option<std::ops::Range<usize>>,
+    frozen_word: ModelWord,
     /// Whether [`Region::fence`] is a real fence (false only in the mutant model that shows
     /// the doorbell model catches a missing fence).
     fenced: bool,
@@ -181,50 +186,62 @@ pub struct ModelRegion {
 // the region between loom threads is what the model checks.
 unsafe impl Sync for ModelRegion {}
 
-fn lane_offset(lane: usize, field: usize) -> usize {
-    LANE_BASE + lane * LANE_BYTES + field
-}
-
 impl ModelRegion {
-    /// A region whose first `lanes` lanes (at most [`LANES`]) are modelled.
-    pub fn new(lanes: usize) -> ModelRegion {
-        ModelRegion::build(lanes, true)
+    fn build(words: Vec<(usize, ModelWord)>, slots: &[usize], fenced: bool) -> ModelRegion {
+        ModelRegion {
+            words,
+            slots: slots
+                .iter()
+                .map(|&start| ModelSlot {
+                    start,
+                    bytes: UnsafeCell::new([0; MESSAGE_SIZE]),
+                })
+                .collect(),
+            frozen: None,
+            frozen_word: ModelWord::Frozen,
+            fenced,
+        }
+    }
+
+    /// A bell region: its doorbell at [`BELL`].
+    pub fn bell() -> ModelRegion {
+        ModelRegion::build(vec![(BELL, ModelWord::live(true))], &[], true)
     }
 
     /// The same, with fences that do nothing: a mutant that must fail the doorbell model.
-    pub fn without_fences(lanes: usize) -> ModelRegion {
-        ModelRegion::build(lanes, false)
+    pub fn bell_without_fences() -> ModelRegion {
+        ModelRegion::build(vec![(BELL, ModelWord::live(true))], &[], false)
     }
 
-    fn build(lanes: usize, fenced: bool) -> ModelRegion {
+    /// The lease words of a ring region: the inbound lease and the lease words of its first
+    /// `lanes` lanes (at most [`LANES`]); the other lanes' words read 0.
+    pub fn ring(lanes: usize) -> ModelRegion {
         let lanes = lanes.min(LANES);
-        let mut words = vec![
-            (WORKER_BELL, ModelWord::live(true)),
-            (INBOUND_STATE, ModelWord::live(false)),
-            (INBOUND_HOLDER, ModelWord::live(false)),
-            (INBOUND_HOLDER_LANE, ModelWord::live(false)),
-        ];
-        let mut slots = vec![INBOUND_SLOT];
+        let mut words = vec![(INBOUND_LEASE, ModelWord::live(false))];
         for lane in 0..lanes {
-            for field in [LANE_STATE, LANE_FUNCTION, LANE_CALLEE, LANE_TIMEOUT] {
-                words.push((lane_offset(lane, field), ModelWord::live(false)));
-            }
-            words.push((lane_offset(lane, LANE_BELL), ModelWord::live(true)));
-            slots.push(lane_offset(lane, LANE_CONTROL));
+            words.push((LANE_LEASE + 4 * lane, ModelWord::live(false)));
         }
-        let slots = slots
-            .into_iter()
-            .map(|start| ModelSlot {
-                start,
-                bytes: UnsafeCell::new([0; MESSAGE_SIZE]),
-            })
-            .collect();
-        ModelRegion {
-            words,
-            slots,
-            frozen: ModelWord::Frozen,
-            fenced,
-        }
+        let mut region = ModelRegion::build(words, &[], true);
+        region.frozen = Some(LANE_LEASE..LANE_LEASE + 4 * LANES);
+        region
+    }
+
+    /// A lease region: its words, its lane doorbell, its inbound and reply slots.
+    pub fn lease() -> ModelRegion {
+        let mut words: Vec<(usize, ModelWord)> = [
+            LANE_STATE,
+            LANE_FUNCTION,
+            LANE_CALLEE,
+            LANE_TIMEOUT,
+            LANE_HOLDER,
+            LANE_INDEX,
+            INBOUND_STATE,
+        ]
+        .into_iter()
+        .map(|at| (at, ModelWord::live(false)))
+        .collect();
+        words.push((LANE_BELL, ModelWord::live(true)));
+        ModelRegion::build(words, &[REPLY_SLOT, INBOUND_SLOT], true)
     }
 
     /// `futex_wake` calls made on the word at `offset` so far.
@@ -233,15 +250,21 @@ impl ModelRegion {
         futex.bucket.lock().unwrap_or_else(|p| p.into_inner()).wakes
     }
 
-    /// The state word of lane `lane` (lease << 4 | low bits), read with `Acquire`.
-    pub fn lane_state(&self, lane: usize) -> u32 {
-        self.word(lane_offset(lane, LANE_STATE))
-            .load(Ordering::Acquire)
+    /// A lease region's lane state word (lease << 4 | low bits), read with `Acquire`.
+    pub fn lane_state(&self) -> u32 {
+        self.word(LANE_STATE).load(Ordering::Acquire)
     }
 
-    /// The inbound state word (lease << 4 | EMPTY 0 / FULL 1 / RUNNING 2), read with `Acquire`.
+    /// A lease region's inbound state word (lease << 4 | EMPTY 0 / FULL 1 / RUNNING 2), read
+    /// with `Acquire`.
     pub fn inbound_state(&self) -> u32 {
         self.word(INBOUND_STATE).load(Ordering::Acquire)
+    }
+
+    /// Every word of a lease region that names a lease (its two state words), read with
+    /// `Acquire`: (lane state, inbound state).
+    pub fn lease_words(&self) -> (u32, u32) {
+        (self.lane_state(), self.inbound_state())
     }
 
     /// The state word a lane holds in `phase` for `lease` (phases: [`phase`]).
@@ -274,10 +297,9 @@ impl Region for ModelRegion {
     type Word = ModelWord;
 
     fn word(&self, offset: usize) -> &ModelWord {
-        let lane_words = LANE_BASE..LANE_BASE + LANES * LANE_BYTES;
         match self.words.iter().find(|(o, _)| *o == offset) {
             Some((_, w)) => w,
-            None if lane_words.contains(&offset) => &self.frozen,
+            None if self.frozen.as_ref().is_some_and(|f| f.contains(&offset)) => &self.frozen_word,
             None => panic!("no modelled word at {offset}"),
         }
     }

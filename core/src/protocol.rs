@@ -107,9 +107,10 @@ pub enum Kind {
     Failed = 8,
     /// engine → worker: finish the current call, then exit the loop.
     Retire = 9,
-    /// engine → worker (socket, with one file descriptor): the ring region of worker
-    /// `worker_id`, for a direct lane between the two (see [`crate::lane`]).
-    Peer = 10,
+    /// engine → worker (socket, with descriptors): a direct-lane lease this worker is an end
+    /// of, with the lease's region (and, for the holder, the callee's doorbell region); see
+    /// [`crate::lease`].
+    Lease = 10,
 }
 
 impl Kind {
@@ -125,7 +126,7 @@ impl Kind {
             7 => Kind::Complete,
             8 => Kind::Failed,
             9 => Kind::Retire,
-            10 => Kind::Peer,
+            10 => Kind::Lease,
             _ => return None,
         })
     }

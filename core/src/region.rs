@@ -1,8 +1,9 @@
 //! The memory the lock-free protocols run over, as two small traits.
 //!
 //! The doorbell protocol ([`crate::bell`]) and the lane state machine ([`crate::lane`]) touch
-//! a ring region only through 32-bit atomic words, a fence, the futex calls and word-by-word
-//! copies of message slots. [`Region`] and [`SharedWord`] name exactly those operations, so
+//! their regions (a doorbell region, a ring region's lease words, a lease region) only
+//! through 32-bit atomic words, a fence, the futex calls and word-by-word copies of message
+//! slots. [`Region`] and [`SharedWord`] name exactly those operations, so
 //! the same protocol code runs over real shared memory ([`SharedMap`], whose word is the
 //! standard [`AtomicU32`]) and, in the `loom` models (`core/tests/loom_*.rs`, built with
 //! `--cfg loom`), over a model of it whose every operation the model checker sees.

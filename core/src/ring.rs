@@ -1,24 +1,36 @@
 //! Shared-memory rings: the fast transport between the engine and a logical worker.
 //!
-//! One region per logical worker (a sealed memfd the engine creates and hands to the worker
-//! over the engine socket; see [`crate::shared_map`]) holds two single-producer /
-//! single-consumer rings of 64 slots of 1024 bytes, one per direction, the worker's *doorbell*
-//! and its direct-call lanes. The engine has one doorbell of its own for all its workers (a
-//! region of [`BELL_FILE_BYTES`]), so one thread can sleep on one word while watching every
-//! ring.
+//! Each logical worker has a *ring region* of its own (a sealed memfd the engine creates and
+//! hands to that worker alone over the engine socket; see [`crate::shared_map`]): two
+//! single-producer / single-consumer rings of 64 slots of 1024 bytes, one per direction, and
+//! a control line of words only the engine writes, which say which direct-lane leases the
+//! worker is part of (see [`crate::lane`]). No other worker ever gets a ring region that is
+//! not its own, so whatever appears in a worker's rings is that worker's doing.
+//!
+//! Doorbells live in regions of their own, [`BellRegion`]s of one futex word: one per worker
+//! (given to the worker and the engine with `WELCOME`, and to the holders of leases on the
+//! worker, so that they can wake it) and one for the engine (given to every worker), so one
+//! engine thread can sleep on one word while watching every ring.
 //!
 //! ```text
-//! ring region                              engine bell region
-//!   0      worker doorbell (u32)             0   engine doorbell (u32)
-//!   128    inbound control (see `lane.rs`)
-//!   256    ring engine → worker
-//!   66048  ring worker → engine
-//!   132352 inbound slot and lanes (see `lane.rs`)
-//! ring (66048 bytes)
+//! ring region (private to a worker and the engine)
+//!   0      inbound lease: u32      the lease this worker serves as a callee (0 = none)
+//!   4      lane lease: u32 × LANES the lease on each of its lanes as a holder (0 = none)
+//!   128    ring engine → worker
+//!   65920  ring worker → engine
+//!   131712 end
+//! ring (65792 bytes)
 //!   0      tail: u32, written by the producer only (alone on a 128-byte line)
 //!   128    head: u32, written by the consumer only (alone on a 128-byte line)
 //!   256    64 slots × 1024 bytes
+//! bell region (a worker's, or the engine's)
+//!   0      doorbell: u32
 //! ```
+//!
+//! The lease words are written by the engine only: it publishes a lease there after it sent
+//! the lease's own region to both ends, and clears the words when the lease is over (only if
+//! they still name that lease). A worker that writes them harms only itself: it would look
+//! for leases it was never given.
 //!
 //! **Ordering.** Counters run free and wrap; slot = counter mod 64; empty when `head == tail`,
 //! full when `tail − head == 64`. The producer writes a slot, then publishes it with
@@ -33,7 +45,7 @@
 //! **One producer and one consumer per ring.** A [`RingFile`] is split once, by the side that
 //! holds it ([`RingFile::into_engine_side`] or [`RingFile::into_worker_side`]), into the
 //! [`Producer`] and [`Consumer`] of its two rings — neither is `Clone` — and a [`SharedRing`]
-//! handle for the doorbells and lanes, which only use atomic words.
+//! handle for the lease words, which only uses atomic words.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -52,19 +64,20 @@ use crate::shared_map::SharedMap;
 pub const SLOTS: u32 = 64;
 const LINE: usize = 128;
 const RING_BYTES: usize = 2 * LINE + SLOTS as usize * MESSAGE_SIZE;
-/// Offset of the worker's doorbell in a ring region.
-pub const WORKER_BELL: usize = 0;
-/// Offset of the inbound control words (see [`crate::lane`]).
-pub const INBOUND_CONTROL: usize = LINE;
+/// Offset of the lease words in a ring region (see [`crate::lane`]): the inbound lease, then
+/// one lease per lane.
+pub const LEASE_WORDS: usize = 0;
 /// Offset of the engine → worker ring.
-pub const TO_WORKER: usize = 2 * LINE;
+pub const TO_WORKER: usize = LINE;
 /// Offset of the worker → engine ring.
 pub const TO_ENGINE: usize = TO_WORKER + RING_BYTES;
-/// End of the two rings; the inbound slot and the lanes follow (see [`crate::lane`]).
+/// End of the two rings: the size of a ring region.
 pub const RINGS_END: usize = TO_ENGINE + RING_BYTES;
 /// Size of a ring region.
-pub const RING_FILE_BYTES: usize = crate::lane::LANES_END;
-/// Size of the engine's doorbell region.
+pub const RING_FILE_BYTES: usize = RINGS_END;
+/// Offset of the doorbell in a bell region.
+pub const BELL: usize = 0;
+/// Size of a bell region (a worker's or the engine's doorbell).
 pub const BELL_FILE_BYTES: usize = LINE;
 
 /// A ring inside a shared mapping (keeps the mapping alive).
@@ -198,7 +211,7 @@ impl RingFile {
         Ok((RingFile { map: Arc::new(map) }, fd))
     }
 
-    /// Maps a ring region received as `fd` (worker side, or a peer's for a lane).
+    /// Maps a ring region received as `fd` (worker side).
     pub fn from_fd(fd: &OwnedFd) -> Result<RingFile> {
         Ok(RingFile {
             map: Arc::new(SharedMap::from_fd(fd, RING_FILE_BYTES, "ring region")?),
@@ -243,7 +256,7 @@ impl RingFile {
     }
 
     /// The engine's ends: the producer of the engine → worker ring, the consumer of the
-    /// worker → engine ring, and the shared words.
+    /// worker → engine ring, and the lease words.
     pub fn into_engine_side(self) -> (Producer, Consumer, SharedRing) {
         (
             Producer::new(&self.map, TO_WORKER),
@@ -253,7 +266,7 @@ impl RingFile {
     }
 
     /// The worker's ends: the producer of the worker → engine ring, the consumer of the
-    /// engine → worker ring, and the shared words.
+    /// engine → worker ring, and the lease words.
     pub fn into_worker_side(self) -> (Producer, Consumer, SharedRing) {
         (
             Producer::new(&self.map, TO_ENGINE),
@@ -261,15 +274,10 @@ impl RingFile {
             SharedRing { map: self.map },
         )
     }
-
-    /// Only the shared words: a peer's region, mapped for a direct lane.
-    pub fn into_peer(self) -> SharedRing {
-        SharedRing { map: self.map }
-    }
 }
 
-/// The parts of a ring region that several parties use through atomic words only: the
-/// worker's doorbell, its inbound control and its lanes (see [`crate::lane`]). `Clone`.
+/// The lease words of a ring region (see [`crate::lane`]): the engine publishes and clears
+/// leases there, the worker reads them. `Clone`.
 ///
 /// Generic over the memory only so that the `loom` model of the lanes runs this very code
 /// (see [`crate::region`]); everything else uses the default, shared memory.
@@ -292,47 +300,62 @@ impl<M: Region> std::fmt::Debug for SharedRing<M> {
 }
 
 impl<M: Region> SharedRing<M> {
-    /// The shared words of the ring region in `map` (a model of one, in the `loom` tests;
+    /// The lease words of the ring region in `map` (a model of one, in the `loom` tests;
     /// real regions come from [`RingFile`]).
     pub fn over(map: Arc<M>) -> SharedRing<M> {
         SharedRing { map }
     }
-
-    /// The worker's doorbell.
-    pub fn worker_bell(&self) -> Bell<M> {
-        Bell::new(&self.map, WORKER_BELL)
-    }
 }
 
-/// The engine's doorbell region.
+/// A doorbell's region: one futex word in a sealed memfd of its own ([`BELL_FILE_BYTES`]).
+/// Each worker has one (its holders get it to wake it), and so has the engine.
 #[derive(Debug, Clone)]
-pub struct EngineBell {
+pub struct BellRegion {
     map: Arc<SharedMap>,
 }
 
-impl EngineBell {
-    /// Creates it as a sealed memfd (engine side); returns it and the descriptor for workers.
-    pub fn create_sealed() -> Result<(EngineBell, OwnedFd)> {
-        let (map, fd) = SharedMap::create_sealed("gloam-engine-bell", BELL_FILE_BYTES)?;
-        Ok((EngineBell { map: Arc::new(map) }, fd))
+impl BellRegion {
+    /// Creates one as a sealed memfd named `name` (engine side); returns it and the
+    /// descriptor to hand out.
+    pub fn create_sealed(name: &str) -> Result<(BellRegion, OwnedFd)> {
+        let (map, fd) = SharedMap::create_sealed(name, BELL_FILE_BYTES)?;
+        Ok((BellRegion { map: Arc::new(map) }, fd))
     }
 
-    /// Maps the region received as `fd` (worker side).
-    pub fn from_fd(fd: &OwnedFd) -> Result<EngineBell> {
-        Ok(EngineBell {
-            map: Arc::new(SharedMap::from_fd(fd, BELL_FILE_BYTES, "engine bell")?),
+    /// Maps a bell region received as `fd`; `what` names it in errors.
+    pub fn from_fd(fd: &OwnedFd, what: &str) -> Result<BellRegion> {
+        Ok(BellRegion {
+            map: Arc::new(SharedMap::from_fd(fd, BELL_FILE_BYTES, what)?),
         })
     }
 
-    /// Creates it at `path` (tests).
-    pub fn create(path: &Path) -> Result<EngineBell> {
-        Ok(EngineBell {
+    /// Creates one at `path` (tests and benchmarks).
+    pub fn create(path: &Path) -> Result<BellRegion> {
+        Ok(BellRegion {
             map: Arc::new(SharedMap::create(path, BELL_FILE_BYTES)?),
         })
     }
 
+    /// Maps the one at `path` (tests and benchmarks).
+    pub fn open(path: &Path) -> Result<BellRegion> {
+        Ok(BellRegion {
+            map: Arc::new(SharedMap::open(path, BELL_FILE_BYTES)?),
+        })
+    }
+
+    /// One over memory this process already holds (tests, Miri, fuzz targets).
+    pub fn from_map(map: Arc<SharedMap>) -> Result<BellRegion> {
+        if map.len() < BELL_FILE_BYTES {
+            return Err(crate::Error::Internal(format!(
+                "a bell region needs {BELL_FILE_BYTES} bytes, the map has {}",
+                map.len()
+            )));
+        }
+        Ok(BellRegion { map })
+    }
+
     /// The doorbell.
     pub fn bell(&self) -> Bell {
-        Bell::new(&self.map, 0)
+        Bell::new(&self.map, BELL)
     }
 }

@@ -8,14 +8,15 @@
 //! `PR_SET_PDEATHSIG`; this covers workers started by hand). An idle worker thus wakes once a
 //! second, nothing more.
 //!
-//! The peers of direct lanes (see [`crate::lane`]) are the ring regions of other workers; the
-//! engine sends each one on the socket (a `PEER` message with its descriptor) before it
-//! publishes the lease that needs it, so a worker that does not know a peer yet reads the
-//! socket and finds it there.
+//! Direct lanes (see [`crate::lane`]) run over lease regions: the engine sends each on the
+//! socket (a `LEASE` message, see [`crate::lease`]) before it publishes the lease in this
+//! worker's ring region, so a worker that sees a lease it does not know yet reads the socket
+//! and finds it there — once per lease. A holder keeps the lease of each lane, a callee the
+//! lease it serves; a call in progress keeps its lease's mapping alive however the lease ends.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -24,11 +25,11 @@ use crate::channel::{Channel, Received, Wait};
 use crate::clock::now_ns;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ipc_root::{IpcPaths, PayloadSide};
-use crate::lane::{InboundCall, LaneGrant, LANES};
+use crate::lane::{InboundCall, LaneCall, LaneGrant, LANES};
+use crate::lease::{LeaseEnd, Leases, Role};
 use crate::protocol::{offset, Header, Kind, Message, PayloadLocation, MESSAGE_SIZE};
-use crate::ring::{self, Bell, Consumer, EngineBell, Producer, RingFile, SharedRing};
+use crate::ring::{self, Bell, BellRegion, Consumer, Producer, RingFile, SharedRing};
 use crate::shm;
-use crate::socket::{Blocking, MessageReader};
 use crate::tally::Tally;
 
 /// How long a sleeping worker goes between checks that the engine is alive.
@@ -43,8 +44,6 @@ const TALLY_CALLS: u32 = 64;
 /// A tally older than this is sent with the next call's answer (a sleeping callee sends it
 /// before it sleeps).
 const TALLY_AGE_NS: u64 = 10_000_000;
-/// Peer regions kept mapped (every lane's callee and a holder or two).
-const PEERS_KEPT: usize = 2 * LANES + 2;
 
 /// A tally being filled, and when its first call was counted (monotonic ns).
 #[derive(Default)]
@@ -53,25 +52,38 @@ struct OpenTally {
     since_ns: u64,
 }
 
-/// The peers the engine sent, newest last, and the socket reader they come from.
-#[derive(Default)]
-struct Peers {
-    reader: MessageReader,
-    known: Vec<(u32, SharedRing)>,
+/// What a lane's cache says, in one word: `lease << 32 | USABLE | function`, where `lease` is
+/// the lease last looked up for the lane and USABLE says its region is mapped (else the engine
+/// sent no such lease, and it is not looked up again).
+const USABLE: u64 = 1 << 16;
+
+fn known_usable(lease: u32, function_id: u16) -> u64 {
+    u64::from(lease) << 32 | USABLE | u64::from(function_id)
+}
+
+fn known_missing(lease: u32) -> u64 {
+    u64::from(lease) << 32
+}
+
+/// The receiving side, under one lock: the engine → worker ring and the lease this worker
+/// serves as a callee (the lease id last seen published, and its end if it was mapped).
+struct Rx {
+    consumer: Consumer,
+    inbound: Option<(u32, Option<Arc<LeaseEnd>>)>,
 }
 
 /// A logical worker's end of its ring region.
 pub struct RingChannel {
     shared: SharedRing,
     paths: IpcPaths,
-    /// The callee of each lane this worker holds, as last looked up (fast path).
-    lane_peers: [Mutex<Option<(u32, SharedRing)>>; LANES],
-    /// The holder of this worker's lease, as last looked up.
-    holder_peer: Mutex<Option<(u32, SharedRing)>>,
-    /// Every peer the engine sent.
-    peers: Mutex<Peers>,
-    /// The lane call in this worker's hands (taken from its inbound slot).
-    inbound: Mutex<Option<InboundCall>>,
+    /// The lease of each lane this worker holds, as last looked up.
+    lanes: [Mutex<Option<Arc<LeaseEnd>>>; LANES],
+    /// Each lane's cache in one word (see [`USABLE`]): the fast path reads only this.
+    lane_known: [AtomicU64; LANES],
+    /// The leases the engine sent and this worker has not used yet.
+    leases: Mutex<Leases>,
+    /// The lane call in this worker's hands (taken from its lease's inbound slot).
+    in_hand: Mutex<Option<(InboundCall, Arc<LeaseEnd>)>>,
     /// The lane calls answered since the last record, and since when.
     tally: Mutex<OpenTally>,
     /// The last message received came on the lane (not from the engine).
@@ -79,7 +91,7 @@ pub struct RingChannel {
     worker_id: u32,
     /// The payload limit, for checking the calls holders write.
     max_payload: u64,
-    rx: Mutex<Consumer>,
+    rx: Mutex<Rx>,
     tx: Mutex<Producer>,
     my_bell: Bell,
     engine_bell: Bell,
@@ -101,30 +113,36 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl RingChannel {
-    /// Maps worker `worker_id`'s ring region and the engine's doorbell, both received with
-    /// `WELCOME` (`max_payload` from its function table). `engine_socket` is the handshake socket (kept: the engine sends peers on it,
-    /// and its closing tells that the engine died).
+    /// Maps worker `worker_id`'s ring region, its doorbell region and the engine's doorbell
+    /// region, all received with `WELCOME` (`max_payload` from its function table).
+    /// `engine_socket` is the handshake socket (kept: the engine sends leases on it, and its
+    /// closing tells that the engine died).
     pub fn open_worker_side(
         paths: &IpcPaths,
         worker_id: u32,
         max_payload: u64,
         ring: &OwnedFd,
+        bell: &OwnedFd,
         engine_bell: &OwnedFd,
         engine_socket: OwnedFd,
     ) -> Result<RingChannel> {
         let (tx, rx, shared) = RingFile::from_fd(ring)?.into_worker_side();
-        let engine_bell = EngineBell::from_fd(engine_bell)?.bell();
+        let my_bell = BellRegion::from_fd(bell, "worker doorbell")?.bell();
+        let engine_bell = BellRegion::from_fd(engine_bell, "engine doorbell")?.bell();
         Ok(RingChannel {
-            rx: Mutex::new(rx),
+            rx: Mutex::new(Rx {
+                consumer: rx,
+                inbound: None,
+            }),
             tx: Mutex::new(tx),
-            my_bell: shared.worker_bell(),
+            my_bell,
             engine_bell,
             shared,
             paths: paths.clone(),
-            lane_peers: std::array::from_fn(|_| Mutex::new(None)),
-            holder_peer: Mutex::new(None),
-            peers: Mutex::new(Peers::default()),
-            inbound: Mutex::new(None),
+            lanes: std::array::from_fn(|_| Mutex::new(None)),
+            lane_known: std::array::from_fn(|_| AtomicU64::new(0)),
+            leases: Mutex::new(Leases::default()),
+            in_hand: Mutex::new(None),
             tally: Mutex::new(OpenTally::default()),
             lane_served: AtomicBool::new(false),
             worker_id,
@@ -140,7 +158,7 @@ impl RingChannel {
             self.engine_socket.as_fd(),
             PollFlags::from_bits_retain(libc::POLLRDHUP),
         )];
-        // The engine closing its end shows as RDHUP (or HUP/ERR); unread PEER messages are
+        // The engine closing its end shows as RDHUP (or HUP/ERR); unread LEASE messages are
         // only POLLIN, which is not asked for.
         matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
     }
@@ -149,54 +167,95 @@ impl RingChannel {
         Error::Shutdown("ring channel closed".into())
     }
 
-    /// Worker `worker`'s ring region, from `cache` or from the peers the engine sent; `None`
-    /// when the engine sent no such peer (the lease is stale).
-    fn peer(&self, cache: &Mutex<Option<(u32, SharedRing)>>, worker: u32) -> Option<SharedRing> {
-        let mut cached = lock(cache);
-        if let Some((id, ring)) = cached.as_ref() {
-            if *id == worker {
-                return Some(ring.clone());
-            }
-        }
-        let ring = self.find_peer(worker)?;
-        *cached = Some((worker, ring.clone()));
-        Some(ring)
+    /// This worker's end `role` of lease `lease`, from the socket (see [`Leases::take`]).
+    fn take_lease(&self, lease: u32, role: Role) -> Option<LeaseEnd> {
+        lock(&self.leases).take(lease, role, self.engine_socket.as_fd(), self.worker_id)
     }
 
-    /// Looks `worker` up among the peers the engine sent, reading the socket for new ones.
-    fn find_peer(&self, worker: u32) -> Option<SharedRing> {
-        let mut peers = lock(&self.peers);
-        let lookup = |known: &[(u32, SharedRing)]| {
-            known
-                .iter()
-                .rev()
-                .find(|(id, _)| *id == worker)
-                .map(|(_, r)| r.clone())
-        };
-        if let Some(r) = lookup(&peers.known) {
-            return Some(r);
+    /// Looks up lease `lease`, just published on lane `lane`: maps it (once) and returns the
+    /// lane's cache word.
+    fn map_lane(&self, lane: usize, lease: u32) -> u64 {
+        let mut slot = lock(&self.lanes[lane]);
+        let known = self.lane_known[lane].load(Ordering::Acquire);
+        if known >> 32 == u64::from(lease) {
+            // Another thread of this worker did it.
+            return known;
         }
-        loop {
-            match peers.reader.read(self.engine_socket.as_fd(), Blocking::No) {
-                Ok(Some(got)) => {
-                    let Some(peer) = peer_of(&got.bytes, &got.fds) else {
-                        tracing::warn!("ignored a malformed PEER message from the engine");
-                        continue;
-                    };
-                    if peers.known.len() >= PEERS_KEPT {
-                        peers.known.remove(0);
-                    }
-                    peers.known.push(peer);
-                }
-                Ok(None) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    tracing::debug!(error = %e, "reading peers from the engine socket");
-                    break;
-                }
+        let end = self
+            .take_lease(lease, Role::Holder)
+            .filter(|e| e.holder.lane == lane && e.holder.worker == self.worker_id);
+        let known = match &end {
+            Some(e) => known_usable(lease, e.grant.function_id),
+            None => known_missing(lease),
+        };
+        *slot = end.map(Arc::new);
+        self.lane_known[lane].store(known, Ordering::Release);
+        known
+    }
+
+    /// Starts a call to `function_id` on one of this worker's idle lanes: the call's token and
+    /// its lease, or `None` when the engine must carry the call.
+    fn begin_lane_call(&self, function_id: u16) -> Option<(LaneCall, Arc<LeaseEnd>)> {
+        for lane in 0..LANES {
+            let lease = self.shared.lane_lease(lane);
+            if lease == 0 {
+                continue;
+            }
+            let mut known = self.lane_known[lane].load(Ordering::Acquire);
+            if known >> 32 != u64::from(lease) {
+                known = self.map_lane(lane, lease);
+            }
+            if known != known_usable(lease, function_id) {
+                continue;
+            }
+            let Some(end) = lock(&self.lanes[lane]).clone() else {
+                continue;
+            };
+            if end.grant.lease != lease {
+                continue;
+            }
+            if let Some(call) = end.region.begin_call(lane, &end.grant) {
+                return Some((call, end));
             }
         }
-        lookup(&peers.known)
+        None
+    }
+
+    /// The lease this worker serves as a callee, if one is published and mapped; a newly
+    /// published one is looked up here (once).
+    fn inbound_end(
+        &self,
+        seen: &mut Option<(u32, Option<Arc<LeaseEnd>>)>,
+    ) -> Option<Arc<LeaseEnd>> {
+        let lease = self.shared.inbound_lease();
+        if lease == 0 {
+            return None;
+        }
+        match seen {
+            Some((l, end)) if *l == lease => end.clone(),
+            _ => {
+                let end = self
+                    .take_lease(lease, Role::Callee)
+                    .filter(|e| e.grant.callee == self.worker_id)
+                    .map(Arc::new);
+                *seen = Some((lease, end.clone()));
+                end
+            }
+        }
+    }
+
+    /// Whether a lane call waits in the inbound slot, or a new lease was published (it may
+    /// bring one).
+    fn inbound_pending(&self, seen: &Option<(u32, Option<Arc<LeaseEnd>>)>) -> bool {
+        let lease = self.shared.inbound_lease();
+        if lease == 0 {
+            return false;
+        }
+        match seen {
+            Some((l, Some(end))) if *l == lease => end.region.inbound_full(lease),
+            Some((l, None)) if *l == lease => false,
+            _ => true,
+        }
     }
 
     /// Publishes `msg` to the engine; rings the engine only when `notify` (the engine reads
@@ -247,18 +306,19 @@ impl RingChannel {
         }
     }
 
-    /// Waits for the answer to `call` until `deadline_ns` (0 = none).
+    /// Waits for the answer to `call` on lease `end` until `deadline_ns` (0 = none).
     fn wait_lane(
         &self,
-        call: crate::lane::LaneCall,
+        call: LaneCall,
+        end: &LeaseEnd,
         deadline_ns: u64,
         spin: Duration,
     ) -> Result<[u8; MESSAGE_SIZE]> {
         let mut out = [0u8; MESSAGE_SIZE];
-        let bell = self.shared.lane_bell(call.lane());
+        let (region, bell) = (&end.region, &end.lane_bell);
         loop {
-            if !self.shared.lane_waiting(&call) {
-                self.shared.take_lane_reply(call, &mut out);
+            if !region.waiting(&call) {
+                region.take_reply(call, &mut out);
                 return Ok(out);
             }
             let closed = self.closed.load(Ordering::Acquire);
@@ -267,7 +327,7 @@ impl RingChannel {
                 d => Duration::from_nanos(d.saturating_sub(now_ns())),
             };
             if closed || left.is_zero() {
-                if self.shared.abandon_lane_call(&call) {
+                if region.abandon(&call) {
                     return Err(if closed {
                         self.shutdown()
                     } else {
@@ -276,8 +336,7 @@ impl RingChannel {
                 }
                 continue;
             }
-            let waiting =
-                || self.shared.lane_waiting(&call) && !self.closed.load(Ordering::Acquire);
+            let waiting = || region.waiting(&call) && !self.closed.load(Ordering::Acquire);
             if ring::spin_until_with(spin.min(left), ring::YIELD_DIRECT, || !waiting()) {
                 continue;
             }
@@ -287,7 +346,7 @@ impl RingChannel {
                 continue;
             }
             bell.sleep(left.min(LIVENESS_CHECK));
-            if waiting() && self.engine_gone() && self.shared.abandon_lane_call(&call) {
+            if waiting() && self.engine_gone() && region.abandon(&call) {
                 return Err(Error::Shutdown("the engine went away".into()));
             }
         }
@@ -322,16 +381,6 @@ impl RingChannel {
     }
 }
 
-/// The (worker id, region) a `PEER` message names, if it is one with one descriptor.
-pub(crate) fn peer_of(bytes: &[u8; MESSAGE_SIZE], fds: &[OwnedFd]) -> Option<(u32, SharedRing)> {
-    let h = Header::decode(bytes, 0).ok()?;
-    if h.kind != Kind::Peer || fds.len() != 1 {
-        return None;
-    }
-    let ring = RingFile::from_fd(&fds[0]).ok()?.into_peer();
-    Some((h.worker_id, ring))
-}
-
 impl Channel for RingChannel {
     fn send(&self, msg: &[u8; MESSAGE_SIZE]) -> Result<()> {
         self.push(msg, true)
@@ -343,46 +392,41 @@ impl Channel for RingChannel {
         build: &mut dyn FnMut(&LaneGrant) -> [u8; MESSAGE_SIZE],
         spin: Duration,
     ) -> Option<Result<[u8; MESSAGE_SIZE]>> {
-        let call = self.shared.begin_lane_call(function_id)?;
-        let Some(callee) = self.peer(&self.lane_peers[call.lane()], call.grant().callee) else {
-            self.shared.cancel_lane_call(call);
-            return None;
-        };
+        let (call, end) = self.begin_lane_call(function_id)?;
         let msg = build(call.grant());
         let mut deadline = [0u8; 8];
         deadline.copy_from_slice(&msg[offset::DEADLINE_NS..offset::DEADLINE_NS + 8]);
-        callee.deliver_call(&call, &msg);
-        callee.worker_bell().notify();
-        Some(self.wait_lane(call, u64::from_le_bytes(deadline), spin))
+        end.region.deliver_call(&call, &msg);
+        if let Some(bell) = &end.callee_bell {
+            bell.notify();
+        }
+        Some(self.wait_lane(call, &end, u64::from_le_bytes(deadline), spin))
     }
 
     fn answer_lane(&self, h: &Header, answer: &[u8; MESSAGE_SIZE]) -> Result<()> {
-        let Some(call) = lock(&self.inbound).take() else {
+        let Some((call, end)) = lock(&self.in_hand).take() else {
             return Err(Error::Internal(
                 "a lane answer with no lane call in hand".into(),
             ));
         };
         let holder = call.holder();
-        self.shared.finish_inbound(&call);
-        let answered = self.peer(&self.holder_peer, holder.worker).map(|ring| {
-            let a = ring.answer_lane(call, answer);
-            if a.delivered {
-                ring.lane_bell(holder.lane).notify();
-            }
-            a
-        });
-        let delivered = answered.is_some_and(|a| a.delivered);
-        if !delivered && h.kind == Kind::Complete && h.payload_loc == PayloadLocation::Shm {
+        end.region.finish_inbound(&call);
+        let answered = end.region.answer(call, answer);
+        if answered.delivered {
+            end.lane_bell.notify();
+        }
+        if !answered.delivered && h.kind == Kind::Complete && h.payload_loc == PayloadLocation::Shm
+        {
             // Nobody will read the output file.
             shm::remove_call(&self.paths, h.call_id(), PayloadSide::Output);
         }
-        let outcome = match (answered, h.kind) {
+        let outcome = match h.kind {
             // The holder gave up at the deadline: for the engine's counts the call timed out.
-            (Some(a), _) if !a.delivered => Some(ErrorKind::Timeout),
-            (_, Kind::Failed) => Some(h.status.unwrap_or(ErrorKind::Internal)),
+            _ if !answered.delivered => Some(ErrorKind::Timeout),
+            Kind::Failed => Some(h.status.unwrap_or(ErrorKind::Internal)),
             _ => None,
         };
-        let lease_ended = answered.is_none_or(|a| a.lease_ended);
+        let lease_ended = answered.lease_ended;
         let now = now_ns();
         let mut open = lock(&self.tally);
         let other = open.tally.holder != holder.worker || open.tally.lease != holder.lease;
@@ -417,25 +461,28 @@ impl Channel for RingChannel {
             Wait::Timeout(d) => Some(Instant::now() + d),
             _ => None,
         };
-        let mut rx = lock(&self.rx);
+        let mut guard = lock(&self.rx);
+        let rx = &mut *guard;
         loop {
             if self.closed.load(Ordering::Acquire) {
                 return Err(self.shutdown());
             }
-            if rx.try_pop(buf) {
+            if rx.consumer.try_pop(buf) {
                 self.lane_served.store(false, Ordering::Relaxed);
                 return Ok(Received::Message);
             }
-            if let Some(call) = self.shared.take_inbound(buf) {
-                *lock(&self.inbound) = Some(call);
-                self.lane_served.store(true, Ordering::Relaxed);
-                match self.check_inbound(buf) {
-                    Ok(()) => return Ok(Received::Message),
-                    // The holder wrote something that is no call: it gets a failure, and
-                    // this worker goes on serving.
-                    Err(why) => self.refuse_inbound(&why)?,
+            if let Some(end) = self.inbound_end(&mut rx.inbound) {
+                if let Some(call) = end.region.take_inbound(end.holder, buf) {
+                    *lock(&self.in_hand) = Some((call, end));
+                    self.lane_served.store(true, Ordering::Relaxed);
+                    match self.check_inbound(buf) {
+                        Ok(()) => return Ok(Received::Message),
+                        // The holder wrote something that is no call: it gets a failure, and
+                        // this worker goes on serving.
+                        Err(why) => self.refuse_inbound(&why)?,
+                    }
+                    continue;
                 }
-                continue;
             }
             if self.woken.swap(false, Ordering::AcqRel) {
                 return Ok(Received::Woken);
@@ -451,10 +498,10 @@ impl Channel for RingChannel {
                 }
                 _ => LIVENESS_CHECK,
             };
-            let interrupted = || {
+            let interrupted = |inbound: &Option<(u32, Option<Arc<LeaseEnd>>)>| {
                 self.closed.load(Ordering::Acquire)
                     || self.woken.load(Ordering::Acquire)
-                    || self.shared.inbound_full()
+                    || self.inbound_pending(inbound)
             };
             // A callee serving a lane expects its next call from the holder alone.
             let cadence = if self.lane_served.load(Ordering::Relaxed) {
@@ -463,18 +510,18 @@ impl Channel for RingChannel {
                 ring::YIELD_SHARED
             };
             if ring::spin_until_with(spin.min(left), cadence, || {
-                rx.has_message() || interrupted()
+                rx.consumer.has_message() || interrupted(&rx.inbound)
             }) {
                 continue;
             }
             self.flush_tally();
             self.my_bell.prepare_sleep();
-            if rx.has_message() || interrupted() {
+            if rx.consumer.has_message() || interrupted(&rx.inbound) {
                 self.my_bell.cancel_sleep();
                 continue;
             }
             self.my_bell.sleep(left.min(LIVENESS_CHECK));
-            if !rx.has_message() && !interrupted() && self.engine_gone() {
+            if !rx.consumer.has_message() && !interrupted(&rx.inbound) && self.engine_gone() {
                 return Err(Error::Shutdown("the engine went away".into()));
             }
         }
@@ -489,15 +536,10 @@ impl Channel for RingChannel {
         self.flush_tally();
         self.closed.store(true, Ordering::Release);
         self.my_bell.force_wake();
-        for lane in 0..LANES {
-            self.shared.lane_bell(lane).force_wake();
+        for lane in &self.lanes {
+            if let Some(end) = lock(lane).as_ref() {
+                end.lane_bell.force_wake();
+            }
         }
     }
-}
-
-/// A `PEER` message for worker `worker` (its descriptor travels beside it).
-pub fn peer_message(worker: u32) -> Message {
-    let mut h = Header::new(Kind::Peer);
-    h.worker_id = worker;
-    Message::new(h)
 }

@@ -1,7 +1,8 @@
 //! Whole messages with file descriptors over the engine socket (a Unix stream socket).
 //!
-//! The engine hands shared memory out by descriptor (`SCM_RIGHTS`): a worker's ring region
-//! and the engine's doorbell with `WELCOME`, a peer's ring region with each `PEER` message.
+//! The engine hands shared memory out by descriptor (`SCM_RIGHTS`): a worker's ring region and
+//! the doorbell regions with `WELCOME`, a lease's region (and for its holder, the callee's
+//! doorbell region) with each `LEASE` message.
 //! A stream socket may split a message across reads; the descriptors arrive with the read
 //! that returns the message's first byte, so [`MessageReader`] keeps a partial message and
 //! its descriptors together until the message is whole.

@@ -23,7 +23,7 @@
 //!   (`prepare_sleep`, look, [`Bell::force_wake`] if a message came): a message published
 //!   meanwhile is not lost either.
 //! - *The model has teeth.* The same handshake over a region whose fences do nothing
-//!   ([`ModelRegion::without_fences`]) loses a wake-up, and loom finds it.
+//!   ([`ModelRegion::bell_without_fences`]) loses a wake-up, and loom finds it.
 #![cfg(loom)]
 
 use std::sync::atomic::Ordering;
@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use gloam_core::bell::Bell;
 use gloam_core::model::ModelRegion;
-use gloam_core::ring::WORKER_BELL;
+use gloam_core::ring::BELL;
 use loom::sync::atomic::AtomicU32;
 use loom::thread;
 
@@ -62,7 +62,7 @@ impl Rig {
     fn new(region: ModelRegion) -> Arc<Rig> {
         let region = Arc::new(region);
         Arc::new(Rig {
-            bell: Bell::new(&region, WORKER_BELL),
+            bell: Bell::new(&region, BELL),
             region,
             tails: [AtomicU32::new(0), AtomicU32::new(0)],
         })
@@ -105,14 +105,14 @@ impl Rig {
     }
 
     fn wakes(&self) -> u32 {
-        self.region.wakes(WORKER_BELL)
+        self.region.wakes(BELL)
     }
 }
 
 #[test]
 fn a_published_message_is_never_slept_through() {
     check(|| {
-        let rig = Rig::new(ModelRegion::new(0));
+        let rig = Rig::new(ModelRegion::bell());
         let producer = {
             let rig = rig.clone();
             thread::spawn(move || rig.produce(0, 2))
@@ -130,7 +130,7 @@ fn a_published_message_is_never_slept_through() {
 #[test]
 fn two_producers_on_one_bell_pay_for_one_wake_per_sleep() {
     check(|| {
-        let rig = Rig::new(ModelRegion::new(0));
+        let rig = Rig::new(ModelRegion::bell());
         let producers: Vec<_> = (0..2)
             .map(|ring| {
                 let rig = rig.clone();
@@ -152,7 +152,7 @@ fn two_producers_on_one_bell_pay_for_one_wake_per_sleep() {
 #[test]
 fn an_awake_consumer_costs_its_producer_no_wake() {
     check(|| {
-        let rig = Rig::new(ModelRegion::new(0));
+        let rig = Rig::new(ModelRegion::bell());
         let producer = {
             let rig = rig.clone();
             thread::spawn(move || rig.produce(0, 2))
@@ -169,7 +169,7 @@ fn an_awake_consumer_costs_its_producer_no_wake() {
 #[test]
 fn a_taken_over_bell_is_given_back_without_losing_a_message() {
     check(|| {
-        let rig = Rig::new(ModelRegion::new(0));
+        let rig = Rig::new(ModelRegion::bell());
         let producer = {
             let rig = rig.clone();
             thread::spawn(move || rig.produce(0, 1))
@@ -196,7 +196,7 @@ fn a_taken_over_bell_is_given_back_without_losing_a_message() {
 #[should_panic(expected = "deadlock")]
 fn without_its_fences_the_handshake_loses_a_wake_up() {
     check(|| {
-        let rig = Rig::new(ModelRegion::without_fences(0));
+        let rig = Rig::new(ModelRegion::bell_without_fences());
         let producer = {
             let rig = rig.clone();
             thread::spawn(move || rig.produce(0, 1))

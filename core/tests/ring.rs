@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use gloam_core::channel::{Channel, Received, Wait};
 use gloam_core::ipc_root::IpcPaths;
 use gloam_core::protocol::{offset, INLINE_CAPACITY, MESSAGE_SIZE};
-use gloam_core::ring::{self, Bell, RingFile, SLOTS};
+use gloam_core::ring::{self, Bell, BellRegion, RingFile, SLOTS};
 use gloam_core::ring_channel::RingChannel;
 use gloam_core::ErrorKind;
 
@@ -89,13 +89,16 @@ fn sleeping_consumer_is_woken_by_the_producer() {
     let dir = tempfile::tempdir().unwrap();
     let file = RingFile::create(&dir.path().join("w.ring")).unwrap();
     let worker = RingFile::open(&dir.path().join("w.ring")).unwrap();
+    let bell = BellRegion::create(&dir.path().join("w.bell"))
+        .unwrap()
+        .bell();
+    let worker_bell = BellRegion::open(&dir.path().join("w.bell")).unwrap();
     let (tx_done, done) = mpsc::channel();
-    let (mut tx, _, shared) = file.into_engine_side();
-    let bell = shared.worker_bell();
+    let (mut tx, _, _) = file.into_engine_side();
     let consumer = {
         std::thread::spawn(move || {
-            let (_, mut rx, shared) = worker.into_worker_side();
-            let bell = shared.worker_bell();
+            let (_, mut rx, _) = worker.into_worker_side();
+            let bell = worker_bell.bell();
             let mut out = [0u8; MESSAGE_SIZE];
             let mut sleeps = 0;
             for expected in 0..200u64 {
@@ -133,8 +136,10 @@ fn sleeping_consumer_is_woken_by_the_producer() {
 /// Child: echoes every message of the to-worker ring back on the to-engine ring.
 fn echo_child(path: &str) {
     let file = RingFile::open(std::path::Path::new(path)).unwrap();
-    let (mut tx, mut rx, shared) = file.into_worker_side();
-    let bell = shared.worker_bell();
+    let (mut tx, mut rx, _) = file.into_worker_side();
+    let bell = BellRegion::open(&std::path::Path::new(path).with_extension("bell"))
+        .unwrap()
+        .bell();
     let mut out = [0u8; MESSAGE_SIZE];
     loop {
         if !ring::spin_until(Duration::from_micros(50), || rx.has_message()) {
@@ -177,9 +182,11 @@ fn cross_process_stress_no_loss_no_duplication() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.ring");
     let file = RingFile::create(&path).unwrap();
+    let bell: Bell = BellRegion::create(&path.with_extension("bell"))
+        .unwrap()
+        .bell();
     let mut child = spawn_echo(&path);
-    let (mut tx, mut rx, shared) = file.into_engine_side();
-    let bell: Bell = shared.worker_bell();
+    let (mut tx, mut rx, _) = file.into_engine_side();
     let total: u64 = 300_000;
     let (mut sent, mut got) = (0u64, 0u64);
     let mut out = [0u8; MESSAGE_SIZE];
@@ -215,11 +222,19 @@ fn a_sleeping_worker_notices_that_the_engine_died() {
     let dir = tempfile::tempdir().unwrap();
     let paths = IpcPaths::new(dir.path());
     let (_engine_ring, ring_fd) = RingFile::create_sealed("ring").unwrap();
-    let (_engine_bell, bell_fd) = ring::EngineBell::create_sealed().unwrap();
+    let (_worker_bell, bell_fd) = BellRegion::create_sealed("bell").unwrap();
+    let (_engine_bell, engine_bell_fd) = BellRegion::create_sealed("engine-bell").unwrap();
     let (engine_sock, worker_sock) = UnixStream::pair().unwrap();
-    let ch =
-        RingChannel::open_worker_side(&paths, 4, 1 << 20, &ring_fd, &bell_fd, worker_sock.into())
-            .unwrap();
+    let ch = RingChannel::open_worker_side(
+        &paths,
+        4,
+        1 << 20,
+        &ring_fd,
+        &bell_fd,
+        &engine_bell_fd,
+        worker_sock.into(),
+    )
+    .unwrap();
     let (tx, rx) = mpsc::channel();
     let waiter = std::thread::spawn(move || {
         let mut buf = [0u8; MESSAGE_SIZE];

@@ -59,6 +59,8 @@ pub struct Engine {
     next_external: AtomicU32,
     launchers: Mutex<HashMap<u16, Launcher>>,
     poller: Option<Arc<RingPoller>>,
+    /// The regions of the direct-lane leases in force.
+    lease_regions: crate::lanes::LeaseRegions,
     async_calls: std::sync::OnceLock<Arc<crate::async_calls::AsyncCalls>>,
 }
 
@@ -113,6 +115,7 @@ impl Engine {
             next_external: AtomicU32::new(1),
             launchers: Mutex::new(HashMap::new()),
             poller,
+            lease_regions: crate::lanes::LeaseRegions::default(),
             async_calls: std::sync::OnceLock::new(),
         });
         if let Some(p) = &engine.poller {
@@ -127,6 +130,11 @@ impl Engine {
     /// The ring poller, with the ring transport.
     pub(crate) fn poller(&self) -> Option<&Arc<RingPoller>> {
         self.poller.as_ref()
+    }
+
+    /// The regions of the direct-lane leases in force.
+    pub(crate) fn lease_regions(&self) -> &crate::lanes::LeaseRegions {
+        &self.lease_regions
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, EngineState> {
@@ -357,16 +365,19 @@ impl Engine {
                 reason,
             } => self.kill(worker, function_id, group, &reason),
             Action::Grant(lease) => {
-                if !crate::lanes::grant(&lease) {
+                if !crate::lanes::grant(&self.lease_regions, &lease) {
                     ended.push(lease.id);
                 }
             }
             Action::Revoke { lease, holder_gone } => {
-                if crate::lanes::revoke(&lease, holder_gone) {
+                if crate::lanes::revoke(&self.lease_regions, &lease, holder_gone) {
                     ended.push(lease.id);
                 }
             }
-            Action::FailLane { lease, text } => crate::lanes::fail(&lease, &text),
+            Action::FailLane { lease, text } => {
+                crate::lanes::fail(&self.lease_regions, &lease, &text)
+            }
+            Action::LeaseOver(id) => crate::lanes::over(&self.lease_regions, id),
         }
     }
 
@@ -555,11 +566,6 @@ impl Engine {
             .collect();
         found.sort();
         found
-    }
-
-    /// The link of worker `worker`, with the ring transport.
-    pub(crate) fn ring_link(&self, worker: WorkerId) -> Option<Arc<crate::transport::RingLink>> {
-        self.poller.as_ref()?.link(worker)
     }
 }
 

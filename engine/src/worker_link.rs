@@ -3,8 +3,8 @@
 //!
 //! The worker's process is known from the socket's credentials (`SO_PEERCRED`), not from
 //! what it says; its process group tells which of the launcher's processes it belongs to.
-//! With the ring transport, `WELCOME` carries the worker's ring region and the engine's
-//! doorbell as descriptors.
+//! With the ring transport, `WELCOME` carries three descriptors: the worker's ring region, its
+//! doorbell region and the engine's doorbell region.
 
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Arc;
@@ -212,8 +212,9 @@ fn make_link(
     Ok((Arc::new(WorkerLink::Fifo(FifoLink::new(id, tx))), Some(rx)))
 }
 
-/// Sends `WELCOME` (with the ring region and the engine's doorbell as descriptors, for the
-/// ring transport) and the function table, then waits for `READY`.
+/// Sends `WELCOME` (with the ring region, the worker's doorbell region and the engine's
+/// doorbell region as descriptors, for the ring transport) and the function table, then waits
+/// for `READY`.
 async fn welcome(
     engine: &Engine,
     sock: &mut UnixStream,
@@ -230,7 +231,11 @@ async fn welcome(
     let fds = match (link, engine.poller()) {
         (WorkerLink::Ring(ring), Some(poller)) => {
             h.flags |= flags::RING;
-            vec![ring.region().as_raw_fd(), poller.bell_region().as_raw_fd()]
+            vec![
+                ring.region().as_raw_fd(),
+                ring.bell_region().as_raw_fd(),
+                poller.bell_region().as_raw_fd(),
+            ]
         }
         _ => Vec::new(),
     };

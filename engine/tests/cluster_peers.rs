@@ -163,6 +163,8 @@ fn bad_peers_are_refused_or_dropped_and_the_gateway_keeps_serving() {
         let mut s = connect(&gw.engines);
         send(&mut s, &hello(TOKEN, VERSION, sink(16)));
         assert!(matches!(read_frame(&mut s), Some(Frame::Welcome(_))));
+        // WELCOME goes out before the peer's functions are in the routing table.
+        gw.wait_serving(2, Duration::from_secs(10));
         let stop = Arc::new(AtomicBool::new(false));
         let pinger = {
             let (mut w, stop) = (s.try_clone().expect("clone"), stop.clone());

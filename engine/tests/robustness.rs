@@ -114,6 +114,7 @@ fn worker_channel(stack: &Stack, sock: &mut UnixStream, welcome: &Welcome) -> Bo
                 1 << 24,
                 &welcome.fds[0],
                 &welcome.fds[1],
+                &welcome.fds[2],
                 watch.into(),
             )
             .unwrap(),

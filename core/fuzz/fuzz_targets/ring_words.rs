@@ -1,86 +1,144 @@
-//! Ring and lane words as a peer may write them: a worker's ring region and a peer's (on the
-//! heap, as `SharedMap::on_heap`) get arbitrary words and slot bytes between the operations
-//! every party runs on them — the ring consumer and producer of both sides, the doorbells,
-//! and the lanes' holder, callee and engine operations. Whatever the peer wrote, no operation
-//! may panic, overflow or touch memory out of the region (the maps' own bounds checks
-//! panic), and every message popped or taken decodes or names an error.
+//! Ring and lane words as a peer may write them: a worker's ring region, a lease region and
+//! a doorbell region (on the heap, as `SharedMap::on_heap`) get arbitrary words and slot bytes
+//! between the operations every party runs on them — the ring consumer and producer of both
+//! sides, the doorbells, the engine's lease words, and the lanes' holder, callee and engine
+//! operations. Whatever was written, no operation may panic, overflow or touch memory out of
+//! its region (the maps' own bounds checks panic), and every message popped or taken decodes
+//! or names an error.
 #![no_main]
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use gloam_core::lane::{InboundCall, LaneCall, LaneGrant, LANES};
+use gloam_core::lane::{
+    Holder, InboundCall, LaneCall, LaneGrant, LeaseRegion, LANES, LEASE_FILE_BYTES,
+};
 use gloam_core::protocol::{Message, DEFAULT_MAX_PAYLOAD, MESSAGE_SIZE};
 use gloam_core::ring::{
-    Bell, Consumer, Producer, RingFile, SharedRing, INBOUND_CONTROL, RINGS_END, RING_FILE_BYTES,
-    TO_ENGINE, TO_WORKER,
+    Bell, BellRegion, Consumer, Producer, RingFile, SharedRing, BELL_FILE_BYTES, LEASE_WORDS,
+    RING_FILE_BYTES, TO_ENGINE, TO_WORKER,
 };
 use gloam_core::shared_map::SharedMap;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 
-/// Where a lane's control line starts (the layout in `core/src/lane.rs`).
-fn lane_control(lane: usize) -> usize {
-    RINGS_END + MESSAGE_SIZE + lane * (128 + MESSAGE_SIZE)
+/// The words the protocols read: ring counters, lease words, a lease region's words.
+fn control_word(which: u8) -> (Target, usize) {
+    let which = usize::from(which);
+    let ring = [TO_WORKER, TO_WORKER + 128, TO_ENGINE, TO_ENGINE + 128];
+    let lease = [0, 4, 8, 12, 16, 20, 64, 128];
+    match which % 3 {
+        0 => (Target::Ring, ring[which / 3 % ring.len()]),
+        1 => (Target::Ring, LEASE_WORDS + 4 * (which / 3 % (LANES + 1))),
+        _ => (Target::Lease, lease[which / 3 % lease.len()]),
+    }
 }
 
-/// The words the protocols read: ring counters, inbound control, lane control words.
-fn control_word(which: u8) -> usize {
-    let which = usize::from(which);
-    let fixed = [
-        TO_WORKER,
-        TO_WORKER + 128,
-        TO_ENGINE,
-        TO_ENGINE + 128,
-        INBOUND_CONTROL,
-        INBOUND_CONTROL + 4,
-        INBOUND_CONTROL + 8,
-        0,
-    ];
-    match fixed.get(which) {
-        Some(&o) => o,
-        None => {
-            let lane = (which / 5) % LANES;
-            lane_control(lane) + [0, 4, 8, 16, 64][which % 5]
-        }
-    }
+/// Which region a peer writes.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum Target {
+    Ring,
+    Lease,
+    Bell,
 }
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    /// The peer writes any word of a region.
-    Word { peer: bool, index: u32, value: u32 },
-    /// The peer writes a word the protocols read.
-    Control { peer: bool, which: u8, value: u32 },
-    /// The peer writes 8 bytes anywhere (slots included).
-    Bytes { peer: bool, index: u32, value: u64 },
+    /// A peer writes any word of a region.
+    Word {
+        target: Target,
+        index: u32,
+        value: u32,
+    },
+    /// A peer writes a word the protocols read.
+    Control {
+        which: u8,
+        value: u32,
+    },
+    /// A peer writes 8 bytes anywhere (slots included).
+    Bytes {
+        target: Target,
+        index: u32,
+        value: u64,
+    },
     /// A producer publishes a message.
-    Push { engine: bool, head: [u8; 64], fill: u8 },
+    Push {
+        engine: bool,
+        head: [u8; 64],
+        fill: u8,
+    },
     /// A consumer takes one.
-    Pop { engine: bool },
-    /// A doorbell operation.
-    Bell { peer: bool, lane: Option<u8>, op: u8 },
-    /// Holder: starts a lane call.
-    Begin { function: u16 },
-    /// Holder: writes the call into the peer's inbound slot.
-    Deliver { call: u8, head: [u8; 64] },
-    /// Holder: looks, gives up, gives back, takes the answer.
-    Waiting { call: u8 },
-    Abandon { call: u8 },
-    Cancel { call: u8 },
-    TakeReply { call: u8 },
-    /// Callee: takes, finishes and answers its inbound call (into the peer's lane).
-    TakeInbound,
+    Pop {
+        engine: bool,
+    },
+    /// A doorbell operation: the worker's, or the lease's lane doorbell.
+    Bell {
+        lane: bool,
+        op: u8,
+    },
+    /// Holder: starts a call on the lease (as granted `lease`).
+    Begin {
+        lane: u8,
+        lease: u32,
+    },
+    /// Holder: writes the call into the inbound slot.
+    Deliver {
+        call: u8,
+        head: [u8; 64],
+    },
+    /// Holder: looks, gives up, takes the answer.
+    Waiting {
+        call: u8,
+    },
+    Abandon {
+        call: u8,
+    },
+    TakeReply {
+        call: u8,
+    },
+    /// Callee: takes (as lease `lease`), finishes and answers its inbound call.
+    TakeInbound {
+        lease: u32,
+        lane: u8,
+    },
     Finish,
-    Answer { head: [u8; 64] },
-    Full,
-    /// Engine: on this worker's lanes (the peer as callee).
-    Grant { lane: u8, lease: u32, function: u16, holder: u32, timeout_ms: u32 },
-    Revoke { lane: u8, lease: u32 },
-    Fail { lane: u8, lease: u32, head: [u8; 64] },
-    Reusable { lane: u8 },
-    Busy { peer: bool, lease: u32 },
-    InboundHeader { peer: bool },
+    Answer {
+        head: [u8; 64],
+    },
+    Full {
+        lease: u32,
+    },
+    /// Engine: on the lease region and the lease words.
+    Grant {
+        lane: u8,
+        lease: u32,
+        function: u16,
+        holder: u32,
+        timeout_ms: u32,
+    },
+    Revoke {
+        lease: u32,
+    },
+    Fail {
+        lease: u32,
+        head: [u8; 64],
+    },
+    Busy {
+        lease: u32,
+    },
+    InboundHeader,
+    Publish {
+        lane: Option<u8>,
+        lease: u32,
+    },
+    Clear {
+        lane: Option<u8>,
+        lease: u32,
+    },
+    /// Worker: reads its lease words.
+    Leases {
+        lane: u8,
+    },
 }
 
 fn message(head: &[u8; 64], fill: u8) -> [u8; MESSAGE_SIZE] {
@@ -89,15 +147,15 @@ fn message(head: &[u8; 64], fill: u8) -> [u8; MESSAGE_SIZE] {
     m
 }
 
-struct Side {
-    map: Arc<SharedMap>,
-    shared: SharedRing,
-}
-
 struct World {
-    me: Side,
-    peer: Side,
-    /// This worker's ends of its rings, and the engine's.
+    ring: Arc<SharedMap>,
+    lease_map: Arc<SharedMap>,
+    bell_map: Arc<SharedMap>,
+    /// The ring region's lease words (the worker's and the engine's view are the same words).
+    words: SharedRing,
+    lease: LeaseRegion,
+    bell: Bell,
+    /// The worker's ends of its rings, and the engine's.
     worker: (Producer, Consumer),
     engine: (Producer, Consumer),
     calls: Vec<LaneCall>,
@@ -106,17 +164,18 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let me = Arc::new(SharedMap::on_heap(RING_FILE_BYTES));
-        let peer = Arc::new(SharedMap::on_heap(RING_FILE_BYTES));
-        let (wtx, wrx, shared) = RingFile::from_map(me.clone()).unwrap().into_worker_side();
-        let (etx, erx, _) = RingFile::from_map(me.clone()).unwrap().into_engine_side();
-        let peer_shared = RingFile::from_map(peer.clone()).unwrap().into_peer();
+        let ring = Arc::new(SharedMap::on_heap(RING_FILE_BYTES));
+        let lease_map = Arc::new(SharedMap::on_heap(LEASE_FILE_BYTES));
+        let bell_map = Arc::new(SharedMap::on_heap(BELL_FILE_BYTES));
+        let (wtx, wrx, words) = RingFile::from_map(ring.clone()).unwrap().into_worker_side();
+        let (etx, erx, _) = RingFile::from_map(ring.clone()).unwrap().into_engine_side();
         World {
-            me: Side { map: me, shared },
-            peer: Side {
-                map: peer,
-                shared: peer_shared,
-            },
+            lease: LeaseRegion::from_map(lease_map.clone()).unwrap(),
+            bell: BellRegion::from_map(bell_map.clone()).unwrap().bell(),
+            ring,
+            lease_map,
+            bell_map,
+            words,
             worker: (wtx, wrx),
             engine: (etx, erx),
             calls: Vec::new(),
@@ -124,11 +183,11 @@ impl World {
         }
     }
 
-    fn side(&self, peer: bool) -> &Side {
-        if peer {
-            &self.peer
-        } else {
-            &self.me
+    fn map(&self, target: Target) -> &SharedMap {
+        match target {
+            Target::Ring => &self.ring,
+            Target::Lease => &self.lease_map,
+            Target::Bell => &self.bell_map,
         }
     }
 
@@ -146,21 +205,30 @@ impl World {
     fn run(&mut self, op: Op) {
         let mut out = [0u8; MESSAGE_SIZE];
         match op {
-            Op::Word { peer, index, value } => {
-                let s = self.side(peer);
-                let at = (index as usize % (RING_FILE_BYTES / 4)) * 4;
-                s.map.word(at).store(value, std::sync::atomic::Ordering::Relaxed);
-            }
-            Op::Control { peer, which, value } => {
-                let s = self.side(peer);
-                s.map
-                    .word(control_word(which))
+            Op::Word {
+                target,
+                index,
+                value,
+            } => {
+                let m = self.map(target);
+                let at = (index as usize % (m.len() / 4)) * 4;
+                m.word(at)
                     .store(value, std::sync::atomic::Ordering::Relaxed);
             }
-            Op::Bytes { peer, index, value } => {
-                let s = self.side(peer);
-                let at = (index as usize % (RING_FILE_BYTES / 8)) * 8;
-                s.map.store(at, &value.to_ne_bytes(), 8);
+            Op::Control { which, value } => {
+                let (target, at) = control_word(which);
+                self.map(target)
+                    .word(at)
+                    .store(value, std::sync::atomic::Ordering::Relaxed);
+            }
+            Op::Bytes {
+                target,
+                index,
+                value,
+            } => {
+                let m = self.map(target);
+                let at = (index as usize % (m.len() / 8)) * 8;
+                m.store(at, &value.to_ne_bytes(), 8);
             }
             Op::Push { engine, head, fill } => {
                 let m = message(&head, fill);
@@ -182,11 +250,11 @@ impl World {
                     let _ = Message::decode(&out, DEFAULT_MAX_PAYLOAD);
                 }
             }
-            Op::Bell { peer, lane, op } => {
-                let s = &self.side(peer).shared;
-                let bell: Bell = match lane {
-                    Some(l) => s.lane_bell(usize::from(l) % LANES),
-                    None => s.worker_bell(),
+            Op::Bell { lane, op } => {
+                let bell: Bell = if lane {
+                    self.lease.lane_bell()
+                } else {
+                    self.bell.clone()
                 };
                 match op % 6 {
                     0 => bell.notify(),
@@ -199,57 +267,63 @@ impl World {
                     _ => bell.force_wake(),
                 }
             }
-            Op::Begin { function } => {
-                if let Some(c) = self.me.shared.begin_lane_call(function) {
+            Op::Begin { lane, lease } => {
+                let grant = LaneGrant {
+                    lease,
+                    function_id: 7,
+                    callee: 2,
+                    timeout_ms: 0,
+                };
+                if let Some(c) = self.lease.begin_call(usize::from(lane) % LANES, &grant) {
                     assert!(c.lane() < LANES);
                     self.calls.push(c);
                 }
             }
             Op::Deliver { call, head } => {
                 if let Some(c) = self.call(call) {
-                    self.peer.shared.deliver_call(c, &message(&head, 0));
+                    self.lease.deliver_call(c, &message(&head, 0));
                 }
             }
             Op::Waiting { call } => {
                 if let Some(c) = self.call(call) {
-                    let _ = self.me.shared.lane_waiting(c);
+                    let _ = self.lease.waiting(c);
                 }
             }
             Op::Abandon { call } => {
                 if let Some(c) = self.call(call) {
-                    let _ = self.me.shared.abandon_lane_call(c);
-                }
-            }
-            Op::Cancel { call } => {
-                if let Some(c) = self.take_call(call) {
-                    self.me.shared.cancel_lane_call(c);
+                    let _ = self.lease.abandon(c);
                 }
             }
             Op::TakeReply { call } => {
                 if let Some(c) = self.take_call(call) {
-                    self.me.shared.take_lane_reply(c, &mut out);
+                    self.lease.take_reply(c, &mut out);
                     let _ = Message::decode(&out, DEFAULT_MAX_PAYLOAD);
                 }
             }
-            Op::TakeInbound => {
-                if let Some(c) = self.me.shared.take_inbound(&mut out) {
-                    assert!(c.holder().lane < LANES);
+            Op::TakeInbound { lease, lane } => {
+                let holder = Holder {
+                    worker: 1,
+                    lane: usize::from(lane) % LANES,
+                    lease,
+                };
+                if let Some(c) = self.lease.take_inbound(holder, &mut out) {
+                    assert_eq!(c.holder(), holder);
                     let _ = Message::decode(&out, DEFAULT_MAX_PAYLOAD);
                     self.inbound = Some(c);
                 }
             }
             Op::Finish => {
                 if let Some(c) = &self.inbound {
-                    self.me.shared.finish_inbound(c);
+                    self.lease.finish_inbound(c);
                 }
             }
             Op::Answer { head } => {
                 if let Some(c) = self.inbound.take() {
-                    let _ = self.peer.shared.answer_lane(c, &message(&head, 1));
+                    let _ = self.lease.answer(c, &message(&head, 1));
                 }
             }
-            Op::Full => {
-                let _ = self.me.shared.inbound_full();
+            Op::Full { lease } => {
+                let _ = self.lease.inbound_full(lease);
             }
             Op::Grant {
                 lane,
@@ -264,28 +338,31 @@ impl World {
                     callee: 2,
                     timeout_ms,
                 };
-                let lane = usize::from(lane) % LANES;
-                if self.me.shared.lane_reusable(lane) {
-                    self.me
-                        .shared
-                        .grant_lane(lane, grant, holder, &self.peer.shared);
-                }
+                self.lease.grant(&grant, holder, usize::from(lane) % LANES);
             }
-            Op::Revoke { lane, lease } => {
-                let _ = self.me.shared.revoke_lane(usize::from(lane) % LANES, lease);
+            Op::Revoke { lease } => {
+                let _ = self.lease.revoke(lease);
             }
-            Op::Fail { lane, lease, head } => {
-                let lane = usize::from(lane) % LANES;
-                let _ = self.me.shared.fail_lane(lane, lease, &message(&head, 2));
+            Op::Fail { lease, head } => {
+                let _ = self.lease.fail(lease, &message(&head, 2));
             }
-            Op::Reusable { lane } => {
-                let _ = self.me.shared.lane_reusable(usize::from(lane) % LANES);
+            Op::Busy { lease } => {
+                let _ = self.lease.inbound_busy(lease);
             }
-            Op::Busy { peer, lease } => {
-                let _ = self.side(peer).shared.inbound_busy(lease);
+            Op::InboundHeader => self.lease.inbound_header(&mut out),
+            Op::Publish { lane, lease } => match lane {
+                Some(l) => self.words.publish_lane(usize::from(l) % LANES, lease),
+                None => self.words.publish_inbound(lease),
+            },
+            Op::Clear { lane, lease } => {
+                let _ = match lane {
+                    Some(l) => self.words.clear_lane(usize::from(l) % LANES, lease),
+                    None => self.words.clear_inbound(lease),
+                };
             }
-            Op::InboundHeader { peer } => {
-                self.side(peer).shared.inbound_header(&mut out);
+            Op::Leases { lane } => {
+                let _ = self.words.inbound_lease();
+                let _ = self.words.lane_lease(usize::from(lane) % LANES);
             }
         }
     }

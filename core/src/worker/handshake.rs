@@ -2,10 +2,10 @@
 //!
 //! worker → `HELLO{function, pid, language}`; engine → `WELCOME{worker_id, function_id}` with
 //! the function table trailing (or `REJECT{status, text}`) — with the ring transport, the
-//! worker's ring region and the engine's doorbell come with it as descriptors; the worker
-//! opens its channel and sends `READY`. The socket then stays open for the worker's lifetime:
-//! the engine sends it the peers of direct lanes, and its closing is how each side learns
-//! that the other died.
+//! worker's ring region, its doorbell region and the engine's doorbell region come with it as
+//! descriptors; the worker opens its channel and sends `READY`. The socket then stays open for
+//! the worker's lifetime: the engine sends it the leases of direct lanes (`LEASE`), and its
+//! closing is how each side learns that the other died.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -24,7 +24,8 @@ const MAX_TABLE_BYTES: u64 = 4 << 20;
 /// What the engine told the worker in `WELCOME`.
 pub(crate) struct Welcome {
     pub(crate) ring: bool,
-    /// With the ring transport: the worker's ring region and the engine's doorbell.
+    /// With the ring transport: the worker's ring region, its doorbell region and the
+    /// engine's doorbell region.
     pub(crate) fds: Vec<OwnedFd>,
     pub(crate) worker_id: u32,
     pub(crate) function_id: u16,
@@ -90,9 +91,9 @@ pub(crate) fn hello(sock: &mut UnixStream, hello: &Hello) -> Result<Welcome> {
     sock.set_read_timeout(None)
         .map_err(|e| Error::io("set socket timeout", "engine.sock", e))?;
     let ring = reply.header.flags & crate::protocol::flags::RING != 0;
-    if ring && fds.len() != 2 {
+    if ring && fds.len() != 3 {
         return Err(Error::RemoteProtocol(format!(
-            "WELCOME for the ring transport must carry 2 descriptors, it carried {}",
+            "WELCOME for the ring transport must carry 3 descriptors, it carried {}",
             fds.len()
         )));
     }

@@ -119,6 +119,7 @@ impl Worker {
                 welcome.table.max_payload(),
                 &welcome.fds[0],
                 &welcome.fds[1],
+                &welcome.fds[2],
                 watch.into(),
             )?)
         } else {

@@ -1,16 +1,16 @@
-//! The parties of the lane models (`core/tests/loom_lane.rs`): the shared memory of a callee
-//! and its holders, and the holder, callee and engine operations as the workers and the
-//! engine run them.
+//! The parties of the lane models (`core/tests/loom_lane.rs`): the shared memory of a callee,
+//! its holders and their leases, and the holder, callee and engine operations as the workers
+//! and the engine run them.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gloam_core::bell::Bell;
-use gloam_core::lane::{phase, Answered, LaneGrant};
+use gloam_core::lane::{phase, Answered, Holder as LeaseHolder, LaneGrant, LeaseRegion};
 use gloam_core::model::ModelRegion;
 use gloam_core::protocol::{offset, Header, Kind, Message, MESSAGE_SIZE};
-use gloam_core::ring::{SharedRing, WORKER_BELL};
+use gloam_core::ring::{SharedRing, BELL};
 use loom::sync::atomic::{AtomicBool, AtomicU32};
 use loom::sync::{Condvar, Mutex};
 
@@ -51,31 +51,60 @@ pub fn tag_of(bytes: &[u8; MESSAGE_SIZE]) -> u32 {
     u32::from_le_bytes(b)
 }
 
-/// A holder (worker id `id`) with lane 0 modelled.
+/// What the engine grants as lease `lease` (what both ends learn from its `LEASE` message).
+pub fn grant_of(lease: u32) -> LaneGrant {
+    LaneGrant {
+        lease,
+        function_id: F,
+        callee: CALLEE,
+        timeout_ms: 0,
+    }
+}
+
+/// A holder: the lease words of its ring region, lane 0 modelled.
 pub struct Holder {
-    pub id: u32,
-    pub region: Arc<ModelRegion>,
     pub ring: SharedRing<ModelRegion>,
     pub done: AtomicBool,
 }
 
 impl Holder {
-    pub fn new(id: u32) -> Holder {
-        let region = Arc::new(ModelRegion::new(1));
+    pub fn new() -> Holder {
         Holder {
-            id,
-            ring: SharedRing::over(region.clone()),
-            region,
+            ring: SharedRing::over(Arc::new(ModelRegion::ring(1))),
             done: AtomicBool::new(false),
         }
     }
 }
 
-/// The parties' shared memory: holders' regions, the callee's, and the callee's records.
+/// One lease: its region (made up front, untouched until the engine grants it) and its holder.
+pub struct Lease {
+    pub id: u32,
+    pub holder: u32,
+    pub model: Arc<ModelRegion>,
+    pub region: LeaseRegion<ModelRegion>,
+}
+
+impl Lease {
+    /// The lease is over for its holder: its lane state is UNUSED, or still this lease's and
+    /// revoked (the holder has not taken the last answer yet); never another lease's.
+    pub fn assert_ended(&self) {
+        let s = self.model.lane_state();
+        assert!(
+            s == phase::UNUSED || (s >> 4 == self.id && s & phase::REVOKED != 0),
+            "lease {}: lane state {s:#x}",
+            self.id
+        );
+    }
+}
+
+/// The parties' shared memory: holders' ring regions, the callee's, the leases' regions, the
+/// callee's doorbell, and the callee's records.
 pub struct World {
     pub holders: Vec<Holder>,
-    pub callee_region: Arc<ModelRegion>,
-    pub callee: SharedRing<ModelRegion>,
+    /// Lease `n` is `leases[n - 1]`.
+    pub leases: Vec<Lease>,
+    pub callee_ring: SharedRing<ModelRegion>,
+    pub callee_bell: Bell<ModelRegion>,
     /// The lease of the callee's last `LANE_END` record (0: none yet): the record "ring".
     pub lease_end: AtomicU32,
     /// The engine's doorbell (the callee rings it after a `LANE_END` record).
@@ -86,14 +115,27 @@ pub struct World {
 }
 
 impl World {
-    pub fn new(holders: u32) -> Arc<World> {
-        let callee_region = Arc::new(ModelRegion::new(0));
+    /// `holders` holders; lease `n` (from 1) goes to holder `lease_holders[n - 1]`.
+    pub fn new(holders: u32, lease_holders: &[u32]) -> Arc<World> {
         Arc::new(World {
-            holders: (1..=holders).map(Holder::new).collect(),
-            callee: SharedRing::over(callee_region.clone()),
-            callee_region,
+            holders: (1..=holders).map(|_| Holder::new()).collect(),
+            leases: lease_holders
+                .iter()
+                .enumerate()
+                .map(|(i, &holder)| {
+                    let model = Arc::new(ModelRegion::lease());
+                    Lease {
+                        id: i as u32 + 1,
+                        holder,
+                        region: LeaseRegion::over(model.clone()),
+                        model,
+                    }
+                })
+                .collect(),
+            callee_ring: SharedRing::over(Arc::new(ModelRegion::ring(0))),
+            callee_bell: Bell::new(&Arc::new(ModelRegion::bell()), BELL),
             lease_end: AtomicU32::new(0),
-            engine_bell: Bell::new(&Arc::new(ModelRegion::new(0)), WORKER_BELL),
+            engine_bell: Bell::new(&Arc::new(ModelRegion::bell()), BELL),
             granted: Mutex::new(0),
             grants: Condvar::new(),
         })
@@ -102,7 +144,7 @@ impl World {
     /// Holder `holder` makes no more calls (and tells the callee, which may sleep).
     pub fn done(&self, holder: u32) {
         self.holder(holder).done.store(true, Ordering::Release);
-        self.callee.worker_bell().notify();
+        self.callee_bell.notify();
     }
 
     /// Blocks until the engine granted `lease` (test-only signal).
@@ -117,19 +159,42 @@ impl World {
         &self.holders[(id - 1) as usize]
     }
 
-    /// The engine grants lane 0 of holder `holder` on the callee to `lease`.
-    pub fn grant(&self, holder: u32, lease: u32) {
-        let h = self.holder(holder);
-        assert!(h.ring.lane_reusable(0));
-        let grant = LaneGrant {
-            lease,
-            function_id: F,
-            callee: CALLEE,
-            timeout_ms: 0,
-        };
-        h.ring.grant_lane(0, grant, h.id, &self.callee);
+    /// Lease `id`, as the worker that sees it published maps it (from its socket).
+    pub fn lease(&self, id: u32) -> &Lease {
+        &self.leases[(id - 1) as usize]
+    }
+
+    /// The engine grants `lease` (`engine/src/lanes.rs::grant`): writes its region, then
+    /// publishes it in the callee's ring region, then in its holder's lane 0.
+    pub fn grant(&self, lease: u32) {
+        let l = self.lease(lease);
+        l.region.grant(&grant_of(lease), l.holder, 0);
+        self.callee_ring.publish_inbound(lease);
+        self.holder(l.holder).ring.publish_lane(0, lease);
         *self.granted.lock().unwrap() = lease;
         self.grants.notify_all();
+    }
+
+    /// The engine's end of `lease` (`lanes::over`): clears the words that still name it.
+    pub fn over(&self, lease: u32) {
+        let l = self.lease(lease);
+        self.holder(l.holder).ring.clear_lane(0, lease);
+        self.callee_ring.clear_inbound(lease);
+    }
+
+    /// Every lease region's state words name that lease (or no lease): nothing done for one
+    /// lease changed another's words.
+    pub fn check_lease_words(&self) {
+        for l in &self.leases {
+            let (lane, inbound) = l.model.lease_words();
+            for word in [lane, inbound] {
+                assert!(
+                    word == 0 || word >> 4 == l.id,
+                    "lease {}'s region holds {word:#x}",
+                    l.id
+                );
+            }
+        }
     }
 }
 
@@ -153,35 +218,40 @@ pub enum Patience {
     None,
 }
 
-/// A holder's call `tag` on its lane: `RingChannel::lane_call` and `wait_lane`.
+/// A holder's call `tag` on its lane 0: `RingChannel::lane_call` and `wait_lane` (the lease
+/// read from its ring region, its region as mapped from the socket).
 pub fn call(w: &World, holder: u32, tag: u32, patience: Patience) -> Outcome {
     let h = w.holder(holder);
-    let Some(call) = h.ring.begin_lane_call(F) else {
+    let lease = h.ring.lane_lease(0);
+    if lease == 0 {
+        return Outcome::NoLane;
+    }
+    let region = &w.lease(lease).region;
+    let Some(call) = region.begin_call(0, &grant_of(lease)) else {
         return Outcome::NoLane;
     };
     assert_eq!(call.lane(), 0);
-    let lease = call.grant().lease;
-    w.callee.deliver_call(&call, &msg(tag));
-    w.callee.worker_bell().notify();
-    let bell = h.ring.lane_bell(0);
+    region.deliver_call(&call, &msg(tag));
+    w.callee_bell.notify();
+    let bell = region.lane_bell();
     loop {
-        if !h.ring.lane_waiting(&call) {
+        if !region.waiting(&call) {
             let mut out = [0u8; MESSAGE_SIZE];
-            h.ring.take_lane_reply(call, &mut out);
+            region.take_reply(call, &mut out);
             return Outcome::Answer {
                 tag: tag_of(&out),
                 lease,
             };
         }
         if let Patience::None = patience {
-            if h.ring.abandon_lane_call(&call) {
+            if region.abandon(&call) {
                 return Outcome::Abandoned { lease };
             }
             continue;
         }
         // `wait_lane`'s sleep (its spin budget spent).
         bell.prepare_sleep();
-        if !h.ring.lane_waiting(&call) {
+        if !region.waiting(&call) {
             bell.cancel_sleep();
             continue;
         }
@@ -213,6 +283,13 @@ pub enum Life {
     Lives,
 }
 
+/// Whether a call waits in the inbound slot of the lease the callee's ring region names
+/// (`RingChannel::inbound_pending`).
+fn inbound_pending(w: &World) -> bool {
+    let lease = w.callee_ring.inbound_lease();
+    lease != 0 && w.lease(lease).region.inbound_full(lease)
+}
+
 /// The callee: `recv_spin`'s inbound check and `answer_lane`, until every holder is done.
 pub fn serve(w: &World, life: Life) -> Vec<Served> {
     let mut served = Vec::new();
@@ -221,23 +298,28 @@ pub fn serve(w: &World, life: Life) -> Vec<Served> {
     }
     loop {
         let mut buf = [0u8; MESSAGE_SIZE];
-        if let Some(inbound) = w.callee.take_inbound(&mut buf) {
+        let lease = w.callee_ring.inbound_lease();
+        let taken = (lease != 0).then(|| w.lease(lease)).and_then(|l| {
+            let holder = LeaseHolder {
+                worker: l.holder,
+                lane: 0,
+                lease,
+            };
+            Some((l, l.region.take_inbound(holder, &mut buf)?))
+        });
+        if let Some((l, inbound)) = taken {
             let from = inbound.holder();
-            assert_eq!(from.lane, 0);
             let tag = tag_of(&buf);
             if life == Life::DiesAfterTake {
                 return served;
             }
-            w.callee.finish_inbound(&inbound);
+            l.region.finish_inbound(&inbound);
             if life == Life::DiesAfterFinish {
                 return served;
             }
-            let answered = w
-                .holder(from.worker)
-                .ring
-                .answer_lane(inbound, &msg(tag + ANSWER));
+            let answered = l.region.answer(inbound, &msg(tag + ANSWER));
             if answered.delivered {
-                w.holder(from.worker).ring.lane_bell(0).notify();
+                l.region.lane_bell().notify();
             }
             if answered.lease_ended {
                 w.lease_end.store(from.lease, Ordering::Release);
@@ -255,30 +337,30 @@ pub fn serve(w: &World, life: Life) -> Vec<Served> {
             continue;
         }
         let idle =
-            || !w.callee.inbound_full() && w.holders.iter().all(|h| h.done.load(Ordering::Acquire));
+            || !inbound_pending(w) && w.holders.iter().all(|h| h.done.load(Ordering::Acquire));
         if idle() {
             return served;
         }
         // `recv_spin`'s sleep.
-        let bell = w.callee.worker_bell();
-        bell.prepare_sleep();
-        if w.callee.inbound_full() || idle() {
-            bell.cancel_sleep();
+        w.callee_bell.prepare_sleep();
+        if inbound_pending(w) || idle() {
+            w.callee_bell.cancel_sleep();
             continue;
         }
-        bell.sleep(Duration::from_secs(1));
+        w.callee_bell.sleep(Duration::from_secs(1));
     }
 }
 
 /// The engine's revoke (`engine/src/lanes.rs::revoke`, the holder alive): `true` when the
 /// lease is over now, `false` when the callee's record will end it.
-pub fn revoke(w: &World, holder: u32, lease: u32) -> bool {
-    let found = w.holder(holder).ring.revoke_lane(0, lease);
+pub fn revoke(w: &World, lease: u32) -> bool {
+    let region = &w.lease(lease).region;
+    let found = region.revoke(lease);
     let over = !matches!(found, Some(phase::CALLING | phase::ABANDONED));
     if over {
         // The callee has no call of the lease in hand: its inbound slot is empty for it.
         assert!(
-            !w.callee.inbound_busy(lease),
+            !region.inbound_busy(lease),
             "revoke judged lease {lease} over ({found:?}) with its call in the callee's hands"
         );
     }

@@ -138,6 +138,10 @@ pub enum Action<R, S> {
         /// The failure text.
         text: String,
     },
+    /// A lease is over (whatever ended it, its holder or callee gone included): the engine
+    /// clears what it published of it in the ends' ring regions (where that still names it)
+    /// and drops its region. Comes after every other action of that lease.
+    LeaseOver(LeaseId),
 }
 
 /// A batch of actions.

@@ -144,6 +144,7 @@ impl<R, S: Clone> State<R, S> {
         let Some(l) = self.leases.remove(id) else {
             return;
         };
+        actions.push(Action::LeaseOver(id));
         if let Some(timer) = l.revoked {
             self.timers.cancel(timer);
         }
@@ -180,13 +181,14 @@ impl<R, S: Clone> State<R, S> {
             u32::try_from(f.config.timeout.as_millis()).unwrap_or(u32::MAX)
         });
         let Some(h) = self.workers.get_mut(l.holder) else {
+            actions.push(Action::LeaseOver(id));
             return;
         };
         if h.lanes[usize::from(l.lane)] == Some(id) {
             h.lanes[usize::from(l.lane)] = None;
         }
         // The callee is gone from the registry: its sender is the holder's (unused by the
-        // action, which touches only the holder's lane).
+        // action, which touches only the lease's region).
         let sender = h.sender.clone();
         actions.push(Action::FailLane {
             lease: LeaseRef {
@@ -201,6 +203,7 @@ impl<R, S: Clone> State<R, S> {
             },
             text: text.to_string(),
         });
+        actions.push(Action::LeaseOver(id));
     }
 
     /// A revoked lease did not end in time. If the engine last saw its callee holding a lane

@@ -28,6 +28,16 @@ fn revokes(actions: &TestActions) -> Vec<LeaseId> {
         .collect()
 }
 
+fn overs(actions: &TestActions) -> Vec<LeaseId> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::LeaseOver(id) => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
 fn tally(holder: WorkerId, lease: LeaseId, calls: u32, end: bool, callee: WorkerId) -> Message {
     let mut t = Tally {
         holder: holder.raw(),
@@ -376,6 +386,41 @@ fn leases_end_with_their_holder_or_their_callee() {
     assert_eq!(st.function(2).unwrap().leased, 0);
     assert_eq!(st.leases(), 0);
     st.check_invariants(10 * MS).unwrap();
+}
+
+#[test]
+fn every_end_of_a_lease_tells_the_engine_once() {
+    // Revoked idle: the engine reports it over.
+    let (mut st, a, b) = lease_state();
+    let l = lease(&mut st, a, b, 0);
+    let (_ext, act) = external(&mut st, 2, 9, 10 * MS);
+    assert!(overs(&act).is_empty(), "a revoke alone ends nothing");
+    assert_eq!(overs(&st.lease_ended(l, 11 * MS)), vec![l]);
+    assert!(overs(&st.lease_ended(l, 12 * MS)).is_empty(), "once");
+    // Revoked busy: the callee's last record ends it.
+    let (mut st, a, b) = lease_state();
+    let l = lease(&mut st, a, b, 0);
+    external(&mut st, 2, 9, 10 * MS);
+    let act = st.lane_tally(b, &tally(a, l, 1, true, b), 11 * MS).unwrap();
+    assert_eq!(overs(&act), vec![l]);
+    // The callee dies: the holder's lane is failed, then the lease is over.
+    let (mut st, a, b) = lease_state();
+    let l = lease(&mut st, a, b, 0);
+    let act = st.worker_gone(b, "exited", 10 * MS);
+    let fail = act
+        .iter()
+        .position(|x| matches!(x, Action::FailLane { .. }));
+    let over = act
+        .iter()
+        .position(|x| matches!(x, Action::LeaseOver(id) if *id == l));
+    assert!(fail.is_some() && over > fail, "{act:?}");
+    // The holder dies, then its callee before the engine saw the lane free.
+    let (mut st, a, b) = lease_state();
+    let l = lease(&mut st, a, b, 0);
+    assert!(overs(&st.worker_gone(a, "exited", 10 * MS)).is_empty());
+    assert_eq!(overs(&st.worker_gone(b, "exited", 11 * MS)), vec![l]);
+    assert_eq!(st.leases(), 0);
+    st.check_invariants(11 * MS).unwrap();
 }
 
 #[test]

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use gloam_core::ring::{self, Bell, EngineBell};
+use gloam_core::ring::{self, Bell, BellRegion};
 
 use super::ring_link::{Drained, RingLink};
 use super::Inbound;
@@ -62,7 +62,7 @@ pub struct RingPoller {
 impl RingPoller {
     /// Creates the engine's doorbell (a sealed memfd each worker gets with `WELCOME`).
     pub fn new() -> gloam_core::Result<Arc<RingPoller>> {
-        let (bell, bell_region) = EngineBell::create_sealed()?;
+        let (bell, bell_region) = BellRegion::create_sealed("gloam-engine-bell")?;
         Ok(Arc::new(RingPoller {
             links: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),

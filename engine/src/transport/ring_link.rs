@@ -1,25 +1,25 @@
-//! The engine's end of one worker's ring region (see `gloam_core::ring`).
+//! The engine's end of one worker's ring region and doorbell region (see `gloam_core::ring`).
 //!
-//! The region is a sealed memfd the engine created; the worker got it by descriptor, so it
-//! cannot shrink it under the engine, and nothing else can open it. Sends go to the ring, or,
+//! Both are sealed memfds the engine created; the worker got them by descriptor, so it cannot
+//! shrink them under the engine, and nothing else can open them. The ring region goes to this
+//! worker alone; the doorbell region also to the holders of leases on this worker. Sends go to the ring, or,
 //! when the ring is full, to a backlog the poller flushes as the worker makes room: never a
 //! spin under a lock, never a dropped message.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use gloam_core::protocol::{self, offset, MESSAGE_SIZE};
-use gloam_core::ring::{Bell, Consumer, Producer, RingFile, SharedRing};
-use gloam_core::ring_channel::peer_message;
+use gloam_core::ring::{Bell, BellRegion, Consumer, Producer, RingFile, SharedRing};
 use gloam_core::socket;
 
 use super::MAX_BACKLOG;
 use crate::state::WorkerId;
 
-/// The socket's unread bytes above which no more peers are sent to a worker (it reads them
-/// only when a new lease needs one; a worker that never does gets no more leases).
+/// The socket's unread bytes above which no more leases are sent to a worker (it reads them
+/// only when a new lease is published to it; a worker that never does gets no more leases).
 const MAX_UNREAD_SOCKET: usize = 64 << 10;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -45,9 +45,12 @@ pub struct Drained {
 pub struct RingLink {
     worker: WorkerId,
     shared: SharedRing,
-    /// The region's descriptor, handed to the worker's lane peers.
+    /// The ring region's descriptor (for `WELCOME` only).
     region: OwnedFd,
-    /// The worker's handshake socket (a duplicate), for sending it peers.
+    /// The doorbell region's descriptor (for `WELCOME`, and for the holders of leases on this
+    /// worker).
+    bell_region: OwnedFd,
+    /// The worker's handshake socket (a duplicate), for sending it leases.
     socket: Mutex<OwnedFd>,
     tx: Mutex<Outgoing>,
     rx: Mutex<Consumer>,
@@ -67,16 +70,19 @@ impl std::fmt::Debug for RingLink {
 }
 
 impl RingLink {
-    /// Creates worker `worker`'s ring region; `socket` is its handshake socket. Returns the
-    /// link; [`RingLink::region`] is the descriptor to send with `WELCOME`.
+    /// Creates worker `worker`'s ring region and doorbell region; `socket` is its handshake
+    /// socket. Returns the link; [`RingLink::region`] and [`RingLink::bell_region`] are the
+    /// descriptors to send with `WELCOME`.
     pub fn create(worker: WorkerId, socket: OwnedFd) -> gloam_core::Result<RingLink> {
         let (file, region) = RingFile::create_sealed(&format!("gloam-ring-{worker}"))?;
+        let (bell, bell_region) = BellRegion::create_sealed(&format!("gloam-bell-{worker}"))?;
         let (producer, consumer, shared) = file.into_engine_side();
         Ok(RingLink {
             worker,
-            worker_bell: shared.worker_bell(),
+            worker_bell: bell.bell(),
             shared,
             region,
+            bell_region,
             socket: Mutex::new(socket),
             tx: Mutex::new(Outgoing {
                 producer,
@@ -94,12 +100,17 @@ impl RingLink {
         self.worker
     }
 
-    /// The region's descriptor.
+    /// The ring region's descriptor.
     pub fn region(&self) -> &OwnedFd {
         &self.region
     }
 
-    /// The shared words of the region (doorbell, inbound control, lanes).
+    /// The doorbell region's descriptor.
+    pub fn bell_region(&self) -> &OwnedFd {
+        &self.bell_region
+    }
+
+    /// The lease words of the ring region.
     pub fn shared(&self) -> &SharedRing {
         &self.shared
     }
@@ -187,23 +198,20 @@ impl RingLink {
         lock(&self.rx).has_message()
     }
 
-    /// Sends the worker the region of `peer` (for a lane between them). `false` when it
-    /// cannot be sent now (the worker has too much unread on its socket, or the socket
-    /// failed — then the worker is dropped).
-    pub fn send_peer(&self, peer: WorkerId, region: &OwnedFd) -> bool {
-        use std::os::fd::AsRawFd;
+    /// Sends the worker `msg` (a `LEASE` message) with `fds` attached. `false` when it cannot
+    /// be sent now (the worker has too much unread on its socket, or the socket failed — then
+    /// the worker is dropped).
+    pub fn send_lease(&self, msg: &[u8; MESSAGE_SIZE], fds: &[RawFd]) -> bool {
         let sock = lock(&self.socket);
         if socket::unread_bytes(sock.as_fd()).map_or(true, |n| n > MAX_UNREAD_SOCKET) {
             return false;
         }
-        let msg = peer_message(peer.raw()).to_bytes();
-        let mut sent = match socket::send_with_fds(sock.as_fd(), &msg, &[region.as_raw_fd()], true)
-        {
+        let mut sent = match socket::send_with_fds(sock.as_fd(), msg, fds, true) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
             Err(e) => {
                 drop(sock);
-                tracing::debug!(worker = %self.worker, error = %e, "sending a peer failed");
+                tracing::debug!(worker = %self.worker, error = %e, "sending a lease failed");
                 self.kick();
                 return false;
             }
@@ -223,16 +231,6 @@ impl RingLink {
         tracing::warn!(worker = %self.worker, "could not finish a message on the worker's socket; dropping it");
         self.kick();
         false
-    }
-
-    /// The deadline of the lane call in the worker's inbound slot (0 = none), as the holder
-    /// wrote it: untrusted, used only to decide when a leased callee is overdue.
-    pub fn inbound_deadline(&self) -> u64 {
-        let mut header = [0u8; MESSAGE_SIZE];
-        self.shared.inbound_header(&mut header);
-        let mut d = [0u8; 8];
-        d.copy_from_slice(&header[offset::DEADLINE_NS..offset::DEADLINE_NS + 8]);
-        u64::from_le_bytes(d)
     }
 
     /// Drops the worker: the link stops, and its owner reports the worker gone.

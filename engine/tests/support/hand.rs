@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use gloam_core::channel::{Channel, Received, Wait};
 use gloam_core::ipc_root::IpcPaths;
+use gloam_core::lane::LEASE_FILE_BYTES;
 use gloam_core::protocol::{flags, CallId, Header, Hello, Kind, Message, MESSAGE_SIZE};
-use gloam_core::ring::{self, Bell, EngineBell, RING_FILE_BYTES};
+use gloam_core::ring::{self, Bell, BellRegion, BELL_FILE_BYTES, RING_FILE_BYTES};
 use gloam_core::shared_map::SharedMap;
 use gloam_core::table::FunctionTable;
 
@@ -31,8 +32,11 @@ pub struct HandWorker {
     pub table: FunctionTable,
     /// The IPC paths of the stack.
     pub paths: IpcPaths,
-    /// With the ring transport: the ring region and the engine's doorbell region.
-    region: Option<(OwnedFd, OwnedFd)>,
+    /// With the ring transport: the ring region, its own doorbell region and the engine's
+    /// doorbell region.
+    region: Option<(OwnedFd, OwnedFd, OwnedFd)>,
+    /// For a blind worker: the other end of the socket its channel watches.
+    _blind: Option<UnixStream>,
     next_seq: u32,
 }
 
@@ -41,6 +45,17 @@ impl HandWorker {
     /// (`HELLO`, `WELCOME` with the table and, for rings, the region descriptors, `READY`).
     /// Panics if the engine refuses it.
     pub fn connect(stack: &Stack, function: &str) -> HandWorker {
+        HandWorker::connect_as(stack, function, false)
+    }
+
+    /// [`connect`](Self::connect), but its channel never reads the engine socket: the
+    /// `LEASE` messages the engine sends are for the test to read ([`HandWorker::read_lease`]),
+    /// and the channel serves no lane call.
+    pub fn connect_blind(stack: &Stack, function: &str) -> HandWorker {
+        HandWorker::connect_as(stack, function, true)
+    }
+
+    fn connect_as(stack: &Stack, function: &str, blind: bool) -> HandWorker {
         let mut sock = UnixStream::connect(stack.ipc_root().join("engine.sock")).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
@@ -72,20 +87,29 @@ impl HandWorker {
         let table = FunctionTable::decode(&table).unwrap();
         let paths = IpcPaths::new(stack.ipc_root());
         let mut fds = got.fds.into_iter();
+        let mut blind_end = None;
         let (ch, region): (Box<dyn Channel>, _) = if welcome.header.flags & flags::RING != 0 {
             let ring = fds.next().expect("ring region descriptor");
-            let bell = fds.next().expect("engine doorbell descriptor");
-            let watch = sock.try_clone().unwrap();
+            let bell = fds.next().expect("own doorbell descriptor");
+            let engine_bell = fds.next().expect("engine doorbell descriptor");
+            let watch = if blind {
+                let (ours, theirs) = UnixStream::pair().unwrap();
+                blind_end = Some(ours);
+                theirs
+            } else {
+                sock.try_clone().unwrap()
+            };
             let ch = gloam_core::ring_channel::RingChannel::open_worker_side(
                 &paths,
                 id,
                 1 << 24,
                 &ring,
                 &bell,
+                &engine_bell,
                 watch.into(),
             )
             .unwrap();
-            (Box::new(ch), Some((ring, bell)))
+            (Box::new(ch), Some((ring, bell, engine_bell)))
         } else {
             let ch = gloam_core::channel::FifoChannel::open_worker_side(&paths, id).unwrap();
             (Box::new(ch), None)
@@ -121,6 +145,7 @@ impl HandWorker {
             table,
             paths,
             region,
+            _blind: blind_end,
             next_seq: 1,
         }
     }
@@ -186,19 +211,19 @@ impl HandWorker {
 
     /// Raw access to the ring region (ring transport only).
     pub fn region(&self) -> RawRegion {
-        let (ring, _) = self.region.as_ref().expect("the ring transport");
-        self.map_region(ring)
+        let (ring, _, _) = self.region.as_ref().expect("the ring transport");
+        self.map_raw(ring, RING_FILE_BYTES)
     }
 
-    /// Raw access to another worker's ring region received as `fd` (a lane peer's), with
-    /// this worker's handle on the engine's doorbell.
-    pub fn map_region(&self, fd: &OwnedFd) -> RawRegion {
-        let (_, bell) = self.region.as_ref().expect("the ring transport");
+    /// Raw access to shared memory received as `fd`, of `len` bytes (a lease region, a
+    /// doorbell region), with this worker's handle on the engine's doorbell.
+    pub fn map_raw(&self, fd: &OwnedFd, len: usize) -> RawRegion {
+        let (_, _, engine_bell) = self.region.as_ref().expect("the ring transport");
         RawRegion {
-            map: std::sync::Arc::new(
-                SharedMap::from_fd(fd, RING_FILE_BYTES, "test ring region").unwrap(),
-            ),
-            engine_bell: EngineBell::from_fd(bell).unwrap().bell(),
+            map: std::sync::Arc::new(SharedMap::from_fd(fd, len, "test region").unwrap()),
+            engine_bell: BellRegion::from_fd(engine_bell, "engine doorbell")
+                .unwrap()
+                .bell(),
         }
     }
 
@@ -212,22 +237,57 @@ impl HandWorker {
         usize::try_from(n).unwrap_or(0)
     }
 
-    /// Reads the next `PEER` message the engine sent on the socket (it does so before it
-    /// grants a lane): the peer's worker id and its ring region. Panics after 20 s.
-    pub fn read_peer(&self) -> (u32, OwnedFd) {
+    /// Reads the next `LEASE` message the engine sent on the socket (it does so before it
+    /// publishes a lease): the message and every descriptor that came with it. Panics after
+    /// 20 s.
+    pub fn read_lease(&self) -> LeaseGot {
         let got = gloam_core::socket::MessageReader::default()
             .read(
                 std::os::fd::AsFd::as_fd(&self.sock),
                 gloam_core::socket::Blocking::Yes,
             )
             .unwrap()
-            .expect("a PEER message");
-        let m = Message::decode(&got.bytes, 0).unwrap();
-        assert_eq!(m.header.kind, Kind::Peer, "{m:?}");
-        let fd = got.fds.into_iter().next().expect("the peer's region");
-        (m.header.worker_id, fd)
+            .expect("a LEASE message");
+        let msg = Message::decode(&got.bytes, 0).unwrap();
+        assert_eq!(msg.header.kind, Kind::Lease, "{msg:?}");
+        LeaseGot { msg, fds: got.fds }
     }
 }
+
+/// A `LEASE` message as a worker received it (see `gloam_core::lease`).
+pub struct LeaseGot {
+    /// The message.
+    pub msg: Message,
+    /// Its descriptors: the lease region, then (for the holder) the callee's doorbell region.
+    pub fds: Vec<OwnedFd>,
+}
+
+impl LeaseGot {
+    /// The lease id.
+    pub fn lease(&self) -> u32 {
+        self.msg.header.sequence
+    }
+
+    /// The holder's lane.
+    pub fn lane(&self) -> usize {
+        let p = self.msg.inline_payload();
+        u32::from_le_bytes([p[4], p[5], p[6], p[7]]) as usize
+    }
+
+    /// The size of each descriptor's file.
+    pub fn sizes(&self) -> Vec<usize> {
+        self.fds
+            .iter()
+            .map(|fd| {
+                let st = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(fd)).unwrap();
+                st.st_size as usize
+            })
+            .collect()
+    }
+}
+
+/// The sizes of the shared memory a worker gets: a lease region, a doorbell region.
+pub const LEASE_AND_BELL: [usize; 2] = [LEASE_FILE_BYTES, BELL_FILE_BYTES];
 
 /// One direction of a ring region, by its offset in the region.
 #[derive(Debug, Clone, Copy)]
@@ -247,8 +307,9 @@ impl Ring {
     }
 }
 
-/// A worker's ring region mapped a second time, bypassing its channel: what a rogue worker
-/// can do to the memory it shares with the engine (layout in `gloam_core::ring`).
+/// Shared memory mapped a second time, bypassing the worker's channel: a worker's ring region
+/// (layout in `gloam_core::ring`), a lease region (`gloam_core::lane`) or a doorbell region —
+/// what a rogue worker can do to the memory it was given.
 pub struct RawRegion {
     map: std::sync::Arc<SharedMap>,
     engine_bell: Bell,
@@ -316,9 +377,15 @@ impl RawRegion {
         self.map.store(offset, bytes, MESSAGE_SIZE);
     }
 
-    /// Rings the doorbell of the region's worker (as its holder does after a lane call).
-    pub fn ring_worker(&self) {
-        Bell::new(&self.map, ring::WORKER_BELL).notify();
+    /// Rings the doorbell at `offset` of the region (0 in a doorbell region, as a holder
+    /// rings its callee after a lane call; a lease region's lane doorbell).
+    pub fn ring_bell(&self, offset: usize) {
+        Bell::new(&self.map, offset).notify();
+    }
+
+    /// Bytes mapped.
+    pub fn len(&self) -> usize {
+        self.map.len()
     }
 
     /// Rings the engine's doorbell (as a worker does after publishing).

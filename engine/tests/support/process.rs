@@ -65,3 +65,32 @@ pub fn in_nanosleep(pid: u32) -> bool {
             .is_some_and(|n| sleeps.contains(&n))
     })
 }
+
+/// The inodes of the memfds whose name starts with `prefix` that process `pid` (`None`: this
+/// one) maps or holds a descriptor of (`/proc/<pid>/maps` and `/proc/<pid>/fd`): which shared
+/// memory a process can reach.
+pub fn memfds(pid: Option<u32>, prefix: &str) -> std::collections::BTreeSet<u64> {
+    let proc = pid.map_or("/proc/self".to_string(), |p| format!("/proc/{p}"));
+    let want = format!("/memfd:{prefix}");
+    let mut found = std::collections::BTreeSet::new();
+    let maps = std::fs::read_to_string(format!("{proc}/maps")).unwrap();
+    for line in maps.lines() {
+        // address perms offset dev inode path
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() >= 6 && fields[5].starts_with(&want) {
+            found.insert(fields[4].parse().unwrap());
+        }
+    }
+    for entry in std::fs::read_dir(format!("{proc}/fd")).unwrap().flatten() {
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        if target.to_string_lossy().starts_with(&want) {
+            use std::os::unix::fs::MetadataExt;
+            if let Ok(meta) = std::fs::metadata(entry.path()) {
+                found.insert(meta.ino());
+            }
+        }
+    }
+    found
+}

@@ -31,6 +31,8 @@ suite_rust() {
     cargo test --workspace --exclude gloam-python --exclude gloam-node --exclude gloam-bench-baselines -- --test-threads=2 || return 1
     # The default transport is the shared-memory ring; run the engine's suites over FIFOs too.
     GLOAM_TEST_TRANSPORT=fifo cargo test -p gloam-engine --test e2e --test robustness --test faults --test faults_rogue --test isolation -- --test-threads=2 || return 1
+    # Engine and workers allowed one CPU: the poller and the workers yield at every poll.
+    taskset -c 0 cargo test -p gloam-engine --test e2e --test lanes -- --test-threads=2 || return 1
     # 20 s of load while workers are killed at random: no hung call, no wrong answer, no leak.
     ci/soak.sh --quick
 }

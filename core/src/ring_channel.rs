@@ -88,6 +88,9 @@ pub struct RingChannel {
     tally: Mutex<OpenTally>,
     /// The last message received came on the lane (not from the engine).
     lane_served: AtomicBool,
+    /// This process may run on one CPU only ([`ring::spinning_can_pay`] is false): the peer
+    /// it waits for runs only when it gives the CPU up, so every poll yields.
+    one_cpu: bool,
     worker_id: u32,
     /// The payload limit, for checking the calls holders write.
     max_payload: u64,
@@ -113,6 +116,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl RingChannel {
+    /// How many empty polls between yields: `usual`, or every poll on one CPU.
+    fn cadence(&self, usual: u32) -> u32 {
+        if self.one_cpu {
+            1
+        } else {
+            usual
+        }
+    }
+
     /// Maps worker `worker_id`'s ring region, its doorbell region and the engine's doorbell
     /// region, all received with `WELCOME` (`max_payload` from its function table).
     /// `engine_socket` is the handshake socket (kept: the engine sends leases on it, and its
@@ -145,6 +157,7 @@ impl RingChannel {
             in_hand: Mutex::new(None),
             tally: Mutex::new(OpenTally::default()),
             lane_served: AtomicBool::new(false),
+            one_cpu: !ring::spinning_can_pay(),
             worker_id,
             max_payload,
             engine_socket,
@@ -337,7 +350,9 @@ impl RingChannel {
                 continue;
             }
             let waiting = || region.waiting(&call) && !self.closed.load(Ordering::Acquire);
-            if ring::spin_until_with(spin.min(left), ring::YIELD_DIRECT, || !waiting()) {
+            if ring::spin_until_with(spin.min(left), self.cadence(ring::YIELD_DIRECT), || {
+                !waiting()
+            }) {
                 continue;
             }
             bell.prepare_sleep();
@@ -504,11 +519,11 @@ impl Channel for RingChannel {
                     || self.inbound_pending(inbound)
             };
             // A callee serving a lane expects its next call from the holder alone.
-            let cadence = if self.lane_served.load(Ordering::Relaxed) {
+            let cadence = self.cadence(if self.lane_served.load(Ordering::Relaxed) {
                 ring::YIELD_DIRECT
             } else {
                 ring::YIELD_SHARED
-            };
+            });
             if ring::spin_until_with(spin.min(left), cadence, || {
                 rx.consumer.has_message() || interrupted(&rx.inbound)
             }) {

@@ -24,9 +24,13 @@ suite_lint() {
 suite_rust() {
     # The gRPC tests call the engine with grpcurl (built from the Go module proxy, once).
     ci/install-grpcurl.sh || return 1
+    # engine/tests/isolation.rs runs real sandboxes: bubblewrap from Debian, and a failure
+    # (not a skip) when it is missing.
+    ci/install-sandbox.sh || return 1
+    export GLOAM_TEST_SANDBOX=1
     cargo test --workspace --exclude gloam-python --exclude gloam-node --exclude gloam-bench-baselines -- --test-threads=2 || return 1
     # The default transport is the shared-memory ring; run the engine's suites over FIFOs too.
-    GLOAM_TEST_TRANSPORT=fifo cargo test -p gloam-engine --test e2e --test robustness --test faults --test faults_rogue -- --test-threads=2 || return 1
+    GLOAM_TEST_TRANSPORT=fifo cargo test -p gloam-engine --test e2e --test robustness --test faults --test faults_rogue --test isolation -- --test-threads=2 || return 1
     # Engine and workers allowed one CPU: the poller and the workers yield at every poll.
     taskset -c 0 cargo test -p gloam-engine --test e2e --test lanes -- --test-threads=2 || return 1
     # 20 s of load while workers are killed at random: no hung call, no wrong answer, no leak.

@@ -28,6 +28,7 @@ pub fn read_welcome(sock: &mut UnixStream) -> Result<Welcomed> {
         pid: 1,
         function: "Fuzz".into(),
         language: "rust".into(),
+        secret: String::new(),
     };
     let w = crate::worker::handshake::hello(sock, &hello)?;
     if w.ring {

@@ -4,7 +4,8 @@ use crate::protocol::{Header, Kind, Message, ProtocolError};
 
 /// The inline payload of a `HELLO`: who the worker is.
 ///
-/// Layout: `pid` u32 LE, then `function` and `language` as (u8 length, UTF-8 bytes) pairs.
+/// Layout: `pid` u32 LE, then `function`, `language` and (optional, absent = empty) `secret`
+/// as (u8 length, UTF-8 bytes) pairs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
     /// The worker process id.
@@ -13,6 +14,12 @@ pub struct Hello {
     pub function: String,
     /// `rust`, `c`, `python`, `node`, `go`, ...
     pub language: String,
+    /// The secret the launcher gave this worker's process at spawn ([`ENV_WORKER_SECRET`]);
+    /// empty for a worker started by hand. The engine checks it against the process that
+    /// connected (`SO_PEERCRED`).
+    ///
+    /// [`ENV_WORKER_SECRET`]: crate::worker::ENV_WORKER_SECRET
+    pub secret: String,
 }
 
 impl Hello {
@@ -20,7 +27,12 @@ impl Hello {
     pub fn to_message(&self) -> Result<Message, ProtocolError> {
         let mut buf = Vec::with_capacity(8 + self.function.len() + self.language.len());
         buf.extend_from_slice(&self.pid.to_le_bytes());
-        for (field, s) in [("function", &self.function), ("language", &self.language)] {
+        let fields = [
+            ("function", &self.function),
+            ("language", &self.language),
+            ("secret", &self.secret),
+        ];
+        for (field, s) in fields {
             let len = u8::try_from(s.len()).map_err(|_| ProtocolError::BadPayload {
                 field,
                 reason: format!("{} bytes, at most 255", s.len()),
@@ -45,20 +57,27 @@ impl Hello {
                 .map_err(|_| bad("hello.pid", "missing"))?,
         );
         let mut rest = &p[4..];
-        let mut take = |field: &'static str| -> Result<String, ProtocolError> {
+        let take = |rest: &mut &[u8], field: &'static str| -> Result<String, ProtocolError> {
             let (&len, tail) = rest.split_first().ok_or_else(|| bad(field, "missing"))?;
             let s = tail
                 .get(..usize::from(len))
                 .ok_or_else(|| bad(field, "truncated"))?;
-            rest = &tail[usize::from(len)..];
+            *rest = &tail[usize::from(len)..];
             String::from_utf8(s.to_vec()).map_err(|_| bad(field, "not UTF-8"))
         };
-        let function = take("hello.function")?;
-        let language = take("hello.language")?;
+        let function = take(&mut rest, "hello.function")?;
+        let language = take(&mut rest, "hello.language")?;
+        // Workers of earlier builds send no secret.
+        let secret = if rest.is_empty() {
+            String::new()
+        } else {
+            take(&mut rest, "hello.secret")?
+        };
         Ok(Hello {
             pid,
             function,
             language,
+            secret,
         })
     }
 }

@@ -164,6 +164,7 @@ fn hello_round_trip_and_bad_payloads() {
         pid: 42,
         function: "Foo".into(),
         language: "python".into(),
+        secret: "0123abcd".into(),
     };
     let m = h.to_message().unwrap();
     let back = Message::decode(&m.to_bytes(), DEFAULT_MAX_PAYLOAD).unwrap();

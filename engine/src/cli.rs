@@ -329,7 +329,7 @@ fn launcher_only(path: &std::path::Path, only: Option<&str>) -> Result<()> {
             if only.is_some_and(|n| n != f.name) {
                 continue;
             }
-            if let Some(spec) = crate::launcher::LaunchSpec::from_config(f, &config.engine) {
+            if let Some(spec) = crate::launcher::LaunchSpec::from_config(f, &config) {
                 let hooks = crate::launcher::LaunchHooks {
                     events: None,
                     echo: true,

@@ -251,6 +251,15 @@ impl Engine {
         }
     }
 
+    /// `f` of the launcher of `function_id`; `None` when it has none (workers by hand).
+    pub(crate) fn with_launcher<T>(
+        &self,
+        function_id: u16,
+        f: impl FnOnce(&Launcher) -> T,
+    ) -> Option<T> {
+        lock(&self.launchers).get(&function_id).map(f)
+    }
+
     /// Takes every launcher back (shutdown).
     pub fn take_launchers(&self) -> Vec<Launcher> {
         lock(&self.launchers).drain().map(|(_, l)| l).collect()

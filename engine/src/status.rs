@@ -53,6 +53,12 @@ pub struct FunctionStatus {
     /// Why calls fail at once with `FUNCTION_UNAVAILABLE`, while that is so.
     #[serde(default)]
     pub unavailable: Option<String>,
+    /// `process`, `sandbox`, or `sandbox, network` (its workers keep the host's network).
+    #[serde(default)]
+    pub isolation: String,
+    /// The limits of each worker process: `memory 64 MiB, pids 32`, or `none`.
+    #[serde(default)]
+    pub limits: String,
 }
 
 /// One worker's view.
@@ -169,6 +175,8 @@ pub fn snapshot(engine: &Engine) -> Status {
                 restarts: f.restarts,
                 last_exit: f.last_exit.clone(),
                 unavailable: f.refuses_calls().then(|| f.unavailable.clone()).flatten(),
+                isolation: isolation_text(&f.config.isolation),
+                limits: f.config.isolation.limits.describe(),
             }
         })
         .collect();
@@ -201,6 +209,13 @@ pub fn snapshot(engine: &Engine) -> Status {
         log_dir: Some(engine.config().engine.log_dir.clone()),
         role: engine_role(),
         engines: Vec::new(),
+    }
+}
+
+fn isolation_text(iso: &crate::config::IsolationConfig) -> String {
+    match (iso.mode, iso.network) {
+        (crate::config::Isolation::Sandbox, true) => "sandbox, network".to_string(),
+        (mode, _) => mode.as_str().to_string(),
     }
 }
 
@@ -253,6 +268,19 @@ pub fn table(s: &Status) -> String {
         );
     }
     let _ = writeln!(out, "calls in flight: {}", s.calls_in_flight);
+    for f in &s.functions {
+        let _ = writeln!(
+            out,
+            "{}: isolation {}, limits {}",
+            f.name,
+            if f.isolation.is_empty() {
+                "-"
+            } else {
+                &f.isolation
+            },
+            if f.limits.is_empty() { "-" } else { &f.limits }
+        );
+    }
     for f in &s.functions {
         if let Some(why) = &f.unavailable {
             let _ = writeln!(

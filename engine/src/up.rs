@@ -19,7 +19,7 @@ use crate::console;
 use crate::descriptors::{self, CapSource, NofileLimit};
 use crate::engine::Engine;
 use crate::gateway::server::{Gateway, Limits, Listener};
-use crate::launcher::{LaunchEvent, LaunchHooks, LaunchSpec, Launcher};
+use crate::launcher::{self, LaunchEvent, LaunchHooks, LaunchSpec, Launcher};
 use crate::worker_link;
 
 /// How long `up` waits for every function's first worker (or its failure to start) before
@@ -121,6 +121,20 @@ async fn report_ends(
 
 async fn run_async(config: Arc<Config>, opts: UpOptions, nofile: NofileLimit) -> Result<()> {
     let launch = opts.launch;
+    if launch {
+        // Refuse rather than run a function less isolated than its configuration says.
+        launcher::check_sandbox(&config)
+            .and_then(|()| launcher::check_process_limits(&config))
+            .map_err(anyhow::Error::msg)?;
+        for f in config.functions.iter().filter(|f| f.command.is_some()) {
+            tracing::info!(
+                function = %f.name,
+                isolation = f.isolation.mode.as_str(),
+                limits = %f.isolation.limits.describe(),
+                "isolation"
+            );
+        }
+    }
     let root = IpcRoot::create(&config.engine.ipc_root)
         .with_context(|| format!("preparing IPC root {}", config.engine.ipc_root.display()))?;
     let paths = root.paths().clone();
@@ -178,7 +192,7 @@ async fn run_async(config: Arc<Config>, opts: UpOptions, nofile: NofileLimit) ->
             echo: !opts.quiet,
         };
         for f in &config.functions {
-            match LaunchSpec::from_config(f, &config.engine) {
+            match LaunchSpec::from_config(f, &config) {
                 Some(spec) => {
                     engine.add_launcher(f.id, Launcher::start_with(spec, hooks.clone()));
                     if f.min_workers > 0 {

@@ -59,6 +59,12 @@ pub fn report(config: &Config) -> (Vec<String>, Vec<String>) {
         lines.push(describe(f));
         problems.extend(check(f));
     }
+    // What `gloam up` would refuse: a sandbox or limit this machine cannot enforce.
+    if let Err(e) = crate::launcher::check_sandbox(config)
+        .and_then(|()| crate::launcher::check_process_limits(config))
+    {
+        problems.push(e);
+    }
     (lines, problems)
 }
 
@@ -91,6 +97,14 @@ fn describe(f: &FunctionConfig) -> String {
     ));
     if f.debug {
         line.push_str(", debug");
+    }
+    let iso = &f.isolation;
+    if iso.mode != crate::config::Isolation::Process || iso.limits.any() {
+        line.push_str(&format!(
+            ", isolation {}, limits {}",
+            iso.mode.as_str(),
+            iso.limits.describe()
+        ));
     }
     line
 }

@@ -19,8 +19,9 @@ use gloam_core::protocol::{flags, Header, Hello, Kind, Message, PayloadLocation,
 use gloam_core::{socket, ErrorKind};
 
 use crate::engine::Engine;
+use crate::launcher::Verdict;
 use crate::state::WorkerId;
-use crate::transport::{self, FifoLink, Inbound, RingLink, WorkerLink};
+use crate::transport::{self, FifoLink, Inbound, Peer, RingLink, WorkerLink};
 
 /// How long a connecting worker may take for each handshake step.
 const HANDSHAKE_STEP: Duration = Duration::from_secs(10);
@@ -105,6 +106,10 @@ async fn handshake(engine: Arc<Engine>, mut sock: UnixStream) {
         return reject(&mut sock, ErrorKind::FunctionNotFound, &text).await;
     };
     let (pid, group) = peer_process(&sock);
+    if let Err(text) = proves_itself(&engine, function.id, group, &hello.secret).await {
+        let text = format!("pid {pid} cannot serve {}: {text}", function.name);
+        return reject(&mut sock, ErrorKind::InvalidArgument, &text).await;
+    }
     let pid = if pid == 0 { hello.pid } else { pid };
     let reserved = engine.lock().reserve_worker(function.id);
     let id = match reserved {
@@ -124,18 +129,58 @@ async fn handshake(engine: Arc<Engine>, mut sock: UnixStream) {
         .worker_connected(id, pid, group, &hello.language, link.clone());
     match welcome(&engine, &mut sock, function.id, id, &link).await {
         Ok(()) => {
-            tracing::info!(worker = %id, function = %hello.function, pid, language = %hello.language, "worker ready");
-            let cold_start = process_age_ns(pid);
+            // From the launcher's spawn (sandbox set-up included), else the process's age.
+            let cold_start = engine
+                .with_launcher(function.id, |l| l.spawned_at(group))
+                .flatten()
+                .and_then(|t| u64::try_from(t.elapsed().as_nanos()).ok())
+                .or_else(|| process_age_ns(pid));
+            let cold_start_us = cold_start.map(|ns| ns / 1000);
+            tracing::info!(worker = %id, function = %hello.function, pid, language = %hello.language, cold_start_us, "worker ready");
             if let (WorkerLink::Ring(ring), Some(poller)) = (link.as_ref(), engine.poller()) {
                 poller.add(ring.clone());
             }
             engine.event(|st, now| st.worker_ready(id, now, cold_start));
-            serve(engine, id, link, fifo_rx, sock).await;
+            let peer = Peer {
+                pid,
+                memory_limit: function.isolation.limits.memory,
+            };
+            serve(engine, id, link, fifo_rx, sock, peer).await;
         }
         Err(text) => {
             tracing::warn!(worker = %id, function = %hello.function, "worker handshake failed: {text}");
             engine.event(|st, now| st.worker_gone(id, "failed its handshake", now));
             remove_fifos(engine.paths(), id.raw());
+        }
+    }
+}
+
+/// How long a connecting worker's process may stay unknown to its launcher (which records
+/// a process right after spawning it).
+const UNKNOWN_PROCESS_WAIT: Duration = Duration::from_secs(1);
+
+/// Checks that a worker of a launched function comes from one of its launcher's processes
+/// (its process group, from `SO_PEERCRED`) with the secret that process was given; a
+/// function without a launcher (workers started by hand) is not checked.
+async fn proves_itself(
+    engine: &Engine,
+    function_id: u16,
+    group: u32,
+    secret: &str,
+) -> Result<(), String> {
+    let start = tokio::time::Instant::now();
+    loop {
+        match engine.with_launcher(function_id, |l| l.verify(group, secret)) {
+            None | Some(Verdict::Valid) => return Ok(()),
+            Some(Verdict::WrongSecret) => {
+                return Err("it did not present its process's secret".to_string())
+            }
+            Some(Verdict::UnknownProcess) if start.elapsed() >= UNKNOWN_PROCESS_WAIT => {
+                return Err(format!(
+                    "process group {group} is none of the function's worker processes"
+                ))
+            }
+            Some(Verdict::UnknownProcess) => tokio::time::sleep(Duration::from_millis(5)).await,
         }
     }
 }
@@ -235,15 +280,16 @@ async fn serve(
     link: Arc<WorkerLink>,
     fifo_rx: Option<pipe::Receiver>,
     sock: UnixStream,
+    peer: Peer,
 ) {
     match fifo_rx {
         Some(rx) => {
             let sink: Arc<dyn Inbound> = engine;
-            transport::fifo_link::serve(sink, id, link, rx, sock).await;
+            transport::fifo_link::serve(sink, id, link, rx, sock, peer).await;
         }
         None => {
             let reason = tokio::select! {
-                reason = transport::watch_socket(&sock) => reason,
+                reason = transport::watch_socket(&sock, peer) => reason,
                 _ = link.kicked() => "was dropped by the engine".to_string(),
             };
             engine.disconnect_worker(id, &reason);

@@ -82,6 +82,7 @@ fn handshake(stack: &Stack, function: &str) -> (UnixStream, Welcome) {
         pid: std::process::id(),
         function: function.into(),
         language: "test".into(),
+        secret: String::new(),
     };
     sock.write_all(&hello.to_message().unwrap().to_bytes())
         .unwrap();
@@ -129,7 +130,10 @@ fn worker_channel(stack: &Stack, sock: &mut UnixStream, welcome: &Welcome) -> Bo
 
 #[test]
 fn bad_workers_are_refused_or_disconnected_and_the_engine_lives_on() {
-    let mut s = Stack::start("", &rust_fn("Echo", "Echo", ""));
+    // `Hand` has no command: its workers are started by hand, so the engine asks no secret of
+    // them (a launched function's workers must come from its own processes).
+    let functions = rust_fn("Echo", "Echo", "") + "[functions.Hand]\n";
+    let mut s = Stack::start("", &functions);
 
     // Unknown function: REJECT naming it.
     let (_sock, reply) = handshake(&s, "Nope");
@@ -145,6 +149,7 @@ fn bad_workers_are_refused_or_disconnected_and_the_engine_lives_on() {
         pid: 1,
         function: "Echo".into(),
         language: "test".into(),
+        secret: String::new(),
     }
     .to_message()
     .unwrap()
@@ -161,18 +166,29 @@ fn bad_workers_are_refused_or_disconnected_and_the_engine_lives_on() {
         reply.failure_text()
     );
 
+    // A process that is not one of Echo's cannot connect as its worker.
+    let (_sock, reply) = handshake(&s, "Echo");
+    assert_eq!(reply.header.kind, Kind::Reject);
+    assert!(
+        reply
+            .failure_text()
+            .contains("none of the function's worker processes"),
+        "{}",
+        reply.failure_text()
+    );
+
     // A worker that completes its handshake, then writes garbage: it alone is disconnected.
-    let (mut sock, welcome) = handshake(&s, "Echo");
+    let (mut sock, welcome) = handshake(&s, "Hand");
     assert_eq!(welcome.header.kind, Kind::Welcome);
     let ch = worker_channel(&s, &mut sock, &welcome);
-    s.wait_for("two Echo workers", Duration::from_secs(20), || {
-        s.function_stat("Echo", "workers") == 2
+    s.wait_for("the Hand worker", Duration::from_secs(20), || {
+        s.function_stat("Hand", "workers") == 1
     });
     ch.send(&[0xAB; MESSAGE_SIZE]).unwrap();
     s.wait_for(
         "the bad worker to be dropped",
         Duration::from_secs(20),
-        || s.function_stat("Echo", "workers") == 1,
+        || s.function_stat("Hand", "workers") == 0,
     );
     for i in 0..5 {
         let r = s.call("Echo", format!("still {i}").as_bytes());

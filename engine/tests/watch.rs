@@ -43,8 +43,11 @@ fn a_rebuild_replaces_the_workers_without_dropping_a_call() {
         let src = s.dir.path().join("src.txt");
         std::fs::write(&src, "v1").expect("write");
         let builds = s.dir.path().join("builds.log");
+        // `gloam: ready` needs one ready worker per function; wait for the second too.
+        s.wait_for("both Echo workers", Duration::from_secs(30), || {
+            pids(&s, "Echo").len() == 2
+        });
         let before = pids(&s, "Echo");
-        assert_eq!(before.len(), 2, "{before:?}");
 
         // Calls keep coming from two clients meanwhile.
         let stop = Arc::new(AtomicBool::new(false));
@@ -94,6 +97,9 @@ fn a_rebuild_replaces_the_workers_without_dropping_a_call() {
             .iter()
             .filter(|(st, ok)| *st != 200 || !ok)
             .collect();
+        if !bad.is_empty() {
+            eprintln!("ENGINE STDERR:\n{}", s.stderr_text());
+        }
         assert!(
             bad.is_empty(),
             "{} of {} calls failed: {bad:?}",

@@ -176,6 +176,9 @@ test("the status page shows the stack's functions and follows its load", async (
   // No function failed to start: no restart, no problem listed.
   assert.equal(await page.textContent('#functions tr[data-function="Echo"] td[data-field="restarts"]'), "0");
   assert.equal(await page.isHidden("#problems"), true);
+  // Each function's isolation, its limits on hover.
+  assert.equal(await page.textContent('#functions tr[data-function="Echo"] td[data-field="isolation"]'), "process");
+  assert.equal(await page.getAttribute('#functions tr[data-function="Echo"] td[data-field="isolation"]', "title"), "limits: none");
   // The charts drew something (a canvas with non-blank pixels).
   const inked = await page.$$eval("canvas", (cs) => cs.map((c) => {
     const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;

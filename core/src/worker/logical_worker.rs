@@ -106,6 +106,7 @@ impl Worker {
             pid: std::process::id(),
             function: opts.function.clone(),
             language: opts.language.clone(),
+            secret: std::env::var(super::ENV_WORKER_SECRET).unwrap_or_default(),
         };
         let welcome = handshake::hello(&mut sock, &hello)?;
         let channel: Box<dyn Channel> = if welcome.ring {

@@ -20,6 +20,9 @@ pub const ENV_WORKERS: &str = "GLOAM_WORKERS";
 /// handler's stack trace in the error message its caller gets (it always goes to the worker's
 /// log).
 pub const ENV_DEBUG: &str = "GLOAM_DEBUG";
+/// Environment variable the launcher sets to a fresh secret per worker process; the worker
+/// presents it in `HELLO` (see [`crate::protocol::Hello::secret`]).
+pub const ENV_WORKER_SECRET: &str = "GLOAM_WORKER_SECRET";
 
 /// Whether `GLOAM_DEBUG=1`.
 pub fn debug_from_env() -> bool {

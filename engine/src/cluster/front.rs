@@ -358,6 +358,8 @@ pub fn status(cluster: &Cluster) -> Status {
                     restarts: 0,
                     last_exit: None,
                     unavailable: None,
+                    isolation: String::new(),
+                    limits: String::new(),
                 });
             agg.running += f.outstanding as usize;
             agg.completed += f

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gloam_core::protocol::CallId;
-use gloam_core::worker::{ENV_FUNCTION, ENV_HANDLER, ENV_IPC_ROOT, ENV_WORKERS};
+use gloam_core::worker::{ENV_FUNCTION, ENV_HANDLER, ENV_IPC_ROOT, ENV_WORKERS, ENV_WORKER_SECRET};
 
+use super::isolation::{resolve_isolation, RawIsolation};
 use super::model::{
     ConfigError, EngineConfig, FunctionConfig, DEFAULT_MAX_WORKERS, ENV_PROCESS_INDEX, GRPC_PREFIX,
     MAX_GRPC_METHODS,
@@ -56,6 +57,7 @@ pub(super) fn resolve_function(
         ENV_WORKERS,
         ENV_PROCESS_INDEX,
         ENV_DEBUG,
+        ENV_WORKER_SECRET,
     ];
     let mut env = raw.env;
     if let Some(handler) = raw.handler {
@@ -272,6 +274,22 @@ pub(super) fn resolve_function(
     };
 
     let grpc_methods = grpc_methods(&name, raw.grpc_methods, source)?;
+    let isolation = resolve_isolation(
+        &name,
+        RawIsolation {
+            isolation: raw.isolation,
+            network: raw.network,
+            rootfs: raw.rootfs,
+            tmp_size: raw.tmp_size,
+            sandbox_paths: raw.sandbox_paths,
+            memory_limit: raw.memory_limit,
+            cpu_limit: raw.cpu_limit,
+            pids_limit: raw.pids_limit,
+        },
+        engine.isolation,
+        &dir,
+        source,
+    )?;
     Ok(FunctionConfig {
         grpc_methods,
         concurrency,
@@ -294,6 +312,7 @@ pub(super) fn resolve_function(
         queue_bound,
         queue_target,
         idempotent: raw.idempotent,
+        isolation,
     })
 }
 

@@ -23,9 +23,10 @@
 // One job per file: `model` (the resolved types and defaults), `read` (the TOML file as written
 // and its errors), `resolve` (defaults, paths, ids, `[engine]`), `function` (one
 // `[functions.<Name>]` table), `programs` (`[[programs]]`: one program, several functions),
-// `nightcore` (the `func_config.json` import), `async_calls` (the `[async]` table).
+// `nightcore` (the `func_config.json` import), `async_calls` (the `[async]` table), `isolation` (sandboxes and resource limits).
 mod async_calls;
 mod function;
+mod isolation;
 mod model;
 mod nightcore;
 mod nightcore_host;
@@ -39,6 +40,9 @@ mod testing;
 pub use async_calls::{
     AsyncConfig, DEFAULT_ASYNC_QUEUE_BOUND, DEFAULT_ASYNC_STORE, DEFAULT_CALLBACK_ATTEMPTS,
     DEFAULT_CALLBACK_BACKOFF, DEFAULT_CALLBACK_TIMEOUT, DEFAULT_RESULT_TTL,
+};
+pub use isolation::{
+    size_text, Isolation, IsolationConfig, Limits, DEFAULT_TMP_SIZE, MIN_MEMORY_LIMIT,
 };
 pub use model::{
     Config, ConfigError, EngineConfig, FunctionConfig, TlsConfig, Transport, DEFAULT_DRAIN_TIMEOUT,

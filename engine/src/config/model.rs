@@ -166,6 +166,8 @@ pub struct EngineConfig {
     /// The gateway's certificate: with it, both listeners speak TLS (HTTP/1.1 and HTTP/2 by
     /// ALPN) instead of plain TCP.
     pub tls: Option<TlsConfig>,
+    /// `engine.isolation`: the default of every function's `isolation`.
+    pub isolation: super::isolation::Isolation,
 }
 
 /// The gateway's certificate chain and private key (PEM files, absolute paths).
@@ -239,6 +241,8 @@ pub struct FunctionConfig {
     /// Safe to run twice: behind `gloam gateway`, a call lost with its engine is retried once
     /// on another engine instead of failing with `ENGINE_LOST`.
     pub idempotent: bool,
+    /// How its worker processes are isolated, and their resource limits.
+    pub isolation: super::isolation::IsolationConfig,
 }
 
 /// Prefix of the functions that serve a gRPC service: `grpc:<Service>`.

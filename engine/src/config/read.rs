@@ -82,6 +82,7 @@ pub(super) struct RawEngine {
     pub(super) join_token: Option<String>,
     pub(super) join_ca: Option<PathBuf>,
     pub(super) node_name: Option<String>,
+    pub(super) isolation: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +123,14 @@ pub(super) struct RawFunction {
     pub(super) program: Option<String>,
     #[serde(default)]
     pub(super) idempotent: bool,
+    pub(super) isolation: Option<String>,
+    pub(super) network: Option<bool>,
+    pub(super) rootfs: Option<PathBuf>,
+    pub(super) tmp_size: Option<toml::Value>,
+    pub(super) sandbox_paths: Option<Vec<PathBuf>>,
+    pub(super) memory_limit: Option<toml::Value>,
+    pub(super) cpu_limit: Option<toml::Value>,
+    pub(super) pids_limit: Option<u64>,
 }
 
 /// Turns a deserialization error into `<file>: <key path>: <reason>`, or `<file>: line L,

@@ -326,6 +326,7 @@ fn resolve_engine(raw: RawEngine, source: &Path, base: &Path) -> Result<EngineCo
         idle_timeout,
         transport,
         direct_calls: raw.direct_calls.unwrap_or(true),
+        isolation: super::isolation::resolve_engine_isolation(raw.isolation.as_deref(), source)?,
         ipc_root,
         io_threads,
         listen,

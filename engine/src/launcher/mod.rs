@@ -18,6 +18,9 @@
 
 mod output;
 mod process;
+mod sandbox;
+mod seccomp;
+mod secret;
 mod supervise;
 
 use std::collections::BTreeMap;
@@ -31,10 +34,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::config::{EngineConfig, FunctionConfig};
+use crate::config::{Config, FunctionConfig, IsolationConfig};
 use crate::state::ProcessEnd;
 
 pub use output::TAIL_LINES;
+pub(crate) use process::memory_hint;
+pub use sandbox::{check as check_sandbox, check_process_limits, BWRAP, PRLIMIT};
+pub use secret::Verdict;
 pub use supervise::LOG_ROTATE_BYTES;
 
 /// First restart delay after a worker process exits.
@@ -49,7 +55,7 @@ pub const HEALTHY_RUN: Duration = Duration::from_secs(10);
 pub use gloam_core::worker::ENV_DEBUG;
 
 /// What to run for one function, and how many processes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LaunchSpec {
     /// The function's name; passed as `GLOAM_FUNCTION` and used in log file names.
     pub function: String,
@@ -73,13 +79,27 @@ pub struct LaunchSpec {
     pub log_dir: PathBuf,
     /// Sets `GLOAM_DEBUG=1` (stack traces in error messages).
     pub debug: bool,
+    /// Process or sandbox, and the limits of each process.
+    pub isolation: IsolationConfig,
+    /// Paths a sandbox must not show (absolute): the log directory, the configuration file,
+    /// the other functions' directories.
+    pub hide: Vec<PathBuf>,
 }
 
 impl LaunchSpec {
-    /// The spec for a configured function; `None` when it has no `command` (its workers are
-    /// started by hand).
-    pub fn from_config(function: &FunctionConfig, engine: &EngineConfig) -> Option<LaunchSpec> {
+    /// The spec for a configured function of `config`; `None` when it has no `command` (its
+    /// workers are started by hand).
+    pub fn from_config(function: &FunctionConfig, config: &Config) -> Option<LaunchSpec> {
         let command = function.command.clone()?;
+        let engine = &config.engine;
+        let mut hide = vec![engine.log_dir.clone(), absolute_source(&config.source)];
+        hide.extend(
+            config
+                .functions
+                .iter()
+                .filter(|f| f.dir != function.dir)
+                .map(|f| f.dir.clone()),
+        );
         Some(LaunchSpec {
             function: function.name.clone(),
             function_id: function.id,
@@ -96,6 +116,8 @@ impl LaunchSpec {
             ipc_root: engine.ipc_root.clone(),
             log_dir: engine.log_dir.clone(),
             debug: function.debug,
+            isolation: function.isolation.clone(),
+            hide,
         })
     }
 
@@ -107,6 +129,13 @@ impl LaunchSpec {
             self.log_dir.join(format!("{stem}.stderr")),
         )
     }
+}
+
+/// `source` made absolute against the current directory.
+fn absolute_source(source: &std::path::Path) -> PathBuf {
+    std::env::current_dir()
+        .map(|cwd| cwd.join(source))
+        .unwrap_or_else(|_| source.to_path_buf())
 }
 
 /// Where a launcher reports, and whether it echoes worker output.
@@ -184,10 +213,20 @@ pub(super) struct Shared {
     /// Bumped to cut the backoff of waiting slots short.
     kick: watch::Sender<u64>,
     pids: Mutex<BTreeMap<usize, u32>>,
+    /// What each slot's current process was given at spawn: its secret (checked at the
+    /// handshake) and when (its cold start is measured from there).
+    issued: Mutex<BTreeMap<usize, Issued>>,
     restarts: AtomicU64,
     next_slot: AtomicUsize,
     /// Slots whose process was asked to retire: when it exits, the slot ends.
     retiring: Mutex<std::collections::BTreeSet<usize>>,
+}
+
+/// What a slot's process was given at spawn.
+#[derive(Debug)]
+pub(super) struct Issued {
+    pub(super) secret: String,
+    pub(super) spawned: std::time::Instant,
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -221,6 +260,7 @@ impl Launcher {
                 stop,
                 kick,
                 pids: Mutex::new(BTreeMap::new()),
+                issued: Mutex::new(BTreeMap::new()),
                 restarts: AtomicU64::new(0),
                 next_slot: AtomicUsize::new(0),
                 retiring: Mutex::new(std::collections::BTreeSet::new()),
@@ -259,6 +299,25 @@ impl Launcher {
             .iter()
             .find(|(_, p)| **p == group)
             .map(|(slot, _)| *slot)
+    }
+
+    /// Whether a worker that connected from process group `group` and presented `secret` is
+    /// one of this launcher's processes: the slot whose process leads `group` must have been
+    /// given `secret` (compared in constant time).
+    pub fn verify(&self, group: u32, secret: &str) -> Verdict {
+        let Some(slot) = self.slot_of_group(group) else {
+            return Verdict::UnknownProcess;
+        };
+        secret::check(
+            lock(&self.shared.issued).get(&slot).map(|i| &i.secret),
+            secret,
+        )
+    }
+
+    /// When the process leading group `group` was spawned (before any sandbox set-up).
+    pub fn spawned_at(&self, group: u32) -> Option<std::time::Instant> {
+        let slot = self.slot_of_group(group)?;
+        lock(&self.shared.issued).get(&slot).map(|i| i.spawned)
     }
 
     /// Marks the process of group `group` as retiring (the engine asked its workers to

@@ -13,16 +13,36 @@ use super::LaunchSpec;
 /// How often [`terminate`] checks whether a stopped process's group is empty.
 const GROUP_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// `exit code N`, `killed by SIGSEGV`, ...
-pub(super) fn describe(status: ExitStatus) -> String {
+/// `exit code N`, `killed by SIGSEGV`, ... A sandbox's `bwrap` exits with 128 + N when its
+/// process was killed by signal N, so for a sandbox that is told as the signal. With a
+/// `memory_limit`, a kill that may come from it says so.
+pub(super) fn describe(status: ExitStatus, spec: &LaunchSpec) -> String {
     use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit code {code}"),
-        (None, Some(signal)) => match Signal::try_from(signal) {
-            Ok(signal) => format!("killed by {signal}"),
-            Err(_) => format!("killed by signal {signal}"),
-        },
-        (None, None) => status.to_string(),
+    let sandboxed = spec.isolation.mode == crate::config::Isolation::Sandbox;
+    let signal = match (status.code(), status.signal()) {
+        (Some(code), _) if sandboxed && code > 128 => code - 128,
+        (Some(code), _) => return format!("exit code {code}"),
+        (None, Some(signal)) => signal,
+        (None, None) => return status.to_string(),
+    };
+    let name = match Signal::try_from(signal) {
+        Ok(signal) => format!("killed by {signal}"),
+        Err(_) => format!("killed by signal {signal}"),
+    };
+    match spec.isolation.limits.memory {
+        Some(m) => format!("{name}{}", memory_hint(signal, m)),
+        None => name,
+    }
+}
+
+/// What a death by `signal` may say of a `memory_limit` of `bytes`: nothing, or that the
+/// limit may be why (SIGKILL: the OOM killer; SIGABRT: a runtime whose allocation failed).
+pub(crate) fn memory_hint(signal: i32, bytes: u64) -> String {
+    let limit = crate::config::size_text(bytes);
+    match signal {
+        libc::SIGKILL => format!(" (memory_limit is {limit}: likely out of memory)"),
+        libc::SIGABRT => format!(" (memory_limit is {limit}: an allocation past it fails)"),
+        _ => String::new(),
     }
 }
 
@@ -41,12 +61,32 @@ pub(super) fn signal_group(pid: u32, signal: Signal) -> bool {
     }
 }
 
-/// Whether any process is left in the group led by `pid`.
+/// Whether any process that has not exited is left in the group led by `pid`. Zombies do not
+/// count: a sandbox's init whose `bwrap` parent was signalled with the group is left to the
+/// system's reaper, which may be slow (or absent, in a container).
 fn group_alive(pid: u32) -> bool {
     let Ok(raw) = libc::pid_t::try_from(pid) else {
         return false;
     };
-    !matches!(killpg(Pid::from_raw(raw), None), Err(Errno::ESRCH))
+    if matches!(killpg(Pid::from_raw(raw), None), Err(Errno::ESRCH)) {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    entries.filter_map(Result::ok).any(|e| {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            return false;
+        };
+        // After the command's closing ')': state, ppid, pgrp.
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            return false;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let group = fields.nth(1).and_then(|g| g.parse::<u32>().ok());
+        group == Some(pid) && !matches!(state, Some("Z" | "X"))
+    })
 }
 
 /// SIGTERM, wait until `deadline`, SIGKILL, reap.

@@ -1,14 +1,15 @@
 //! One process slot: spawn, wait, report, restart with backoff — until stopped or retired.
 
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gloam_core::worker::{ENV_FUNCTION, ENV_IPC_ROOT, ENV_WORKERS};
+use gloam_core::worker::{ENV_FUNCTION, ENV_IPC_ROOT, ENV_WORKERS, ENV_WORKER_SECRET};
 use nix::sys::signal::Signal;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -16,6 +17,7 @@ use tokio::time::Instant;
 
 use super::output::{pump, Sink, Tail};
 use super::process::{describe, signal_group, terminate};
+use super::sandbox;
 use super::{
     lock, LaunchEvent, LaunchSpec, ProcessExit, Shared, ENV_DEBUG, HEALTHY_RUN, INITIAL_BACKOFF,
     MAX_BACKOFF,
@@ -60,7 +62,16 @@ pub(super) async fn supervise(shared: Arc<Shared>, slot: usize) {
         }
         first = false;
 
-        let end = match spawn(spec, slot, shared.hooks.echo) {
+        // A fresh secret per process, recorded before it can connect; no secret, no process.
+        let spawned = super::secret::fresh().and_then(|secret| {
+            let issued = super::Issued {
+                secret: secret.clone(),
+                spawned: std::time::Instant::now(),
+            };
+            lock(&shared.issued).insert(slot, issued);
+            spawn(spec, slot, shared.hooks.echo, &secret)
+        });
+        let end = match spawned {
             Ok(Running {
                 mut child,
                 pumps,
@@ -97,7 +108,7 @@ pub(super) async fn supervise(shared: Arc<Shared>, slot: usize) {
                     backoff = INITIAL_BACKOFF;
                 }
                 let status = match status {
-                    Ok(status) => describe(status),
+                    Ok(status) => describe(status, spec),
                     Err(e) => format!("unknown status ({e})"),
                 };
                 tracing::debug!(
@@ -182,7 +193,15 @@ fn open_log(path: &Path) -> io::Result<File> {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))
 }
 
-fn spawn(spec: &LaunchSpec, slot: usize, echo: bool) -> io::Result<Running> {
+/// A pipe holding the sandbox's seccomp program (far smaller than a pipe's buffer), write end
+/// closed: the read end, close-on-exec until the child clears it.
+fn seccomp_pipe() -> io::Result<OwnedFd> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    File::from(write).write_all(&super::seccomp::program())?;
+    Ok(read)
+}
+
+fn spawn(spec: &LaunchSpec, slot: usize, echo: bool, secret: &str) -> io::Result<Running> {
     std::fs::create_dir_all(&spec.log_dir).map_err(|e| {
         io::Error::new(
             e.kind(),
@@ -196,9 +215,24 @@ fn spawn(spec: &LaunchSpec, slot: usize, echo: bool) -> io::Result<Running> {
     let stdout_log = open_log(&stdout_path)?;
     let stderr_log = open_log(&stderr_path)?;
 
-    let mut command = Command::new(&spec.command);
+    // A sandbox's seccomp program goes to bwrap through a pipe it inherits.
+    let seccomp = match spec.isolation.mode {
+        crate::config::Isolation::Sandbox => Some(seccomp_pipe()?),
+        crate::config::Isolation::Process => None,
+    };
+    let seccomp_fd = seccomp.as_ref().map(AsRawFd::as_raw_fd);
+    let sandboxed = sandbox::wrap(spec, seccomp_fd);
+    let mut command = match &sandboxed {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args);
+            c
+        }
+        None => Command::new(&spec.command),
+    };
     command
         .args(&spec.args)
+        .env(ENV_WORKER_SECRET, secret)
         .current_dir(&spec.dir)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .env(ENV_FUNCTION, &spec.function)
@@ -215,14 +249,39 @@ fn spawn(spec: &LaunchSpec, slot: usize, echo: bool) -> io::Result<Running> {
         command.env(ENV_DEBUG, "1");
     }
     let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
+    let no_new_privs = sandboxed.is_some();
+    // Without cgroups, memory_limit is the address-space limit (see docs/architecture.md).
+    let address_space = spec
+        .isolation
+        .limits
+        .memory
+        .map(|m| libc::rlim_t::try_from(m).unwrap_or(libc::RLIM_INFINITY));
     // SAFETY: the closure runs in the forked child before exec and only makes the
-    // async-signal-safe calls prctl(2) and getppid(2); it allocates nothing and touches no
-    // locks. The death signal fires when the forking *thread* exits; tokio runtime threads
-    // live as long as the runtime, which outlives the launcher.
+    // async-signal-safe calls prctl(2), fcntl(2), setrlimit(2) and getppid(2); it allocates
+    // nothing and touches no locks. The death signal fires when the forking *thread* exits; tokio runtime
+    // threads live as long as the runtime, which outlives the launcher.
     unsafe {
         command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
+            }
+            if no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // bwrap reads the program from this descriptor: keep it across exec.
+            if let Some(fd) = seccomp_fd {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if let Some(bytes) = address_space {
+                let limit = libc::rlimit {
+                    rlim_cur: bytes,
+                    rlim_max: bytes,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             // The engine may have died between fork and prctl; then nobody would kill us.
             if libc::getppid() != parent {

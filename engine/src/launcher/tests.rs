@@ -19,6 +19,8 @@ fn spec(dir: &Path, script: &str, processes: usize) -> LaunchSpec {
         ipc_root: dir.join("ipc"),
         log_dir: dir.join("logs"),
         debug: false,
+        isolation: Default::default(),
+        hide: Vec::new(),
     }
 }
 
@@ -274,7 +276,7 @@ fn spec_from_config() -> anyhow::Result<()> {
         Path::new("/c/gloam.toml"),
     )?;
     let a = config.function("A").ok_or(anyhow!("A"))?;
-    let spec = LaunchSpec::from_config(a, &config.engine).ok_or(anyhow!("no spec"))?;
+    let spec = LaunchSpec::from_config(a, &config).ok_or(anyhow!("no spec"))?;
     assert_eq!(spec.command, Path::new("/bin/a"));
     assert_eq!((spec.processes, spec.workers_per_process), (3, 2));
     assert_eq!(spec.env, [("K".to_string(), "v".to_string())]);
@@ -282,6 +284,6 @@ fn spec_from_config() -> anyhow::Result<()> {
     assert_eq!(spec.log_dir, Path::new("/l"));
     assert_eq!(spec.ipc_root, Path::new("/i"));
     let b = config.function("B").ok_or(anyhow!("B"))?;
-    assert_eq!(LaunchSpec::from_config(b, &config.engine), None);
+    assert_eq!(LaunchSpec::from_config(b, &config), None);
     Ok(())
 }

@@ -144,6 +144,7 @@ pub async fn serve(
     link: Arc<super::WorkerLink>,
     rx: pipe::Receiver,
     sock: tokio::net::UnixStream,
+    peer: super::Peer,
 ) {
     let mut buf = [0u8; MESSAGE_SIZE];
     let mut filled = 0usize;
@@ -158,7 +159,7 @@ pub async fn serve(
                     break reason;
                 }
             }
-            reason = super::watch_socket(&sock) => break reason,
+            reason = super::watch_socket(&sock, peer) => break reason,
             _ = link.kicked() => break "was dropped by the engine".to_string(),
         }
     };

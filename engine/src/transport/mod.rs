@@ -83,17 +83,50 @@ pub type WorkerSender = Arc<WorkerLink>;
 
 /// Resolves when a worker's handshake socket closes (its process died or it closed the
 /// worker), with the reason. Workers never write on it after `READY`.
-pub async fn watch_socket(sock: &tokio::net::UnixStream) -> String {
+pub async fn watch_socket(sock: &tokio::net::UnixStream, peer: Peer) -> String {
     loop {
         if sock.readable().await.is_err() {
             return "lost its socket".to_string();
         }
         let mut probe = [0u8; 64];
         match sock.try_read(&mut probe) {
-            Ok(0) => return "exited".to_string(),
+            Ok(0) => return peer.how_it_ended().unwrap_or_else(|| "exited".to_string()),
             Ok(_) => return "sent unexpected bytes on its socket".to_string(),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return format!("socket failed: {e}"),
         }
+    }
+}
+
+/// The process behind a worker's socket, for saying how it ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// Its pid (from `SO_PEERCRED`).
+    pub pid: u32,
+    /// Its function's `memory_limit`, named when the process was killed.
+    pub memory_limit: Option<u64>,
+}
+
+impl Peer {
+    /// How process `pid` ended, from its exit code in `/proc/<pid>/stat` (set before its
+    /// descriptors close, so readable when its socket reports the end): `was killed by SIGKILL
+    /// (memory_limit is 64 MiB: likely out of memory)`, `exited with code 3`; `None` when it is
+    /// unknown or the process closed its socket and lives on.
+    fn how_it_ended(self) -> Option<String> {
+        let (pid, memory_limit) = (self.pid, self.memory_limit);
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let after = stat.get(stat.rfind(')')? + 2..)?;
+        // Field 52 (exit_code, waitpid(2) form); `after` starts at field 3.
+        let code: i32 = after.split_whitespace().nth(49)?.parse().ok()?;
+        let signal = code & 0x7f;
+        if signal != 0 {
+            let name = nix::sys::signal::Signal::try_from(signal)
+                .map_or_else(|_| format!("signal {signal}"), |s| s.to_string());
+            let oom =
+                memory_limit.map_or_else(String::new, |m| crate::launcher::memory_hint(signal, m));
+            return Some(format!("was killed by {name}{oom}"));
+        }
+        let status = (code >> 8) & 0xff;
+        (status != 0).then(|| format!("exited with code {status}"))
     }
 }

@@ -63,6 +63,7 @@ impl HandWorker {
             pid: std::process::id(),
             function: function.into(),
             language: "test".into(),
+            secret: String::new(),
         };
         sock.write_all(&hello.to_message().unwrap().to_bytes())
             .unwrap();

@@ -71,6 +71,18 @@ impl Stack {
         Stack::launch_with(engine_extra, functions, None, &[], env)
     }
 
+    /// [`start`](Self::start) with `prepare` run on the stack's directory first (to create
+    /// the functions' directories), and the engine run as user `user` (who then owns the
+    /// directory) when set.
+    pub fn start_as(
+        engine_extra: &str,
+        functions: &str,
+        user: Option<u32>,
+        prepare: &dyn Fn(&Path),
+    ) -> Stack {
+        Stack::launch_setup(engine_extra, functions, user, Some(prepare))
+    }
+
     fn launch(engine_extra: &str, functions: &str, nofile: Option<u64>, args: &[&str]) -> Stack {
         Stack::launch_with(engine_extra, functions, nofile, args, &[])
     }
@@ -82,6 +94,42 @@ impl Stack {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Stack {
+        let (dir, path, stderr_log) = Stack::write_config(engine_extra, functions);
+        let (child, addr, grpc_addr) = spawn_up(&path, &stderr_log, nofile, args, env, None);
+        Stack {
+            child: Some(child),
+            addr,
+            grpc_addr,
+            dir,
+            stderr_log,
+        }
+    }
+
+    fn launch_setup(
+        engine_extra: &str,
+        functions: &str,
+        user: Option<u32>,
+        prepare: Option<&dyn Fn(&Path)>,
+    ) -> Stack {
+        let (dir, path, stderr_log) = Stack::write_config(engine_extra, functions);
+        if let Some(prepare) = prepare {
+            prepare(dir.path());
+        }
+        if let Some(uid) = user {
+            chown_tree(dir.path(), uid);
+        }
+        let (child, addr, grpc_addr) = spawn_up(&path, &stderr_log, None, &[], &[], user);
+        Stack {
+            child: Some(child),
+            addr,
+            grpc_addr,
+            dir,
+            stderr_log,
+        }
+    }
+
+    /// A fresh directory with the configuration: (directory, config file, engine stderr).
+    fn write_config(engine_extra: &str, functions: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
         // CI runs these tests once more with the other transport.
         let transport = std::env::var("GLOAM_TEST_TRANSPORT")
@@ -95,14 +143,7 @@ impl Stack {
         let path = dir.path().join("gloam.toml");
         std::fs::write(&path, config).expect("write config");
         let stderr_log = dir.path().join("engine.stderr");
-        let (child, addr, grpc_addr) = spawn_up(&path, &stderr_log, nofile, args, env);
-        Stack {
-            child: Some(child),
-            addr,
-            grpc_addr,
-            dir,
-            stderr_log,
-        }
+        (dir, path, stderr_log)
     }
 
     /// A keep-alive client to the gateway.
@@ -196,7 +237,7 @@ impl Stack {
             let _ = c.wait();
         }
         let path = self.dir.path().join("gloam.toml");
-        let (child, addr, grpc_addr) = spawn_up(&path, &self.stderr_log, None, &[], &[]);
+        let (child, addr, grpc_addr) = spawn_up(&path, &self.stderr_log, None, &[], &[], None);
         self.child = Some(child);
         self.addr = addr;
         self.grpc_addr = grpc_addr;
@@ -342,15 +383,29 @@ pub fn closed_now(stream: &std::net::TcpStream) -> bool {
 
 /// Starts `gloam up CONFIG` (stderr appended to `stderr_log`) and waits for its ready line:
 /// the child, the HTTP address and the gRPC-only address if any.
+/// Gives `path` and everything under it to user (and group) `uid`.
+fn chown_tree(path: &Path, uid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid)).expect("chown");
+    if path.is_dir() && !path.is_symlink() {
+        for entry in std::fs::read_dir(path).expect("read_dir") {
+            chown_tree(&entry.expect("entry").path(), uid);
+        }
+    }
+}
+
 fn spawn_up(
     path: &Path,
     stderr_log: &Path,
     nofile: Option<u64>,
     args: &[&str],
     env: &[(&str, &str)],
+    user: Option<u32>,
 ) -> (Child, String, Option<String>) {
     let mut command = Command::new(gloam_bin());
     command.envs(env.iter().copied());
+    if let Some(uid) = user {
+        command.uid(uid).gid(uid);
+    }
     command
         .arg("up")
         .arg(path)

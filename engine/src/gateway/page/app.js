@@ -112,7 +112,7 @@
   // ---- tables -----------------------------------------------------------------------------
 
   const FN_FIELDS = ["workers", "running", "queued", "completed", "failed", "restarts",
-                     "completed_per_s", "rate", "service_ms", "tau", "p50_ms", "p99_ms"];
+                     "completed_per_s", "rate", "service_ms", "tau", "p50_ms", "p99_ms", "isolation"];
 
   function renderFunctions(functions, rates) {
     const present = new Set(functions.map((f) => f.name));
@@ -145,7 +145,7 @@
         fmtInt(f.workers) + " (" + fmtInt(f.idle) + ")",
         fmtInt(f.running), fmtInt(f.queued), fmtInt(f.completed), fmtInt(f.failed),
         fmtInt(f.restarts || 0), fmtRate(rates.get(f.name)), fmtRate(f.rate), fmtMs(f.service_ms || null), fmtInt(f.tau),
-        fmtMs(f.p50_ms), fmtMs(f.p99_ms),
+        fmtMs(f.p50_ms), fmtMs(f.p99_ms), f.isolation || "-",
       ];
       for (let j = 0; j < vals.length; j++) {
         if (cells[j + 1].textContent !== vals[j]) cells[j + 1].textContent = vals[j];
@@ -156,12 +156,13 @@
       const restarts = cells[1 + FN_FIELDS.indexOf("restarts")];
       restarts.title = f.last_exit || "";
       restarts.classList.toggle("failed-nonzero", Boolean(f.unavailable));
+      cells[1 + FN_FIELDS.indexOf("isolation")].title = "limits: " + (f.limits || "none");
       s.row.classList.toggle("unavailable", Boolean(f.unavailable));
       // Keep rows in the engine's order (by id) without rebuilding them.
       if (s.row.nextSibling !== before || s.row.parentNode !== fnBody) fnBody.insertBefore(s.row, before);
       before = s.row;
     }
-    if (!functions.length) emptyRow(fnBody, 13, "no functions deployed");
+    if (!functions.length) emptyRow(fnBody, 14, "no functions deployed");
     renderProblems(functions);
   }
 

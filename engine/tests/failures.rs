@@ -148,3 +148,29 @@ fn a_call_waiting_for_a_worker_fails_when_its_process_dies_before_ready() {
         s.stop();
     });
 }
+
+#[test]
+fn a_process_that_never_connects_is_stopped_at_its_start_timeout() {
+    within(LIMIT, || {
+        let functions = format!(
+            "{}[functions.Silent]\ncommand = \"sleep\"\nargs = [\"1000\"]\nstart_timeout_ms = 500\n",
+            rust_fn("Echo", "Echo", ""),
+        );
+        let mut s = Stack::start("", &functions);
+        let t0 = Instant::now();
+        let r = s.call("Silent", b"x");
+        assert!(t0.elapsed() < FAST);
+        assert_eq!(r.status, 503, "{}", r.text());
+        let body = json(&r.body);
+        assert_eq!(body["error"], "FUNCTION_UNAVAILABLE");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("did not connect to the engine within 500 ms (start_timeout_ms)"),
+            "{message}"
+        );
+        let console = s.stderr_text();
+        assert!(console.contains("gloam: Silent cannot start"), "{console}");
+        assert_eq!(s.call("Echo", b"hi").status, 200);
+        s.stop();
+    });
+}

@@ -9,8 +9,8 @@ use gloam_core::worker::{ENV_FUNCTION, ENV_HANDLER, ENV_IPC_ROOT, ENV_WORKERS, E
 
 use super::isolation::{resolve_isolation, RawIsolation};
 use super::model::{
-    ConfigError, EngineConfig, FunctionConfig, DEFAULT_MAX_WORKERS, ENV_PROCESS_INDEX, GRPC_PREFIX,
-    MAX_GRPC_METHODS,
+    ConfigError, EngineConfig, FunctionConfig, DEFAULT_MAX_WORKERS, DEFAULT_START_TIMEOUT,
+    ENV_PROCESS_INDEX, GRPC_PREFIX, MAX_GRPC_METHODS,
 };
 use super::read::{toml_key, RawFunction};
 use super::resolve::{absolute, check_payload, check_timeout, function_key, no_nul, to_usize};
@@ -194,6 +194,10 @@ pub(super) fn resolve_function(
             n
         }
     };
+    let start_timeout = match raw.start_timeout_ms {
+        None => DEFAULT_START_TIMEOUT,
+        Some(ms) => check_timeout(ms, source, || key("start_timeout_ms"))?,
+    };
     let queue_target = match raw.queue_target_ms {
         None => engine.queue_target,
         Some(0) => None,
@@ -312,6 +316,7 @@ pub(super) fn resolve_function(
         queue_bound,
         queue_target,
         idempotent: raw.idempotent,
+        start_timeout,
         isolation,
     })
 }

@@ -40,6 +40,8 @@ pub const DEFAULT_HUNG_GRACE: Duration = Duration::from_secs(2);
 pub const DEFAULT_PIPELINE_BELOW: Duration = Duration::from_micros(500);
 /// Largest `pipeline_below_us`: a pipelined call may wait about this long behind another.
 pub const MAX_PIPELINE_BELOW: Duration = Duration::from_millis(100);
+/// Default time a started worker process has to connect to the engine.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default queueing delay a function's calls may keep before new calls are shed.
 pub const DEFAULT_QUEUE_TARGET: Duration = Duration::from_millis(50);
 
@@ -241,6 +243,9 @@ pub struct FunctionConfig {
     /// Safe to run twice: behind `gloam gateway`, a call lost with its engine is retried once
     /// on another engine instead of failing with `ENGINE_LOST`.
     pub idempotent: bool,
+    /// A started worker process that has not connected to the engine by then is killed and
+    /// reported as unable to start (`start_timeout_ms`).
+    pub start_timeout: Duration,
     /// How its worker processes are isolated, and their resource limits.
     pub isolation: super::isolation::IsolationConfig,
 }

@@ -99,6 +99,7 @@ pub(super) struct RawFunction {
     pub(super) max_workers: Option<u32>,
     pub(super) workers_per_process: Option<u32>,
     pub(super) timeout_ms: Option<u64>,
+    pub(super) start_timeout_ms: Option<u64>,
     pub(super) max_payload: Option<u64>,
     #[serde(default)]
     pub(super) allow_get: bool,

@@ -84,6 +84,9 @@ pub struct LaunchSpec {
     /// Paths a sandbox must not show (absolute): the log directory, the configuration file,
     /// the other functions' directories.
     pub hide: Vec<PathBuf>,
+    /// A process none of whose workers has connected by then is killed and reported as
+    /// unable to start.
+    pub start_timeout: Duration,
 }
 
 impl LaunchSpec {
@@ -118,6 +121,7 @@ impl LaunchSpec {
             debug: function.debug,
             isolation: function.isolation.clone(),
             hide,
+            start_timeout: function.start_timeout,
         })
     }
 
@@ -227,6 +231,8 @@ pub(super) struct Shared {
 pub(super) struct Issued {
     pub(super) secret: String,
     pub(super) spawned: std::time::Instant,
+    /// One of its workers presented the secret (it reached the engine).
+    pub(super) connected: bool,
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -308,10 +314,14 @@ impl Launcher {
         let Some(slot) = self.slot_of_group(group) else {
             return Verdict::UnknownProcess;
         };
-        secret::check(
-            lock(&self.shared.issued).get(&slot).map(|i| &i.secret),
-            secret,
-        )
+        let mut issued = lock(&self.shared.issued);
+        let verdict = secret::check(issued.get(&slot).map(|i| &i.secret), secret);
+        if verdict == Verdict::Valid {
+            if let Some(i) = issued.get_mut(&slot) {
+                i.connected = true;
+            }
+        }
+        verdict
     }
 
     /// When the process leading group `group` was spawned (before any sandbox set-up).

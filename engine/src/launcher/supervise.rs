@@ -29,6 +29,19 @@ use crate::state::ProcessEnd;
 /// may hold them open) before its exit is reported with what arrived.
 const DRAIN_OUTPUT: Duration = Duration::from_millis(500);
 
+/// How long a process that never connected gets between SIGTERM and SIGKILL.
+const START_KILL_GRACE: Duration = Duration::from_secs(1);
+
+/// Returns once `timeout` has passed without any worker of `slot`'s process connecting;
+/// never returns when one did.
+async fn unconnected_after(shared: &Shared, slot: usize, timeout: Duration) {
+    tokio::time::sleep(timeout).await;
+    let connected = lock(&shared.issued).get(&slot).is_some_and(|i| i.connected);
+    if connected {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Waits until the launcher is stopping; returns the SIGKILL deadline.
 async fn stopping(stop: &mut watch::Receiver<Option<Instant>>) -> Instant {
     match stop.wait_for(Option::is_some).await {
@@ -67,6 +80,7 @@ pub(super) async fn supervise(shared: Arc<Shared>, slot: usize) {
             let issued = super::Issued {
                 secret: secret.clone(),
                 spawned: std::time::Instant::now(),
+                connected: false,
             };
             lock(&shared.issued).insert(slot, issued);
             spawn(spec, slot, shared.hooks.echo, &secret)
@@ -83,11 +97,18 @@ pub(super) async fn supervise(shared: Arc<Shared>, slot: usize) {
                     lock(&shared.pids).insert(slot, pid);
                 }
                 tracing::debug!(function = %spec.function, slot, pid, "worker process started");
+                let mut never_connected = false;
                 let exited = tokio::select! {
                     status = child.wait() => Some(status),
                     deadline = stopping(&mut stop) => {
                         terminate(&mut child, pid, deadline, spec, slot).await;
                         None
+                    }
+                    () = unconnected_after(&shared, slot, spec.start_timeout) => {
+                        never_connected = true;
+                        let grace = Instant::now() + START_KILL_GRACE;
+                        terminate(&mut child, pid, grace, spec, slot).await;
+                        Some(child.wait().await)
                     }
                 };
                 lock(&shared.pids).remove(&slot);
@@ -108,6 +129,10 @@ pub(super) async fn supervise(shared: Arc<Shared>, slot: usize) {
                     backoff = INITIAL_BACKOFF;
                 }
                 let status = match status {
+                    _ if never_connected => format!(
+                        "did not connect to the engine within {} ms (start_timeout_ms), so it was stopped",
+                        spec.start_timeout.as_millis()
+                    ),
                     Ok(status) => describe(status, spec),
                     Err(e) => format!("unknown status ({e})"),
                 };

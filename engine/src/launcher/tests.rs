@@ -21,6 +21,7 @@ fn spec(dir: &Path, script: &str, processes: usize) -> LaunchSpec {
         debug: false,
         isolation: Default::default(),
         hide: Vec::new(),
+        start_timeout: Duration::from_secs(30),
     }
 }
 

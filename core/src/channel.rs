@@ -75,10 +75,10 @@ pub trait Channel: Send + Sync {
         None
     }
     /// Answers a call that came on a lane (its `DISPATCH` had [`crate::protocol::flags::LANE`]):
-    /// `answer` is `header` encoded with its payload.
-    fn answer_lane(&self, header: &Header, answer: &[u8; MESSAGE_SIZE]) -> Result<()> {
+    /// `answer` is `header` encoded with its payload. `Ok(false)`: its caller had given up.
+    fn answer_lane(&self, header: &Header, answer: &[u8; MESSAGE_SIZE]) -> Result<bool> {
         let _ = header;
-        self.send(answer)
+        self.send(answer).map(|()| true)
     }
     /// Makes a blocked (or the next) `recv` return [`Received::Woken`].
     fn wake(&self);

@@ -6,19 +6,18 @@
 //!   engine.sock      the engine's handshake socket
 //!   fifo/<id>.in     engine → worker messages of logical worker <id>
 //!   fifo/<id>.out    worker → engine messages
-//!   shm/<call>.in    a call's input payload when it exceeds the inline area
-//!   shm/<call>.out   a call's output payload
 //! ```
 //!
 //! With the ring transport nothing else is there: each worker's ring region and the engine's
-//! doorbell are sealed memfds handed out by descriptor (see [`crate::shared_map`]). Names an
+//! doorbell are sealed memfds handed out by descriptor (see [`crate::shared_map`]), and so
+//! are payloads that do not fit inline, in either transport (see [`crate::payload`]). Names an
 //! older engine created there (`fifo/<id>.ring`, `engine.bell`) are removed at start.
 //!
 //! The engine creates the root and holds its lock; a second engine on the same root is refused.
 //! Files a previous, dead engine left behind are removed at start (only names Gloam creates).
 //!
 //! The engine's [`IpcPaths`] (from [`IpcRoot::paths`]) carry the root's held directory
-//! descriptors ([`RootDir`]): every file [`crate::shm`] and [`crate::channel`] open, create or
+//! descriptors ([`RootDir`]): every file [`crate::channel`] opens, creates or
 //! remove through them is resolved relative to those descriptors, never by the root's path
 //! again. A worker's `IpcPaths` ([`IpcPaths::new`]) resolve whole paths; both never follow a
 //! link at the file itself, never block in `open` and check what they opened.
@@ -33,17 +32,7 @@ use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::sys::stat::{Mode, SFlag};
 
 use crate::error::{Error, Result};
-use crate::protocol::CallId;
 use crate::root_dir::{self, Loc, RootDir, Sub};
-
-/// Which side of a call a shm payload belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PayloadSide {
-    /// The call's input (written by the caller, or by the engine for an external call).
-    Input,
-    /// The call's output (written by the callee).
-    Output,
-}
 
 /// The paths of an IPC root: by whole path (what a worker has, [`IpcPaths::new`]), or anchored
 /// to the engine's held directory descriptors ([`IpcRoot::paths`]).
@@ -73,11 +62,6 @@ impl IpcPaths {
         Loc::new(&self.root, self.dir.as_ref(), sub, name)
     }
 
-    /// The shm file of a call's input or output, as a [`Loc`].
-    pub(crate) fn shm_loc(&self, call: CallId, side: PayloadSide) -> Loc<'_> {
-        self.loc(Sub::Shm, &shm_name(call, side))
-    }
-
     /// The names of the files in `sub` (read through the held descriptor when there is one).
     pub(crate) fn names(&self, sub: Sub) -> Vec<String> {
         root_dir::list_names(&self.root, self.dir.as_ref(), sub)
@@ -104,10 +88,6 @@ impl IpcPaths {
     pub fn fifo_dir(&self) -> PathBuf {
         self.root.join("fifo")
     }
-    /// The shm payload directory.
-    pub fn shm_dir(&self) -> PathBuf {
-        self.root.join("shm")
-    }
     /// The engine → worker FIFO of `worker_id`.
     pub fn fifo_to_worker(&self, worker_id: u32) -> PathBuf {
         self.fifo_dir().join(format!("{worker_id}.in"))
@@ -116,14 +96,9 @@ impl IpcPaths {
     pub fn fifo_to_engine(&self, worker_id: u32) -> PathBuf {
         self.fifo_dir().join(format!("{worker_id}.out"))
     }
-    /// The shm file of a call's input or output.
-    pub fn shm_file(&self, call: CallId, side: PayloadSide) -> PathBuf {
-        self.shm_dir().join(shm_name(call, side))
-    }
-
     /// Checks that an engine has set this root up (what a worker does before connecting).
     pub fn check_exists(&self) -> Result<()> {
-        for dir in [self.root.clone(), self.fifo_dir(), self.shm_dir()] {
+        for dir in [self.root.clone(), self.fifo_dir()] {
             if !dir.is_dir() {
                 return Err(Error::Shutdown(format!(
                     "IPC root {} is not set up (missing {}): is the engine running?",
@@ -134,53 +109,6 @@ impl IpcPaths {
         }
         Ok(())
     }
-
-    /// The shm files whose call id names `caller` as the caller (cleanup after a worker dies;
-    /// [`crate::shm::remove_files_of_caller`] removes them through the held descriptor).
-    pub fn shm_files_of_caller(&self, caller: u32) -> Vec<PathBuf> {
-        self.shm_calls_of_caller(caller)
-            .into_iter()
-            .map(|(call, side)| self.shm_file(call, side))
-            .collect()
-    }
-
-    /// The (call, side) of every shm file whose call id names `caller` as the caller.
-    pub fn shm_calls_of_caller(&self, caller: u32) -> Vec<(CallId, PayloadSide)> {
-        self.names(Sub::Shm)
-            .iter()
-            .filter_map(|n| parse_shm_file_name(n))
-            .filter(|(id, _)| id.caller() == caller)
-            .collect()
-    }
-}
-
-fn shm_name(call: CallId, side: PayloadSide) -> String {
-    let ext = match side {
-        PayloadSide::Input => "in",
-        PayloadSide::Output => "out",
-    };
-    format!("{call}.{ext}")
-}
-
-/// The call id of a shm file name (`<16 hex>.in` / `.out`).
-pub fn parse_shm_name(name: &str) -> Option<CallId> {
-    parse_shm_file_name(name).map(|(id, _)| id)
-}
-
-/// The call id and side of a shm file name (`<16 hex>.in` / `.out`).
-pub fn parse_shm_file_name(name: &str) -> Option<(CallId, PayloadSide)> {
-    let (stem, ext) = name.split_once('.')?;
-    let side = match ext {
-        "in" => PayloadSide::Input,
-        "out" => PayloadSide::Output,
-        _ => return None,
-    };
-    if stem.len() != 16 || !stem.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    u64::from_str_radix(stem, 16)
-        .ok()
-        .map(|id| (CallId(id), side))
 }
 
 /// An IPC root owned by the live engine: created, locked, held open and cleaned on drop.
@@ -192,12 +120,12 @@ pub struct IpcRoot {
 }
 
 impl IpcRoot {
-    /// Creates (or takes over) the root at `path`: mode 0700, `fifo/`, `shm/`, the engine lock.
+    /// Creates (or takes over) the root at `path`: mode 0700, `fifo/`, the engine lock.
     ///
-    /// Missing directories are created (mode 0700). A root, `fifo/` or `shm/` that is a
+    /// Missing directories are created (mode 0700). A root or `fifo/` that is a
     /// symlink, is not a directory or belongs to another user is refused; one of ours with a
     /// wider mode is narrowed to 0700 (every entry Gloam then uses in it is checked as it is
-    /// opened). Ancestors another user could rename the root under are refused. The three
+    /// opened). Ancestors another user could rename the root under are refused. The
     /// directories are held open from here on: see [`RootDir`]. Fails with a clear message
     /// when another live engine holds the root.
     pub fn create(path: impl Into<PathBuf>) -> Result<IpcRoot> {
@@ -227,31 +155,23 @@ impl IpcRoot {
         &self.dir
     }
 
-    /// Removes every file Gloam creates under the root (FIFOs, shm payloads, the socket).
+    /// Removes every file Gloam creates under the root (FIFOs, the socket).
     /// Used at start (leftovers of a dead engine) and at shutdown.
     pub fn remove_stale_files(&self) {
         self.remove_matching(Sub::Fifo, |n| {
             n.ends_with(".in") || n.ends_with(".out") || n.ends_with(".ring")
         });
-        self.remove_matching(Sub::Shm, |n| parse_shm_name(n).is_some());
         self.remove_matching(Sub::Root, |n| n == "engine.sock" || n == "engine.bell");
     }
 
-    /// The paths of every file under `fifo/` and `shm/` (tests: "no stray files").
+    /// The paths of every file under `fifo/` (tests: "no stray files").
     pub fn list_files(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for (sub, dir) in [
-            (Sub::Fifo, self.paths.fifo_dir()),
-            (Sub::Shm, self.paths.shm_dir()),
-        ] {
-            out.extend(
-                self.paths
-                    .names(sub)
-                    .into_iter()
-                    .map(|n| dir.join(n).display().to_string()),
-            );
-        }
-        out
+        let dir = self.paths.fifo_dir();
+        self.paths
+            .names(Sub::Fifo)
+            .into_iter()
+            .map(|n| dir.join(n).display().to_string())
+            .collect()
     }
 
     /// Unlinks (through the held descriptor) the names of `sub` that `remove_if` picks.
@@ -336,7 +256,7 @@ mod tests {
         let first = IpcRoot::create(&path).unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
-        assert!(path.join("fifo").is_dir() && path.join("shm").is_dir());
+        assert!(path.join("fifo").is_dir() && !path.join("shm").exists());
         let err = IpcRoot::create(&path).unwrap_err();
         assert!(
             err.to_string().contains("held by another live engine"),
@@ -351,22 +271,13 @@ mod tests {
     fn stale_files_are_removed_but_foreign_files_kept() {
         let dir = tempfile::tempdir().unwrap();
         let paths = IpcPaths::new(dir.path());
-        fs::create_dir_all(paths.shm_dir()).unwrap();
-        let stale = paths.shm_file(CallId::new(2, 3), PayloadSide::Output);
+        fs::create_dir_all(paths.fifo_dir()).unwrap();
+        let stale = paths.fifo_to_engine(3);
         fs::write(&stale, b"x").unwrap();
-        let foreign = paths.shm_dir().join("notes.txt");
+        let foreign = paths.fifo_dir().join("notes.txt");
         fs::write(&foreign, b"x").unwrap();
         let _root = IpcRoot::create(dir.path()).unwrap();
         assert!(!stale.exists());
         assert!(foreign.exists());
-    }
-
-    #[test]
-    fn shm_names_parse_back() {
-        let id = CallId::new(42, 99);
-        let p = IpcPaths::new("/x").shm_file(id, PayloadSide::Input);
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        assert_eq!(parse_shm_name(&name), Some(id));
-        assert_eq!(parse_shm_name("zz.in"), None);
     }
 }

@@ -18,20 +18,14 @@
 //! is ignored. Both regions are mapped on receipt (checked sealed and of their size).
 //!
 //! A worker reads these messages only when its ring region names a lease it has not mapped
-//! ([`Leases::take`]): once per lease, never per call. Messages it reads for other leases wait
-//! in a short list until their lease is published (or fall off it).
+//! ([`crate::engine_socket::EngineSocket::take_lease`]): once per lease, never per call.
 
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use crate::bell::Bell;
 use crate::lane::{Holder, LaneGrant, LeaseRegion, LANES, MAX_LEASE};
 use crate::protocol::{Header, Kind, Message, MESSAGE_SIZE};
 use crate::ring::BellRegion;
-use crate::socket::{Blocking, MessageReader};
-
-/// Leases received and not yet published to this worker, kept at most (every lane's and an
-/// inbound one or two).
-const PENDING_KEPT: usize = 2 * LANES + 2;
 
 /// Which end of a lease a worker is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,57 +116,4 @@ pub fn read_lease(bytes: &[u8; MESSAGE_SIZE], fds: &[OwnedFd], me: u32) -> Optio
         region,
         callee_bell,
     })
-}
-
-/// The leases a worker received and has not used yet, and the socket reader they come from.
-#[derive(Debug, Default)]
-pub struct Leases {
-    reader: MessageReader,
-    pending: Vec<LeaseEnd>,
-}
-
-impl Leases {
-    /// Worker `me`'s end `role` of lease `lease`, from the list or, when it is not there, from
-    /// what waits on `sock` (read without blocking). `None`: the engine sent no such lease
-    /// (it is over, or its message was malformed).
-    pub fn take(
-        &mut self,
-        lease: u32,
-        role: Role,
-        sock: BorrowedFd<'_>,
-        me: u32,
-    ) -> Option<LeaseEnd> {
-        if let Some(end) = self.remove(lease, role) {
-            return Some(end);
-        }
-        loop {
-            match self.reader.read(sock, Blocking::No) {
-                Ok(Some(got)) => {
-                    let Some(end) = read_lease(&got.bytes, &got.fds, me) else {
-                        tracing::warn!("ignored a malformed LEASE message from the engine");
-                        continue;
-                    };
-                    if self.pending.len() >= PENDING_KEPT {
-                        self.pending.remove(0);
-                    }
-                    self.pending.push(end);
-                }
-                Ok(None) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    tracing::debug!(error = %e, "reading leases from the engine socket");
-                    break;
-                }
-            }
-        }
-        self.remove(lease, role)
-    }
-
-    fn remove(&mut self, lease: u32, role: Role) -> Option<LeaseEnd> {
-        let at = self
-            .pending
-            .iter()
-            .rposition(|e| e.grant.lease == lease && e.role == role)?;
-        Some(self.pending.remove(at))
-    }
 }

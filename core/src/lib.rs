@@ -8,6 +8,7 @@
 pub mod bell;
 pub mod channel;
 pub mod clock;
+pub mod engine_socket;
 pub mod error;
 #[cfg(fuzzing)]
 #[doc(hidden)]
@@ -18,13 +19,13 @@ pub mod lane;
 pub mod lease;
 #[cfg(loom)]
 pub mod model;
+pub mod payload;
 pub mod protocol;
 pub mod region;
 pub mod ring;
 pub mod ring_channel;
 pub mod root_dir;
 pub mod shared_map;
-pub mod shm;
 pub mod socket;
 pub mod table;
 pub mod tally;

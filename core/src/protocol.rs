@@ -15,7 +15,7 @@
 //! | 16     | 8    | `parent_call_id`   | the caller's current call ([`CallId`]), 0 = none                |
 //! | 24     | 8    | `send_ts`          | sender's `CLOCK_MONOTONIC` in ns just before the write          |
 //! | 32     | 4    | `payload_len`      | payload length in bytes                                        |
-//! | 36     | 1    | `payload_loc`      | [`PayloadLocation`]: inline, shm file, or trailing the message |
+//! | 36     | 1    | `payload_loc`      | [`PayloadLocation`]: inline, descriptor, or trailing the message |
 //! | 37     | 1    | `status`           | 0, or the [`ErrorKind`] code of a `FAILED`/`REJECT`            |
 //! | 38     | 2    | reserved           | sent as zero, ignored on receipt                               |
 //! | 40     | 8    | `deadline_ns`      | absolute `CLOCK_MONOTONIC` deadline in ns, 0 = none            |
@@ -40,7 +40,7 @@ pub const HEADER_SIZE: usize = 64;
 /// Bytes of payload that travel inside the message.
 pub const INLINE_CAPACITY: usize = MESSAGE_SIZE - HEADER_SIZE;
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 /// Default maximum payload (16 MiB).
 pub const DEFAULT_MAX_PAYLOAD: u64 = 16 * 1024 * 1024;
 /// Hard ceiling of any payload limit: lengths are u32 on the wire.
@@ -81,8 +81,10 @@ pub mod flags {
     pub const LANE: u16 = 1 << 2;
     /// With [`LANE`] in a record: the engine had revoked the lease, which ended with this call.
     pub const LANE_END: u16 = 1 << 3;
+    /// In `PAYLOAD`: the payload is the call's output (else its input).
+    pub const OUTPUT: u16 = 1 << 4;
     /// Every bit this version knows.
-    pub const KNOWN: u16 = TRUNCATED | RING | LANE | LANE_END;
+    pub const KNOWN: u16 = TRUNCATED | RING | LANE | LANE_END | OUTPUT;
 }
 
 /// What a message is.
@@ -111,6 +113,9 @@ pub enum Kind {
     /// of, with the lease's region (and, for the holder, the callee's doorbell region); see
     /// [`crate::lease`].
     Lease = 10,
+    /// either way (socket, with one descriptor): the payload of a call that does not fit
+    /// inline, sent just before the message naming it; see [`crate::payload`].
+    Payload = 11,
 }
 
 impl Kind {
@@ -127,6 +132,7 @@ impl Kind {
             8 => Kind::Failed,
             9 => Kind::Retire,
             10 => Kind::Lease,
+            11 => Kind::Payload,
             _ => return None,
         })
     }
@@ -139,8 +145,9 @@ pub enum PayloadLocation {
     /// In the message's inline area (`payload_len` ≤ 960).
     #[default]
     Inline = 0,
-    /// In a file under `<ipc-root>/shm/` named from the call id.
-    Shm = 1,
+    /// In a sealed memfd, sent on the engine socket with a `PAYLOAD` record just before the
+    /// message (see [`crate::payload`]).
+    Descriptor = 1,
     /// Right after the message on a stream socket (handshake only).
     Trailing = 2,
 }
@@ -150,7 +157,7 @@ impl PayloadLocation {
     pub fn from_u8(b: u8) -> Option<PayloadLocation> {
         Some(match b {
             0 => PayloadLocation::Inline,
-            1 => PayloadLocation::Shm,
+            1 => PayloadLocation::Descriptor,
             2 => PayloadLocation::Trailing,
             _ => return None,
         })
@@ -354,7 +361,7 @@ impl Header {
         put32(out, WORKER_ID, self.worker_id);
     }
 
-    /// Decodes and validates a header from a whole message (`max_payload` bounds shm and
+    /// Decodes and validates a header from a whole message (`max_payload` bounds descriptor and
     /// trailing payloads).
     pub fn decode(bytes: &[u8], max_payload: u64) -> Result<Header, ProtocolError> {
         use offset::*;
@@ -385,7 +392,7 @@ impl Header {
             PayloadLocation::Inline if payload_len as usize > INLINE_CAPACITY => {
                 return Err(ProtocolError::InlineTooLong { len: payload_len });
             }
-            PayloadLocation::Shm | PayloadLocation::Trailing
+            PayloadLocation::Descriptor | PayloadLocation::Trailing
                 if u64::from(payload_len) > max_payload =>
             {
                 return Err(ProtocolError::PayloadTooLong {

@@ -14,22 +14,19 @@
 //! and finds it there — once per lease. A holder keeps the lease of each lane, a callee the
 //! lease it serves; a call in progress keeps its lease's mapping alive however the lease ends.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-
 use crate::channel::{Channel, Received, Wait};
 use crate::clock::now_ns;
+use crate::engine_socket::EngineSocket;
 use crate::error::{Error, ErrorKind, Result};
-use crate::ipc_root::{IpcPaths, PayloadSide};
 use crate::lane::{InboundCall, LaneCall, LaneGrant, LANES};
-use crate::lease::{LeaseEnd, Leases, Role};
-use crate::protocol::{offset, Header, Kind, Message, PayloadLocation, MESSAGE_SIZE};
+use crate::lease::{LeaseEnd, Role};
+use crate::protocol::{offset, Header, Kind, Message, MESSAGE_SIZE};
 use crate::ring::{self, Bell, BellRegion, Consumer, Producer, RingFile, SharedRing};
-use crate::shm;
 use crate::tally::Tally;
 
 /// How long a sleeping worker goes between checks that the engine is alive.
@@ -75,13 +72,10 @@ struct Rx {
 /// A logical worker's end of its ring region.
 pub struct RingChannel {
     shared: SharedRing,
-    paths: IpcPaths,
     /// The lease of each lane this worker holds, as last looked up.
     lanes: [Mutex<Option<Arc<LeaseEnd>>>; LANES],
     /// Each lane's cache in one word (see [`USABLE`]): the fast path reads only this.
     lane_known: [AtomicU64; LANES],
-    /// The leases the engine sent and this worker has not used yet.
-    leases: Mutex<Leases>,
     /// The lane call in this worker's hands (taken from its lease's inbound slot).
     in_hand: Mutex<Option<(InboundCall, Arc<LeaseEnd>)>>,
     /// The lane calls answered since the last record, and since when.
@@ -98,7 +92,7 @@ pub struct RingChannel {
     tx: Mutex<Producer>,
     my_bell: Bell,
     engine_bell: Bell,
-    engine_socket: OwnedFd,
+    socket: Arc<EngineSocket>,
     closed: AtomicBool,
     woken: AtomicBool,
 }
@@ -127,16 +121,15 @@ impl RingChannel {
 
     /// Maps worker `worker_id`'s ring region, its doorbell region and the engine's doorbell
     /// region, all received with `WELCOME` (`max_payload` from its function table).
-    /// `engine_socket` is the handshake socket (kept: the engine sends leases on it, and its
-    /// closing tells that the engine died).
+    /// `socket` is the engine socket (the engine sends leases on it, and its closing tells
+    /// that the engine died).
     pub fn open_worker_side(
-        paths: &IpcPaths,
         worker_id: u32,
         max_payload: u64,
         ring: &OwnedFd,
         bell: &OwnedFd,
         engine_bell: &OwnedFd,
-        engine_socket: OwnedFd,
+        socket: Arc<EngineSocket>,
     ) -> Result<RingChannel> {
         let (tx, rx, shared) = RingFile::from_fd(ring)?.into_worker_side();
         let my_bell = BellRegion::from_fd(bell, "worker doorbell")?.bell();
@@ -150,39 +143,31 @@ impl RingChannel {
             my_bell,
             engine_bell,
             shared,
-            paths: paths.clone(),
             lanes: std::array::from_fn(|_| Mutex::new(None)),
             lane_known: std::array::from_fn(|_| AtomicU64::new(0)),
-            leases: Mutex::new(Leases::default()),
             in_hand: Mutex::new(None),
             tally: Mutex::new(OpenTally::default()),
             lane_served: AtomicBool::new(false),
             one_cpu: !ring::spinning_can_pay(),
             worker_id,
             max_payload,
-            engine_socket,
+            socket,
             closed: AtomicBool::new(false),
             woken: AtomicBool::new(false),
         })
     }
 
     fn engine_gone(&self) -> bool {
-        let mut fds = [PollFd::new(
-            self.engine_socket.as_fd(),
-            PollFlags::from_bits_retain(libc::POLLRDHUP),
-        )];
-        // The engine closing its end shows as RDHUP (or HUP/ERR); unread LEASE messages are
-        // only POLLIN, which is not asked for.
-        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+        self.socket.engine_gone()
     }
 
     fn shutdown(&self) -> Error {
         Error::Shutdown("ring channel closed".into())
     }
 
-    /// This worker's end `role` of lease `lease`, from the socket (see [`Leases::take`]).
+    /// This worker's end `role` of lease `lease`, from the socket.
     fn take_lease(&self, lease: u32, role: Role) -> Option<LeaseEnd> {
-        lock(&self.leases).take(lease, role, self.engine_socket.as_fd(), self.worker_id)
+        self.socket.take_lease(lease, role)
     }
 
     /// Looks up lease `lease`, just published on lane `lane`: maps it (once) and returns the
@@ -376,6 +361,11 @@ impl RingChannel {
         if h.kind != Kind::Dispatch {
             return Err(format!("a {:?} message in the inbound slot", h.kind));
         }
+        if h.payload_loc != crate::protocol::PayloadLocation::Inline {
+            // Only the engine passes payload descriptors on; a holder sends large inputs
+            // through it.
+            return Err("a lane call's input must be inline".into());
+        }
         let mut flags = u16::from_le_bytes([buf[offset::FLAGS], buf[offset::FLAGS + 1]]);
         flags |= crate::protocol::flags::LANE;
         buf[offset::FLAGS..offset::FLAGS + 2].copy_from_slice(&flags.to_le_bytes());
@@ -393,6 +383,7 @@ impl RingChannel {
         );
         tracing::warn!("refused a malformed direct call: {why}");
         self.answer_lane(&failure.header, &failure.to_bytes())
+            .map(drop)
     }
 }
 
@@ -418,7 +409,7 @@ impl Channel for RingChannel {
         Some(self.wait_lane(call, &end, u64::from_le_bytes(deadline), spin))
     }
 
-    fn answer_lane(&self, h: &Header, answer: &[u8; MESSAGE_SIZE]) -> Result<()> {
+    fn answer_lane(&self, h: &Header, answer: &[u8; MESSAGE_SIZE]) -> Result<bool> {
         let Some((call, end)) = lock(&self.in_hand).take() else {
             return Err(Error::Internal(
                 "a lane answer with no lane call in hand".into(),
@@ -429,11 +420,6 @@ impl Channel for RingChannel {
         let answered = end.region.answer(call, answer);
         if answered.delivered {
             end.lane_bell.notify();
-        }
-        if !answered.delivered && h.kind == Kind::Complete && h.payload_loc == PayloadLocation::Shm
-        {
-            // Nobody will read the output file.
-            shm::remove_call(&self.paths, h.call_id(), PayloadSide::Output);
         }
         let outcome = match h.kind {
             // The holder gave up at the deadline: for the engine's counts the call timed out.
@@ -459,7 +445,7 @@ impl Channel for RingChannel {
         if lease_ended || old || open.tally.calls() >= TALLY_CALLS {
             self.flush(&mut open.tally, lease_ended)?;
         }
-        Ok(())
+        Ok(answered.delivered)
     }
 
     fn recv(&self, buf: &mut [u8; MESSAGE_SIZE], wait: Wait) -> Result<Received> {

@@ -6,8 +6,8 @@
 //! The root's path is predictable (`/dev/shm/gloam-<uid>`) and every local user can create
 //! names in `/dev/shm`. [`RootDir::create`] therefore walks the path one component at a time,
 //! refuses a root that is a symlink, is not a directory or belongs to another user, refuses
-//! ancestors another user could rename it under, and keeps descriptors of the root, `fifo/` and
-//! `shm/` for the engine's lifetime: what happens to the names afterwards cannot redirect the
+//! ancestors another user could rename it under, and keeps descriptors of the root and `fifo/`
+//! for the engine's lifetime: what happens to the names afterwards cannot redirect the
 //! engine's files.
 
 use std::ffi::OsStr;
@@ -24,15 +24,13 @@ use nix::unistd::UnlinkatFlags;
 
 use crate::error::{Error, Result};
 
-/// One of the three directories of an IPC root.
+/// One of the directories of an IPC root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Sub {
     /// The root itself (`engine.lock`, `engine.sock`, ...).
     Root,
     /// `fifo/`: the FIFOs and ring files of the workers.
     Fifo,
-    /// `shm/`: payload files.
-    Shm,
 }
 
 impl Sub {
@@ -40,7 +38,6 @@ impl Sub {
         match self {
             Sub::Root => "",
             Sub::Fifo => "fifo",
-            Sub::Shm => "shm",
         }
     }
 }
@@ -58,25 +55,22 @@ struct Held {
     path: PathBuf,
     root: OwnedFd,
     fifo: OwnedFd,
-    shm: OwnedFd,
 }
 
 impl RootDir {
-    /// Opens (creating what is missing, mode 0700) the root at `path` and its `fifo/` and
-    /// `shm/`, checked as the module documentation says. Errors name the path, what is wrong
-    /// with it and what to do.
+    /// Opens (creating what is missing, mode 0700) the root at `path` and its `fifo/`, checked
+    /// as the module documentation says. Errors name the path, what is wrong with it and what
+    /// to do.
     pub(crate) fn create(path: &Path) -> Result<RootDir> {
         let abs = std::path::absolute(path).map_err(|e| Error::io("resolve", path, e))?;
         let (parent, name) = open_parent(&abs)?;
         let root = open_private_dir(parent.as_fd(), name, &abs)?;
         let fifo = open_private_dir(root.as_fd(), OsStr::new("fifo"), &abs.join("fifo"))?;
-        let shm = open_private_dir(root.as_fd(), OsStr::new("shm"), &abs.join("shm"))?;
         Ok(RootDir {
             held: Arc::new(Held {
                 path: abs,
                 root,
                 fifo,
-                shm,
             }),
         })
     }
@@ -96,16 +90,10 @@ impl RootDir {
         self.held.fifo.as_fd()
     }
 
-    /// The held descriptor of `shm/`.
-    pub fn shm_fd(&self) -> BorrowedFd<'_> {
-        self.held.shm.as_fd()
-    }
-
     pub(crate) fn fd(&self, sub: Sub) -> BorrowedFd<'_> {
         match sub {
             Sub::Root => self.root_fd(),
             Sub::Fifo => self.fifo_fd(),
-            Sub::Shm => self.shm_fd(),
         }
     }
 }

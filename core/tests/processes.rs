@@ -3,6 +3,7 @@
 //! protocol. The child processes are this test binary re-executed with `GLOAM_TEST_CHILD`.
 
 use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::process::{Child, Command};
@@ -10,12 +11,13 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use gloam_core::channel::{create_fifos, remove_fifos, Channel, FifoChannel, Received, Wait};
-use gloam_core::ipc_root::{IpcPaths, PayloadSide};
+use gloam_core::ipc_root::IpcPaths;
+use gloam_core::payload::PayloadSide;
 use gloam_core::protocol::{
     CallId, Header, Hello, Kind, Message, PayloadLocation, DEFAULT_MAX_PAYLOAD, MESSAGE_SIZE,
 };
 use gloam_core::table::FunctionTable;
-use gloam_core::{shm, ErrorKind, HandlerError, Handlers, WorkerOptions};
+use gloam_core::{payload, ErrorKind, HandlerError, Handlers, WorkerOptions};
 
 const CHILD_ENV: &str = "GLOAM_TEST_CHILD";
 const ROOT_ENV: &str = "GLOAM_TEST_ROOT";
@@ -63,7 +65,6 @@ fn make_root() -> (tempfile::TempDir, IpcPaths) {
     let dir = tempfile::tempdir().unwrap();
     let paths = IpcPaths::new(dir.path());
     std::fs::create_dir_all(paths.fifo_dir()).unwrap();
-    std::fs::create_dir_all(paths.shm_dir()).unwrap();
     (dir, paths)
 }
 
@@ -207,9 +208,9 @@ fn worker_child(paths: &IpcPaths) {
 }
 
 struct FakeEngine {
-    paths: IpcPaths,
     ch: FifoChannel,
-    _sock: UnixStream,
+    sock: UnixStream,
+    worker_id: u32,
 }
 
 impl FakeEngine {
@@ -240,10 +241,19 @@ impl FakeEngine {
         assert_eq!(ready.header.kind, Kind::Ready);
         assert_eq!(ready.header.worker_id, worker_id);
         FakeEngine {
-            paths: paths.clone(),
             ch,
-            _sock: sock,
+            sock,
+            worker_id,
         }
+    }
+
+    /// The payload record the worker sent on its socket, with its descriptor.
+    fn payload(&self) -> payload::Record {
+        let got = gloam_core::socket::MessageReader::default()
+            .read(self.sock.as_fd(), gloam_core::socket::Blocking::Yes)
+            .unwrap()
+            .unwrap();
+        payload::read_record(&got.bytes, got.fds).expect("a PAYLOAD record")
     }
 
     fn recv(&self) -> Message {
@@ -262,9 +272,19 @@ impl FakeEngine {
         h.set_call_id(id);
         h.function_id = ECHO;
         let m = if input.len() > 960 {
-            shm::write(&self.paths, id, PayloadSide::Input, input, 1 << 30).unwrap();
-            h.payload_loc = PayloadLocation::Shm;
-            h.payload_len = input.len() as u32;
+            let len = input.len() as u32;
+            let fd = payload::create(input, 1 << 30).unwrap();
+            let record = payload::record(id, PayloadSide::Input, len, self.worker_id, false);
+            let sent = gloam_core::socket::send_with_fds(
+                self.sock.as_fd(),
+                &record.to_bytes(),
+                &[fd.as_raw_fd()],
+                false,
+            )
+            .unwrap();
+            assert_eq!(sent, MESSAGE_SIZE);
+            h.payload_loc = PayloadLocation::Descriptor;
+            h.payload_len = len;
             Message::new(h)
         } else {
             Message::with_inline(h, input).unwrap()
@@ -290,17 +310,21 @@ fn worker_loop_against_a_fake_engine() {
     );
     assert_eq!(r.header.worker_id, 3);
 
-    // 1 MiB input through shm, echoed through shm byte-exact.
+    // 1 MiB input by descriptor, echoed by descriptor byte-exact.
     let big: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i % 251) as u8).collect();
     engine.dispatch(2, &big);
     let r = engine.recv();
-    assert_eq!(r.header.payload_loc, PayloadLocation::Shm);
-    let id = r.header.call_id();
-    let out = shm::open(&paths, id, PayloadSide::Output, r.header.payload_len).unwrap();
-    assert!(out.bytes() == big.as_slice());
-    drop(out);
-    shm::remove_call(&paths, id, PayloadSide::Input);
-    shm::remove_call(&paths, id, PayloadSide::Output);
+    assert_eq!(r.header.payload_loc, PayloadLocation::Descriptor);
+    let out = engine.payload();
+    assert_eq!(
+        (out.call, out.side, out.len),
+        (
+            r.header.call_id(),
+            PayloadSide::Output,
+            r.header.payload_len
+        )
+    );
+    assert!(payload::map(&out.fd, out.len).unwrap().bytes() == big.as_slice());
 
     // Handler error and panic fail the call; the worker lives on.
     engine.dispatch(3, b"fail");
@@ -322,7 +346,7 @@ fn worker_loop_against_a_fake_engine() {
         (r.header.kind, r.header.payload_len),
         (Kind::Complete, 2 << 20)
     );
-    shm::remove_call(&paths, r.header.call_id(), PayloadSide::Output);
+    assert_eq!(engine.payload().len, 2 << 20);
 
     // Three internal calls in flight at once, answered in reverse order.
     engine.dispatch(6, b"fanout");
@@ -359,8 +383,6 @@ fn worker_loop_against_a_fake_engine() {
         .unwrap();
     assert!(wait_child(child, Duration::from_secs(20)).success());
     remove_fifos(&paths, 3);
-    let left: Vec<_> = std::fs::read_dir(paths.shm_dir()).unwrap().collect();
-    assert!(left.is_empty(), "stray shm files: {left:?}");
 }
 
 #[test]

@@ -33,7 +33,7 @@ fn header_layout_byte_for_byte() {
     let b = m.to_bytes();
     assert_eq!(b.len(), MESSAGE_SIZE);
     let expected_header: [u8; 64] = [
-        2, 6, 0x01, 0x00, // version, kind, flags
+        3, 6, 0x01, 0x00, // version, kind, flags
         0x02, 0x01, 0x04, 0x03, // function id, method id
         0x08, 0x07, 0x06, 0x05, // caller
         0x0c, 0x0b, 0x0a, 0x09, // sequence
@@ -212,10 +212,10 @@ proptest! {
     }
 
     #[test]
-    fn shm_headers_round_trip(len in 0u32..=(16 << 20), id in any::<u64>()) {
+    fn descriptor_headers_round_trip(len in 0u32..=(16 << 20), id in any::<u64>()) {
         let mut h = Header::new(Kind::Complete);
         h.set_call_id(CallId(id));
-        h.payload_loc = PayloadLocation::Shm;
+        h.payload_loc = PayloadLocation::Descriptor;
         h.payload_len = len;
         let m = Message::new(h);
         let back = Message::decode(&m.to_bytes(), DEFAULT_MAX_PAYLOAD).unwrap();

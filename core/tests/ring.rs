@@ -7,7 +7,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use gloam_core::channel::{Channel, Received, Wait};
-use gloam_core::ipc_root::IpcPaths;
 use gloam_core::protocol::{offset, INLINE_CAPACITY, MESSAGE_SIZE};
 use gloam_core::ring::{self, Bell, BellRegion, RingFile, SLOTS};
 use gloam_core::ring_channel::RingChannel;
@@ -219,20 +218,20 @@ fn cross_process_stress_no_loss_no_duplication() {
 
 #[test]
 fn a_sleeping_worker_notices_that_the_engine_died() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = IpcPaths::new(dir.path());
     let (_engine_ring, ring_fd) = RingFile::create_sealed("ring").unwrap();
     let (_worker_bell, bell_fd) = BellRegion::create_sealed("bell").unwrap();
     let (_engine_bell, engine_bell_fd) = BellRegion::create_sealed("engine-bell").unwrap();
     let (engine_sock, worker_sock) = UnixStream::pair().unwrap();
     let ch = RingChannel::open_worker_side(
-        &paths,
         4,
         1 << 20,
         &ring_fd,
         &bell_fd,
         &engine_bell_fd,
-        worker_sock.into(),
+        std::sync::Arc::new(gloam_core::engine_socket::EngineSocket::new(
+            worker_sock.into(),
+            4,
+        )),
     )
     .unwrap();
     let (tx, rx) = mpsc::channel();

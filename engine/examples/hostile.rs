@@ -6,7 +6,8 @@
 //! (SIGTERM), `tcp:HOST:PORT`, `fork:N` (N sleeping children at once), `alloc:MIB` (touches
 //! that much memory; past `memory_limit` the process dies), `hello:FUNCTION` (connects to
 //! `engine.sock` as a worker of FUNCTION, with no secret), `keyctl` (the kernel keyrings),
-//! `self` (its `NoNewPrivs`, `CapEff` and user).
+//! `self` (its `NoNewPrivs`, `CapEff` and user), `ls:DIR` (the names in it), `echo:TEXT`
+//! (answers TEXT: large inputs and outputs cross the sandbox by descriptor).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -21,6 +22,15 @@ fn attempt(_ctx: &Ctx<'_>, input: &[u8]) -> Result<Vec<u8>, HandlerError> {
     let (what, arg) = input.split_once(':').unwrap_or((input, ""));
     let answer = match what {
         "read" => verdict(std::fs::read(arg).map(|b| format!("{} bytes", b.len()))),
+        "ls" => verdict(std::fs::read_dir(arg).map(|d| {
+            let mut names: Vec<String> = d
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names.join(",")
+        })),
+        "echo" => format!("ok: {arg}"),
         "write" => verdict(std::fs::write(arg, b"hostile").map(|()| "written".to_string())),
         "fill" => {
             let mib: usize = arg.parse()?;

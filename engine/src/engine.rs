@@ -15,15 +15,16 @@ use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
 
 use gloam_core::clock::now_ns;
-use gloam_core::ipc_root::{IpcPaths, PayloadSide};
+use gloam_core::ipc_root::IpcPaths;
+use gloam_core::payload::PayloadSide;
 use gloam_core::protocol::{flags, Kind, Message, PayloadLocation, MESSAGE_SIZE};
-use gloam_core::shm;
 use gloam_core::table::FunctionTable;
 
 use crate::config::{Config, FunctionConfig, Transport};
 use crate::launcher::{Launcher, ProcessExit};
+use crate::payloads::Payloads;
 use crate::state::{self, Action, LeaseId, Outcome, State, WorkerId};
-use crate::transport::{Inbound, RingPoller, WorkerSender};
+use crate::transport::{Inbound, PeerSocket, RingPoller, WorkerSender};
 
 /// How often idle pools are checked for shrinking (and leased callees for overdue calls).
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
@@ -61,6 +62,8 @@ pub struct Engine {
     poller: Option<Arc<RingPoller>>,
     /// The regions of the direct-lane leases in force.
     lease_regions: crate::lanes::LeaseRegions,
+    /// The payloads of calls in flight that do not fit inline.
+    payloads: Payloads,
     async_calls: std::sync::OnceLock<Arc<crate::async_calls::AsyncCalls>>,
 }
 
@@ -116,6 +119,7 @@ impl Engine {
             launchers: Mutex::new(HashMap::new()),
             poller,
             lease_regions: crate::lanes::LeaseRegions::default(),
+            payloads: Payloads::default(),
             async_calls: std::sync::OnceLock::new(),
         });
         if let Some(p) = &engine.poller {
@@ -130,6 +134,11 @@ impl Engine {
     /// The ring poller, with the ring transport.
     pub(crate) fn poller(&self) -> Option<&Arc<RingPoller>> {
         self.poller.as_ref()
+    }
+
+    /// The payloads of calls in flight that do not fit inline.
+    pub(crate) fn payloads(&self) -> &Payloads {
+        &self.payloads
     }
 
     /// The regions of the direct-lane leases in force.
@@ -289,7 +298,7 @@ impl Engine {
         }
         self.apply(actions);
         gloam_core::channel::remove_fifos(&self.paths, worker.raw());
-        shm::remove_files_of_caller(&self.paths, worker.raw());
+        self.payloads.drop_of_caller(worker.raw());
     }
 
     /// Stops the ring poller thread.
@@ -332,19 +341,23 @@ impl Engine {
                 mut msg,
             } => {
                 msg.header.send_ts = now_ns();
+                if msg.header.payload_loc == PayloadLocation::Descriptor {
+                    self.pass_payload(worker, &sender, &msg);
+                }
                 if !sender.send(&msg.to_bytes()) {
                     tracing::debug!(%worker, "message not sent: the worker is being dropped");
                 }
             }
             Action::Reply { to, outcome } => {
                 if let Err(Outcome::Complete(msg, _)) = to.send(outcome) {
-                    // The HTTP client went away: nobody will read the output file.
-                    if msg.header.payload_loc == PayloadLocation::Shm {
-                        shm::remove_call(&self.paths, msg.header.call_id(), PayloadSide::Output);
+                    // The HTTP client went away: nobody will read the output.
+                    if msg.header.payload_loc == PayloadLocation::Descriptor {
+                        self.payloads
+                            .drop_payload(msg.header.call_id(), PayloadSide::Output);
                     }
                 }
             }
-            Action::RemoveShm(id, side) => shm::remove_call(&self.paths, id, side),
+            Action::DropPayload(id, side) => self.payloads.drop_payload(id, side),
             Action::Grow(function_id) => match lock(&self.launchers).get(&function_id) {
                 Some(l) => {
                     tracing::debug!(function = %l.spec().function, "pool grows by one process");
@@ -478,35 +491,50 @@ impl Engine {
     }
 
     /// Handles one message from worker `worker`. An error disconnects that worker.
-    fn on_message(&self, worker: WorkerId, bytes: &[u8; MESSAGE_SIZE]) -> Result<(), String> {
+    fn on_message(
+        &self,
+        worker: WorkerId,
+        socket: &PeerSocket,
+        bytes: &[u8; MESSAGE_SIZE],
+    ) -> Result<(), String> {
         let msg =
             Message::decode(bytes, self.config.engine.max_payload).map_err(|e| e.to_string())?;
-        if msg.header.kind == Kind::Complete
-            && msg.header.payload_loc == PayloadLocation::Shm
-            && msg.header.flags & flags::LANE == 0
-        {
-            // An answer whose output file is not what it says is the worker's fault: it is
-            // dropped (its call fails as crashed) before anyone reads the file.
-            let (id, len) = (msg.header.call_id(), msg.header.payload_len);
-            shm::check(&self.paths, id, PayloadSide::Output, len).map_err(|e| {
-                shm::remove_call(&self.paths, id, PayloadSide::Output);
-                format!("answered with a bad output file: {e}")
-            })?;
+        let h = &msg.header;
+        let lane = h.flags & flags::LANE != 0;
+        // The payload it names came first on its socket: taken and checked before anyone
+        // acts on the message (a bad one is the worker's fault; it is dropped).
+        let payload = match (h.payload_loc, h.kind) {
+            (PayloadLocation::Descriptor, _) if lane => {
+                return Err("a lane record cannot carry a payload".into())
+            }
+            (PayloadLocation::Descriptor, Kind::Invoke) => Some(PayloadSide::Input),
+            (PayloadLocation::Descriptor, Kind::Complete) => Some(PayloadSide::Output),
+            (PayloadLocation::Descriptor, other) => {
+                return Err(format!("{other:?} cannot carry a payload"))
+            }
+            _ => None,
+        };
+        if let Some(side) = payload {
+            self.receive_payload(worker, socket, &msg, side)?;
         }
+        let (id, kind) = (h.call_id(), h.kind);
         let now = now_ns();
         let actions = {
             let mut st = self.lock();
-            let actions = match msg.header.kind {
-                Kind::Complete | Kind::Failed if msg.header.flags & flags::LANE != 0 => {
-                    st.lane_tally(worker, &msg, now)?
-                }
-                Kind::Complete | Kind::Failed => st.worker_answered(worker, Box::new(msg), now)?,
-                Kind::Invoke => st.admit_internal(worker, Box::new(msg), now)?,
-                other => return Err(format!("unexpected {other:?} message on a worker channel")),
+            let actions = match kind {
+                Kind::Complete | Kind::Failed if lane => st.lane_tally(worker, &msg, now),
+                Kind::Complete | Kind::Failed => st.worker_answered(worker, Box::new(msg), now),
+                Kind::Invoke => st.admit_internal(worker, Box::new(msg), now),
+                other => Err(format!("unexpected {other:?} message on a worker channel")),
             };
             self.after(&mut st);
             actions
         };
+        let actions = actions.inspect_err(|_| {
+            if let Some(side) = payload {
+                self.payloads.drop_payload(id, side);
+            }
+        })?;
         self.apply(actions);
         Ok(())
     }
@@ -570,8 +598,17 @@ impl Engine {
 }
 
 impl Inbound for Engine {
-    fn message(&self, worker: WorkerId, bytes: &[u8; MESSAGE_SIZE]) -> Result<(), String> {
-        self.on_message(worker, bytes)
+    fn message(
+        &self,
+        worker: WorkerId,
+        socket: &PeerSocket,
+        bytes: &[u8; MESSAGE_SIZE],
+    ) -> Result<(), String> {
+        self.on_message(worker, socket, bytes)
+    }
+
+    fn lane_payloads(&self, worker: WorkerId, records: Vec<gloam_core::payload::Record>) {
+        self.forward_lane_payloads(worker, records);
     }
 
     fn disconnected(&self, worker: WorkerId, reason: &str) {

@@ -7,9 +7,9 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use gloam_core::clock::now_ns;
-use gloam_core::ipc_root::PayloadSide;
+use gloam_core::payload::{self, PayloadSide};
 use gloam_core::protocol::{Header, Kind, Message, PayloadLocation, INLINE_CAPACITY};
-use gloam_core::{shm, ErrorKind};
+use gloam_core::ErrorKind;
 
 use crate::engine::Engine;
 use crate::state::{Class, Outcome, Refusal, Timing};
@@ -100,9 +100,11 @@ impl Engine {
             Message::with_inline(h, &input)
                 .map_err(|e| Refusal::new(ErrorKind::Internal, e.to_string()))?
         } else {
-            shm::write(self.paths(), id, PayloadSide::Input, &input, max_payload)
+            let fd = payload::create(&input, max_payload)
                 .map_err(|e| Refusal::new(e.kind(), e.to_string()))?;
-            h.payload_loc = PayloadLocation::Shm;
+            self.payloads()
+                .put(id, PayloadSide::Input, fd, input.len() as u32);
+            h.payload_loc = PayloadLocation::Descriptor;
             h.payload_len = input.len() as u32;
             Message::new(h)
         };
@@ -125,7 +127,7 @@ impl Engine {
         let (actions, spin) = match admitted {
             Ok(a) => a,
             Err((refusal, _)) => {
-                shm::remove_call(self.paths(), id, PayloadSide::Input);
+                self.payloads().drop_payload(id, PayloadSide::Input);
                 return Err(refusal);
             }
         };
@@ -168,20 +170,13 @@ impl Engine {
 
     fn read_output(&self, msg: &Message) -> Result<Bytes, Refusal> {
         match msg.header.payload_loc {
-            PayloadLocation::Shm => {
+            PayloadLocation::Descriptor => {
                 let id = msg.header.call_id();
-                // Read into our own buffer: the worker wrote the file and might shrink it, so
-                // the engine never maps it.
-                let out = shm::read(
-                    self.paths(),
-                    id,
-                    PayloadSide::Output,
-                    msg.header.payload_len,
-                )
-                .map(Bytes::from);
-                shm::remove_call(self.paths(), id, PayloadSide::Output);
-                // The engine checked the file when the answer came; a worker that spoiled it
-                // since then failed its call.
+                // Sealed and checked when the answer came: it reads whole.
+                let out = self
+                    .payloads()
+                    .read(id, PayloadSide::Output)
+                    .map(Bytes::from);
                 out.map_err(|e| {
                     Refusal::new(
                         ErrorKind::WorkerCrashed,

@@ -18,6 +18,7 @@ pub mod launcher;
 pub mod limiter;
 pub mod logs;
 pub mod metrics;
+pub mod payloads;
 pub mod scaffold;
 pub mod state;
 pub mod status;

@@ -214,6 +214,8 @@ pub struct Snapshot {
     pub killed_workers: u64,
     /// The ring poller's polling periods that found a message, and those that ran out.
     pub poller_spins: (u64, u64),
+    /// Payload descriptors the engine holds.
+    pub payloads_held: usize,
 }
 
 fn histogram(out: &mut String, name: &str, help: &str, rows: &[(&str, &Histogram)]) {
@@ -387,6 +389,12 @@ pub fn render(s: &Snapshot) -> String {
         "Calls the engine holds (queued or running).",
         &[(String::new(), s.calls_in_flight as f64)],
     );
+    gauge(
+        &mut out,
+        "gloam_payloads_held",
+        "Payloads past the inline area the engine holds (inputs waiting for their callee, outputs for their caller).",
+        &[(String::new(), s.payloads_held as f64)],
+    );
     for (name, help, v) in [
         (
             "gloam_state_locks_total",
@@ -452,6 +460,7 @@ mod tests {
         let snap = Snapshot {
             functions: vec![("Foo".into(), m, FunctionGauges::default())],
             calls_in_flight: 0,
+            payloads_held: 0,
             state_locks: 7,
             killed_workers: 1,
             poller_spins: (3, 4),

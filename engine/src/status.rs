@@ -332,5 +332,6 @@ pub fn metrics_snapshot(engine: &Engine) -> crate::metrics::Snapshot {
         state_locks: st.locks(),
         killed_workers: st.killed(),
         poller_spins: engine.poller().map(|p| p.spins()).unwrap_or_default(),
+        payloads_held: engine.payloads().count(),
     }
 }

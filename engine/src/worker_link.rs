@@ -191,11 +191,11 @@ fn make_link(
     sock: &UnixStream,
     id: WorkerId,
 ) -> Result<(Arc<WorkerLink>, Option<pipe::Receiver>), String> {
+    let dup = sock
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| format!("duplicate the worker's socket: {e}"))?;
     if engine.poller().is_some() {
-        let dup = sock
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| format!("duplicate the worker's socket: {e}"))?;
         let ring = RingLink::create(id, dup).map_err(|e| e.to_string())?;
         return Ok((Arc::new(WorkerLink::Ring(Arc::new(ring))), None));
     }
@@ -209,7 +209,10 @@ fn make_link(
         .map_err(|e| format!("open {}: {e}", paths.fifo_to_engine(id.raw()).display()))?;
     let tx = pipe::Sender::from_owned_fd(tx)
         .map_err(|e| format!("open {}: {e}", paths.fifo_to_worker(id.raw()).display()))?;
-    Ok((Arc::new(WorkerLink::Fifo(FifoLink::new(id, tx))), Some(rx)))
+    Ok((
+        Arc::new(WorkerLink::Fifo(FifoLink::new(id, tx, dup))),
+        Some(rx),
+    ))
 }
 
 /// Sends `WELCOME` (with the ring region, the worker's doorbell region and the engine's
@@ -289,7 +292,7 @@ async fn serve(
         }
         None => {
             let reason = tokio::select! {
-                reason = transport::watch_socket(&sock, peer) => reason,
+                reason = transport::watch_socket(&sock, link.socket(), engine.as_ref(), id, peer) => reason,
                 _ = link.kicked() => "was dropped by the engine".to_string(),
             };
             engine.disconnect_worker(id, &reason);

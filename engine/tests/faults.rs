@@ -232,7 +232,7 @@ fn a_caller_killed_with_calls_in_flight_orphans_them_and_its_successor_gets_only
     let pid = old[0].pid;
     assert!(old.iter().all(|w| w.pid == pid), "one process: {old:?}");
 
-    // Inputs past the inline limit: every orphaned call has a payload file.
+    // Inputs past the inline limit: every orphaned call's input went by descriptor.
     let pad = " ".repeat(1500);
     let doomed: Vec<_> = (0..3)
         .map(|i| {
@@ -245,7 +245,6 @@ fn a_caller_killed_with_calls_in_flight_orphans_them_and_its_successor_gets_only
         Duration::from_secs(20),
         || s.function_stat("Sleep", "running") == 3,
     );
-    assert!(!s.ipc_files("shm").is_empty(), "input files in shm/");
     kill9(pid);
     for t in doomed {
         let r = t.join().unwrap();
@@ -300,9 +299,11 @@ fn a_caller_killed_with_calls_in_flight_orphans_them_and_its_successor_gets_only
     assert_eq!(s.function_stat("Sleep", "failed"), 0);
     assert_eq!(s.function_stat("Repeat", "failed"), 3);
     assert_eq!(s.function_stat("Repeat", "completed"), 3);
-    s.wait_for("no payload file left", Duration::from_secs(10), || {
-        s.ipc_files("shm").is_empty()
-    });
+    s.wait_for(
+        "the engine to hold no payload",
+        Duration::from_secs(10),
+        || s.metric("gloam_payloads_held{}") == Some(0.0),
+    );
     s.stop();
 }
 

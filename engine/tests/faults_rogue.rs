@@ -8,11 +8,10 @@ mod support;
 
 use std::time::Duration;
 
-use gloam_core::ipc_root::PayloadSide;
+use gloam_core::payload::{self, PayloadSide};
 use gloam_core::protocol::{
     CallId, Header, Kind, Message, PayloadLocation, MESSAGE_SIZE, PROTOCOL_VERSION,
 };
-use gloam_core::shm;
 use gloam_engine::client::Response;
 use support::hand::{Garbage, HandWorker, Ring};
 use support::observe::{body_json, call_in_background, connected, workers_of, Traffic};
@@ -212,67 +211,74 @@ fn a_worker_answering_others_calls_or_forging_callers_is_dropped_alone() {
     s.stop();
 }
 
-/// How a rogue spoils the output file of its answer.
+/// How a rogue spoils the output payload of its answer.
 #[derive(Debug, Clone, Copy)]
 enum Spoil {
-    /// Writes it, then cuts it short of the length its `COMPLETE` says.
-    Truncate,
-    /// Puts a named pipe under its name (a reader that opened it blocking would hang).
-    NamedPipe,
-    /// Puts a symlink to a file elsewhere under its name.
-    Symlink,
+    /// Sends a memfd it did not seal (it could shrink it under a reader's mapping).
+    Unsealed,
+    /// Sends a sealed payload shorter than its `COMPLETE` says.
+    Short,
+    /// Sends the read end of a pipe instead (a reader that read it would hang).
+    Pipe,
+    /// Announces the payload in its `COMPLETE` but never sends a descriptor.
+    Missing,
 }
 
-/// Answers `call` with a 5000-byte output "in shm" whose file is spoiled as `how`.
-fn answer_with_spoiled_file(s: &Stack, w: &HandWorker, call: &Message, how: Spoil) {
+/// Answers `call` with a 5000-byte output passed by descriptor, spoiled as `how`.
+fn answer_with_spoiled_payload(w: &HandWorker, call: &Message, how: Spoil) {
+    use std::os::unix::fs::FileExt;
     let id = call.header.call_id();
-    let out = w.paths.shm_file(id, PayloadSide::Output);
-    shm::write(&w.paths, id, PayloadSide::Output, &[b'o'; 5000], u64::MAX).unwrap();
-    match how {
-        Spoil::Truncate => std::fs::OpenOptions::new()
-            .write(true)
-            .open(&out)
-            .unwrap()
-            .set_len(10)
-            .unwrap(),
-        Spoil::NamedPipe => {
-            std::fs::remove_file(&out).unwrap();
-            nix::unistd::mkfifo(&out, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let fd: Option<std::os::fd::OwnedFd> = match how {
+        Spoil::Unsealed => {
+            let fd = nix::sys::memfd::memfd_create(
+                c"rogue",
+                nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+            )
+            .unwrap();
+            std::fs::File::from(fd.try_clone().unwrap())
+                .write_all_at(&[b'o'; 5000], 0)
+                .unwrap();
+            Some(fd)
         }
-        Spoil::Symlink => {
-            std::fs::remove_file(&out).unwrap();
-            let secret = s.dir.path().join("secret");
-            std::fs::write(&secret, [b's'; 5000]).unwrap();
-            std::os::unix::fs::symlink(&secret, &out).unwrap();
-        }
+        Spoil::Short => Some(payload::create(&[b'o'; 10], u64::MAX).unwrap()),
+        Spoil::Pipe => Some(nix::unistd::pipe().unwrap().0),
+        Spoil::Missing => None,
+    };
+    if let Some(fd) = &fd {
+        w.socket
+            .send_payload(id, PayloadSide::Output, 5000, fd, false)
+            .unwrap();
     }
     let mut h = Header::new(Kind::Complete);
     h.set_call_id(id);
     h.worker_id = w.id;
-    h.payload_loc = PayloadLocation::Shm;
+    h.payload_loc = PayloadLocation::Descriptor;
     h.payload_len = 5000;
     w.send(&Message::new(h));
 }
 
-/// (c) A worker answers with an output file it truncated, or replaced with a named pipe or a
-/// symlink. Its caller — outside, or a real worker inside — gets an error at once, never the
-/// planted bytes and never a hang; the engine stays healthy and the file is gone.
+/// (c) A worker answers with an output payload it did not seal, shorter than it says, a pipe
+/// in its place, or none at all. Its caller — outside, or a real worker inside — gets an
+/// error at once, never the planted bytes and never a hang; the engine stays healthy and holds
+/// no payload afterwards.
 #[test]
-fn a_spoiled_output_file_fails_only_that_call() {
-    let _limit = Deadline::new("spoiled output files", Duration::from_secs(180));
+fn a_spoiled_output_payload_fails_only_that_call() {
+    let _limit = Deadline::new("spoiled output payloads", Duration::from_secs(180));
     let mut s = rogue_stack();
     let traffic = Traffic::start(&s);
     let cases = [
-        (Spoil::Truncate, false),
-        (Spoil::NamedPipe, false),
-        (Spoil::Symlink, false),
-        (Spoil::Truncate, true),
-        (Spoil::NamedPipe, true),
-        (Spoil::Symlink, true),
+        (Spoil::Unsealed, false),
+        (Spoil::Short, false),
+        (Spoil::Pipe, false),
+        (Spoil::Missing, false),
+        (Spoil::Unsealed, true),
+        (Spoil::Short, true),
+        (Spoil::Pipe, true),
+        (Spoil::Missing, true),
     ];
     for (how, internal) in cases {
         let (w, caller, call) = rogue_holding_a_call(&s, internal);
-        answer_with_spoiled_file(&s, &w, &call, how);
+        answer_with_spoiled_payload(&w, &call, how);
         let r = caller.join().unwrap();
         let text = r.text().into_owned();
         assert!(
@@ -280,21 +286,17 @@ fn a_spoiled_output_file_fails_only_that_call() {
             "{how:?} (internal: {internal}): {} {text}",
             r.status
         );
-        assert!(
-            !text.contains("sss") && !text.contains("ooo"),
-            "{how:?}: {text}"
-        );
+        assert!(!text.contains("ooo"), "{how:?}: {text}");
         if !internal {
             // The spoiler broke the protocol: dropped, its call failed as crashed.
             assert_eq!(body_json(&r)["error"], "WORKER_CRASHED", "{how:?}: {text}");
-            assert!(text.contains("bad output file"), "{how:?}: {text}");
+            assert!(text.contains("payload"), "{how:?}: {text}");
         }
         healthy(&s);
-        let out = w.paths.shm_file(call.header.call_id(), PayloadSide::Output);
         s.wait_for(
-            "the spoiled file to be removed",
+            "the engine to hold no payload",
             Duration::from_secs(10),
-            || std::fs::symlink_metadata(&out).is_err(),
+            || s.metric("gloam_payloads_held{}") == Some(0.0),
         );
         traffic.wait_served(&s, 5);
         drop(w);
@@ -303,15 +305,15 @@ fn a_spoiled_output_file_fails_only_that_call() {
     s.stop();
 }
 
-/// (c, continued) The worker that spoiled its output file broke the protocol like one that
+/// (c, continued) The worker that spoiled its output payload broke the protocol like one that
 /// sent garbage, and is dropped the same way (`STYLE.md`: "a misbehaving peer is
-/// disconnected"): the engine checks an answer's output file before it routes the answer.
+/// disconnected"): the engine checks an answer's payload before it routes the answer.
 #[test]
-fn a_worker_that_spoils_its_output_file_is_dropped() {
+fn a_worker_that_spoils_its_output_payload_is_dropped() {
     let _limit = Deadline::new("spoiling worker dropped", Duration::from_secs(120));
     let mut s = rogue_stack();
     let (w, caller, call) = rogue_holding_a_call(&s, false);
-    answer_with_spoiled_file(&s, &w, &call, Spoil::Truncate);
+    answer_with_spoiled_payload(&w, &call, Spoil::Short);
     let r = caller.join().unwrap();
     assert_eq!(r.status, 502, "{}", r.text());
     s.wait_for(
@@ -324,7 +326,7 @@ fn a_worker_that_spoils_its_output_file_is_dropped() {
 }
 
 /// Malformed records of every sort: random bytes, a wrong version, an unknown kind, unknown
-/// flags, an inline length past the message, a shm length past the limit, messages only the
+/// flags, an inline length past the message, a payload length past the limit, messages only the
 /// engine may send, an answer for no call.
 fn malformed(n: usize, garbage: &mut Garbage, worker: u32) -> [u8; MESSAGE_SIZE] {
     let valid = |kind: Kind| {
@@ -341,7 +343,7 @@ fn malformed(n: usize, garbage: &mut Garbage, worker: u32) -> [u8; MESSAGE_SIZE]
         3 => m[2..4].copy_from_slice(&0x8000u16.to_le_bytes()),
         4 => m[32..36].copy_from_slice(&4000u32.to_le_bytes()),
         5 => {
-            m[36] = PayloadLocation::Shm as u8;
+            m[36] = PayloadLocation::Descriptor as u8;
             m[32..36].copy_from_slice(&u32::MAX.to_le_bytes());
         }
         6 => return valid(Kind::Dispatch),

@@ -208,6 +208,39 @@ fn a_sandboxed_function_cannot_escape() {
     s.stop();
 }
 
+/// Shared memory by descriptor: in its sandbox a function finds nothing of the IPC root but
+/// the engine's socket (no payload of anyone's to open), and its own large inputs and outputs
+/// still arrive whole.
+#[test]
+fn a_sandboxed_function_sees_no_payload_but_its_own() {
+    if !sandbox_available() {
+        return;
+    }
+    let mut s = stack("sandbox", "");
+    let root = s.ipc_root();
+    let seen = attempt(&s, &format!("ls:{}", root.display()));
+    let names: Vec<&str> = seen.trim_start_matches("ok: ").split(',').collect();
+    assert!(names.contains(&"engine.sock"), "{seen}");
+    assert!(
+        names.iter().all(|n| *n == "engine.sock" || *n == "fifo"),
+        "the sandbox shows more of the IPC root than the socket: {seen}"
+    );
+    denied(&s, &format!("ls:{}", root.join("shm").display()));
+    // Meanwhile Plain (outside any sandbox) answers a large call: its payloads exist, by
+    // descriptor only.
+    let big = vec![b'p'; 300_000];
+    assert!(s.call("Plain", &big).body == big);
+    let text = "x".repeat(200_000);
+    let r = s.call("Hostile", format!("echo:{text}").as_bytes());
+    assert_eq!(r.status, 200);
+    assert!(
+        r.text() == format!("ok: {text}"),
+        "a large answer arrived changed"
+    );
+    others_serve(&s);
+    s.stop();
+}
+
 #[test]
 fn a_process_cannot_pose_as_a_worker() {
     let mut s = stack("process", "");

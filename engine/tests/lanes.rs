@@ -105,7 +105,7 @@ fn payloads_of_every_size_cross_a_lane_byte_exact() {
     ]
     .concat();
     let mut s = Stack::start("max_payload = 4194304", &functions);
-    // 959, 960 and 961 bytes: the inline edge; 100 KB: a shm file each way.
+    // 959, 960 and 961 bytes: the inline edge; 100 KB: a descriptor each way.
     let sizes = [0usize, 1, 959, 960, 961, 100_000, 5, 960];
     let payloads: Vec<String> = sizes
         .iter()
@@ -120,9 +120,45 @@ fn payloads_of_every_size_cross_a_lane_byte_exact() {
     let r = s.call("Repeat", input.as_bytes());
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), payloads.join(","));
-    s.wait_for("no payload file left", Duration::from_secs(10), || {
-        s.ipc_files("shm").is_empty()
-    });
+    s.wait_for(
+        "the engine to hold no payload",
+        Duration::from_secs(10),
+        || metric(&s, "gloam_payloads_held{}") == Some(0.0),
+    );
+    s.stop();
+}
+
+/// Small calls with large answers: on a lane the answer's descriptor goes through the engine,
+/// which passes it to the lease's holder; the answers arrive whole, the calls still go direct,
+/// and the engine holds nothing afterwards.
+#[test]
+fn large_answers_of_direct_calls_arrive_byte_exact() {
+    let functions = [
+        rust_fn("Repeat", "Repeat", ""),
+        rust_fn("Fill", "Fill", "max_workers = 1"),
+    ]
+    .concat();
+    let mut s = Stack::start("max_payload = 4194304", &functions);
+    let fill = |n: usize| -> String { (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect() };
+    let sizes = [3usize, 100_000, 961, 5, 2_000_000, 960, 100_000, 7, 50_000];
+    let input = format!("Fill:{}", sizes.map(|n| n.to_string()).join(","));
+    let expected = sizes.map(fill).join(",");
+    for round in 0..3 {
+        let r = s.call("Repeat", input.as_bytes());
+        assert_eq!(r.status, 200, "round {round}: {}", r.text());
+        assert!(r.text() == expected, "round {round}: answers differ");
+    }
+    if rings() {
+        assert!(
+            s.function_stat("Fill", "direct_calls") > 0,
+            "no call went direct"
+        );
+    }
+    s.wait_for(
+        "the engine to hold no payload",
+        Duration::from_secs(10),
+        || metric(&s, "gloam_payloads_held{}") == Some(0.0),
+    );
     s.stop();
 }
 

@@ -1,14 +1,14 @@
 //! A call received by a worker.
 
+use crate::payload::PayloadView;
 use crate::protocol::{CallId, Message};
-use crate::shm::ShmView;
 
 /// A call to run: its identity, deadline and input. The input stays valid until the call is
-/// completed or failed (it borrows the message, or a read-only mapping of the input file).
+/// completed or failed (it borrows the message, or a read-only mapping of the input's memfd).
 #[derive(Debug)]
 pub struct Call {
     pub(crate) msg: Message,
-    pub(crate) shm: Option<ShmView>,
+    pub(crate) payload: Option<PayloadView>,
     pub(crate) received_ns: u64,
 }
 
@@ -41,7 +41,7 @@ impl Call {
     }
     /// The input bytes.
     pub fn input(&self) -> &[u8] {
-        match &self.shm {
+        match &self.payload {
             Some(view) => view.bytes(),
             None => self.msg.inline_payload(),
         }

@@ -12,10 +12,10 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::channel::{Channel, Received, Wait};
+use crate::engine_socket::EngineSocket;
 use crate::error::{Error, Result};
-use crate::ipc_root::{IpcPaths, PayloadSide};
+use crate::payload::PayloadSide;
 use crate::protocol::{Kind, Message, PayloadLocation, MESSAGE_SIZE};
-use crate::shm;
 
 /// What a waiter wants from the channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,13 +64,13 @@ impl Inbox {
         self.lock().awaited.insert(seq);
     }
 
-    /// Forgets `seq` (the caller gave up); a late reply will be dropped and its files removed.
-    pub(crate) fn abandon(&self, seq: u32, paths: &IpcPaths) {
+    /// Forgets `seq` (the caller gave up); a late reply will be dropped with its payload.
+    pub(crate) fn abandon(&self, seq: u32, socket: &EngineSocket) {
         let mut st = self.lock();
         st.awaited.remove(&seq);
         if let Some(m) = st.replies.remove(&seq) {
             drop(st);
-            discard(&m, paths);
+            discard(&m, socket);
         }
     }
 
@@ -97,7 +97,7 @@ impl Inbox {
     pub(crate) fn wait(
         &self,
         channel: &dyn Channel,
-        paths: &IpcPaths,
+        socket: &EngineSocket,
         want: Want,
         wait: Wait,
         spin: Duration,
@@ -163,7 +163,7 @@ impl Inbox {
             st.reader_active = false;
             match got {
                 Ok(Received::Message) => match Message::decode(&buf, self.max_payload) {
-                    Ok(m) => self.file(&mut st, m, paths),
+                    Ok(m) => self.file(&mut st, m, socket),
                     Err(e) => {
                         st.closed = Some(format!("engine sent a malformed message: {e}"));
                     }
@@ -185,7 +185,7 @@ impl Inbox {
         }
     }
 
-    fn file(&self, st: &mut State, m: Message, paths: &IpcPaths) {
+    fn file(&self, st: &mut State, m: Message, socket: &EngineSocket) {
         match m.header.kind {
             Kind::Dispatch => st.calls.push_back(m),
             Kind::Complete | Kind::Failed => {
@@ -193,7 +193,7 @@ impl Inbox {
                 if st.awaited.contains(&seq) {
                     st.replies.insert(seq, m);
                 } else {
-                    discard(&m, paths);
+                    discard(&m, socket);
                 }
             }
             Kind::Retire => st.retired = true,
@@ -204,9 +204,9 @@ impl Inbox {
     }
 }
 
-/// Drops a reply nobody waits for, removing its output file.
-fn discard(m: &Message, paths: &IpcPaths) {
-    if m.header.payload_loc == PayloadLocation::Shm {
-        shm::remove_call(paths, m.header.call_id(), PayloadSide::Output);
+/// Drops a reply nobody waits for, with its payload.
+fn discard(m: &Message, socket: &EngineSocket) {
+    if m.header.payload_loc == PayloadLocation::Descriptor {
+        socket.forget_payload(m.header.call_id(), PayloadSide::Output);
     }
 }

@@ -1,20 +1,22 @@
 //! One logical worker: a handshake, a channel, and the calls it runs one at a time.
 
-use std::os::unix::net::UnixStream;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::channel::{Channel, FifoChannel, Wait};
 use crate::clock::now_ns;
+use crate::engine_socket::EngineSocket;
 use crate::error::{Error, ErrorKind, Result};
-use crate::ipc_root::{IpcPaths, PayloadSide};
+use crate::ipc_root::IpcPaths;
 use crate::lane::LaneGrant;
+use crate::payload::{self, PayloadSide};
 use crate::protocol::{
     flags, CallId, Header, Hello, Kind, Message, PayloadLocation, HEADER_SIZE, INLINE_CAPACITY,
     MESSAGE_SIZE,
 };
 use crate::ring_channel::{RingChannel, LINGER};
-use crate::shm;
 use crate::table::FunctionTable;
 
 use super::call::{Call, ParentRef};
@@ -31,6 +33,10 @@ const INITIAL_REPLY_NS: u64 = 50_000;
 const MAX_REPLY_SPIN: Duration = Duration::from_millis(1);
 /// Longest an idle worker polls for its next call before sleeping.
 const MAX_CALL_LINGER: Duration = Duration::from_micros(300);
+/// How long a worker waits for a payload's descriptor once it has the message naming it. The
+/// engine sends it first, so it is normally there; the answer of a direct-lane call comes
+/// through the engine, a little after the answer itself.
+const PAYLOAD_WAIT: Duration = Duration::from_secs(5);
 
 /// What [`Worker::next_event`] produced.
 #[derive(Debug)]
@@ -54,7 +60,9 @@ pub struct Worker {
     function_id: u16,
     function: String,
     table: FunctionTable,
-    paths: IpcPaths,
+    /// The engine socket: leases and payload descriptors travel on it, and the engine sees
+    /// its closing as the worker's death.
+    socket: Arc<EngineSocket>,
     channel: Box<dyn Channel>,
     inbox: Inbox,
     next_seq: AtomicU32,
@@ -64,12 +72,10 @@ pub struct Worker {
     answered_ns: AtomicU64,
     /// Moving average of the idle gap between an answer and the next call (0 = none yet).
     gap_ns: AtomicU64,
-    // Kept open for the worker's lifetime: the engine sees its closing as the worker's death.
-    _socket: UnixStream,
 }
 
 /// The message of a call with header `h`: `input` inline when it travels inline (otherwise
-/// `h` names the input file already written). `input` fits: [`Worker::invoke`] checked.
+/// its descriptor goes on the socket). `input` fits: [`Worker::invoke`] checked.
 fn encode_call(mut h: Header, input: &[u8]) -> [u8; MESSAGE_SIZE] {
     let mut bytes = [0u8; MESSAGE_SIZE];
     if h.payload_loc == PayloadLocation::Inline {
@@ -109,18 +115,18 @@ impl Worker {
             secret: std::env::var(super::ENV_WORKER_SECRET).unwrap_or_default(),
         };
         let welcome = handshake::hello(&mut sock, &hello)?;
+        let dup = sock
+            .try_clone()
+            .map_err(|e| Error::io("dup", paths.socket(), e))?;
+        let socket = Arc::new(EngineSocket::new(OwnedFd::from(dup), welcome.worker_id));
         let channel: Box<dyn Channel> = if welcome.ring {
-            let watch = sock
-                .try_clone()
-                .map_err(|e| Error::io("dup", paths.socket(), e))?;
             Box::new(RingChannel::open_worker_side(
-                &paths,
                 welcome.worker_id,
                 welcome.table.max_payload(),
                 &welcome.fds[0],
                 &welcome.fds[1],
                 &welcome.fds[2],
-                watch.into(),
+                socket.clone(),
             )?)
         } else {
             Box::new(FifoChannel::open_worker_side(&paths, welcome.worker_id)?)
@@ -133,13 +139,12 @@ impl Worker {
             function: opts.function.clone(),
             inbox: Inbox::new(welcome.table.max_payload()),
             table: welcome.table,
-            paths,
+            socket,
             channel,
             next_seq: AtomicU32::new(1),
             reply_ns: AtomicU64::new(INITIAL_REPLY_NS),
             answered_ns: AtomicU64::new(0),
             gap_ns: AtomicU64::new(0),
-            _socket: sock,
         })
     }
 
@@ -181,7 +186,7 @@ impl Worker {
         let (msg, received_ns) = loop {
             let Some(msg) = self.inbox.wait(
                 self.channel.as_ref(),
-                &self.paths,
+                &self.socket,
                 Want::Call,
                 wait,
                 self.call_linger(),
@@ -194,9 +199,13 @@ impl Worker {
             if deadline_ns == 0 || received_ns < deadline_ns {
                 break (msg, received_ns);
             }
+            if msg.header.payload_loc == PayloadLocation::Descriptor {
+                self.socket
+                    .forget_payload(msg.header.call_id(), PayloadSide::Input);
+            }
             let late = Call {
                 msg,
-                shm: None,
+                payload: None,
                 received_ns,
             };
             let text = format!(
@@ -210,24 +219,28 @@ impl Worker {
         if answered != 0 {
             ewma(&self.gap_ns, received_ns.saturating_sub(answered));
         }
-        let shm = match msg.header.payload_loc {
-            PayloadLocation::Shm => Some(shm::open(
-                &self.paths,
-                msg.header.call_id(),
-                PayloadSide::Input,
-                msg.header.payload_len,
-            )),
+        let input = match msg.header.payload_loc {
+            PayloadLocation::Descriptor => Some(
+                self.socket
+                    .take_payload(
+                        msg.header.call_id(),
+                        PayloadSide::Input,
+                        msg.header.payload_len,
+                        PAYLOAD_WAIT,
+                    )
+                    .and_then(|fd| payload::map(&fd, msg.header.payload_len)),
+            ),
             _ => None,
         };
         let call = Call {
             msg,
-            shm: None,
+            payload: None,
             received_ns,
         };
-        match shm {
+        match input {
             None => Ok(Some(call)),
             Some(Ok(view)) => Ok(Some(Call {
-                shm: Some(view),
+                payload: Some(view),
                 ..call
             })),
             Some(Err(e)) => {
@@ -281,42 +294,47 @@ impl Worker {
     /// `PayloadTooLarge` instead (the caller is answered either way) and returns that error.
     pub fn complete(&self, call: Call, output: &[u8]) -> Result<()> {
         let mut h = self.reply_header(&call, Kind::Complete);
-        let msg = if output.len() <= INLINE_CAPACITY {
-            Message::with_inline(h, output)?
-        } else {
-            match shm::write(
-                &self.paths,
-                call.id(),
-                PayloadSide::Output,
-                output,
-                self.max_payload(),
-            ) {
-                Ok(_) => {
-                    h.payload_loc = PayloadLocation::Shm;
-                    h.payload_len = output.len() as u32;
-                    Message::new(h)
-                }
-                Err(e) => {
-                    self.fail(call, e.kind(), &e.to_string())?;
-                    return Err(e);
-                }
+        if output.len() <= INLINE_CAPACITY {
+            return self.answer(&call, &Message::with_inline(h, output)?, None);
+        }
+        let fd = match payload::create(output, self.max_payload()) {
+            Ok(fd) => fd,
+            Err(e) => {
+                self.fail(call, e.kind(), &e.to_string())?;
+                return Err(e);
             }
         };
-        self.answer(&call, &msg)
+        h.payload_loc = PayloadLocation::Descriptor;
+        h.payload_len = output.len() as u32;
+        self.answer(&call, &Message::new(h), Some(fd))
     }
 
     /// Fails `call` with an error `kind` and a message for the caller.
     pub fn fail(&self, call: Call, kind: ErrorKind, message: &str) -> Result<()> {
         let h = self.reply_header(&call, Kind::Failed);
-        self.answer(&call, &Message::failure(h, kind, message))
+        self.answer(&call, &Message::failure(h, kind, message), None)
     }
 
-    /// Sends an answer the way its call came: to the engine, or back along a direct lane.
-    fn answer(&self, call: &Call, msg: &Message) -> Result<()> {
+    /// Sends an answer the way its call came: to the engine, or back along a direct lane. The
+    /// output's descriptor goes to the engine first; on a lane, after the answer, and only
+    /// when the caller still waits (the engine forwards it).
+    fn answer(&self, call: &Call, msg: &Message, output: Option<OwnedFd>) -> Result<()> {
         let bytes = msg.to_bytes();
+        let h = &msg.header;
+        let send_output = |fd: &OwnedFd, lane: bool| {
+            self.socket
+                .send_payload(h.call_id(), PayloadSide::Output, h.payload_len, fd, lane)
+        };
         if call.msg.header.flags & flags::LANE != 0 {
-            self.channel.answer_lane(&msg.header, &bytes)
+            let delivered = self.channel.answer_lane(h, &bytes)?;
+            match output {
+                Some(fd) if delivered => send_output(&fd, true),
+                _ => Ok(()),
+            }
         } else {
+            if let Some(fd) = &output {
+                send_output(fd, false)?;
+            }
             self.channel.send(&bytes)
         }
     }
@@ -344,7 +362,7 @@ impl Worker {
     /// sequence number. The internal call inherits the parent's deadline.
     pub fn invoke(&self, parent: ParentRef, name: &str, input: &[u8]) -> Result<Vec<u8>> {
         let function_id = self.table.id_of(name)?;
-        shm::check_size(input.len(), self.max_payload())?;
+        payload::check_size(input.len(), self.max_payload())?;
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let id = CallId::new(self.id, seq);
         let mut h = Header::new(Kind::Invoke);
@@ -354,29 +372,26 @@ impl Worker {
         h.parent_call_id = parent.call_id.0;
         h.deadline_ns = parent.deadline_ns;
         h.send_ts = now_ns();
-        if input.len() > INLINE_CAPACITY {
-            shm::write(
-                &self.paths,
-                id,
-                PayloadSide::Input,
-                input,
-                self.max_payload(),
-            )?;
-            h.payload_loc = PayloadLocation::Shm;
-            h.payload_len = input.len() as u32;
-        }
         let started = std::time::Instant::now();
-        if let Some(result) = self.lane_call(&h, input, name) {
+        // A large input goes through the engine (only it passes descriptors on).
+        let input_fd = if input.len() > INLINE_CAPACITY {
+            h.payload_loc = PayloadLocation::Descriptor;
+            h.payload_len = input.len() as u32;
+            Some(payload::create(input, self.max_payload())?)
+        } else if let Some(result) = self.lane_call(&h, input, name) {
             if result.is_ok() {
                 self.note_reply_time(started.elapsed());
             }
-            if h.payload_loc == PayloadLocation::Shm {
-                shm::remove_call(&self.paths, id, PayloadSide::Input);
-            }
             return result;
-        }
+        } else {
+            None
+        };
         self.inbox.expect_reply(seq);
         let result = (|| {
+            if let Some(fd) = &input_fd {
+                self.socket
+                    .send_payload(id, PayloadSide::Input, h.payload_len, fd, false)?;
+            }
             self.channel.send(&encode_call(h, input))?;
             let wait = match crate::clock::remaining(parent.deadline_ns) {
                 Some(left) => Wait::Timeout(left + DEADLINE_GRACE),
@@ -384,7 +399,7 @@ impl Worker {
             };
             match self.inbox.wait(
                 self.channel.as_ref(),
-                &self.paths,
+                &self.socket,
                 Want::Reply(seq),
                 wait,
                 self.reply_spin(),
@@ -396,13 +411,9 @@ impl Worker {
             }
         })();
         if result.is_err() {
-            self.inbox.abandon(seq, &self.paths);
+            self.inbox.abandon(seq, &self.socket);
         } else {
             self.note_reply_time(started.elapsed());
-        }
-        if h.payload_loc == PayloadLocation::Shm {
-            // The engine removes it too when the call ends; whichever comes first wins.
-            shm::remove_call(&self.paths, id, PayloadSide::Input);
         }
         result
     }
@@ -483,12 +494,15 @@ impl Worker {
         let h = &reply.header;
         match h.kind {
             Kind::Complete => match h.payload_loc {
-                PayloadLocation::Shm => {
-                    let id = h.call_id();
-                    let out = shm::read(&self.paths, id, PayloadSide::Output, h.payload_len);
-                    shm::remove_call(&self.paths, id, PayloadSide::Output);
-                    out
-                }
+                PayloadLocation::Descriptor => self
+                    .socket
+                    .take_payload(
+                        h.call_id(),
+                        PayloadSide::Output,
+                        h.payload_len,
+                        PAYLOAD_WAIT,
+                    )
+                    .and_then(|fd| payload::read(&fd, h.payload_len)),
                 _ => Ok(reply.inline_payload().to_vec()),
             },
             _ => Err(Error::remote(

@@ -1,7 +1,7 @@
 //! What the state decides: the actions the engine carries out after releasing the lock, and
 //! the outcomes it hands to external callers.
 
-use gloam_core::ipc_root::PayloadSide;
+use gloam_core::payload::PayloadSide;
 use gloam_core::protocol::{CallId, Message};
 use gloam_core::ErrorKind;
 
@@ -19,7 +19,7 @@ pub enum ReplyTo<R> {
 /// How an external call ended.
 #[derive(Debug)]
 pub enum Outcome {
-    /// The worker's `COMPLETE` message (output inline or in a shm file).
+    /// The worker's `COMPLETE` message (output inline or by descriptor).
     Complete(Box<Message>, Timing),
     /// A failure with its kind and text.
     Failed(ErrorKind, String),
@@ -95,8 +95,8 @@ pub enum Action<R, S> {
         /// The outcome.
         outcome: Outcome,
     },
-    /// Remove a shm payload file of this call.
-    RemoveShm(CallId, PayloadSide),
+    /// Drop the payload of this call's side the engine may hold.
+    DropPayload(CallId, PayloadSide),
     /// Ask the launcher of this function for one more worker process.
     Grow(u16),
     /// The worker process of process group `group` was asked to retire: when it exits, its

@@ -1,6 +1,6 @@
 //! Calls arrive: admission (refuse, dispatch or queue), dispatch, and the queue moving.
 
-use gloam_core::ipc_root::PayloadSide;
+use gloam_core::payload::PayloadSide;
 use gloam_core::protocol::{CallId, Header, Kind, Message, PayloadLocation};
 use gloam_core::ErrorKind;
 
@@ -98,8 +98,8 @@ impl<R, S: Clone> State<R, S> {
                 self.enter(id, function_id, reply, msg, run_now, now, &mut actions);
             }
             Err(r) => {
-                if msg.header.payload_loc == PayloadLocation::Shm {
-                    actions.push(Action::RemoveShm(id, PayloadSide::Input));
+                if msg.header.payload_loc == PayloadLocation::Descriptor {
+                    actions.push(Action::DropPayload(id, PayloadSide::Input));
                 }
                 let mut h = Header::new(Kind::Failed);
                 h.set_call_id(id);
@@ -222,7 +222,7 @@ impl<R, S: Clone> State<R, S> {
         msg.header.kind = Kind::Dispatch;
         msg.header.function_id = function_id;
         msg.header.deadline_ns = deadline_ns;
-        let input_in_shm = msg.header.payload_loc == PayloadLocation::Shm;
+        let input_by_fd = msg.header.payload_loc == PayloadLocation::Descriptor;
         let timer = self.timers.insert(deadline_ns, Timer::Deadline(id));
         let record = CallRecord {
             reply,
@@ -234,7 +234,7 @@ impl<R, S: Clone> State<R, S> {
             dispatch_ns: 0,
             deadline_ns,
             timer,
-            input_in_shm,
+            input_by_fd,
             class,
         };
         if self.calls.insert(id, record).is_err() {

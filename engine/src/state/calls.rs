@@ -61,8 +61,8 @@ pub struct CallRecord<R> {
     pub deadline_ns: u64,
     /// Its deadline timer.
     pub timer: TimerId,
-    /// Its input travels in a shm file the engine removes when the call ends.
-    pub input_in_shm: bool,
+    /// Its input travels by descriptor; the engine drops it when the call ends.
+    pub input_by_fd: bool,
     /// Its priority class.
     pub class: Class,
 }

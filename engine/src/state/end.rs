@@ -1,7 +1,7 @@
 //! Calls end: the one place where they do ([`State::end_call`]), and the events that end
 //! them — an answer, a deadline, a worker gone, the engine stopping.
 
-use gloam_core::ipc_root::PayloadSide;
+use gloam_core::payload::PayloadSide;
 use gloam_core::protocol::{CallId, Header, Kind, Message, PayloadLocation};
 use gloam_core::ErrorKind;
 
@@ -39,8 +39,8 @@ impl<R, S: Clone> State<R, S> {
         if cancel_timer {
             self.timers.cancel(rec.timer);
         }
-        if rec.input_in_shm {
-            actions.push(Action::RemoveShm(id, PayloadSide::Input));
+        if rec.input_by_fd {
+            actions.push(Action::DropPayload(id, PayloadSide::Input));
         }
         let dispatched = rec.worker.is_some();
         let calls = &self.calls;
@@ -231,7 +231,7 @@ impl<R, S: Clone> State<R, S> {
             Phase::Leased { lease } => self.callee_gone(lease, &text, &mut actions),
             Phase::Busy { call, ended } => {
                 // Whatever output it wrote before dying is nobody's now.
-                actions.push(Action::RemoveShm(call, PayloadSide::Output));
+                actions.push(Action::DropPayload(call, PayloadSide::Output));
                 if !ended {
                     let crashed = Ending::Failed(ErrorKind::WorkerCrashed, text.clone());
                     self.end_call(call, crashed, now, true, &mut actions);
@@ -240,7 +240,7 @@ impl<R, S: Clone> State<R, S> {
             Phase::Connecting | Phase::Idle { .. } => {}
         }
         if let Some(next) = w.next {
-            actions.push(Action::RemoveShm(next.call, PayloadSide::Output));
+            actions.push(Action::DropPayload(next.call, PayloadSide::Output));
             if !next.ended {
                 let crashed = Ending::Failed(ErrorKind::WorkerCrashed, text.clone());
                 self.end_call(next.call, crashed, now, true, &mut actions);
@@ -368,9 +368,12 @@ impl<R, S: Clone> State<R, S> {
     }
 }
 
-/// Drops a result nobody will read, removing its output file.
+/// Drops a result nobody will read, with its output.
 pub(super) fn drop_result<R, S>(msg: &Message, actions: &mut Actions<R, S>) {
-    if msg.header.kind == Kind::Complete && msg.header.payload_loc == PayloadLocation::Shm {
-        actions.push(Action::RemoveShm(msg.header.call_id(), PayloadSide::Output));
+    if msg.header.kind == Kind::Complete && msg.header.payload_loc == PayloadLocation::Descriptor {
+        actions.push(Action::DropPayload(
+            msg.header.call_id(),
+            PayloadSide::Output,
+        ));
     }
 }

@@ -211,6 +211,14 @@ impl<R, S: Clone> State<R, S> {
         self.leases.iter().map(|(id, l)| (*id, *l)).collect()
     }
 
+    /// Whether `holder` holds a lease on `callee` (revoked or not): the payloads of the
+    /// callee's lane answers go to it.
+    pub fn lease_between(&self, holder: WorkerId, callee: WorkerId) -> bool {
+        self.leases
+            .iter()
+            .any(|(_, l)| l.holder == holder && l.callee == callee)
+    }
+
     /// Whether the engine stopped admitting calls.
     pub fn draining(&self) -> bool {
         self.draining

@@ -501,13 +501,13 @@ fn unknown_functions_and_oversized_inputs_are_refused_to_the_caller() {
     h.set_call_id(CallId::new(w.raw(), 2));
     h.function_id = 1;
     h.payload_len = 1000;
-    h.payload_loc = gloam_core::protocol::PayloadLocation::Shm;
+    h.payload_loc = gloam_core::protocol::PayloadLocation::Descriptor;
     let act = st
         .admit_internal(w, Box::new(Message::new(h)), 2 * MS)
         .unwrap();
     assert!(act.iter().any(|a| matches!(
         a,
-        Action::RemoveShm(_, gloam_core::ipc_root::PayloadSide::Input)
+        Action::DropPayload(_, gloam_core::payload::PayloadSide::Input)
     )));
     assert_eq!(
         internal_replies(&act)[0].2,

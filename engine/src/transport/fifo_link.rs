@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use gloam_core::protocol::MESSAGE_SIZE;
 
+use super::peer_socket::PeerSocket;
 use super::{Inbound, MAX_BACKLOG};
 use crate::state::WorkerId;
 
@@ -27,6 +28,7 @@ pub struct FifoLink {
     tx: Arc<pipe::Sender>,
     backlog: Arc<Mutex<VecDeque<[u8; MESSAGE_SIZE]>>>,
     wake_writer: Arc<Notify>,
+    socket: PeerSocket,
     closed: AtomicBool,
     kick: Notify,
 }
@@ -34,12 +36,14 @@ pub struct FifoLink {
 impl FifoLink {
     /// The link over `tx` (the engine → worker FIFO, opened by the caller); starts its writer
     /// task (call from within the runtime).
-    pub fn new(worker: WorkerId, tx: pipe::Sender) -> FifoLink {
+    /// `socket` is a duplicate of the worker's handshake socket.
+    pub fn new(worker: WorkerId, tx: pipe::Sender, socket: std::os::fd::OwnedFd) -> FifoLink {
         let link = FifoLink {
             worker,
             tx: Arc::new(tx),
             backlog: Arc::new(Mutex::new(VecDeque::new())),
             wake_writer: Arc::new(Notify::new()),
+            socket: PeerSocket::new(socket),
             closed: AtomicBool::new(false),
             kick: Notify::new(),
         };
@@ -50,6 +54,11 @@ impl FifoLink {
             link.wake_writer.clone(),
         ));
         link
+    }
+
+    /// The worker's socket.
+    pub fn socket(&self) -> &PeerSocket {
+        &self.socket
     }
 
     /// Sends one message, in order behind any backlog. `false` when the backlog is over
@@ -155,16 +164,16 @@ pub async fn serve(
                 if let Err(e) = ready {
                     break format!("channel failed: {e}");
                 }
-                if let Err(reason) = drain(sink.as_ref(), worker, &rx, &mut buf, &mut filled) {
+                if let Err(reason) = drain(sink.as_ref(), worker, &link, &rx, &mut buf, &mut filled) {
                     break reason;
                 }
             }
-            reason = super::watch_socket(&sock, peer) => break reason,
+            reason = super::watch_socket(&sock, link.socket(), sink.as_ref(), worker, peer) => break reason,
             _ = link.kicked() => break "was dropped by the engine".to_string(),
         }
     };
     // A worker that answered and then exited: its last messages may still sit in the FIFO.
-    let reason = match drain(sink.as_ref(), worker, &rx, &mut buf, &mut filled) {
+    let reason = match drain(sink.as_ref(), worker, &link, &rx, &mut buf, &mut filled) {
         Ok(()) => reason,
         Err(bad) => bad,
     };
@@ -175,6 +184,7 @@ pub async fn serve(
 fn drain(
     sink: &dyn Inbound,
     worker: WorkerId,
+    link: &super::WorkerLink,
     rx: &pipe::Receiver,
     buf: &mut [u8; MESSAGE_SIZE],
     filled: &mut usize,
@@ -186,7 +196,7 @@ fn drain(
                 *filled += n;
                 if *filled == MESSAGE_SIZE {
                     *filled = 0;
-                    sink.message(worker, buf)
+                    sink.message(worker, link.socket(), buf)
                         .map_err(|e| format!("sent a malformed message: {e}"))?;
                 }
             }

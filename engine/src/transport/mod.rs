@@ -6,6 +6,7 @@
 //! backlog grow past [`MAX_BACKLOG`] is disconnected.
 
 pub mod fifo_link;
+pub mod peer_socket;
 pub mod poller;
 pub mod ring_link;
 
@@ -16,6 +17,7 @@ use gloam_core::protocol::MESSAGE_SIZE;
 use crate::state::WorkerId;
 
 pub use fifo_link::FifoLink;
+pub use peer_socket::PeerSocket;
 pub use poller::RingPoller;
 pub use ring_link::RingLink;
 
@@ -25,9 +27,17 @@ pub const MAX_BACKLOG: usize = 4096;
 
 /// Where transports report what workers send.
 pub trait Inbound: Send + Sync {
-    /// A whole message from worker `worker`. `Err`: it broke the protocol; the transport
-    /// stops reading it and reports [`Inbound::disconnected`].
-    fn message(&self, worker: WorkerId, bytes: &[u8; MESSAGE_SIZE]) -> Result<(), String>;
+    /// A whole message from worker `worker`, whose socket is `socket` (the descriptors of
+    /// payloads come on it). `Err`: it broke the protocol; the transport stops reading it and
+    /// reports [`Inbound::disconnected`].
+    fn message(
+        &self,
+        worker: WorkerId,
+        socket: &PeerSocket,
+        bytes: &[u8; MESSAGE_SIZE],
+    ) -> Result<(), String>;
+    /// The payloads of direct-lane answers worker `worker` sent, for their callers.
+    fn lane_payloads(&self, worker: WorkerId, records: Vec<gloam_core::payload::Record>);
     /// Worker `worker` is gone (its socket closed, it broke the protocol, or it was
     /// dropped), for `reason`.
     fn disconnected(&self, worker: WorkerId, reason: &str);
@@ -69,6 +79,14 @@ impl WorkerLink {
         }
     }
 
+    /// The worker's socket (leases and payload descriptors).
+    pub fn socket(&self) -> &PeerSocket {
+        match self {
+            WorkerLink::Fifo(l) => l.socket(),
+            WorkerLink::Ring(l) => l.socket(),
+        }
+    }
+
     /// The ring link, with the ring transport.
     pub fn ring(&self) -> Option<&RingLink> {
         match self {
@@ -81,17 +99,32 @@ impl WorkerLink {
 /// A shared handle on a worker's link (the state keeps one per worker).
 pub type WorkerSender = Arc<WorkerLink>;
 
-/// Resolves when a worker's handshake socket closes (its process died or it closed the
-/// worker), with the reason. Workers never write on it after `READY`.
-pub async fn watch_socket(sock: &tokio::net::UnixStream, peer: Peer) -> String {
+/// Reads a worker's socket after its handshake until it closes (its process died or it
+/// closed the worker), and resolves with the reason. What comes on it: `PAYLOAD` records, read
+/// into the socket's list (the answers of direct-lane calls are handed to `sink` to forward);
+/// anything else ends the worker.
+pub async fn watch_socket(
+    sock: &tokio::net::UnixStream,
+    socket: &PeerSocket,
+    sink: &dyn Inbound,
+    worker: WorkerId,
+    peer: Peer,
+) -> String {
     loop {
         if sock.readable().await.is_err() {
             return "lost its socket".to_string();
         }
-        let mut probe = [0u8; 64];
-        match sock.try_read(&mut probe) {
-            Ok(0) => return peer.how_it_ended().unwrap_or_else(|| "exited".to_string()),
-            Ok(_) => return "sent unexpected bytes on its socket".to_string(),
+        let read = sock.try_io(tokio::io::Interest::READABLE, || match socket.read_now() {
+            Ok(peer_socket::Read::Drained) => Err(std::io::ErrorKind::WouldBlock.into()),
+            other => Ok(other),
+        });
+        let lane = socket.take_lane_answers();
+        if !lane.is_empty() {
+            sink.lane_payloads(worker, lane);
+        }
+        match read {
+            Ok(Ok(_closed)) => return peer.how_it_ended().unwrap_or_else(|| "exited".to_string()),
+            Ok(Err(broke)) => return broke,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return format!("socket failed: {e}"),
         }

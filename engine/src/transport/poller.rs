@@ -297,7 +297,7 @@ impl RingPoller {
 fn drain_one(sink: &dyn Inbound, link: &RingLink, limit: usize) -> Result<Drained, String> {
     let worker = link.worker();
     match catch_unwind(AssertUnwindSafe(|| {
-        link.drain(limit, |bytes| sink.message(worker, bytes))
+        link.drain(limit, |bytes| sink.message(worker, link.socket(), bytes))
     })) {
         Ok(Ok(d)) => Ok(d),
         Ok(Err(reason)) => Err(format!("sent a malformed message: {reason}")),

@@ -7,20 +7,16 @@
 //! spin under a lock, never a dropped message.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use gloam_core::protocol::{self, offset, MESSAGE_SIZE};
 use gloam_core::ring::{Bell, BellRegion, Consumer, Producer, RingFile, SharedRing};
-use gloam_core::socket;
 
+use super::peer_socket::{PeerSocket, Unsent};
 use super::MAX_BACKLOG;
 use crate::state::WorkerId;
-
-/// The socket's unread bytes above which no more leases are sent to a worker (it reads them
-/// only when a new lease is published to it; a worker that never does gets no more leases).
-const MAX_UNREAD_SOCKET: usize = 64 << 10;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -50,8 +46,8 @@ pub struct RingLink {
     /// The doorbell region's descriptor (for `WELCOME`, and for the holders of leases on this
     /// worker).
     bell_region: OwnedFd,
-    /// The worker's handshake socket (a duplicate), for sending it leases.
-    socket: Mutex<OwnedFd>,
+    /// The worker's handshake socket (a duplicate): leases and payload descriptors.
+    socket: PeerSocket,
     tx: Mutex<Outgoing>,
     rx: Mutex<Consumer>,
     /// The backlog is not empty (the poller flushes it).
@@ -83,7 +79,7 @@ impl RingLink {
             shared,
             region,
             bell_region,
-            socket: Mutex::new(socket),
+            socket: PeerSocket::new(socket),
             tx: Mutex::new(Outgoing {
                 producer,
                 backlog: VecDeque::new(),
@@ -198,39 +194,24 @@ impl RingLink {
         lock(&self.rx).has_message()
     }
 
+    /// The worker's socket.
+    pub fn socket(&self) -> &PeerSocket {
+        &self.socket
+    }
+
     /// Sends the worker `msg` (a `LEASE` message) with `fds` attached. `false` when it cannot
     /// be sent now (the worker has too much unread on its socket, or the socket failed — then
     /// the worker is dropped).
     pub fn send_lease(&self, msg: &[u8; MESSAGE_SIZE], fds: &[RawFd]) -> bool {
-        let sock = lock(&self.socket);
-        if socket::unread_bytes(sock.as_fd()).map_or(true, |n| n > MAX_UNREAD_SOCKET) {
-            return false;
-        }
-        let mut sent = match socket::send_with_fds(sock.as_fd(), msg, fds, true) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
-            Err(e) => {
-                drop(sock);
-                tracing::debug!(worker = %self.worker, error = %e, "sending a lease failed");
+        match self.socket.send(msg, fds) {
+            Ok(()) => true,
+            Err(Unsent::Full) => false,
+            Err(Unsent::Broken(why)) => {
+                tracing::warn!(worker = %self.worker, "sending a lease failed ({why}); dropping it");
                 self.kick();
-                return false;
-            }
-        };
-        // Room was checked above; a short send only finishes the same message.
-        for _ in 0..64 {
-            if sent == MESSAGE_SIZE {
-                return true;
-            }
-            match socket::send_with_fds(sock.as_fd(), &msg[sent..], &[], true) {
-                Ok(n) => sent += n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
-                Err(_) => break,
+                false
             }
         }
-        drop(sock);
-        tracing::warn!(worker = %self.worker, "could not finish a message on the worker's socket; dropping it");
-        self.kick();
-        false
     }
 
     /// Drops the worker: the link stops, and its owner reports the worker gone.

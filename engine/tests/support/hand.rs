@@ -35,6 +35,8 @@ pub struct HandWorker {
     /// With the ring transport: the ring region, its own doorbell region and the engine's
     /// doorbell region.
     region: Option<(OwnedFd, OwnedFd, OwnedFd)>,
+    /// Its engine socket as the core's channel holds it (payload descriptors travel on it).
+    pub socket: std::sync::Arc<gloam_core::engine_socket::EngineSocket>,
     /// For a blind worker: the other end of the socket its channel watches.
     _blind: Option<UnixStream>,
     next_seq: u32,
@@ -88,6 +90,10 @@ impl HandWorker {
         let paths = IpcPaths::new(stack.ipc_root());
         let mut fds = got.fds.into_iter();
         let mut blind_end = None;
+        let socket = std::sync::Arc::new(gloam_core::engine_socket::EngineSocket::new(
+            sock.try_clone().unwrap().into(),
+            id,
+        ));
         let (ch, region): (Box<dyn Channel>, _) = if welcome.header.flags & flags::RING != 0 {
             let ring = fds.next().expect("ring region descriptor");
             let bell = fds.next().expect("own doorbell descriptor");
@@ -95,18 +101,20 @@ impl HandWorker {
             let watch = if blind {
                 let (ours, theirs) = UnixStream::pair().unwrap();
                 blind_end = Some(ours);
-                theirs
+                std::sync::Arc::new(gloam_core::engine_socket::EngineSocket::new(
+                    theirs.into(),
+                    id,
+                ))
             } else {
-                sock.try_clone().unwrap()
+                socket.clone()
             };
             let ch = gloam_core::ring_channel::RingChannel::open_worker_side(
-                &paths,
                 id,
                 1 << 24,
                 &ring,
                 &bell,
                 &engine_bell,
-                watch.into(),
+                watch,
             )
             .unwrap();
             (Box::new(ch), Some((ring, bell, engine_bell)))
@@ -145,6 +153,7 @@ impl HandWorker {
             table,
             paths,
             region,
+            socket,
             _blind: blind_end,
             next_seq: 1,
         }

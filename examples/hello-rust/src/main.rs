@@ -143,6 +143,12 @@ fn bench_internal(ctx: &Ctx<'_>, input: &[u8]) -> Result<Vec<u8>, HandlerError> 
     .into_bytes())
 }
 
+/// Input `N`: answers N bytes `abc…z` repeated (a small call with a large answer).
+fn fill(_: &Ctx<'_>, input: &[u8]) -> Result<Vec<u8>, HandlerError> {
+    let n: usize = std::str::from_utf8(input)?.trim().parse()?;
+    Ok((0..n).map(|i| b'a' + (i % 26) as u8).collect())
+}
+
 fn main() {
     let handlers = Handlers::new()
         .handler("Foo", foo)
@@ -159,6 +165,7 @@ fn main() {
         .handler("InvokeOther", invoke_other)
         .handler("PassOn", pass_on)
         .handler("Repeat", repeat)
+        .handler("Fill", fill)
         .handler("BenchInternal", bench_internal)
         .handler("Method", |ctx, _| Ok(ctx.method().as_bytes().to_vec()))
         .handler("RustGreeter", greeter::greeter);

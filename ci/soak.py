@@ -4,7 +4,7 @@
 Client threads call Echo, Repeat (-> Echo, sequential: direct lanes) and Fanout (-> Echo x3 at
 once) in a closed loop over keep-alive connections. Every request's payload is unique and
 its answer is known in advance, so a 200 with any other body is a wrong answer; one request
-in eight carries a payload past the 960-byte inline area (shm files). Every request sets
+in eight carries a payload past the 960-byte inline area (sealed memfds passed by descriptor). Every request sets
 X-Gloam-Timeout; a request with no answer within that deadline plus a margin is hung. A
 killer thread SIGKILLs a random worker process of the stack (callers and callees alike) every
 N ms, after checking that the process descends from the engine.
@@ -66,7 +66,7 @@ def make_call(rng, client, seq):
     """A unique call: (function, body bytes, expected answer bytes)."""
     tag = f"c{client}n{seq}"
     if rng.random() < 0.125:
-        # Past the inline area: the payload goes through shm files (each way, each hop).
+        # Past the inline area: the payload goes by descriptor (each way, each hop).
         tag += "p" + "".join(rng.choice("abcdefghij") for _ in range(1200))
     kind = rng.choice(FUNCTIONS)
     if kind == "Echo":

@@ -122,33 +122,33 @@ fn a_root_that_is_a_file_or_a_fifo_is_refused_at_once() {
 /// Ours but open to everyone (e.g. made by hand with `mkdir -m 777`): narrowed to 0700 rather
 /// than refused. It is our directory, so nobody else can change its mode back, and from the
 /// chmod on nobody else can add entries; what others may have put there before is checked as
-/// it is used (`fifo/`, `shm/`, `engine.lock` must be ours and of the right type, stale
-/// payload and FIFO names are removed at start, later payload files are created exclusively).
+/// it is used (`fifo/` and `engine.lock` must be ours and of the right type, stale
+/// FIFO names are removed at start).
 #[test]
 fn a_root_of_ours_open_to_everyone_is_narrowed_to_0700() {
     let _d = Deadline::new("0777 root");
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    fs::create_dir_all(root.join("shm")).unwrap();
-    for d in [&root, &root.join("shm")] {
+    fs::create_dir_all(root.join("fifo")).unwrap();
+    for d in [&root, &root.join("fifo")] {
         fs::set_permissions(d, fs::Permissions::from_mode(0o777)).unwrap();
     }
     let ipc = IpcRoot::create(&root).unwrap();
-    for d in ["", "fifo", "shm"] {
+    for d in ["", "fifo"] {
         assert_eq!(mode(&root.join(d)), 0o700, "{d}");
     }
     drop(ipc);
 
     // What another user planted while it was open is refused, naming it.
     fs::set_permissions(&root, fs::Permissions::from_mode(0o777)).unwrap();
-    fs::remove_dir(root.join("shm")).unwrap();
-    fs::create_dir(root.join("shm")).unwrap();
-    if !give_away(&root.join("shm")) {
+    fs::remove_dir(root.join("fifo")).unwrap();
+    fs::create_dir(root.join("fifo")).unwrap();
+    if !give_away(&root.join("fifo")) {
         return;
     }
     let text = refused(&root);
     assert!(
-        text.contains(&root.join("shm").display().to_string()),
+        text.contains(&root.join("fifo").display().to_string()),
         "{text}"
     );
     assert!(
@@ -163,17 +163,15 @@ fn planted_subdirectories_and_lock_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let elsewhere = dir.path().join("elsewhere");
     fs::create_dir(&elsewhere).unwrap();
-    for sub in ["fifo", "shm"] {
-        let root = dir.path().join(format!("root-{sub}"));
-        fs::create_dir(&root).unwrap();
-        symlink(&elsewhere, root.join(sub)).unwrap();
-        let text = refused(&root);
-        assert!(
-            text.contains(&root.join(sub).display().to_string()),
-            "{text}"
-        );
-        assert!(text.contains("is a symlink"), "{text}");
-    }
+    let root = dir.path().join("root-fifo");
+    fs::create_dir(&root).unwrap();
+    symlink(&elsewhere, root.join("fifo")).unwrap();
+    let text = refused(&root);
+    assert!(
+        text.contains(&root.join("fifo").display().to_string()),
+        "{text}"
+    );
+    assert!(text.contains("is a symlink"), "{text}");
     let root = dir.path().join("root-lock");
     fs::create_dir(&root).unwrap();
     symlink(elsewhere.join("victim"), root.join("engine.lock")).unwrap();
@@ -191,7 +189,7 @@ fn missing_components_are_created_private() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("a/b/root");
     let ipc = IpcRoot::create(&root).unwrap();
-    for d in ["a", "a/b", "a/b/root", "a/b/root/fifo", "a/b/root/shm"] {
+    for d in ["a", "a/b", "a/b/root", "a/b/root/fifo"] {
         assert_eq!(mode(&dir.path().join(d)), 0o700, "{d}");
     }
     drop(ipc);

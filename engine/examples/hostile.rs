@@ -6,7 +6,8 @@
 //! (SIGTERM), `tcp:HOST:PORT`, `fork:N` (N sleeping children at once), `alloc:MIB` (touches
 //! that much memory; past `memory_limit` the process dies), `hello:FUNCTION` (connects to
 //! `engine.sock` as a worker of FUNCTION, with no secret), `keyctl` (the kernel keyrings),
-//! `self` (its `NoNewPrivs`, `CapEff` and user).
+//! `self` (its `NoNewPrivs`, `CapEff` and user), `spin:MS` (busy on one CPU for MS ms of wall
+//! time).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -58,6 +59,14 @@ fn attempt(_ctx: &Ctx<'_>, input: &[u8]) -> Result<Vec<u8>, HandlerError> {
             format!("ok: touched {} MiB", std::hint::black_box(&v).len() >> 20)
         }
         "hello" => verdict(hello(arg)),
+        "spin" => {
+            let until = std::time::Instant::now() + Duration::from_millis(arg.parse()?);
+            let mut turns = 0u64;
+            while std::time::Instant::now() < until {
+                turns = std::hint::black_box(turns.wrapping_add(1));
+            }
+            format!("ok: spun {turns} turns")
+        }
         "keyctl" => {
             // KEYCTL_GET_KEYRING_ID of KEY_SPEC_SESSION_KEYRING, without creating it.
             // SAFETY: keyctl(2) with integer arguments only.

@@ -130,6 +130,42 @@ pub(super) fn resolve_engine_isolation(
     }
 }
 
+/// `engine.cgroup_parent`: a cgroup path, relative to each hierarchy's root (a leading `/` is
+/// allowed and means the same), made of plain names: no `.`, `..` or empty path.
+pub(super) fn resolve_cgroup_parent(
+    raw: Option<PathBuf>,
+    source: &Path,
+) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(path) = raw else {
+        return Ok(None);
+    };
+    let mut clean = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::RootDir => {}
+            std::path::Component::Normal(name) => clean.push(name),
+            _ => {
+                return Err(ConfigError::at(
+                    source,
+                    engine_key("cgroup_parent"),
+                    format!(
+                        "{} is not a cgroup path like \"gloam\" or \"/system.slice/gloam\" (plain names, no . or ..)",
+                        path.display()
+                    ),
+                ))
+            }
+        }
+    }
+    if clean.as_os_str().is_empty() {
+        return Err(ConfigError::at(
+            source,
+            engine_key("cgroup_parent"),
+            "is empty or the root; name a group delegated to the engine's user, e.g. \"gloam\"",
+        ));
+    }
+    Ok(Some(clean))
+}
+
 fn mode(text: &str) -> Result<Isolation, String> {
     match text {
         "process" => Ok(Isolation::Process),
@@ -309,6 +345,26 @@ mod tests {
         let b = &c.function("B").unwrap().isolation;
         assert_eq!(b.mode, Isolation::Process);
         assert_eq!(b.limits.memory, Some(8 << 20));
+    }
+
+    #[test]
+    fn cgroup_parent_is_a_relative_cgroup_path() {
+        let c = parse("[engine]\ncgroup_parent = \"/gloam/engines\"\n[functions.A]\n").unwrap();
+        assert_eq!(
+            c.engine.cgroup_parent.as_deref(),
+            Some(Path::new("gloam/engines"))
+        );
+        assert_eq!(parse("[functions.A]\n").unwrap().engine.cgroup_parent, None);
+        let e = error("[engine]\ncgroup_parent = \"../escape\"\n[functions.A]\n");
+        assert!(
+            e.contains("engine.cgroup_parent: ../escape is not a cgroup path"),
+            "{e}"
+        );
+        let e = error("[engine]\ncgroup_parent = \"/\"\n[functions.A]\n");
+        assert!(
+            e.contains("engine.cgroup_parent: is empty or the root"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -159,7 +159,7 @@ pub async fn serve(
                     break reason;
                 }
             }
-            reason = super::watch_socket(&sock, peer) => break reason,
+            reason = super::watch_socket(&sock, &peer) => break reason,
             _ = link.kicked() => break "was dropped by the engine".to_string(),
         }
     };

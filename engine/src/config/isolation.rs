@@ -2,8 +2,9 @@
 //! `sandbox_paths`) and its resource limits (`memory_limit`, `cpu_limit`, `pids_limit`).
 //!
 //! What they mean at run time is in `launcher/sandbox.rs` (the bubblewrap command and the
-//! checks at start) and `launcher/supervise.rs` (the limits); this module only reads and
-//! checks them, naming the key.
+//! checks at start), `launcher/cgroup/` (the limits as cgroups) and `launcher/supervise.rs`
+//! (joining the cgroup, or the rlimits without one); this module only reads and checks them,
+//! and `engine.cgroup_parent`, naming the key.
 
 use std::path::{Path, PathBuf};
 
@@ -40,11 +41,14 @@ pub const MIN_MEMORY_LIMIT: u64 = 4 << 20;
 /// "Isolation", for how each is enforced).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Limits {
-    /// Most memory in bytes (enforced as the address-space limit, `RLIMIT_AS`).
+    /// Most memory in bytes (a cgroup's memory limit, without swap; without cgroups the
+    /// address-space limit, `RLIMIT_AS`).
     pub memory: Option<u64>,
-    /// CPU quota, in CPUs (0.5 = half of one CPU's time); `gloam up` refuses it for now.
+    /// CPU quota, in CPUs (0.5 = half of one CPU's time); needs a cgroup (`gloam up` refuses
+    /// it without one).
     pub cpu: Option<f64>,
-    /// Most processes and threads (sandbox only: `RLIMIT_NPROC` in its user namespace).
+    /// Most processes and threads (a cgroup's `pids.max`; without cgroups, sandbox only:
+    /// `RLIMIT_NPROC` in its user namespace).
     pub pids: Option<u64>,
 }
 

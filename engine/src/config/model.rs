@@ -172,7 +172,7 @@ pub struct EngineConfig {
     pub isolation: super::isolation::Isolation,
     /// `engine.cgroup_parent`: the cgroup, relative to the root of each cgroup hierarchy,
     /// under which the engine creates its workers' groups (a group the admin delegated to the
-    /// engine's user); `None`: the engine's own cgroup. See `launcher/cgroup.rs`.
+    /// engine's user); `None`: the engine's own cgroup. See `launcher/cgroup/`.
     pub cgroup_parent: Option<PathBuf>,
 }
 

@@ -12,7 +12,7 @@
 //! `<log_dir>/<function>.<slot>.stdout|stderr` as they come and, unless quiet, echoed to the
 //! console line by line as `<function>.<slot> | <line>` (see `output.rs`).
 //!
-//! With limits and usable cgroups (`cgroup.rs`), each process slot has a cgroup of its own with
+//! With limits and usable cgroups (`cgroup/`), each process slot has a cgroup of its own with
 //! the limits, which the process joins before it executes anything; else the limits are
 //! rlimits.
 //!

@@ -14,7 +14,7 @@
 //! Its own user, mount, PID, IPC, UTS and cgroup namespaces (and network, unless `network =
 //! true`), no further user namespaces, every capability dropped, `no_new_privs` (set by the
 //! launcher before `bwrap` runs), the default seccomp profile of `seccomp.rs`. The limits are
-//! the slot's cgroup's (`cgroup.rs`; the process joins it before `bwrap` runs); without cgroups,
+//! the slot's cgroup's (`cgroup/`; the process joins it before `bwrap` runs); without cgroups,
 //! `pids_limit` is `RLIMIT_NPROC` set inside the sandbox's user namespace (by `prlimit`), where
 //! it counts the sandbox's own tasks only.
 

@@ -1,4 +1,4 @@
-//! `cgroup.rs`: parsing `/proc/self/cgroup` and mountinfo, and the v1/v2 choice over a
+//! `cgroup/find.rs`: parsing `/proc/self/cgroup` and mountinfo, and the v1/v2 choice over a
 //! made-up file system.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -210,14 +210,6 @@ fn the_refusal_says_why_for_each_version() {
     )
     .unwrap_err();
     assert_eq!(why, "cgroup v2: not mounted; cgroup v1: no pids hierarchy");
-}
-
-#[test]
-fn function_names_become_plain_directory_names() {
-    assert_eq!(dir_name("Echo", 3), "Echo");
-    assert_eq!(dir_name("grpc:demo.Greeter", 4), "grpc_demo.Greeter.4");
-    assert_eq!(dir_name("../x", 5), "_x.5");
-    assert_eq!(dir_name("..", 6), ".6");
 }
 
 #[test]

@@ -499,9 +499,27 @@ fn cgroups_limit_a_plain_process_too() {
     let Some(parent) = cgroup_parent() else {
         return;
     };
+    // The groups of an engine that is gone (no process has this pid) are removed at start.
+    let stale: Vec<PathBuf> = ["memory", "pids", "unified", ""]
+        .iter()
+        .map(|h| Path::new("/sys/fs/cgroup").join(h).join(&parent))
+        .filter(|p| p.join("cgroup.procs").exists())
+        .map(|p| p.join("gloam-4294967-1"))
+        .collect();
+    for dir in &stale {
+        std::fs::create_dir_all(dir.join("Gone/0")).expect("a stale group");
+        // As the engine that made it would have left it.
+        let uid = engine_user();
+        for d in [dir.clone(), dir.join("Gone"), dir.join("Gone/0")] {
+            std::os::unix::fs::chown(&d, uid, uid).expect("chown");
+        }
+    }
     let limits = "memory_limit = \"64M\"\npids_limit = 16\n";
     let mut s = stack_with(&format!("cgroup_parent = {parent:?}"), "process", limits);
     placed(&s, &parent);
+    for dir in &stale {
+        assert!(!dir.exists(), "{} is left", dir.display());
+    }
     let bomb = denied(&s, "fork:100");
     assert!(bomb.contains("children, then"), "{bomb}");
     let r = s.call("Hostile", b"alloc:128");

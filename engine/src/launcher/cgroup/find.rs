@@ -264,6 +264,24 @@ pub fn choose(
                 return Err(format!("{} is not writable by this user", p.display()));
             }
         }
+        // v2 enables controllers for the children of a group only while it holds no process
+        // (the root aside): the engine's own group usually holds the engine.
+        let enabled = view
+            .read(&dir.join("cgroup.subtree_control"))
+            .unwrap_or_default();
+        let all_enabled = needed
+            .iter()
+            .all(|c| enabled.split_whitespace().any(|e| e == c.name()));
+        let occupied = view
+            .read(&dir.join("cgroup.procs"))
+            .is_some_and(|p| !p.trim().is_empty());
+        if !all_enabled && occupied && !group.trim_matches('/').is_empty() {
+            return Err(format!(
+                "{} holds processes, so its controllers cannot be enabled for groups under it \
+                 (cgroup v2 wants an empty parent)",
+                dir.display()
+            ));
+        }
         let parents = needed.iter().map(|c| (*c, dir.clone())).collect();
         Ok(Place {
             version: Version::V2,

@@ -131,6 +131,39 @@ fn v2_is_chosen_when_it_offers_the_controllers_and_is_writable() {
 }
 
 #[test]
+fn a_v2_parent_holding_processes_is_refused() {
+    let dir = "/sys/fs/cgroup/unified/session/42";
+    let own = "0::/session/42\n";
+    let fs = Fake::default()
+        .file(&format!("{dir}/cgroup.controllers"), "memory pids\n")
+        .file(&format!("{dir}/cgroup.procs"), "1234\n")
+        .writable(&[dir, &format!("{dir}/cgroup.subtree_control")]);
+    let why = choose(
+        &[Controller::Memory],
+        None,
+        &parse_proc_cgroup(own),
+        &parse_mountinfo(MOUNTINFO),
+        &fs,
+    )
+    .unwrap_err();
+    assert!(
+        why.starts_with(&format!("cgroup v2: {dir} holds processes")),
+        "{why}"
+    );
+    // Already enabled (a delegated parent set up so): fine.
+    let fs = fs.file(&format!("{dir}/cgroup.subtree_control"), "memory\n");
+    let place = choose(
+        &[Controller::Memory],
+        None,
+        &parse_proc_cgroup(own),
+        &parse_mountinfo(MOUNTINFO),
+        &fs,
+    )
+    .unwrap();
+    assert_eq!(place.version, Version::V2);
+}
+
+#[test]
 fn v1_is_chosen_on_a_hybrid_machine() {
     // v2 offers only hugetlb (CI's VMs).
     let mut fs = Fake::default()

@@ -6,8 +6,9 @@
 //! (SIGTERM), `tcp:HOST:PORT`, `fork:N` (N sleeping children at once), `alloc:MIB` (touches
 //! that much memory; past `memory_limit` the process dies), `hello:FUNCTION` (connects to
 //! `engine.sock` as a worker of FUNCTION, with no secret), `keyctl` (the kernel keyrings),
-//! `self` (its `NoNewPrivs`, `CapEff` and user), `ls:DIR` (the names in it), `echo:TEXT`
-//! (answers TEXT: large inputs and outputs cross the sandbox by descriptor).
+//! `self` (its `NoNewPrivs`, `CapEff` and user), `spin:MS` (busy on one CPU for MS ms of wall
+//! time), `ls:DIR` (the names in it), `echo:TEXT` (answers TEXT: large inputs and outputs
+//! cross the sandbox by descriptor).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -68,6 +69,14 @@ fn attempt(_ctx: &Ctx<'_>, input: &[u8]) -> Result<Vec<u8>, HandlerError> {
             format!("ok: touched {} MiB", std::hint::black_box(&v).len() >> 20)
         }
         "hello" => verdict(hello(arg)),
+        "spin" => {
+            let until = std::time::Instant::now() + Duration::from_millis(arg.parse()?);
+            let mut turns = 0u64;
+            while std::time::Instant::now() < until {
+                turns = std::hint::black_box(turns.wrapping_add(1));
+            }
+            format!("ok: spun {turns} turns")
+        }
         "keyctl" => {
             // KEYCTL_GET_KEYRING_ID of KEY_SPEC_SESSION_KEYRING, without creating it.
             // SAFETY: keyctl(2) with integer arguments only.

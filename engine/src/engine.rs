@@ -269,6 +269,15 @@ impl Engine {
         lock(&self.launchers).get(&function_id).map(f)
     }
 
+    /// What enforces each launched function's limits (`cgroup v1`, `cgroup v2`, `rlimit`), by
+    /// function id; functions without limits or launcher are absent.
+    pub(crate) fn limits_mechanisms(&self) -> std::collections::HashMap<u16, &'static str> {
+        lock(&self.launchers)
+            .iter()
+            .filter_map(|(id, l)| Some((*id, l.spec().limits_mechanism()?)))
+            .collect()
+    }
+
     /// Takes every launcher back (shutdown).
     pub fn take_launchers(&self) -> Vec<Launcher> {
         lock(&self.launchers).drain().map(|(_, l)| l).collect()

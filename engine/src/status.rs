@@ -56,7 +56,8 @@ pub struct FunctionStatus {
     /// `process`, `sandbox`, or `sandbox, network` (its workers keep the host's network).
     #[serde(default)]
     pub isolation: String,
-    /// The limits of each worker process: `memory 64 MiB, pids 32`, or `none`.
+    /// The limits of each worker process and what enforces them: `memory 64 MiB, pids 32
+    /// (cgroup v1)`, `memory 64 MiB (rlimit)`, or `none`.
     #[serde(default)]
     pub limits: String,
 }
@@ -150,6 +151,8 @@ pub struct EngineFunctionStatus {
 pub fn snapshot(engine: &Engine) -> Status {
     engine.sync_direct_calls();
     let now = gloam_core::clock::now_ns();
+    // Before the state's lock: the launchers have their own.
+    let mechanisms = engine.limits_mechanisms();
     let st = engine.lock();
     let mut functions: Vec<FunctionStatus> = st
         .functions()
@@ -176,7 +179,7 @@ pub fn snapshot(engine: &Engine) -> Status {
                 last_exit: f.last_exit.clone(),
                 unavailable: f.refuses_calls().then(|| f.unavailable.clone()).flatten(),
                 isolation: isolation_text(&f.config.isolation),
-                limits: f.config.isolation.limits.describe(),
+                limits: limits_text(&f.config.isolation.limits, mechanisms.get(&f.config.id)),
             }
         })
         .collect();
@@ -209,6 +212,15 @@ pub fn snapshot(engine: &Engine) -> Status {
         log_dir: Some(engine.config().engine.log_dir.clone()),
         role: engine_role(),
         engines: Vec::new(),
+    }
+}
+
+/// `memory 64 MiB, pids 32 (cgroup v1)`: the limits and what enforces them (nothing is said
+/// of a function without a launcher: its workers are started by hand, unlimited).
+fn limits_text(limits: &crate::config::Limits, mechanism: Option<&&'static str>) -> String {
+    match mechanism {
+        Some(m) => format!("{} ({m})", limits.describe()),
+        None => limits.describe(),
     }
 }
 

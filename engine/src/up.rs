@@ -121,16 +121,32 @@ async fn report_ends(
 
 async fn run_async(config: Arc<Config>, opts: UpOptions, nofile: NofileLimit) -> Result<()> {
     let launch = opts.launch;
+    let mut groups = None;
     if launch {
         // Refuse rather than run a function less isolated than its configuration says.
-        launcher::check_sandbox(&config)
-            .and_then(|()| launcher::check_process_limits(&config))
+        let plan = launcher::Plan::find(&config);
+        launcher::check_sandbox(&config, &plan)
+            .and_then(|()| launcher::check_limits(&config, &plan))
             .map_err(anyhow::Error::msg)?;
+        match &plan.place {
+            Ok(place) => {
+                tracing::info!(groups = %place.describe(), "limits are enforced by cgroups");
+                groups = Some(
+                    launcher::EngineGroups::create(place.clone())
+                        .context("creating the engine's cgroups")?,
+                );
+            }
+            Err(why) if !plan.needed.is_empty() => {
+                tracing::info!("limits are rlimits: no usable cgroup ({why})");
+            }
+            Err(_) => {}
+        }
         for f in config.functions.iter().filter(|f| f.command.is_some()) {
             tracing::info!(
                 function = %f.name,
                 isolation = f.isolation.mode.as_str(),
                 limits = %f.isolation.limits.describe(),
+                enforced_by = plan.mechanism(),
                 "isolation"
             );
         }
@@ -194,6 +210,13 @@ async fn run_async(config: Arc<Config>, opts: UpOptions, nofile: NofileLimit) ->
         for f in &config.functions {
             match LaunchSpec::from_config(f, &config) {
                 Some(spec) => {
+                    let cgroup = match &groups {
+                        Some(g) => g
+                            .function(&f.name, f.id, &f.isolation.limits)
+                            .with_context(|| format!("creating the cgroup of {}", f.name))?,
+                        None => None,
+                    };
+                    let spec = spec.with_cgroup(cgroup);
                     engine.add_launcher(f.id, Launcher::start_with(spec, hooks.clone()));
                     if f.min_workers > 0 {
                         launched.push(f.name.clone());
@@ -244,8 +267,8 @@ async fn run_async(config: Arc<Config>, opts: UpOptions, nofile: NofileLimit) ->
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-            _ = term.recv() => return shutdown(&engine, gateway, joiner, root).await,
-            _ = int.recv() => return shutdown(&engine, gateway, joiner, root).await,
+            _ = term.recv() => return shutdown(&engine, gateway, joiner, root, groups).await,
+            _ = int.recv() => return shutdown(&engine, gateway, joiner, root, groups).await,
         }
     }
     if let Some(grpc) = grpc_addr {
@@ -280,7 +303,7 @@ async fn run_async(config: Arc<Config>, opts: UpOptions, nofile: NofileLimit) ->
         _ = int.recv() => {}
     }
     stop_watching.store(true, std::sync::atomic::Ordering::Relaxed);
-    shutdown(&engine, gateway, joiner, root).await
+    shutdown(&engine, gateway, joiner, root, groups).await
 }
 
 /// Starts joining `gateway`: the token from `GLOAM_JOIN_TOKEN` or `engine.join_token`, the
@@ -324,12 +347,13 @@ fn start_joining(engine: &Arc<Engine>, gateway: &str) -> Result<Joiner> {
 /// (`Connection: close`); a joined engine tells its gateway, which sends it no more calls;
 /// the calls in flight finish, for at most `drain_timeout`; then those still running end with
 /// 503 `SHUTDOWN`, the gateway gets the last answers, connections close once their answers
-/// are written, and the workers stop.
+/// are written, and the workers stop; then their cgroups are removed.
 async fn shutdown(
     engine: &Arc<Engine>,
     gateway: Gateway,
     joiner: Option<Joiner>,
     root: IpcRoot,
+    groups: Option<launcher::EngineGroups>,
 ) -> Result<()> {
     tracing::info!("shutting down: draining calls in flight");
     gateway.drain();
@@ -357,6 +381,10 @@ async fn shutdown(
         let _ = s.await;
     }
     engine.stop_poller();
+    // The workers are reaped: their cgroups go (and anything that escaped their process group).
+    if let Some(g) = groups {
+        let _ = tokio::task::spawn_blocking(move || drop(g)).await;
+    }
     drop(root);
     tracing::info!("stopped");
     Ok(())

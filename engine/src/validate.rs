@@ -60,8 +60,15 @@ pub fn report(config: &Config) -> (Vec<String>, Vec<String>) {
         problems.extend(check(f));
     }
     // What `gloam up` would refuse: a sandbox or limit this machine cannot enforce.
-    if let Err(e) = crate::launcher::check_sandbox(config)
-        .and_then(|()| crate::launcher::check_process_limits(config))
+    let plan = crate::launcher::Plan::find(config);
+    if !plan.needed.is_empty() {
+        lines.push(match &plan.place {
+            Ok(place) => format!("  limits enforced by {}", place.describe()),
+            Err(why) => format!("  limits enforced by rlimits: no usable cgroup ({why})"),
+        });
+    }
+    if let Err(e) = crate::launcher::check_sandbox(config, &plan)
+        .and_then(|()| crate::launcher::check_limits(config, &plan))
     {
         problems.push(e);
     }

@@ -144,6 +144,9 @@ async fn handshake(engine: Arc<Engine>, mut sock: UnixStream) {
             let peer = Peer {
                 pid,
                 memory_limit: function.isolation.limits.memory,
+                oom: engine
+                    .with_launcher(function.id, |l| l.oom_watch(group))
+                    .flatten(),
             };
             serve(engine, id, link, fifo_rx, sock, peer).await;
         }
@@ -292,7 +295,7 @@ async fn serve(
         }
         None => {
             let reason = tokio::select! {
-                reason = transport::watch_socket(&sock, link.socket(), engine.as_ref(), id, peer) => reason,
+                reason = transport::watch_socket(&sock, link.socket(), engine.as_ref(), id, &peer) => reason,
                 _ = link.kicked() => "was dropped by the engine".to_string(),
             };
             engine.disconnect_worker(id, &reason);

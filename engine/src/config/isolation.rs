@@ -2,8 +2,9 @@
 //! `sandbox_paths`) and its resource limits (`memory_limit`, `cpu_limit`, `pids_limit`).
 //!
 //! What they mean at run time is in `launcher/sandbox.rs` (the bubblewrap command and the
-//! checks at start) and `launcher/supervise.rs` (the limits); this module only reads and
-//! checks them, naming the key.
+//! checks at start), `launcher/cgroup/` (the limits as cgroups) and `launcher/supervise.rs`
+//! (joining the cgroup, or the rlimits without one); this module only reads and checks them,
+//! and `engine.cgroup_parent`, naming the key.
 
 use std::path::{Path, PathBuf};
 
@@ -40,11 +41,14 @@ pub const MIN_MEMORY_LIMIT: u64 = 4 << 20;
 /// "Isolation", for how each is enforced).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Limits {
-    /// Most memory in bytes (enforced as the address-space limit, `RLIMIT_AS`).
+    /// Most memory in bytes (a cgroup's memory limit, without swap; without cgroups the
+    /// address-space limit, `RLIMIT_AS`).
     pub memory: Option<u64>,
-    /// CPU quota, in CPUs (0.5 = half of one CPU's time); `gloam up` refuses it for now.
+    /// CPU quota, in CPUs (0.5 = half of one CPU's time); needs a cgroup (`gloam up` refuses
+    /// it without one).
     pub cpu: Option<f64>,
-    /// Most processes and threads (sandbox only: `RLIMIT_NPROC` in its user namespace).
+    /// Most processes and threads (a cgroup's `pids.max`; without cgroups, sandbox only:
+    /// `RLIMIT_NPROC` in its user namespace).
     pub pids: Option<u64>,
 }
 
@@ -128,6 +132,42 @@ pub(super) fn resolve_engine_isolation(
         None => Ok(Isolation::default()),
         Some(text) => mode(text).map_err(|r| ConfigError::at(source, engine_key("isolation"), r)),
     }
+}
+
+/// `engine.cgroup_parent`: a cgroup path, relative to each hierarchy's root (a leading `/` is
+/// allowed and means the same), made of plain names: no `.`, `..` or empty path.
+pub(super) fn resolve_cgroup_parent(
+    raw: Option<PathBuf>,
+    source: &Path,
+) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(path) = raw else {
+        return Ok(None);
+    };
+    let mut clean = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::RootDir => {}
+            std::path::Component::Normal(name) => clean.push(name),
+            _ => {
+                return Err(ConfigError::at(
+                    source,
+                    engine_key("cgroup_parent"),
+                    format!(
+                        "{} is not a cgroup path like \"gloam\" or \"/system.slice/gloam\" (plain names, no . or ..)",
+                        path.display()
+                    ),
+                ))
+            }
+        }
+    }
+    if clean.as_os_str().is_empty() {
+        return Err(ConfigError::at(
+            source,
+            engine_key("cgroup_parent"),
+            "is empty or the root; name a group delegated to the engine's user, e.g. \"gloam\"",
+        ));
+    }
+    Ok(Some(clean))
 }
 
 fn mode(text: &str) -> Result<Isolation, String> {
@@ -309,6 +349,26 @@ mod tests {
         let b = &c.function("B").unwrap().isolation;
         assert_eq!(b.mode, Isolation::Process);
         assert_eq!(b.limits.memory, Some(8 << 20));
+    }
+
+    #[test]
+    fn cgroup_parent_is_a_relative_cgroup_path() {
+        let c = parse("[engine]\ncgroup_parent = \"/gloam/engines\"\n[functions.A]\n").unwrap();
+        assert_eq!(
+            c.engine.cgroup_parent.as_deref(),
+            Some(Path::new("gloam/engines"))
+        );
+        assert_eq!(parse("[functions.A]\n").unwrap().engine.cgroup_parent, None);
+        let e = error("[engine]\ncgroup_parent = \"../escape\"\n[functions.A]\n");
+        assert!(
+            e.contains("engine.cgroup_parent: ../escape is not a cgroup path"),
+            "{e}"
+        );
+        let e = error("[engine]\ncgroup_parent = \"/\"\n[functions.A]\n");
+        assert!(
+            e.contains("engine.cgroup_parent: is empty or the root"),
+            "{e}"
+        );
     }
 
     #[test]

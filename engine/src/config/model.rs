@@ -170,6 +170,10 @@ pub struct EngineConfig {
     pub tls: Option<TlsConfig>,
     /// `engine.isolation`: the default of every function's `isolation`.
     pub isolation: super::isolation::Isolation,
+    /// `engine.cgroup_parent`: the cgroup, relative to the root of each cgroup hierarchy,
+    /// under which the engine creates its workers' groups (a group the admin delegated to the
+    /// engine's user); `None`: the engine's own cgroup. See `launcher/cgroup/`.
+    pub cgroup_parent: Option<PathBuf>,
 }
 
 /// The gateway's certificate chain and private key (PEM files, absolute paths).

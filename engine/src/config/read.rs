@@ -83,6 +83,7 @@ pub(super) struct RawEngine {
     pub(super) join_ca: Option<PathBuf>,
     pub(super) node_name: Option<String>,
     pub(super) isolation: Option<String>,
+    pub(super) cgroup_parent: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -327,6 +327,7 @@ fn resolve_engine(raw: RawEngine, source: &Path, base: &Path) -> Result<EngineCo
         transport,
         direct_calls: raw.direct_calls.unwrap_or(true),
         isolation: super::isolation::resolve_engine_isolation(raw.isolation.as_deref(), source)?,
+        cgroup_parent: super::isolation::resolve_cgroup_parent(raw.cgroup_parent, source)?,
         ipc_root,
         io_threads,
         listen,

@@ -12,10 +12,15 @@
 //! `<log_dir>/<function>.<slot>.stdout|stderr` as they come and, unless quiet, echoed to the
 //! console line by line as `<function>.<slot> | <line>` (see `output.rs`).
 //!
+//! With limits and usable cgroups (`cgroup/`), each process slot has a cgroup of its own with
+//! the limits, which the process joins before it executes anything; else the limits are
+//! rlimits.
+//!
 //! Each worker process runs in its own process group (so anything it forks is signalled with
 //! it) and gets `PR_SET_PDEATHSIG = SIGKILL`, so it dies if the engine dies without stopping it.
 //! The launcher holds no reference to the engine: it reports through a channel.
 
+pub mod cgroup;
 mod output;
 mod process;
 mod sandbox;
@@ -37,9 +42,10 @@ use tokio::time::Instant;
 use crate::config::{Config, FunctionConfig, IsolationConfig};
 use crate::state::ProcessEnd;
 
+pub use cgroup::{EngineGroups, FunctionGroup, OomWatch, Plan};
 pub use output::TAIL_LINES;
 pub(crate) use process::memory_hint;
-pub use sandbox::{check as check_sandbox, check_process_limits, BWRAP, PRLIMIT};
+pub use sandbox::{check as check_sandbox, check_limits, BWRAP, PRLIMIT};
 pub use secret::Verdict;
 pub use supervise::LOG_ROTATE_BYTES;
 
@@ -87,6 +93,9 @@ pub struct LaunchSpec {
     /// A process none of whose workers has connected by then is killed and reported as
     /// unable to start.
     pub start_timeout: Duration,
+    /// The function's cgroup, which enforces its limits; `None`: no limit, or cgroups are
+    /// unusable and the limits are rlimits (set by [`LaunchSpec::with_cgroup`]).
+    pub cgroup: Option<FunctionGroup>,
 }
 
 impl LaunchSpec {
@@ -122,6 +131,24 @@ impl LaunchSpec {
             isolation: function.isolation.clone(),
             hide,
             start_timeout: function.start_timeout,
+            cgroup: None,
+        })
+    }
+
+    /// This spec with the function's cgroup (its limits are enforced there, not as rlimits).
+    pub fn with_cgroup(mut self, cgroup: Option<FunctionGroup>) -> LaunchSpec {
+        self.cgroup = cgroup;
+        self
+    }
+
+    /// What enforces the limits: `cgroup v1`, `cgroup v2`, `rlimit`; `None` without limits.
+    pub fn limits_mechanism(&self) -> Option<&'static str> {
+        if !self.isolation.limits.any() {
+            return None;
+        }
+        Some(match &self.cgroup {
+            Some(g) => g.version().as_str(),
+            None => "rlimit",
         })
     }
 
@@ -233,6 +260,8 @@ pub(super) struct Issued {
     pub(super) spawned: std::time::Instant,
     /// One of its workers presented the secret (it reached the engine).
     pub(super) connected: bool,
+    /// Its slot's cgroup with a memory limit, and the OOM kills counted there before it.
+    pub(super) oom: Option<OomWatch>,
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -328,6 +357,13 @@ impl Launcher {
     pub fn spawned_at(&self, group: u32) -> Option<std::time::Instant> {
         let slot = self.slot_of_group(group)?;
         lock(&self.shared.issued).get(&slot).map(|i| i.spawned)
+    }
+
+    /// How to tell whether the process leading group `group` was killed by the kernel's OOM
+    /// killer (its slot's cgroup has a memory limit); `None`: it cannot be told.
+    pub fn oom_watch(&self, group: u32) -> Option<OomWatch> {
+        let slot = self.slot_of_group(group)?;
+        lock(&self.shared.issued).get(&slot)?.oom.clone()
     }
 
     /// Marks the process of group `group` as retiring (the engine asked its workers to

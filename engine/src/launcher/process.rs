@@ -15,13 +15,24 @@ const GROUP_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// `exit code N`, `killed by SIGSEGV`, ... A sandbox's `bwrap` exits with 128 + N when its
 /// process was killed by signal N, so for a sandbox that is told as the signal. With a
-/// `memory_limit`, a kill that may come from it says so.
-pub(super) fn describe(status: ExitStatus, spec: &LaunchSpec) -> String {
+/// `memory_limit`, a kill that may come from it says so; `oom_killed` is what the slot's
+/// cgroup counted (`None`: no cgroup, the limit is an rlimit).
+pub(super) fn describe(status: ExitStatus, spec: &LaunchSpec, oom_killed: Option<bool>) -> String {
     use std::os::unix::process::ExitStatusExt;
     let sandboxed = spec.isolation.mode == crate::config::Isolation::Sandbox;
     let signal = match (status.code(), status.signal()) {
         (Some(code), _) if sandboxed && code > 128 => code - 128,
-        (Some(code), _) => return format!("exit code {code}"),
+        (Some(code), _) => {
+            let oom = match (oom_killed, spec.isolation.limits.memory) {
+                (Some(true), Some(m)) => format!(
+                    " (out of memory: the kernel's OOM killer ended one of its processes at \
+                     memory_limit = {})",
+                    crate::config::size_text(m)
+                ),
+                _ => String::new(),
+            };
+            return format!("exit code {code}{oom}");
+        }
         (None, Some(signal)) => signal,
         (None, None) => return status.to_string(),
     };
@@ -30,19 +41,27 @@ pub(super) fn describe(status: ExitStatus, spec: &LaunchSpec) -> String {
         Err(_) => format!("killed by signal {signal}"),
     };
     match spec.isolation.limits.memory {
-        Some(m) => format!("{name}{}", memory_hint(signal, m)),
+        Some(m) => format!("{name}{}", memory_hint(signal, m, oom_killed)),
         None => name,
     }
 }
 
-/// What a death by `signal` may say of a `memory_limit` of `bytes`: nothing, or that the
-/// limit may be why (SIGKILL: the OOM killer; SIGABRT: a runtime whose allocation failed).
-pub(crate) fn memory_hint(signal: i32, bytes: u64) -> String {
+/// What a death by `signal` may say of a `memory_limit` of `bytes`. With a cgroup
+/// (`oom_killed` known), the group's OOM-kill counter says whether the kernel's OOM killer
+/// ended it; without (an rlimit), that the limit may be why (SIGKILL: likely the OOM killer;
+/// SIGABRT: a runtime whose allocation failed).
+pub(crate) fn memory_hint(signal: i32, bytes: u64, oom_killed: Option<bool>) -> String {
     let limit = crate::config::size_text(bytes);
-    match signal {
-        libc::SIGKILL => format!(" (memory_limit is {limit}: likely out of memory)"),
-        libc::SIGABRT => format!(" (memory_limit is {limit}: an allocation past it fails)"),
-        _ => String::new(),
+    match (oom_killed, signal) {
+        (Some(true), _) => {
+            format!(" (out of memory: the kernel's OOM killer ended it at memory_limit = {limit})")
+        }
+        (Some(false), _) => String::new(),
+        (None, libc::SIGKILL) => format!(" (memory_limit is {limit}: likely out of memory)"),
+        (None, libc::SIGABRT) => {
+            format!(" (memory_limit is {limit}: an allocation past it fails)")
+        }
+        (None, _) => String::new(),
     }
 }
 

@@ -13,14 +13,16 @@
 //!
 //! Its own user, mount, PID, IPC, UTS and cgroup namespaces (and network, unless `network =
 //! true`), no further user namespaces, every capability dropped, `no_new_privs` (set by the
-//! launcher before `bwrap` runs), the default seccomp profile of `seccomp.rs`. `pids_limit` is `RLIMIT_NPROC` set inside the sandbox's
-//! user namespace (by `prlimit`), where it counts the sandbox's own tasks only.
+//! launcher before `bwrap` runs), the default seccomp profile of `seccomp.rs`. The limits are
+//! the slot's cgroup's (`cgroup/`; the process joins it before `bwrap` runs); without cgroups,
+//! `pids_limit` is `RLIMIT_NPROC` set inside the sandbox's user namespace (by `prlimit`), where
+//! it counts the sandbox's own tasks only.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::LaunchSpec;
+use super::{LaunchSpec, Plan};
 use crate::config::{Config, Isolation};
 
 /// The bubblewrap program.
@@ -123,7 +125,7 @@ pub(super) fn wrap(
         a.flags(&["--seccomp", &fd.to_string()]);
     }
     a.flags(&["--"]);
-    if let Some(pids) = iso.limits.pids {
+    if let (Some(pids), None) = (iso.limits.pids, &spec.cgroup) {
         a.flags(&[PRLIMIT, &format!("--nproc={pids}:{pids}"), "--"]);
     }
     a.0.push(spec.command.clone().into_os_string());
@@ -148,9 +150,10 @@ impl Args {
     }
 }
 
-/// Checks that this machine can run every sandboxed function of `config` as configured; the
-/// error names the function and the missing feature. Runs `bwrap` once.
-pub fn check(config: &Config) -> Result<(), String> {
+/// Checks that this machine can run every sandboxed function of `config` as configured, its
+/// limits enforced as `plan` says; the error names the function and the missing feature. Runs
+/// `bwrap` once.
+pub fn check(config: &Config, plan: &Plan) -> Result<(), String> {
     let sandboxed: Vec<_> = config
         .functions
         .iter()
@@ -175,13 +178,6 @@ pub fn check(config: &Config) -> Result<(), String> {
             names()
         ));
     }
-    if let Some(f) = sandboxed.iter().find(|f| f.isolation.limits.cpu.is_some()) {
-        return Err(format!(
-            "functions.{}.cpu_limit: this engine enforces CPU quotas with cgroup v2, which it \
-             does not manage yet; remove cpu_limit",
-            f.name
-        ));
-    }
     let mut probe = Command::new(BWRAP);
     probe.args([
         "--unshare-all",
@@ -203,7 +199,8 @@ pub fn check(config: &Config) -> Result<(), String> {
         "/tmp",
         "--",
     ]);
-    let needs_prlimit = sandboxed.iter().any(|f| f.isolation.limits.pids.is_some());
+    let needs_prlimit =
+        plan.place.is_err() && sandboxed.iter().any(|f| f.isolation.limits.pids.is_some());
     if needs_prlimit {
         probe.args([PRLIMIT, "--nproc=64:64", "--", "true"]);
     } else {
@@ -233,25 +230,44 @@ pub fn check(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks the limits of `process`-mode functions: without cgroups, only `memory_limit`
-/// (`RLIMIT_AS`) can be enforced on a plain process.
-pub fn check_process_limits(config: &Config) -> Result<(), String> {
-    for f in &config.functions {
-        if f.isolation.mode != Isolation::Process {
-            continue;
-        }
-        for (key, set) in [
-            ("cpu_limit", f.isolation.limits.cpu.is_some()),
-            ("pids_limit", f.isolation.limits.pids.is_some()),
-        ] {
-            if set {
-                return Err(format!(
-                    "functions.{}.{key}: needs cgroup v2, which this engine does not manage \
-                     yet; with isolation = \"sandbox\", pids_limit is enforced inside the \
-                     sandbox",
-                    f.name
-                ));
-            }
+/// Checks that the limits of `config` can be enforced as `plan` says: without a usable cgroup,
+/// `cpu_limit` cannot be, nor `pids_limit` on a plain process, and a configured
+/// `engine.cgroup_parent` must be usable. The error names the key, the cause and the fix.
+pub fn check_limits(config: &Config, plan: &Plan) -> Result<(), String> {
+    let Err(why) = &plan.place else {
+        return Ok(());
+    };
+    if plan.needed.is_empty() {
+        return Ok(());
+    }
+    const FIX: &str = "an admin delegates one: creates a group in each cgroup hierarchy \
+                       (e.g. /sys/fs/cgroup/memory/gloam, .../pids/gloam, .../cpu/gloam, or one \
+                       v2 group with those controllers), chowns it to the engine's user and sets \
+                       [engine] cgroup_parent = \"gloam\" (ci/install-sandbox.sh does it for CI)";
+    if let Some(parent) = &config.engine.cgroup_parent {
+        return Err(format!(
+            "engine.cgroup_parent = {:?}: cannot hold the workers' cgroups: {why}; {FIX}",
+            parent.display().to_string()
+        ));
+    }
+    for f in config.functions.iter().filter(|f| f.command.is_some()) {
+        let limits = &f.isolation.limits;
+        let refused = if limits.cpu.is_some() {
+            Some(("cpu_limit", ""))
+        } else if limits.pids.is_some() && f.isolation.mode == Isolation::Process {
+            Some((
+                "pids_limit",
+                " (with isolation = \"sandbox\" it is enforced inside the sandbox without one)",
+            ))
+        } else {
+            None
+        };
+        if let Some((key, note)) = refused {
+            return Err(format!(
+                "functions.{}.{key}: needs a cgroup the engine may write, and there is none \
+                 ({why}){note}; {FIX}",
+                f.name
+            ));
         }
     }
     Ok(())

@@ -15,6 +15,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::cgroup::{OomWatch, SlotGroup};
 use super::output::{pump, Sink, Tail};
 use super::process::{describe, signal_group, terminate};
 use super::sandbox;
@@ -58,8 +59,27 @@ struct Running {
     tail: Arc<Tail>,
 }
 
-/// One process slot: spawn, wait, restart with backoff, until stopped.
+/// One process slot: spawn, wait, restart with backoff, until stopped; then its cgroup (if
+/// any) is removed.
 pub(super) async fn supervise(shared: Arc<Shared>, slot: usize) {
+    let mut leaf = None;
+    run_slot(&shared, slot, &mut leaf).await;
+    if let Some(leaf) = leaf {
+        // Waits (briefly) for stragglers it kills: off the runtime's threads.
+        let _ = tokio::task::spawn_blocking(move || leaf.remove()).await;
+    }
+}
+
+/// The slot's cgroup leaf, created the first time the slot spawns a process (with the
+/// function's limits) and kept across restarts.
+fn slot_group(spec: &LaunchSpec, slot: usize, leaf: &mut Option<SlotGroup>) -> io::Result<()> {
+    if let (None, Some(group)) = (&leaf, &spec.cgroup) {
+        *leaf = Some(group.slot(slot)?);
+    }
+    Ok(())
+}
+
+async fn run_slot(shared: &Arc<Shared>, slot: usize, leaf: &mut Option<SlotGroup>) {
     let spec = &shared.spec;
     let (_, stderr_path) = spec.log_paths(slot);
     let mut stop = shared.stop.subscribe();
@@ -76,15 +96,26 @@ pub(super) async fn supervise(shared: Arc<Shared>, slot: usize) {
         first = false;
 
         // A fresh secret per process, recorded before it can connect; no secret, no process.
-        let spawned = super::secret::fresh().and_then(|secret| {
-            let issued = super::Issued {
-                secret: secret.clone(),
-                spawned: std::time::Instant::now(),
-                connected: false,
-            };
-            lock(&shared.issued).insert(slot, issued);
-            spawn(spec, slot, shared.hooks.echo, &secret)
-        });
+        let mut oom = None;
+        let spawned = slot_group(spec, slot, leaf)
+            .and_then(|()| super::secret::fresh())
+            .and_then(|secret| {
+                oom = leaf.as_ref().and_then(|group| {
+                    let baseline = group.oom_kills()?;
+                    Some(OomWatch {
+                        group: group.clone(),
+                        baseline,
+                    })
+                });
+                let issued = super::Issued {
+                    secret: secret.clone(),
+                    spawned: std::time::Instant::now(),
+                    connected: false,
+                    oom: oom.clone(),
+                };
+                lock(&shared.issued).insert(slot, issued);
+                spawn(spec, slot, shared.hooks.echo, &secret, leaf.as_ref())
+            });
         let end = match spawned {
             Ok(Running {
                 mut child,
@@ -104,7 +135,7 @@ pub(super) async fn supervise(shared: Arc<Shared>, slot: usize) {
                         terminate(&mut child, pid, deadline, spec, slot).await;
                         None
                     }
-                    () = unconnected_after(&shared, slot, spec.start_timeout) => {
+                    () = unconnected_after(shared, slot, spec.start_timeout) => {
                         never_connected = true;
                         let grace = Instant::now() + START_KILL_GRACE;
                         terminate(&mut child, pid, grace, spec, slot).await;
@@ -133,7 +164,7 @@ pub(super) async fn supervise(shared: Arc<Shared>, slot: usize) {
                         "did not connect to the engine within {} ms (start_timeout_ms), so it was stopped",
                         spec.start_timeout.as_millis()
                     ),
-                    Ok(status) => describe(status, spec),
+                    Ok(status) => describe(status, spec, oom.as_ref().and_then(OomWatch::killed)),
                     Err(e) => format!("unknown status ({e})"),
                 };
                 tracing::debug!(
@@ -226,7 +257,13 @@ fn seccomp_pipe() -> io::Result<OwnedFd> {
     Ok(read)
 }
 
-fn spawn(spec: &LaunchSpec, slot: usize, echo: bool, secret: &str) -> io::Result<Running> {
+fn spawn(
+    spec: &LaunchSpec,
+    slot: usize,
+    echo: bool,
+    secret: &str,
+    leaf: Option<&SlotGroup>,
+) -> io::Result<Running> {
     std::fs::create_dir_all(&spec.log_dir).map_err(|e| {
         io::Error::new(
             e.kind(),
@@ -276,17 +313,38 @@ fn spawn(spec: &LaunchSpec, slot: usize, echo: bool, secret: &str) -> io::Result
     let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
     let no_new_privs = sandboxed.is_some();
     // Without cgroups, memory_limit is the address-space limit (see docs/architecture.md).
-    let address_space = spec
-        .isolation
-        .limits
-        .memory
-        .map(|m| libc::rlim_t::try_from(m).unwrap_or(libc::RLIM_INFINITY));
+    let address_space = match spec.cgroup {
+        Some(_) => None,
+        None => spec
+            .isolation
+            .limits
+            .memory
+            .map(|m| libc::rlim_t::try_from(m).unwrap_or(libc::RLIM_INFINITY)),
+    };
+    // The slot's cgroup: the child joins it itself, in pre_exec, by writing `0` ("the writing
+    // process") into each hierarchy's `cgroup.procs`, opened here (close-on-exec, so closed by
+    // the exec; the kernel checks the opener's credentials). So it is in its group before it
+    // executes anything, and so is everything it starts. Not clone3(CLONE_INTO_CGROUP): it
+    // is v2 only (CI's machines are v1) and std's Command cannot pass it.
+    let procs = match leaf {
+        Some(group) => group.open_procs()?,
+        None => Vec::new(),
+    };
+    let mut join = [-1; 3];
+    for (fd, file) in join.iter_mut().zip(&procs) {
+        *fd = file.as_raw_fd();
+    }
     // SAFETY: the closure runs in the forked child before exec and only makes the
-    // async-signal-safe calls prctl(2), fcntl(2), setrlimit(2) and getppid(2); it allocates
-    // nothing and touches no locks. The death signal fires when the forking *thread* exits; tokio runtime
-    // threads live as long as the runtime, which outlives the launcher.
+    // async-signal-safe calls write(2), prctl(2), fcntl(2), setrlimit(2) and getppid(2); it
+    // allocates nothing and touches no locks. The death signal fires when the forking *thread*
+    // exits; tokio runtime threads live as long as the runtime, which outlives the launcher.
     unsafe {
         command.pre_exec(move || {
+            for fd in join.into_iter().filter(|fd| *fd >= 0) {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -323,6 +381,16 @@ fn spawn(spec: &LaunchSpec, slot: usize, echo: bool, secret: &str) -> io::Result
             io::ErrorKind::NotFound if spec.command.components().count() == 1 => {
                 format!("{} is not in PATH", spec.command.display())
             }
+            io::ErrorKind::PermissionDenied if leaf.is_some() => format!(
+                "{e} (when joining its cgroup, the group of its function in {} must be \
+                 writable by the engine's user, or when executing it)",
+                spec.cgroup.as_ref().map_or(String::new(), |g| g
+                    .dirs()
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "))
+            ),
             _ => e.to_string(),
         };
         io::Error::new(

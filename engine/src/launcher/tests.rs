@@ -22,6 +22,7 @@ fn spec(dir: &Path, script: &str, processes: usize) -> LaunchSpec {
         isolation: Default::default(),
         hide: Vec::new(),
         start_timeout: Duration::from_secs(30),
+        cgroup: None,
     }
 }
 

@@ -168,7 +168,7 @@ pub async fn serve(
                     break reason;
                 }
             }
-            reason = super::watch_socket(&sock, link.socket(), sink.as_ref(), worker, peer) => break reason,
+            reason = super::watch_socket(&sock, link.socket(), sink.as_ref(), worker, &peer) => break reason,
             _ = link.kicked() => break "was dropped by the engine".to_string(),
         }
     };

@@ -108,7 +108,7 @@ pub async fn watch_socket(
     socket: &PeerSocket,
     sink: &dyn Inbound,
     worker: WorkerId,
-    peer: Peer,
+    peer: &Peer,
 ) -> String {
     loop {
         if sock.readable().await.is_err() {
@@ -132,34 +132,56 @@ pub async fn watch_socket(
 }
 
 /// The process behind a worker's socket, for saying how it ended.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Peer {
     /// Its pid (from `SO_PEERCRED`).
     pub pid: u32,
     /// Its function's `memory_limit`, named when the process was killed.
     pub memory_limit: Option<u64>,
+    /// Its slot's cgroup, when that enforces the memory limit: whether the kernel's OOM
+    /// killer killed it.
+    pub oom: Option<crate::launcher::OomWatch>,
 }
 
 impl Peer {
     /// How process `pid` ended, from its exit code in `/proc/<pid>/stat` (set before its
-    /// descriptors close, so readable when its socket reports the end): `was killed by SIGKILL
-    /// (memory_limit is 64 MiB: likely out of memory)`, `exited with code 3`; `None` when it is
-    /// unknown or the process closed its socket and lives on.
-    fn how_it_ended(self) -> Option<String> {
-        let (pid, memory_limit) = (self.pid, self.memory_limit);
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let after = stat.get(stat.rfind(')')? + 2..)?;
-        // Field 52 (exit_code, waitpid(2) form); `after` starts at field 3.
-        let code: i32 = after.split_whitespace().nth(49)?.parse().ok()?;
+    /// descriptors close, so readable when its socket reports the end) and its cgroup's OOM
+    /// kills: `was killed by SIGKILL (out of memory: the kernel's OOM killer ended it at
+    /// memory_limit = 64 MiB)`, `exited with code 3`; `None` when it is unknown or the process
+    /// closed its socket and lives on.
+    fn how_it_ended(&self) -> Option<String> {
+        let oom_killed = self
+            .oom
+            .as_ref()
+            .and_then(crate::launcher::OomWatch::killed);
+        let Some(code) = exit_code(self.pid) else {
+            // Already reaped (a sandbox's init may beat us to it): the counter still tells.
+            return match (oom_killed, self.memory_limit) {
+                (Some(true), Some(m)) => Some(format!(
+                    "was killed{}",
+                    crate::launcher::memory_hint(libc::SIGKILL, m, Some(true))
+                )),
+                _ => None,
+            };
+        };
         let signal = code & 0x7f;
         if signal != 0 {
             let name = nix::sys::signal::Signal::try_from(signal)
                 .map_or_else(|_| format!("signal {signal}"), |s| s.to_string());
-            let oom =
-                memory_limit.map_or_else(String::new, |m| crate::launcher::memory_hint(signal, m));
+            let oom = self.memory_limit.map_or_else(String::new, |m| {
+                crate::launcher::memory_hint(signal, m, oom_killed)
+            });
             return Some(format!("was killed by {name}{oom}"));
         }
         let status = (code >> 8) & 0xff;
         (status != 0).then(|| format!("exited with code {status}"))
     }
+}
+
+/// Process `pid`'s exit code (`waitpid(2)` form) from `/proc/<pid>/stat`, if readable.
+fn exit_code(pid: u32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.get(stat.rfind(')')? + 2..)?;
+    // Field 52 (exit_code); `after` starts at field 3.
+    after.split_whitespace().nth(49)?.parse().ok()
 }

@@ -137,7 +137,7 @@ func (e *engine) stop() error {
 		e.cmd.Process.Kill()
 		return fmt.Errorf("engine did not stop within 60 s of SIGTERM")
 	}
-	for _, d := range []string{"fifo", "shm"} {
+	for _, d := range []string{"shm"} {
 		entries, _ := os.ReadDir(filepath.Join(e.ipc, d))
 		if len(entries) > 0 {
 			return fmt.Errorf("%s/ not empty after stop: %d entries", d, len(entries))

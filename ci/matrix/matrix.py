@@ -169,7 +169,7 @@ def main():
         proc = None
         left = [
             f"{d}/{f}"
-            for d in ("fifo", "shm")
+            for d in ("shm",)
             if os.path.isdir(os.path.join(tmp, "ipc", d))
             for f in os.listdir(os.path.join(tmp, "ipc", d))
         ]

@@ -4,22 +4,21 @@
 //! <root>/            mode 0700, owned by the engine's user
 //!   engine.lock      flock held by the live engine (holds its pid)
 //!   engine.sock      the engine's handshake socket
-//!   fifo/<id>.in     engine → worker messages of logical worker <id>
-//!   fifo/<id>.out    worker → engine messages
 //!   shm/<call>.in    a call's input payload when it exceeds the inline area
 //!   shm/<call>.out   a call's output payload
 //! ```
 //!
-//! With the ring transport nothing else is there: each worker's ring region and the engine's
-//! doorbell are sealed memfds handed out by descriptor (see [`crate::shared_map`]). Names an
-//! older engine created there (`fifo/<id>.ring`, `engine.bell`) are removed at start.
+//! Nothing else is there: each worker's channel comes to it by descriptor with `WELCOME` —
+//! with the ring transport its ring region and the doorbells (sealed memfds, see
+//! [`crate::shared_map`]), with the FIFO transport two anonymous pipes (see
+//! [`crate::channel`]). What an older engine created there (`fifo/` with its named FIFOs and
+//! ring files, `engine.bell`) is removed at start.
 //!
 //! The engine creates the root and holds its lock; a second engine on the same root is refused.
 //! Files a previous, dead engine left behind are removed at start (only names Gloam creates).
 //!
 //! The engine's [`IpcPaths`] (from [`IpcRoot::paths`]) carry the root's held directory
-//! descriptors ([`RootDir`]): every file [`crate::shm`] and [`crate::channel`] open, create or
-//! remove through them is resolved relative to those descriptors, never by the root's path
+//! descriptors ([`RootDir`]): every file [`crate::shm`] opens, creates or removes through them is resolved relative to those descriptors, never by the root's path
 //! again. A worker's `IpcPaths` ([`IpcPaths::new`]) resolve whole paths; both never follow a
 //! link at the file itself, never block in `open` and check what they opened.
 
@@ -100,21 +99,9 @@ impl IpcPaths {
     pub fn lock_file(&self) -> PathBuf {
         self.root.join("engine.lock")
     }
-    /// The FIFO directory.
-    pub fn fifo_dir(&self) -> PathBuf {
-        self.root.join("fifo")
-    }
     /// The shm payload directory.
     pub fn shm_dir(&self) -> PathBuf {
         self.root.join("shm")
-    }
-    /// The engine → worker FIFO of `worker_id`.
-    pub fn fifo_to_worker(&self, worker_id: u32) -> PathBuf {
-        self.fifo_dir().join(format!("{worker_id}.in"))
-    }
-    /// The worker → engine FIFO of `worker_id`.
-    pub fn fifo_to_engine(&self, worker_id: u32) -> PathBuf {
-        self.fifo_dir().join(format!("{worker_id}.out"))
     }
     /// The shm file of a call's input or output.
     pub fn shm_file(&self, call: CallId, side: PayloadSide) -> PathBuf {
@@ -123,7 +110,7 @@ impl IpcPaths {
 
     /// Checks that an engine has set this root up (what a worker does before connecting).
     pub fn check_exists(&self) -> Result<()> {
-        for dir in [self.root.clone(), self.fifo_dir(), self.shm_dir()] {
+        for dir in [self.root.clone(), self.shm_dir()] {
             if !dir.is_dir() {
                 return Err(Error::Shutdown(format!(
                     "IPC root {} is not set up (missing {}): is the engine running?",
@@ -192,12 +179,12 @@ pub struct IpcRoot {
 }
 
 impl IpcRoot {
-    /// Creates (or takes over) the root at `path`: mode 0700, `fifo/`, `shm/`, the engine lock.
+    /// Creates (or takes over) the root at `path`: mode 0700, `shm/`, the engine lock.
     ///
-    /// Missing directories are created (mode 0700). A root, `fifo/` or `shm/` that is a
+    /// Missing directories are created (mode 0700). A root or `shm/` that is a
     /// symlink, is not a directory or belongs to another user is refused; one of ours with a
     /// wider mode is narrowed to 0700 (every entry Gloam then uses in it is checked as it is
-    /// opened). Ancestors another user could rename the root under are refused. The three
+    /// opened). Ancestors another user could rename the root under are refused. The two
     /// directories are held open from here on: see [`RootDir`]. Fails with a clear message
     /// when another live engine holds the root.
     pub fn create(path: impl Into<PathBuf>) -> Result<IpcRoot> {
@@ -214,6 +201,9 @@ impl IpcRoot {
             _lock: lock,
         };
         root.remove_stale_files();
+        root.dir.remove_legacy_dir("fifo", |n| {
+            n.ends_with(".in") || n.ends_with(".out") || n.ends_with(".ring")
+        });
         Ok(root)
     }
 
@@ -227,31 +217,21 @@ impl IpcRoot {
         &self.dir
     }
 
-    /// Removes every file Gloam creates under the root (FIFOs, shm payloads, the socket).
-    /// Used at start (leftovers of a dead engine) and at shutdown.
+    /// Removes every file Gloam creates under the root (shm payloads, the socket). Used at
+    /// start (leftovers of a dead engine) and at shutdown.
     pub fn remove_stale_files(&self) {
-        self.remove_matching(Sub::Fifo, |n| {
-            n.ends_with(".in") || n.ends_with(".out") || n.ends_with(".ring")
-        });
         self.remove_matching(Sub::Shm, |n| parse_shm_name(n).is_some());
         self.remove_matching(Sub::Root, |n| n == "engine.sock" || n == "engine.bell");
     }
 
-    /// The paths of every file under `fifo/` and `shm/` (tests: "no stray files").
+    /// The paths of every file under `shm/` (tests: "no stray files").
     pub fn list_files(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for (sub, dir) in [
-            (Sub::Fifo, self.paths.fifo_dir()),
-            (Sub::Shm, self.paths.shm_dir()),
-        ] {
-            out.extend(
-                self.paths
-                    .names(sub)
-                    .into_iter()
-                    .map(|n| dir.join(n).display().to_string()),
-            );
-        }
-        out
+        let dir = self.paths.shm_dir();
+        self.paths
+            .names(Sub::Shm)
+            .into_iter()
+            .map(|n| dir.join(n).display().to_string())
+            .collect()
     }
 
     /// Unlinks (through the held descriptor) the names of `sub` that `remove_if` picks.
@@ -336,7 +316,8 @@ mod tests {
         let first = IpcRoot::create(&path).unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
-        assert!(path.join("fifo").is_dir() && path.join("shm").is_dir());
+        assert!(path.join("shm").is_dir());
+        assert!(!path.join("fifo").exists());
         let err = IpcRoot::create(&path).unwrap_err();
         assert!(
             err.to_string().contains("held by another live engine"),

@@ -73,7 +73,8 @@ pub mod offset {
 pub mod flags {
     /// The `FAILED` message text was cut to fit the inline area.
     pub const TRUNCATED: u16 = 1 << 0;
-    /// In `WELCOME`: the worker's channel is its shared-memory ring file, not its FIFOs.
+    /// In `WELCOME`: the worker's channel is its shared-memory ring region; the region, its
+    /// doorbell region and the engine's doorbell region come with it as descriptors.
     pub const RING: u16 = 1 << 1;
     /// In `DISPATCH`: the call came on a direct lane from its caller, not from the engine
     /// (see [`crate::lane`]); in `COMPLETE`/`FAILED` sent to the engine: the record of such a
@@ -81,8 +82,12 @@ pub mod flags {
     pub const LANE: u16 = 1 << 2;
     /// With [`LANE`] in a record: the engine had revoked the lease, which ended with this call.
     pub const LANE_END: u16 = 1 << 3;
+    /// In `WELCOME`: the worker's channel is a pair of pipes (the FIFO transport); the read
+    /// end of engine → worker and the write end of worker → engine come with it as
+    /// descriptors, in that order.
+    pub const FIFO: u16 = 1 << 4;
     /// Every bit this version knows.
-    pub const KNOWN: u16 = TRUNCATED | RING | LANE | LANE_END;
+    pub const KNOWN: u16 = TRUNCATED | RING | LANE | LANE_END | FIFO;
 }
 
 /// What a message is.
@@ -95,7 +100,7 @@ pub enum Kind {
     Welcome = 2,
     /// engine → worker (socket): refused; `status` + text.
     Reject = 3,
-    /// worker → engine (socket): FIFOs are open, send calls.
+    /// worker → engine (socket): its channel is open, send calls.
     Ready = 4,
     /// engine → worker: run this call.
     Dispatch = 5,

@@ -6,9 +6,9 @@
 //! The root's path is predictable (`/dev/shm/gloam-<uid>`) and every local user can create
 //! names in `/dev/shm`. [`RootDir::create`] therefore walks the path one component at a time,
 //! refuses a root that is a symlink, is not a directory or belongs to another user, refuses
-//! ancestors another user could rename it under, and keeps descriptors of the root, `fifo/` and
-//! `shm/` for the engine's lifetime: what happens to the names afterwards cannot redirect the
-//! engine's files.
+//! ancestors another user could rename it under, and keeps descriptors of the root and `shm/`
+//! for the engine's lifetime: what happens to the names afterwards cannot redirect the engine's
+//! files.
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -24,13 +24,11 @@ use nix::unistd::UnlinkatFlags;
 
 use crate::error::{Error, Result};
 
-/// One of the three directories of an IPC root.
+/// One of the two directories of an IPC root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Sub {
     /// The root itself (`engine.lock`, `engine.sock`, ...).
     Root,
-    /// `fifo/`: the FIFOs and ring files of the workers.
-    Fifo,
     /// `shm/`: payload files.
     Shm,
 }
@@ -39,7 +37,6 @@ impl Sub {
     fn name(self) -> &'static str {
         match self {
             Sub::Root => "",
-            Sub::Fifo => "fifo",
             Sub::Shm => "shm",
         }
     }
@@ -57,25 +54,21 @@ pub struct RootDir {
 struct Held {
     path: PathBuf,
     root: OwnedFd,
-    fifo: OwnedFd,
     shm: OwnedFd,
 }
 
 impl RootDir {
-    /// Opens (creating what is missing, mode 0700) the root at `path` and its `fifo/` and
-    /// `shm/`, checked as the module documentation says. Errors name the path, what is wrong
+    /// Opens (creating what is missing, mode 0700) the root at `path` and its `shm/`, checked as the module documentation says. Errors name the path, what is wrong
     /// with it and what to do.
     pub(crate) fn create(path: &Path) -> Result<RootDir> {
         let abs = std::path::absolute(path).map_err(|e| Error::io("resolve", path, e))?;
         let (parent, name) = open_parent(&abs)?;
         let root = open_private_dir(parent.as_fd(), name, &abs)?;
-        let fifo = open_private_dir(root.as_fd(), OsStr::new("fifo"), &abs.join("fifo"))?;
         let shm = open_private_dir(root.as_fd(), OsStr::new("shm"), &abs.join("shm"))?;
         Ok(RootDir {
             held: Arc::new(Held {
                 path: abs,
                 root,
-                fifo,
                 shm,
             }),
         })
@@ -91,11 +84,6 @@ impl RootDir {
         self.held.root.as_fd()
     }
 
-    /// The held descriptor of `fifo/`.
-    pub fn fifo_fd(&self) -> BorrowedFd<'_> {
-        self.held.fifo.as_fd()
-    }
-
     /// The held descriptor of `shm/`.
     pub fn shm_fd(&self) -> BorrowedFd<'_> {
         self.held.shm.as_fd()
@@ -104,8 +92,53 @@ impl RootDir {
     pub(crate) fn fd(&self, sub: Sub) -> BorrowedFd<'_> {
         match sub {
             Sub::Root => self.root_fd(),
-            Sub::Fifo => self.fifo_fd(),
             Sub::Shm => self.shm_fd(),
+        }
+    }
+}
+
+impl RootDir {
+    /// Removes directory `name` of the root that an older engine made and this one no longer
+    /// uses (`fifo/`, where named FIFOs and ring files were), with the files in it that
+    /// `ours` recognises. A symlink or a directory of another user is left alone, and so is a
+    /// directory that still holds anything else.
+    pub(crate) fn remove_legacy_dir(&self, name: &str, ours: impl Fn(&str) -> bool) {
+        let flags = DIR_FLAGS | OFlag::O_NOFOLLOW;
+        let Ok(fd) = open_at(Some(self.root_fd()), Path::new(name), flags, Mode::empty()) else {
+            return;
+        };
+        match nix::sys::stat::fstat(fd.as_raw_fd()) {
+            Ok(st) if st.st_uid == me() => {}
+            _ => return,
+        }
+        let Ok(mut dir) = nix::dir::Dir::from(fd) else {
+            return;
+        };
+        let names: Vec<String> = dir
+            .iter()
+            .filter_map(|e| e.ok())
+            .map(|e| String::from_utf8_lossy(e.file_name().to_bytes()).into_owned())
+            .filter(|n| n != "." && n != ".." && ours(n))
+            .collect();
+        for n in &names {
+            let _ = nix::unistd::unlinkat(
+                Some(dir.as_raw_fd()),
+                n.as_str(),
+                UnlinkatFlags::NoRemoveDir,
+            );
+        }
+        let gone = nix::unistd::unlinkat(
+            Some(self.root_fd().as_raw_fd()),
+            name,
+            UnlinkatFlags::RemoveDir,
+        );
+        match gone {
+            Ok(()) => {
+                tracing::info!(path = %self.path().join(name).display(), "removed a directory an older engine left in the IPC root")
+            }
+            Err(e) => {
+                tracing::warn!(path = %self.path().join(name).display(), error = %e, "an older engine's directory in the IPC root holds files Gloam did not make; left in place")
+            }
         }
     }
 }
@@ -182,12 +215,6 @@ impl<'a> Loc<'a> {
             UnlinkatFlags::NoRemoveDir,
         )
         .map_err(io::Error::from)
-    }
-
-    /// Creates a FIFO (fails when the name exists, whatever it is).
-    pub(crate) fn mkfifo(&self, mode: Mode) -> io::Result<()> {
-        nix::unistd::mkfifoat(self.dir.map(|d| d.as_raw_fd()), &self.name, mode)
-            .map_err(io::Error::from)
     }
 }
 

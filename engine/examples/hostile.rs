@@ -2,7 +2,8 @@
 //! `Try`, attempts what the input says and answers `ok: ...` when it managed, `denied: ...`
 //! when it did not. Nothing here belongs in a real function.
 //!
-//! Inputs: `read:PATH`, `write:PATH`, `fill:MIB` (that much into `/tmp`), `procs` (how many processes it sees), `kill:PID`
+//! Inputs: `read:PATH`, `write:PATH`, `ls:PATH` (the names in a directory, sorted),
+//! `fill:MIB` (that much into `/tmp`), `procs` (how many processes it sees), `kill:PID`
 //! (SIGTERM), `tcp:HOST:PORT`, `fork:N` (N sleeping children at once), `alloc:MIB` (touches
 //! that much memory; past `memory_limit` the process dies), `hello:FUNCTION` (connects to
 //! `engine.sock` as a worker of FUNCTION, with no secret), `keyctl` (the kernel keyrings),
@@ -22,6 +23,14 @@ fn attempt(_ctx: &Ctx<'_>, input: &[u8]) -> Result<Vec<u8>, HandlerError> {
     let answer = match what {
         "read" => verdict(std::fs::read(arg).map(|b| format!("{} bytes", b.len()))),
         "write" => verdict(std::fs::write(arg, b"hostile").map(|()| "written".to_string())),
+        "ls" => verdict(std::fs::read_dir(arg).map(|d| {
+            let mut names: Vec<String> = d
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names.join(",")
+        })),
         "fill" => {
             let mib: usize = arg.parse()?;
             let r = std::fs::write("/tmp/fill", vec![7u8; mib << 20]);

@@ -288,7 +288,6 @@ impl Engine {
             tracing::debug!(%worker, "worker {reason}");
         }
         self.apply(actions);
-        gloam_core::channel::remove_fifos(&self.paths, worker.raw());
         shm::remove_files_of_caller(&self.paths, worker.raw());
     }
 

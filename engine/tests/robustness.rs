@@ -98,8 +98,10 @@ fn handshake(stack: &Stack, function: &str) -> (UnixStream, Welcome) {
 }
 
 /// After a `WELCOME`: reads the function table, opens the worker's side of its channel (ring
-/// or FIFOs, whichever the engine chose) and sends `READY`.
+/// or pipes, whichever the engine chose, from the descriptors that came with it) and sends
+/// `READY`.
 fn worker_channel(stack: &Stack, sock: &mut UnixStream, welcome: &Welcome) -> Box<dyn Channel> {
+    let mut fds = welcome.fds.iter().map(|fd| fd.try_clone().unwrap());
     let id = welcome.header.worker_id;
     let mut table = vec![0u8; welcome.header.payload_len as usize];
     sock.read_exact(&mut table).unwrap();
@@ -120,7 +122,8 @@ fn worker_channel(stack: &Stack, sock: &mut UnixStream, welcome: &Welcome) -> Bo
             .unwrap(),
         )
     } else {
-        Box::new(gloam_core::channel::FifoChannel::open_worker_side(&paths, id).unwrap())
+        let (rx, tx) = (fds.next().unwrap(), fds.next().unwrap());
+        Box::new(gloam_core::channel::FifoChannel::worker_side(rx, tx).unwrap())
     };
     let mut ready = Header::new(Kind::Ready);
     ready.worker_id = id;

@@ -392,7 +392,7 @@ def main():
         engine = None
         leftovers = [
             os.path.join(d, f)
-            for d in ("fifo", "shm")
+            for d in ("shm",)
             if os.path.isdir(os.path.join(tmp, "ipc", d))
             for f in os.listdir(os.path.join(tmp, "ipc", d))
         ]

@@ -218,7 +218,7 @@ after(async () => {
   clearTimeout(timer)
   try {
     assert.equal(code, 0, `engine exit: ${code ?? signal}; stderr:\n${engine.stderr()}`)
-    for (const sub of ['fifo', 'shm']) {
+    for (const sub of ['shm']) {
       const dir = path.join(tmp, 'ipc', sub)
       const left = fs.existsSync(dir) ? fs.readdirSync(dir) : []
       assert.deepEqual(left, [], `${dir} not empty after a clean stop`)

@@ -252,7 +252,7 @@ def engine() -> Iterator[Engine]:
         stderr.close()
         leftovers = [
             str(p)
-            for sub in ("fifo", "shm")
+            for sub in ("shm",)
             if (tmp / "ipc" / sub).exists()
             for p in (tmp / "ipc" / sub).iterdir()
         ]

@@ -4,7 +4,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::channel::{Channel, FifoChannel, Wait};
+use crate::channel::{Channel, Wait};
 use crate::clock::now_ns;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ipc_root::{IpcPaths, PayloadSide};
@@ -98,7 +98,7 @@ impl std::fmt::Debug for Worker {
 }
 
 impl Worker {
-    /// Connects to the engine, performs the handshake and opens the worker's FIFOs.
+    /// Connects to the engine, performs the handshake and opens the worker's channel.
     pub fn connect(opts: &WorkerOptions) -> Result<Worker> {
         let paths = IpcPaths::new(&opts.ipc_root);
         let mut sock = handshake::connect(&paths, opts.connect_timeout)?;
@@ -108,7 +108,7 @@ impl Worker {
             language: opts.language.clone(),
             secret: std::env::var(super::ENV_WORKER_SECRET).unwrap_or_default(),
         };
-        let welcome = handshake::hello(&mut sock, &hello)?;
+        let mut welcome = handshake::hello(&mut sock, &hello)?;
         let channel: Box<dyn Channel> = if welcome.ring {
             let watch = sock
                 .try_clone()
@@ -123,7 +123,7 @@ impl Worker {
                 watch.into(),
             )?)
         } else {
-            Box::new(FifoChannel::open_worker_side(&paths, welcome.worker_id)?)
+            Box::new(welcome.fifo_channel()?)
         };
         handshake::ready(&mut sock, welcome.worker_id)?;
         tracing::debug!(worker_id = welcome.worker_id, function = %opts.function, "worker ready");

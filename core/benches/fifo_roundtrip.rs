@@ -1,6 +1,7 @@
 //! 1 KiB round trip over the FIFO channel (two anonymous pipes, the child's ends inherited)
-//! between two processes: the floor of the FIFO transport. `cargo bench -p gloam-core --bench fifo_roundtrip [-- N]` prints a table and a
-//! JSON line with p50/p99/p99.9/max latency and round trips per second.
+//! between two processes: the floor of the FIFO transport.
+//! `cargo bench -p gloam-core --bench fifo_roundtrip [-- N]` prints a table and a JSON line
+//! with p50/p99/p99.9/max latency and round trips per second.
 
 #[path = "report.rs"]
 mod report;

@@ -18,9 +18,10 @@
 //! Files a previous, dead engine left behind are removed at start (only names Gloam creates).
 //!
 //! The engine's [`IpcPaths`] (from [`IpcRoot::paths`]) carry the root's held directory
-//! descriptors ([`RootDir`]): every file [`crate::shm`] opens, creates or removes through them is resolved relative to those descriptors, never by the root's path
-//! again. A worker's `IpcPaths` ([`IpcPaths::new`]) resolve whole paths; both never follow a
-//! link at the file itself, never block in `open` and check what they opened.
+//! descriptors ([`RootDir`]): every file [`crate::shm`] opens, creates or removes through them
+//! is resolved relative to those descriptors, never by the root's path again. A worker's
+//! `IpcPaths` ([`IpcPaths::new`]) resolve whole paths; both never follow a link at the file
+//! itself, never block in `open` and check what they opened.
 
 use std::fs::File;
 use std::io::{self, Read};

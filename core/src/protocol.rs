@@ -251,7 +251,7 @@ pub enum ProtocolError {
         /// The limit in force.
         limit: u64,
     },
-    /// A message kind arrived where it has no meaning (e.g. `HELLO` on a FIFO).
+    /// A message kind arrived where it has no meaning (e.g. `HELLO` on a worker's channel).
     #[error("unexpected message kind {found:?}, expected {expected}")]
     Unexpected {
         /// What arrived.

@@ -58,8 +58,9 @@ struct Held {
 }
 
 impl RootDir {
-    /// Opens (creating what is missing, mode 0700) the root at `path` and its `shm/`, checked as the module documentation says. Errors name the path, what is wrong
-    /// with it and what to do.
+    /// Opens (creating what is missing, mode 0700) the root at `path` and its `shm/`, checked
+    /// as the module documentation says. Errors name the path, what is wrong with it and what
+    /// to do.
     pub(crate) fn create(path: &Path) -> Result<RootDir> {
         let abs = std::path::absolute(path).map_err(|e| Error::io("resolve", path, e))?;
         let (parent, name) = open_parent(&abs)?;
@@ -132,13 +133,17 @@ impl RootDir {
             name,
             UnlinkatFlags::RemoveDir,
         );
+        let path = self.path().join(name);
         match gone {
-            Ok(()) => {
-                tracing::info!(path = %self.path().join(name).display(), "removed a directory an older engine left in the IPC root")
-            }
-            Err(e) => {
-                tracing::warn!(path = %self.path().join(name).display(), error = %e, "an older engine's directory in the IPC root holds files Gloam did not make; left in place")
-            }
+            Ok(()) => tracing::info!(
+                path = %path.display(),
+                "removed a directory an older engine left in the IPC root"
+            ),
+            Err(e) => tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "an older engine's directory in the IPC root holds files Gloam did not make; left in place"
+            ),
         }
     }
 }

@@ -121,7 +121,7 @@ else
     trap - EXIT
     rc=0
     stop || rc=$?
-    left=$(find "$RUN/ipc/fifo" "$RUN/ipc/shm" -type f 2>/dev/null | wc -l)
+    left=$(find "$RUN/ipc" -mindepth 1 2>/dev/null | wc -l)
     echo "    stopped: engine exit $rc, $left files left in the IPC root; total $((SECONDS - T0)) s"
     [ "$rc" -eq 0 ] && [ "$left" -eq 0 ]
 fi

@@ -137,11 +137,8 @@ func (e *engine) stop() error {
 		e.cmd.Process.Kill()
 		return fmt.Errorf("engine did not stop within 60 s of SIGTERM")
 	}
-	for _, d := range []string{"fifo", "shm"} {
-		entries, _ := os.ReadDir(filepath.Join(e.ipc, d))
-		if len(entries) > 0 {
-			return fmt.Errorf("%s/ not empty after stop: %d entries", d, len(entries))
-		}
+	if entries, _ := os.ReadDir(e.ipc); len(entries) > 0 {
+		return fmt.Errorf("IPC root not empty after stop: %d entries", len(entries))
 	}
 	os.RemoveAll(e.tmp)
 	return nil

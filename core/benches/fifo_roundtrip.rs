@@ -1,35 +1,37 @@
-//! 1 KiB round trip over the FIFO channel between two processes: the floor of the FIFO
-//! transport. `cargo bench -p gloam-core --bench fifo_roundtrip [-- N]` prints a table and a
-//! JSON line with p50/p99/p99.9/max latency and round trips per second.
+//! 1 KiB round trip over the FIFO channel (two anonymous pipes, the child's ends inherited)
+//! between two processes: the floor of the FIFO transport.
+//! `cargo bench -p gloam-core --bench fifo_roundtrip [-- N]` prints a table and a JSON line
+//! with p50/p99/p99.9/max latency and round trips per second.
 
 #[path = "report.rs"]
 mod report;
 
-use std::process::Command;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gloam_core::channel::{create_fifos, Channel, FifoChannel, Received, Wait};
-use gloam_core::ipc_root::IpcPaths;
+use gloam_core::channel::{Channel, FifoChannel, Pipes, Received, Wait};
 use gloam_core::protocol::{Header, Kind, Message, MESSAGE_SIZE};
 
-const CHILD_ENV: &str = "GLOAM_BENCH_ECHO_ROOT";
+/// In the echo child: its two pipe ends, as stdin (engine → worker) and stdout (worker →
+/// engine).
+const CHILD_ENV: &str = "GLOAM_BENCH_ECHO";
 
 fn main() {
-    if let Ok(root) = std::env::var(CHILD_ENV) {
-        echo(&IpcPaths::new(root));
+    if std::env::var_os(CHILD_ENV).is_some() {
+        echo();
         return;
     }
     let n: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(100_000);
-    let dir = std::env::temp_dir().join(format!("gloam-bench-{}", std::process::id()));
-    let paths = IpcPaths::new(&dir);
-    std::fs::create_dir_all(paths.fifo_dir()).expect("mkdir");
-    create_fifos(&paths, 1).expect("mkfifo");
-    let engine = FifoChannel::open_engine_side(&paths, 1).expect("open FIFOs");
+    let pipes = Pipes::create().expect("pipes");
+    let engine = FifoChannel::engine_side(pipes.engine_rx, pipes.engine_tx).expect("channel");
     let mut child = Command::new(std::env::current_exe().expect("exe"))
-        .env(CHILD_ENV, &dir)
+        .env(CHILD_ENV, "1")
+        .stdin(Stdio::from(pipes.worker_rx))
+        .stdout(Stdio::from(pipes.worker_tx))
         .spawn()
         .expect("spawn echo peer");
 
@@ -59,7 +61,6 @@ fn main() {
         .send(&Message::new(Header::new(Kind::Retire)).to_bytes())
         .expect("send");
     let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 
     report::print(
         "fifo_roundtrip",
@@ -69,8 +70,13 @@ fn main() {
     );
 }
 
-fn echo(paths: &IpcPaths) {
-    let ch = FifoChannel::open_worker_side(paths, 1).expect("open worker side");
+fn echo() {
+    let take = |fd: RawFd| {
+        // SAFETY: the parent set up stdin and stdout as the pipe ends; this process owns them
+        // from here on and uses neither as stdio.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
+    let ch = FifoChannel::worker_side(take(0), take(1)).expect("open worker side");
     let mut buf = [0u8; MESSAGE_SIZE];
     while let Ok(Received::Message) = ch.recv(&mut buf, Wait::Forever) {
         if buf[1] == Kind::Retire as u8 {

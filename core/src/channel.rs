@@ -1,24 +1,25 @@
 //! The message channel: whole 1024-byte messages between the engine and one logical worker.
 //!
-//! [`Channel`] is the seam; [`FifoChannel`] is the first implementation, over a pair of named
-//! pipes. A shared-memory ring can implement the same trait without touching its callers.
+//! [`Channel`] is the seam. [`FifoChannel`] is the FIFO transport (`transport = "fifo"`): two
+//! anonymous pipes per logical worker ([`Pipes`]), created by the engine, whose worker ends
+//! reach the worker with `WELCOME` over `SCM_RIGHTS` (see [`crate::socket`]); nothing is named
+//! on disk. The shared-memory ring ([`crate::ring_channel`]) implements the same trait.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::OFlag;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use nix::sys::stat::{Mode, SFlag};
+use nix::sys::stat::SFlag;
+use nix::unistd::pipe2;
 
 use crate::error::{Error, Result};
-use crate::ipc_root::IpcPaths;
 use crate::lane::LaneGrant;
 use crate::protocol::{Header, MESSAGE_SIZE};
-use crate::root_dir::{self, Loc, Sub};
+use crate::root_dir;
 
 /// How long a receive may wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +87,7 @@ pub trait Channel: Send + Sync {
     fn close(&self);
 }
 
-/// A channel over two FIFOs: one to read, one to write.
+/// A channel over two pipes: one to read, one to write.
 ///
 /// Every write is one 1024-byte record, below `PIPE_BUF`, so concurrent writers never
 /// interleave and a reader always finds whole records.
@@ -94,105 +95,89 @@ pub trait Channel: Send + Sync {
 pub struct FifoChannel {
     rx: OwnedFd,
     tx: OwnedFd,
-    rx_path: PathBuf,
-    tx_path: PathBuf,
+    rx_name: &'static str,
+    tx_name: &'static str,
     wake: EventFd,
     closed: AtomicBool,
 }
 
-/// The FIFO file names of `worker_id`: engine → worker, worker → engine.
-fn fifo_names(worker_id: u32) -> [String; 2] {
-    [format!("{worker_id}.in"), format!("{worker_id}.out")]
+/// Names of the two pipes, for messages.
+const TO_WORKER: &str = "the engine → worker pipe";
+const TO_ENGINE: &str = "the worker → engine pipe";
+
+/// The two pipes of one logical worker (the FIFO transport), as the engine creates them with
+/// `pipe2(O_CLOEXEC)`: nothing is named on disk, so only the processes the descriptors are
+/// given to can reach them. The engine keeps its ends and sends the worker's with `WELCOME`
+/// ([`Pipes::worker_fds`], in that order), then closes its copies of them.
+#[derive(Debug)]
+pub struct Pipes {
+    /// The engine's end of worker → engine (read).
+    pub engine_rx: OwnedFd,
+    /// The engine's end of engine → worker (write).
+    pub engine_tx: OwnedFd,
+    /// The worker's end of engine → worker (read).
+    pub worker_rx: OwnedFd,
+    /// The worker's end of worker → engine (write).
+    pub worker_tx: OwnedFd,
 }
 
-/// Creates the two FIFOs of `worker_id` (mode 0600). Existing ones are replaced (`unlinkat`
-/// then `mkfifoat`, relative to the engine's held `fifo/` when the paths carry it).
-pub fn create_fifos(paths: &IpcPaths, worker_id: u32) -> Result<()> {
-    for name in fifo_names(worker_id) {
-        let loc = paths.loc(Sub::Fifo, &name);
-        let _ = loc.unlink();
-        loc.mkfifo(Mode::S_IRUSR | Mode::S_IWUSR)
-            .map_err(|e| Error::io("mkfifo", loc.path(), e))?;
+impl Pipes {
+    /// Creates both pipes, every end close-on-exec.
+    pub fn create() -> Result<Pipes> {
+        let (worker_rx, engine_tx) =
+            pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::errno("pipe2", TO_WORKER, e))?;
+        let (engine_rx, worker_tx) =
+            pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::errno("pipe2", TO_ENGINE, e))?;
+        Ok(Pipes {
+            engine_rx,
+            engine_tx,
+            worker_rx,
+            worker_tx,
+        })
     }
-    Ok(())
-}
 
-/// Removes the two FIFOs of `worker_id`, if present.
-pub fn remove_fifos(paths: &IpcPaths, worker_id: u32) {
-    for name in fifo_names(worker_id) {
-        let _ = paths.loc(Sub::Fifo, &name).unlink();
+    /// The worker's ends in the order `WELCOME` carries them: engine → worker, worker →
+    /// engine.
+    pub fn worker_fds(&self) -> [RawFd; 2] {
+        [self.worker_rx.as_raw_fd(), self.worker_tx.as_raw_fd()]
     }
-}
-
-/// Opens the engine's ends of worker `worker_id`'s FIFOs: `(<id>.out, <id>.in)`, both
-/// read-write (so that no open waits for the worker), non-blocking, without following a link,
-/// each checked to be a FIFO. The engine wraps them in its own reactor.
-pub fn open_engine_fifos(paths: &IpcPaths, worker_id: u32) -> Result<(OwnedFd, OwnedFd)> {
-    let [to_worker, to_engine] = fifo_names(worker_id);
-    let rx = open_fifo(&paths.loc(Sub::Fifo, &to_engine), OFlag::O_RDWR)?;
-    let tx = open_fifo(&paths.loc(Sub::Fifo, &to_worker), OFlag::O_RDWR)?;
-    Ok((rx, tx))
-}
-
-/// Opens a FIFO with `access` (`O_RDONLY`, `O_WRONLY`, `O_RDWR`) plus `O_NOFOLLOW |
-/// O_NONBLOCK | O_CLOEXEC` and checks on the descriptor that it is one.
-fn open_fifo(loc: &Loc<'_>, access: OFlag) -> Result<OwnedFd> {
-    let fd = loc
-        .open(access, Mode::empty())
-        .map_err(|e| Error::io("open FIFO", loc.path(), e))?;
-    let st = root_dir::stat(fd.as_fd()).map_err(|e| Error::io("stat FIFO", loc.path(), e))?;
-    if root_dir::file_type(&st) != SFlag::S_IFIFO {
-        let what = format!("is a {}, not a FIFO", root_dir::describe_type(&st));
-        return Err(Error::io(
-            "open FIFO",
-            loc.path(),
-            io::Error::new(io::ErrorKind::InvalidData, what),
-        ));
-    }
-    Ok(fd)
 }
 
 impl FifoChannel {
-    /// Opens the worker's side of worker `worker_id`'s FIFOs: reads `<id>.in`, writes
-    /// `<id>.out`. The engine must already hold both open (it opens them read-write before
-    /// `WELCOME`), so neither open waits and the worker sees end-of-file once the engine is gone.
-    pub fn open_worker_side(paths: &IpcPaths, worker_id: u32) -> Result<FifoChannel> {
-        let [to_worker, to_engine] = fifo_names(worker_id);
-        let rx = paths.loc(Sub::Fifo, &to_worker);
-        let tx = paths.loc(Sub::Fifo, &to_engine);
-        FifoChannel::new(
-            open_fifo(&rx, OFlag::O_RDONLY)?,
-            open_fifo(&tx, OFlag::O_WRONLY)?,
-            rx.into_path(),
-            tx.into_path(),
-        )
+    /// The worker's side over the two descriptors that came with `WELCOME`: it reads `rx`
+    /// (engine → worker) and writes `tx` (worker → engine). Each must be a pipe (or FIFO)
+    /// open in its direction; otherwise the error names the descriptor and what it is. The
+    /// engine keeps the other ends, so the worker sees end-of-file once the engine is gone.
+    pub fn worker_side(rx: OwnedFd, tx: OwnedFd) -> Result<FifoChannel> {
+        FifoChannel::new(rx, tx, TO_WORKER, TO_ENGINE)
     }
 
-    /// Opens the engine's side of worker `worker_id`'s FIFOs: reads `<id>.out`, writes
-    /// `<id>.in`, both read-write so that no open waits for the worker and a message can be
-    /// queued before it has connected. (The engine binary uses its own async reactor over
-    /// [`open_engine_fifos`]; this is for tools and tests that play the engine.)
-    pub fn open_engine_side(paths: &IpcPaths, worker_id: u32) -> Result<FifoChannel> {
-        let (rx, tx) = open_engine_fifos(paths, worker_id)?;
-        FifoChannel::new(
-            rx,
-            tx,
-            paths.fifo_to_engine(worker_id),
-            paths.fifo_to_worker(worker_id),
-        )
+    /// The engine's side over [`Pipes`]: reads `engine_rx`, writes `engine_tx`. (The engine
+    /// binary wraps its ends in its own reactor; this is for tools and tests that play the
+    /// engine.)
+    pub fn engine_side(rx: OwnedFd, tx: OwnedFd) -> Result<FifoChannel> {
+        FifoChannel::new(rx, tx, TO_ENGINE, TO_WORKER)
     }
 
-    /// A channel over opened FIFO descriptors (non-blocking, as [`open_fifo`] leaves them).
-    fn new(rx: OwnedFd, tx: OwnedFd, rx_path: PathBuf, tx_path: PathBuf) -> Result<FifoChannel> {
-        // Writes block (back-pressure) when the pipe is full.
-        set_nonblocking(tx.as_raw_fd(), false).map_err(|e| Error::io("fcntl", &tx_path, e))?;
+    /// A channel over two checked pipe ends: reads never block (the channel polls), writes
+    /// block while the pipe is full (back-pressure).
+    fn new(
+        rx: OwnedFd,
+        tx: OwnedFd,
+        rx_name: &'static str,
+        tx_name: &'static str,
+    ) -> Result<FifoChannel> {
+        check_pipe_end(&rx, rx_name, Direction::Read)?;
+        check_pipe_end(&tx, tx_name, Direction::Write)?;
+        set_nonblocking(rx.as_raw_fd(), true).map_err(|e| Error::io("fcntl", rx_name, e))?;
+        set_nonblocking(tx.as_raw_fd(), false).map_err(|e| Error::io("fcntl", tx_name, e))?;
         let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-            .map_err(|e| Error::errno("eventfd", &rx_path, e))?;
+            .map_err(|e| Error::errno("eventfd", rx_name, e))?;
         Ok(FifoChannel {
             rx,
             tx,
-            rx_path,
-            tx_path,
+            rx_name,
+            tx_name,
             wake,
             closed: AtomicBool::new(false),
         })
@@ -203,12 +188,48 @@ impl FifoChannel {
     }
 
     fn shutdown_error(&self) -> Error {
-        Error::Shutdown(format!("channel {} closed", self.rx_path.display()))
+        Error::Shutdown(format!("channel closed ({})", self.rx_name))
     }
 }
 
+/// Which way a pipe end must work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Read,
+    Write,
+}
+
+/// Checks that `fd` is a pipe or FIFO (`fstat`) open for `dir` (`F_GETFL`): the descriptors
+/// come from the peer, and a socket, a file or the wrong end would fail later, less clearly.
+fn check_pipe_end(fd: &OwnedFd, name: &str, dir: Direction) -> Result<()> {
+    let st = root_dir::stat(fd.as_fd())
+        .map_err(|e| Error::RemoteProtocol(format!("{name}: cannot stat its descriptor ({e})")))?;
+    if root_dir::file_type(&st) != SFlag::S_IFIFO {
+        return Err(Error::RemoteProtocol(format!(
+            "{name}: its descriptor is a {}, not a pipe",
+            root_dir::describe_type(&st)
+        )));
+    }
+    let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)
+        .map_err(|e| Error::RemoteProtocol(format!("{name}: cannot read its flags ({e})")))?;
+    let access = OFlag::from_bits_truncate(flags) & OFlag::O_ACCMODE;
+    let ok = match dir {
+        Direction::Read => access == OFlag::O_RDONLY || access == OFlag::O_RDWR,
+        Direction::Write => access == OFlag::O_WRONLY || access == OFlag::O_RDWR,
+    };
+    if !ok {
+        let wanted = match dir {
+            Direction::Read => "reading",
+            Direction::Write => "writing",
+        };
+        return Err(Error::RemoteProtocol(format!(
+            "{name}: its descriptor is the wrong end, not open for {wanted}"
+        )));
+    }
+    Ok(())
+}
+
 fn set_nonblocking(fd: i32, on: bool) -> io::Result<()> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
     let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL).map_err(io::Error::from)?);
     let flags = if on {
         flags | OFlag::O_NONBLOCK
@@ -229,18 +250,15 @@ impl Channel for FifoChannel {
                 Ok(n) if n == MESSAGE_SIZE => return Ok(()),
                 Ok(n) => {
                     return Err(Error::Internal(format!(
-                        "short write of {n} bytes to FIFO {}",
-                        self.tx_path.display()
+                        "short write of {n} bytes to {}",
+                        self.tx_name
                     )))
                 }
                 Err(nix::Error::EINTR) => continue,
                 Err(nix::Error::EPIPE) => {
-                    return Err(Error::Shutdown(format!(
-                        "peer closed FIFO {}",
-                        self.tx_path.display()
-                    )))
+                    return Err(Error::Shutdown(format!("peer closed {}", self.tx_name)))
                 }
-                Err(e) => return Err(Error::errno("write FIFO", &self.tx_path, e)),
+                Err(e) => return Err(Error::errno("write", self.tx_name, e)),
             }
         }
     }
@@ -256,12 +274,7 @@ impl Channel for FifoChannel {
                 return Err(self.shutdown_error());
             }
             match self.read_some(&mut buf[filled..]) {
-                Ok(0) => {
-                    return Err(Error::Shutdown(format!(
-                        "peer closed FIFO {}",
-                        self.rx_path.display()
-                    )))
-                }
+                Ok(0) => return Err(Error::Shutdown(format!("peer closed {}", self.rx_name))),
                 Ok(n) => {
                     filled += n;
                     if filled == MESSAGE_SIZE {
@@ -273,7 +286,7 @@ impl Channel for FifoChannel {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io("read FIFO", &self.rx_path, e)),
+                Err(e) => return Err(Error::io("read", self.rx_name, e)),
             }
             let timeout = if filled > 0 {
                 PollTimeout::NONE
@@ -300,7 +313,7 @@ impl Channel for FifoChannel {
             ];
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(nix::Error::EINTR) => {}
-                Err(e) => return Err(Error::errno("poll FIFO", &self.rx_path, e)),
+                Err(e) => return Err(Error::errno("poll", self.rx_name, e)),
             }
             let woken = fds[1]
                 .revents()
@@ -322,5 +335,83 @@ impl Channel for FifoChannel {
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn channels() -> (FifoChannel, FifoChannel) {
+        let p = Pipes::create().unwrap();
+        let engine = FifoChannel::engine_side(p.engine_rx, p.engine_tx).unwrap();
+        let worker = FifoChannel::worker_side(p.worker_rx, p.worker_tx).unwrap();
+        (engine, worker)
+    }
+
+    #[test]
+    fn messages_cross_both_pipes_whole_and_in_order() {
+        let (engine, worker) = channels();
+        let mut buf = [0u8; MESSAGE_SIZE];
+        for i in 0..10u8 {
+            engine.send(&[i; MESSAGE_SIZE]).unwrap();
+        }
+        for i in 0..10u8 {
+            let got = worker.recv(&mut buf, Wait::Timeout(Duration::from_secs(5)));
+            assert_eq!(got.unwrap(), Received::Message);
+            assert_eq!(buf, [i; MESSAGE_SIZE]);
+            worker.send(&buf).unwrap();
+        }
+        for i in 0..10u8 {
+            assert_eq!(
+                engine.recv(&mut buf, Wait::NonBlocking).unwrap(),
+                Received::Message
+            );
+            assert_eq!(buf[0], i);
+        }
+        assert_eq!(
+            engine.recv(&mut buf, Wait::NonBlocking).unwrap(),
+            Received::TimedOut
+        );
+    }
+
+    #[test]
+    fn the_worker_sees_the_engine_go() {
+        let (engine, worker) = channels();
+        drop(engine);
+        let mut buf = [0u8; MESSAGE_SIZE];
+        let err = worker.recv(&mut buf, Wait::Forever).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Shutdown);
+        assert!(err.to_string().contains("engine → worker pipe"), "{err}");
+        let err = worker.send(&buf).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Shutdown);
+    }
+
+    #[test]
+    fn descriptors_that_are_not_the_right_pipe_ends_are_refused_by_name() {
+        let refused =
+            |rx: OwnedFd, tx: OwnedFd| FifoChannel::worker_side(rx, tx).unwrap_err().to_string();
+        // A regular file where the engine → worker pipe should be.
+        let file: OwnedFd = tempfile::tempfile().unwrap().into();
+        let p = Pipes::create().unwrap();
+        let text = refused(file, p.worker_tx);
+        assert!(text.contains("engine → worker pipe"), "{text}");
+        assert!(text.contains("is a regular file, not a pipe"), "{text}");
+        // A socket where the worker → engine pipe should be.
+        let (sock, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let p = Pipes::create().unwrap();
+        let text = refused(p.worker_rx, sock.into());
+        assert!(text.contains("worker → engine pipe"), "{text}");
+        assert!(text.contains("is a socket, not a pipe"), "{text}");
+        // The two ends swapped.
+        let p = Pipes::create().unwrap();
+        let text = refused(p.worker_tx, p.worker_rx);
+        assert!(
+            text.contains(
+                "engine → worker pipe: its descriptor is the wrong end, not open for reading"
+            ),
+            "{text}"
+        );
     }
 }

@@ -4,23 +4,24 @@
 //! <root>/            mode 0700, owned by the engine's user
 //!   engine.lock      flock held by the live engine (holds its pid)
 //!   engine.sock      the engine's handshake socket
-//!   fifo/<id>.in     engine → worker messages of logical worker <id>
-//!   fifo/<id>.out    worker → engine messages
 //! ```
 //!
-//! With the ring transport nothing else is there: each worker's ring region and the engine's
-//! doorbell are sealed memfds handed out by descriptor (see [`crate::shared_map`]), and so
-//! are payloads that do not fit inline, in either transport (see [`crate::payload`]). Names an
-//! older engine created there (`fifo/<id>.ring`, `engine.bell`) are removed at start.
+//! Nothing else is there: each worker's channel comes to it by descriptor with `WELCOME` —
+//! with the ring transport its ring region and the doorbells (sealed memfds, see
+//! [`crate::shared_map`]), with the FIFO transport two anonymous pipes (see
+//! [`crate::channel`]). Payloads that do not fit
+//! inline are sealed memfds passed by descriptor too (see [`crate::payload`]). What an older
+//! engine created there (`fifo/` with its named FIFOs and
+//! ring files, `engine.bell`) is removed at start.
 //!
 //! The engine creates the root and holds its lock; a second engine on the same root is refused.
 //! Files a previous, dead engine left behind are removed at start (only names Gloam creates).
 //!
 //! The engine's [`IpcPaths`] (from [`IpcRoot::paths`]) carry the root's held directory
-//! descriptors ([`RootDir`]): every file [`crate::channel`] opens, creates or
-//! remove through them is resolved relative to those descriptors, never by the root's path
-//! again. A worker's `IpcPaths` ([`IpcPaths::new`]) resolve whole paths; both never follow a
-//! link at the file itself, never block in `open` and check what they opened.
+//! descriptors ([`RootDir`]): every file opened, created or removed through them
+//! is resolved relative to those descriptors, never by the root's path again. A worker's
+//! `IpcPaths` ([`IpcPaths::new`]) resolve whole paths; both never follow a link at the file
+//! itself, never block in `open` and check what they opened.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -84,28 +85,13 @@ impl IpcPaths {
     pub fn lock_file(&self) -> PathBuf {
         self.root.join("engine.lock")
     }
-    /// The FIFO directory.
-    pub fn fifo_dir(&self) -> PathBuf {
-        self.root.join("fifo")
-    }
-    /// The engine → worker FIFO of `worker_id`.
-    pub fn fifo_to_worker(&self, worker_id: u32) -> PathBuf {
-        self.fifo_dir().join(format!("{worker_id}.in"))
-    }
-    /// The worker → engine FIFO of `worker_id`.
-    pub fn fifo_to_engine(&self, worker_id: u32) -> PathBuf {
-        self.fifo_dir().join(format!("{worker_id}.out"))
-    }
     /// Checks that an engine has set this root up (what a worker does before connecting).
     pub fn check_exists(&self) -> Result<()> {
-        for dir in [self.root.clone(), self.fifo_dir()] {
-            if !dir.is_dir() {
-                return Err(Error::Shutdown(format!(
-                    "IPC root {} is not set up (missing {}): is the engine running?",
-                    self.root.display(),
-                    dir.display()
-                )));
-            }
+        if !self.root.is_dir() {
+            return Err(Error::Shutdown(format!(
+                "IPC root {} is not set up: is the engine running?",
+                self.root.display()
+            )));
         }
         Ok(())
     }
@@ -120,12 +106,12 @@ pub struct IpcRoot {
 }
 
 impl IpcRoot {
-    /// Creates (or takes over) the root at `path`: mode 0700, `fifo/`, the engine lock.
+    /// Creates (or takes over) the root at `path`: mode 0700, the engine lock.
     ///
-    /// Missing directories are created (mode 0700). A root or `fifo/` that is a
+    /// Missing directories are created (mode 0700). A root that is a
     /// symlink, is not a directory or belongs to another user is refused; one of ours with a
     /// wider mode is narrowed to 0700 (every entry Gloam then uses in it is checked as it is
-    /// opened). Ancestors another user could rename the root under are refused. The
+    /// opened). Ancestors another user could rename the root under are refused. The two
     /// directories are held open from here on: see [`RootDir`]. Fails with a clear message
     /// when another live engine holds the root.
     pub fn create(path: impl Into<PathBuf>) -> Result<IpcRoot> {
@@ -142,6 +128,16 @@ impl IpcRoot {
             _lock: lock,
         };
         root.remove_stale_files();
+        root.dir.remove_legacy_dir("fifo", |n| {
+            n.ends_with(".in") || n.ends_with(".out") || n.ends_with(".ring")
+        });
+        root.dir.remove_legacy_dir("shm", |n| {
+            n.split_once('.').is_some_and(|(stem, ext)| {
+                matches!(ext, "in" | "out")
+                    && stem.len() == 16
+                    && stem.bytes().all(|b| b.is_ascii_hexdigit())
+            })
+        });
         Ok(root)
     }
 
@@ -155,23 +151,10 @@ impl IpcRoot {
         &self.dir
     }
 
-    /// Removes every file Gloam creates under the root (FIFOs, the socket).
-    /// Used at start (leftovers of a dead engine) and at shutdown.
+    /// Removes every file Gloam creates under the root (the socket). Used at start (leftovers
+    /// of a dead engine) and at shutdown.
     pub fn remove_stale_files(&self) {
-        self.remove_matching(Sub::Fifo, |n| {
-            n.ends_with(".in") || n.ends_with(".out") || n.ends_with(".ring")
-        });
         self.remove_matching(Sub::Root, |n| n == "engine.sock" || n == "engine.bell");
-    }
-
-    /// The paths of every file under `fifo/` (tests: "no stray files").
-    pub fn list_files(&self) -> Vec<String> {
-        let dir = self.paths.fifo_dir();
-        self.paths
-            .names(Sub::Fifo)
-            .into_iter()
-            .map(|n| dir.join(n).display().to_string())
-            .collect()
     }
 
     /// Unlinks (through the held descriptor) the names of `sub` that `remove_if` picks.
@@ -256,7 +239,7 @@ mod tests {
         let first = IpcRoot::create(&path).unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
-        assert!(path.join("fifo").is_dir() && !path.join("shm").exists());
+        assert!(!path.join("shm").exists() && !path.join("fifo").exists());
         let err = IpcRoot::create(&path).unwrap_err();
         assert!(
             err.to_string().contains("held by another live engine"),
@@ -268,16 +251,20 @@ mod tests {
     }
 
     #[test]
-    fn stale_files_are_removed_but_foreign_files_kept() {
+    fn an_old_engines_payload_directory_is_removed_with_its_files_only() {
         let dir = tempfile::tempdir().unwrap();
-        let paths = IpcPaths::new(dir.path());
-        fs::create_dir_all(paths.fifo_dir()).unwrap();
-        let stale = paths.fifo_to_engine(3);
-        fs::write(&stale, b"x").unwrap();
-        let foreign = paths.fifo_dir().join("notes.txt");
-        fs::write(&foreign, b"x").unwrap();
+        let shm = dir.path().join("shm");
+        fs::create_dir_all(&shm).unwrap();
+        fs::write(shm.join("0000000200000003.out"), b"x").unwrap();
         let _root = IpcRoot::create(dir.path()).unwrap();
-        assert!(!stale.exists());
-        assert!(foreign.exists());
+        assert!(!shm.exists());
+        // A directory that holds something Gloam did not make is left alone.
+        drop(_root);
+        fs::create_dir_all(&shm).unwrap();
+        fs::write(shm.join("0000000200000004.in"), b"x").unwrap();
+        fs::write(shm.join("notes.txt"), b"x").unwrap();
+        let _root = IpcRoot::create(dir.path()).unwrap();
+        assert!(shm.join("notes.txt").exists());
+        assert!(!shm.join("0000000200000004.in").exists());
     }
 }

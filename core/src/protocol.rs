@@ -73,7 +73,8 @@ pub mod offset {
 pub mod flags {
     /// The `FAILED` message text was cut to fit the inline area.
     pub const TRUNCATED: u16 = 1 << 0;
-    /// In `WELCOME`: the worker's channel is its shared-memory ring file, not its FIFOs.
+    /// In `WELCOME`: the worker's channel is its shared-memory ring region; the region, its
+    /// doorbell region and the engine's doorbell region come with it as descriptors.
     pub const RING: u16 = 1 << 1;
     /// In `DISPATCH`: the call came on a direct lane from its caller, not from the engine
     /// (see [`crate::lane`]); in `COMPLETE`/`FAILED` sent to the engine: the record of such a
@@ -81,10 +82,14 @@ pub mod flags {
     pub const LANE: u16 = 1 << 2;
     /// With [`LANE`] in a record: the engine had revoked the lease, which ended with this call.
     pub const LANE_END: u16 = 1 << 3;
+    /// In `WELCOME`: the worker's channel is a pair of pipes (the FIFO transport); the read
+    /// end of engine → worker and the write end of worker → engine come with it as
+    /// descriptors, in that order.
+    pub const FIFO: u16 = 1 << 4;
     /// In `PAYLOAD`: the payload is the call's output (else its input).
-    pub const OUTPUT: u16 = 1 << 4;
+    pub const OUTPUT: u16 = 1 << 5;
     /// Every bit this version knows.
-    pub const KNOWN: u16 = TRUNCATED | RING | LANE | LANE_END | OUTPUT;
+    pub const KNOWN: u16 = TRUNCATED | RING | LANE | LANE_END | FIFO | OUTPUT;
 }
 
 /// What a message is.
@@ -97,7 +102,7 @@ pub enum Kind {
     Welcome = 2,
     /// engine → worker (socket): refused; `status` + text.
     Reject = 3,
-    /// worker → engine (socket): FIFOs are open, send calls.
+    /// worker → engine (socket): its channel is open, send calls.
     Ready = 4,
     /// engine → worker: run this call.
     Dispatch = 5,
@@ -253,7 +258,7 @@ pub enum ProtocolError {
         /// The limit in force.
         limit: u64,
     },
-    /// A message kind arrived where it has no meaning (e.g. `HELLO` on a FIFO).
+    /// A message kind arrived where it has no meaning (e.g. `HELLO` on a worker's channel).
     #[error("unexpected message kind {found:?}, expected {expected}")]
     Unexpected {
         /// What arrived.

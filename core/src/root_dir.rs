@@ -6,9 +6,8 @@
 //! The root's path is predictable (`/dev/shm/gloam-<uid>`) and every local user can create
 //! names in `/dev/shm`. [`RootDir::create`] therefore walks the path one component at a time,
 //! refuses a root that is a symlink, is not a directory or belongs to another user, refuses
-//! ancestors another user could rename it under, and keeps descriptors of the root and `fifo/`
-//! for the engine's lifetime: what happens to the names afterwards cannot redirect the
-//! engine's files.
+//! ancestors another user could rename it under, and keeps a descriptor of the root for the
+//! engine's lifetime: what happens to the names afterwards cannot redirect the engine's files.
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -24,20 +23,17 @@ use nix::unistd::UnlinkatFlags;
 
 use crate::error::{Error, Result};
 
-/// One of the directories of an IPC root.
+/// A directory of an IPC root (today only the root itself: `engine.lock`, `engine.sock`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Sub {
-    /// The root itself (`engine.lock`, `engine.sock`, ...).
+    /// The root itself.
     Root,
-    /// `fifo/`: the FIFOs and ring files of the workers.
-    Fifo,
 }
 
 impl Sub {
     fn name(self) -> &'static str {
         match self {
             Sub::Root => "",
-            Sub::Fifo => "fifo",
         }
     }
 }
@@ -54,24 +50,18 @@ pub struct RootDir {
 struct Held {
     path: PathBuf,
     root: OwnedFd,
-    fifo: OwnedFd,
 }
 
 impl RootDir {
-    /// Opens (creating what is missing, mode 0700) the root at `path` and its `fifo/`, checked
-    /// as the module documentation says. Errors name the path, what is wrong with it and what
+    /// Opens (creating it when missing, mode 0700) the root at `path`, checked as the module
+    /// documentation says. Errors name the path, what is wrong with it and what
     /// to do.
     pub(crate) fn create(path: &Path) -> Result<RootDir> {
         let abs = std::path::absolute(path).map_err(|e| Error::io("resolve", path, e))?;
         let (parent, name) = open_parent(&abs)?;
         let root = open_private_dir(parent.as_fd(), name, &abs)?;
-        let fifo = open_private_dir(root.as_fd(), OsStr::new("fifo"), &abs.join("fifo"))?;
         Ok(RootDir {
-            held: Arc::new(Held {
-                path: abs,
-                root,
-                fifo,
-            }),
+            held: Arc::new(Held { path: abs, root }),
         })
     }
 
@@ -85,15 +75,60 @@ impl RootDir {
         self.held.root.as_fd()
     }
 
-    /// The held descriptor of `fifo/`.
-    pub fn fifo_fd(&self) -> BorrowedFd<'_> {
-        self.held.fifo.as_fd()
-    }
-
     pub(crate) fn fd(&self, sub: Sub) -> BorrowedFd<'_> {
         match sub {
             Sub::Root => self.root_fd(),
-            Sub::Fifo => self.fifo_fd(),
+        }
+    }
+}
+
+impl RootDir {
+    /// Removes directory `name` of the root that an older engine made and this one no longer
+    /// uses (`fifo/`, where named FIFOs and ring files were; `shm/`, where payload files were),
+    /// with the files in it that
+    /// `ours` recognises. A symlink or a directory of another user is left alone, and so is a
+    /// directory that still holds anything else.
+    pub(crate) fn remove_legacy_dir(&self, name: &str, ours: impl Fn(&str) -> bool) {
+        let flags = DIR_FLAGS | OFlag::O_NOFOLLOW;
+        let Ok(fd) = open_at(Some(self.root_fd()), Path::new(name), flags, Mode::empty()) else {
+            return;
+        };
+        match nix::sys::stat::fstat(fd.as_raw_fd()) {
+            Ok(st) if st.st_uid == me() => {}
+            _ => return,
+        }
+        let Ok(mut dir) = nix::dir::Dir::from(fd) else {
+            return;
+        };
+        let names: Vec<String> = dir
+            .iter()
+            .filter_map(|e| e.ok())
+            .map(|e| String::from_utf8_lossy(e.file_name().to_bytes()).into_owned())
+            .filter(|n| n != "." && n != ".." && ours(n))
+            .collect();
+        for n in &names {
+            let _ = nix::unistd::unlinkat(
+                Some(dir.as_raw_fd()),
+                n.as_str(),
+                UnlinkatFlags::NoRemoveDir,
+            );
+        }
+        let gone = nix::unistd::unlinkat(
+            Some(self.root_fd().as_raw_fd()),
+            name,
+            UnlinkatFlags::RemoveDir,
+        );
+        let path = self.path().join(name);
+        match gone {
+            Ok(()) => tracing::info!(
+                path = %path.display(),
+                "removed a directory an older engine left in the IPC root"
+            ),
+            Err(e) => tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "an older engine's directory in the IPC root holds files Gloam did not make; left in place"
+            ),
         }
     }
 }
@@ -126,10 +161,7 @@ pub(crate) struct Loc<'a> {
 impl<'a> Loc<'a> {
     /// File `name` in `sub` of the root at `root`, relative to `held` when given.
     pub(crate) fn new(root: &Path, held: Option<&'a RootDir>, sub: Sub, name: &str) -> Loc<'a> {
-        let full = match sub {
-            Sub::Root => root.join(name),
-            _ => root.join(sub.name()).join(name),
-        };
+        let full = root.join(sub.name()).join(name);
         match held {
             Some(d) => Loc {
                 dir: Some(d.fd(sub)),
@@ -149,11 +181,6 @@ impl<'a> Loc<'a> {
         &self.full
     }
 
-    /// The whole path, owned.
-    pub(crate) fn into_path(self) -> PathBuf {
-        self.full
-    }
-
     /// Opens the file with `flags` plus `O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC`: a
     /// symlink fails with `ELOOP`, a FIFO opens at once (then fails the caller's type check).
     pub(crate) fn open(&self, flags: OFlag, mode: Mode) -> io::Result<OwnedFd> {
@@ -170,12 +197,6 @@ impl<'a> Loc<'a> {
             UnlinkatFlags::NoRemoveDir,
         )
         .map_err(io::Error::from)
-    }
-
-    /// Creates a FIFO (fails when the name exists, whatever it is).
-    pub(crate) fn mkfifo(&self, mode: Mode) -> io::Result<()> {
-        nix::unistd::mkfifoat(self.dir.map(|d| d.as_raw_fd()), &self.name, mode)
-            .map_err(io::Error::from)
     }
 }
 

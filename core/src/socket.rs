@@ -1,8 +1,8 @@
 //! Whole messages with file descriptors over the engine socket (a Unix stream socket).
 //!
-//! The engine hands shared memory out by descriptor (`SCM_RIGHTS`): a worker's ring region and
-//! the doorbell regions with `WELCOME`, a lease's region (and for its holder, the callee's
-//! doorbell region) with each `LEASE` message.
+//! The engine hands every channel out by descriptor (`SCM_RIGHTS`): with `WELCOME` a worker's
+//! ring region and the doorbell regions, or (FIFO transport) its ends of its two pipes; a
+//! lease's region (and for its holder, the callee's doorbell region) with each `LEASE` message.
 //! A stream socket may split a message across reads; the descriptors arrive with the read
 //! that returns the message's first byte, so [`MessageReader`] keeps a partial message and
 //! its descriptors together until the message is whole.

@@ -1,6 +1,7 @@
 //! Creating the IPC root safely: what another local user could have put at its predictable
 //! path is refused (symlinks, directories of other users, non-directories), what is ours is
-//! made private, and the FIFO transport's files are opened without following links.
+//! made private, and what an older engine's FIFO transport left there is cleaned up without
+//! following links.
 //!
 //! The session may run as root: "another user" is simulated by `chown`ing to uid 12345, which
 //! only root can do; those checks are skipped (with a note) when the runner is not root.
@@ -11,8 +12,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use gloam_core::channel::{create_fifos, open_engine_fifos, FifoChannel};
-use gloam_core::ipc_root::{IpcPaths, IpcRoot};
+use gloam_core::ipc_root::IpcRoot;
 use gloam_core::Error;
 
 const OTHER_UID: u32 = 12345;
@@ -122,56 +122,36 @@ fn a_root_that_is_a_file_or_a_fifo_is_refused_at_once() {
 /// Ours but open to everyone (e.g. made by hand with `mkdir -m 777`): narrowed to 0700 rather
 /// than refused. It is our directory, so nobody else can change its mode back, and from the
 /// chmod on nobody else can add entries; what others may have put there before is checked as
-/// it is used (`fifo/` and `engine.lock` must be ours and of the right type, stale
-/// FIFO names are removed at start).
+/// it is used (`engine.lock` must be ours and a regular file, the socket is made anew).
 #[test]
 fn a_root_of_ours_open_to_everyone_is_narrowed_to_0700() {
     let _d = Deadline::new("0777 root");
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    fs::create_dir_all(root.join("fifo")).unwrap();
-    for d in [&root, &root.join("fifo")] {
-        fs::set_permissions(d, fs::Permissions::from_mode(0o777)).unwrap();
-    }
+    fs::create_dir_all(&root).unwrap();
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o777)).unwrap();
     let ipc = IpcRoot::create(&root).unwrap();
-    for d in ["", "fifo"] {
-        assert_eq!(mode(&root.join(d)), 0o700, "{d}");
-    }
+    assert_eq!(mode(&root), 0o700);
     drop(ipc);
 
     // What another user planted while it was open is refused, naming it.
     fs::set_permissions(&root, fs::Permissions::from_mode(0o777)).unwrap();
-    fs::remove_dir(root.join("fifo")).unwrap();
-    fs::create_dir(root.join("fifo")).unwrap();
-    if !give_away(&root.join("fifo")) {
+    let lock = root.join("engine.lock");
+    fs::write(&lock, b"").unwrap();
+    if !give_away(&lock) {
         return;
     }
     let text = refused(&root);
-    assert!(
-        text.contains(&root.join("fifo").display().to_string()),
-        "{text}"
-    );
-    assert!(
-        text.contains(&format!("belongs to uid {OTHER_UID}")),
-        "{text}"
-    );
+    assert!(text.contains(&lock.display().to_string()), "{text}");
+    assert!(text.contains(&format!("of uid {OTHER_UID}")), "{text}");
 }
 
 #[test]
-fn planted_subdirectories_and_lock_files_are_refused() {
+fn planted_lock_files_are_refused() {
     let _d = Deadline::new("planted entries");
     let dir = tempfile::tempdir().unwrap();
     let elsewhere = dir.path().join("elsewhere");
     fs::create_dir(&elsewhere).unwrap();
-    let root = dir.path().join("root-fifo");
-    fs::create_dir(&root).unwrap();
-    symlink(&elsewhere, root.join("fifo")).unwrap();
-    let text = refused(&root);
-    assert!(
-        text.contains(&root.join("fifo").display().to_string()),
-        "{text}"
-    );
-    assert!(text.contains("is a symlink"), "{text}");
     let root = dir.path().join("root-lock");
     fs::create_dir(&root).unwrap();
     symlink(elsewhere.join("victim"), root.join("engine.lock")).unwrap();
@@ -189,7 +169,7 @@ fn missing_components_are_created_private() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("a/b/root");
     let ipc = IpcRoot::create(&root).unwrap();
-    for d in ["a", "a/b", "a/b/root", "a/b/root/fifo"] {
+    for d in ["a", "a/b", "a/b/root"] {
         assert_eq!(mode(&dir.path().join(d)), 0o700, "{d}");
     }
     drop(ipc);
@@ -247,39 +227,41 @@ fn ancestors_others_could_rename_the_root_under_are_refused() {
     );
 }
 
+/// The FIFO transport names nothing on disk any more: a `fifo/` an older engine left in the
+/// root goes at start with the files Gloam made there, a link named `fifo` is not followed,
+/// and a `fifo/` holding anything else is left in place.
 #[test]
-fn fifos_are_opened_without_following_links_and_checked_to_be_fifos() {
-    let _d = Deadline::new("FIFO files");
+fn an_older_engines_fifo_directory_is_removed_but_nothing_else() {
+    let _d = Deadline::new("old fifo/");
     let dir = tempfile::tempdir().unwrap();
-    let ipc = IpcRoot::create(dir.path().join("root")).unwrap();
-    let paths = ipc.paths();
-    create_fifos(paths, 4).unwrap();
-    let (rx, tx) = open_engine_fifos(paths, 4).unwrap();
-    drop((rx, tx));
+    let root = dir.path().join("root");
+    fs::create_dir_all(root.join("fifo")).unwrap();
+    nix::unistd::mkfifo(&root.join("fifo/3.in"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    nix::unistd::mkfifo(&root.join("fifo/3.out"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    fs::write(root.join("fifo/5.ring"), b"old ring").unwrap();
+    let ipc = IpcRoot::create(&root).unwrap();
+    assert!(!root.join("fifo").exists());
+    let names: Vec<_> = fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| n == "engine.lock"), "{names:?}");
+    drop(ipc);
 
-    // A worker (whole paths) finding a regular file or a symlink where its FIFO should be.
-    let worker = IpcPaths::new(paths.root());
-    let secret = dir.path().join("secret");
-    fs::write(&secret, b"keep").unwrap();
-    fs::remove_file(paths.fifo_to_worker(4)).unwrap();
-    symlink(&secret, paths.fifo_to_worker(4)).unwrap();
-    let err = FifoChannel::open_worker_side(&worker, 4).unwrap_err();
-    assert!(err
-        .to_string()
-        .contains(&paths.fifo_to_worker(4).display().to_string()));
-    let err = open_engine_fifos(paths, 4).unwrap_err();
-    assert!(err.to_string().contains("open FIFO"), "{err}");
-    fs::remove_file(paths.fifo_to_worker(4)).unwrap();
-    fs::write(paths.fifo_to_worker(4), b"x").unwrap();
-    let err = open_engine_fifos(paths, 4).unwrap_err();
-    assert!(
-        err.to_string().contains("is a regular file, not a FIFO"),
-        "{err}"
-    );
-    // create_fifos replaces whatever is there (the link itself, never its target).
-    fs::remove_file(paths.fifo_to_worker(4)).unwrap();
-    symlink(&secret, paths.fifo_to_worker(4)).unwrap();
-    create_fifos(paths, 4).unwrap();
-    assert_eq!(fs::read(&secret).unwrap(), b"keep");
-    assert!(open_engine_fifos(paths, 4).is_ok());
+    // A file Gloam did not make keeps the directory (and itself).
+    fs::create_dir(root.join("fifo")).unwrap();
+    fs::write(root.join("fifo/notes.txt"), b"mine").unwrap();
+    fs::write(root.join("fifo/7.in"), b"").unwrap();
+    drop(IpcRoot::create(&root).unwrap());
+    assert_eq!(fs::read(root.join("fifo/notes.txt")).unwrap(), b"mine");
+    assert!(!root.join("fifo/7.in").exists());
+    fs::remove_dir_all(root.join("fifo")).unwrap();
+
+    // A symlink named `fifo` is not followed: its target keeps its files.
+    let elsewhere = dir.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::write(elsewhere.join("1.in"), b"keep").unwrap();
+    symlink(&elsewhere, root.join("fifo")).unwrap();
+    drop(IpcRoot::create(&root).unwrap());
+    assert_eq!(fs::read(elsewhere.join("1.in")).unwrap(), b"keep");
 }

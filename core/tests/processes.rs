@@ -1,21 +1,23 @@
-//! Real processes over real FIFOs, sockets and shm files: a FIFO echo peer, and the worker
-//! loop (`serve_with`) in a child process against a small fake engine that speaks the real
-//! protocol. The child processes are this test binary re-executed with `GLOAM_TEST_CHILD`.
+//! Real processes over real pipes, sockets and memfds: a FIFO-transport echo peer, and the
+//! worker loop (`serve_with`) in a child process against a small fake engine that speaks the
+//! real protocol (pipe ends handed over with `WELCOME` by `SCM_RIGHTS`). The child processes
+//! are this test binary re-executed with `GLOAM_TEST_CHILD`.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use gloam_core::channel::{create_fifos, remove_fifos, Channel, FifoChannel, Received, Wait};
+use gloam_core::channel::{Channel, FifoChannel, Pipes, Received, Wait};
 use gloam_core::ipc_root::IpcPaths;
 use gloam_core::payload::PayloadSide;
 use gloam_core::protocol::{
-    CallId, Header, Hello, Kind, Message, PayloadLocation, DEFAULT_MAX_PAYLOAD, MESSAGE_SIZE,
+    flags, CallId, Header, Hello, Kind, Message, PayloadLocation, DEFAULT_MAX_PAYLOAD, MESSAGE_SIZE,
 };
+use gloam_core::socket::{self, Blocking, MessageReader};
 use gloam_core::table::FunctionTable;
 use gloam_core::{payload, ErrorKind, HandlerError, Handlers, WorkerOptions};
 
@@ -64,16 +66,34 @@ fn wait_child(mut child: Child, limit: Duration) -> std::process::ExitStatus {
 fn make_root() -> (tempfile::TempDir, IpcPaths) {
     let dir = tempfile::tempdir().unwrap();
     let paths = IpcPaths::new(dir.path());
-    std::fs::create_dir_all(paths.fifo_dir()).unwrap();
     (dir, paths)
 }
 
-fn open_engine_side(paths: &IpcPaths, id: u32) -> FifoChannel {
-    FifoChannel::open_engine_side(paths, id).unwrap()
+/// Sends `msg` on `sock` with `fds` attached.
+fn send_with_fds(sock: &UnixStream, msg: &[u8], fds: &[RawFd]) {
+    let mut sent = socket::send_with_fds(sock.as_fd(), msg, fds, false).unwrap();
+    while sent < msg.len() {
+        sent += socket::send_with_fds(sock.as_fd(), &msg[sent..], &[], false).unwrap();
+    }
+}
+
+/// Both sides of a fresh pair of pipes, in this process.
+fn channels() -> (FifoChannel, FifoChannel) {
+    let p = Pipes::create().unwrap();
+    let engine = FifoChannel::engine_side(p.engine_rx, p.engine_tx).unwrap();
+    let worker = FifoChannel::worker_side(p.worker_rx, p.worker_tx).unwrap();
+    (engine, worker)
 }
 
 fn fifo_echo_child(paths: &IpcPaths) {
-    let ch = FifoChannel::open_worker_side(paths, 7).unwrap();
+    // The pipe ends come over the socket, as a worker gets them with WELCOME.
+    let sock = UnixStream::connect(paths.socket()).unwrap();
+    let got = MessageReader::default()
+        .read(sock.as_fd(), Blocking::Yes)
+        .unwrap()
+        .unwrap();
+    let mut fds = got.fds.into_iter();
+    let ch = FifoChannel::worker_side(fds.next().unwrap(), fds.next().unwrap()).unwrap();
     let mut buf = [0u8; MESSAGE_SIZE];
     loop {
         assert_eq!(ch.recv(&mut buf, Wait::Forever).unwrap(), Received::Message);
@@ -87,11 +107,21 @@ fn fifo_echo_child(paths: &IpcPaths) {
 }
 
 #[test]
-fn two_processes_exchange_messages_over_fifos() {
+fn two_processes_exchange_messages_over_pipes_handed_over_by_descriptor() {
     let (dir, paths) = make_root();
-    create_fifos(&paths, 7).unwrap();
-    let engine = open_engine_side(&paths, 7);
+    let listener = UnixListener::bind(paths.socket()).unwrap();
     let child = spawn_child("fifo-echo", dir.path());
+    let (sock, _) = listener.accept().unwrap();
+    let pipes = Pipes::create().unwrap();
+    send_with_fds(&sock, &[0u8; MESSAGE_SIZE], &pipes.worker_fds());
+    let engine = FifoChannel::engine_side(pipes.engine_rx, pipes.engine_tx).unwrap();
+    // Only the child holds the worker's ends now: nothing in the root names them.
+    drop((pipes.worker_rx, pipes.worker_tx));
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "engine.sock"
+    );
     let mut buf = [0u8; MESSAGE_SIZE];
     for i in 0..2000u32 {
         let mut h = Header::new(Kind::Dispatch);
@@ -113,15 +143,16 @@ fn two_processes_exchange_messages_over_fifos() {
         .send(&Message::new(Header::new(Kind::Retire)).to_bytes())
         .unwrap();
     assert!(wait_child(child, Duration::from_secs(20)).success());
-    remove_fifos(&paths, 7);
+    // The child is gone with its ends: the engine's side sees end-of-file.
+    let mut buf = [0u8; MESSAGE_SIZE];
+    let err = engine.recv(&mut buf, Wait::Forever).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Shutdown);
 }
 
 #[test]
 fn blocked_recv_is_woken_and_closed_from_another_thread() {
-    let (_dir, paths) = make_root();
-    create_fifos(&paths, 1).unwrap();
-    let _engine = open_engine_side(&paths, 1);
-    let ch = std::sync::Arc::new(FifoChannel::open_worker_side(&paths, 1).unwrap());
+    let (_engine, ch) = channels();
+    let ch = std::sync::Arc::new(ch);
     let (tx, rx) = mpsc::channel();
     let reader = {
         let ch = ch.clone();
@@ -153,10 +184,7 @@ fn blocked_recv_is_woken_and_closed_from_another_thread() {
 
 #[test]
 fn recv_timeout_and_nonblocking_return_when_empty() {
-    let (_dir, paths) = make_root();
-    create_fifos(&paths, 2).unwrap();
-    let _engine = open_engine_side(&paths, 2);
-    let ch = FifoChannel::open_worker_side(&paths, 2).unwrap();
+    let (_engine, ch) = channels();
     let mut buf = [0u8; MESSAGE_SIZE];
     assert_eq!(
         ch.recv(&mut buf, Wait::NonBlocking).unwrap(),
@@ -214,7 +242,7 @@ struct FakeEngine {
 }
 
 impl FakeEngine {
-    fn accept(paths: &IpcPaths, listener: &UnixListener, worker_id: u32) -> FakeEngine {
+    fn accept(listener: &UnixListener, worker_id: u32) -> FakeEngine {
         let (mut sock, _) = listener.accept().unwrap();
         let mut buf = [0u8; MESSAGE_SIZE];
         sock.read_exact(&mut buf).unwrap();
@@ -222,8 +250,7 @@ impl FakeEngine {
         assert_eq!(hello.header.kind, Kind::Hello);
         let h = Hello::from_message(&hello).unwrap();
         assert_eq!((h.function.as_str(), h.language.as_str()), ("Echo", "rust"));
-        create_fifos(paths, worker_id).unwrap();
-        let ch = open_engine_side(paths, worker_id);
+        let pipes = Pipes::create().unwrap();
         let table = FunctionTable::new(
             vec![(ECHO, "Echo".into()), (OTHER, "Other".into())],
             4 << 20,
@@ -234,8 +261,11 @@ impl FakeEngine {
         w.function_id = ECHO;
         w.payload_loc = PayloadLocation::Trailing;
         w.payload_len = table.len() as u32;
-        sock.write_all(&Message::new(w).to_bytes()).unwrap();
+        w.flags = flags::FIFO;
+        send_with_fds(&sock, &Message::new(w).to_bytes(), &pipes.worker_fds());
         sock.write_all(&table).unwrap();
+        let ch = FifoChannel::engine_side(pipes.engine_rx, pipes.engine_tx).unwrap();
+        drop((pipes.worker_rx, pipes.worker_tx));
         sock.read_exact(&mut buf).unwrap();
         let ready = Message::decode(&buf, DEFAULT_MAX_PAYLOAD).unwrap();
         assert_eq!(ready.header.kind, Kind::Ready);
@@ -299,7 +329,7 @@ fn worker_loop_against_a_fake_engine() {
     let (dir, paths) = make_root();
     let listener = UnixListener::bind(paths.socket()).unwrap();
     let child = spawn_child("worker", dir.path());
-    let engine = FakeEngine::accept(&paths, &listener, 3);
+    let engine = FakeEngine::accept(&listener, 3);
 
     // Inline echo.
     engine.dispatch(1, b"hello");
@@ -382,7 +412,6 @@ fn worker_loop_against_a_fake_engine() {
         .send(&Message::new(Header::new(Kind::Retire)).to_bytes())
         .unwrap();
     assert!(wait_child(child, Duration::from_secs(20)).success());
-    remove_fifos(&paths, 3);
 }
 
 #[test]
@@ -407,5 +436,72 @@ fn a_rejected_handshake_reports_the_engine_reason() {
     let err = gloam_core::Worker::connect(&opts).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::FunctionNotFound);
     assert!(err.to_string().contains("Echo"), "{err}");
+    engine.join().unwrap();
+}
+
+/// A `WELCOME` whose descriptors do not match its transport, or are not pipes, is refused by
+/// the worker with an error that names what is wrong; so is one that names no transport.
+#[test]
+fn a_welcome_with_the_wrong_descriptors_is_refused_naming_them() {
+    let (_dir, paths) = make_root();
+    let listener = UnixListener::bind(paths.socket()).unwrap();
+    let file: OwnedFd = tempfile::tempfile().unwrap().into();
+    let cases: Vec<(u16, Vec<OwnedFd>, &str)> = {
+        let one = Pipes::create().unwrap();
+        let swapped = Pipes::create().unwrap();
+        let with_file = Pipes::create().unwrap();
+        vec![
+            (
+                flags::FIFO,
+                vec![one.worker_rx],
+                "FIFO transport must carry 2 descriptors, it carried 1",
+            ),
+            (0, vec![], "WELCOME must name one transport"),
+            (
+                flags::FIFO | flags::RING,
+                vec![],
+                "WELCOME must name one transport",
+            ),
+            (
+                flags::FIFO,
+                vec![swapped.worker_tx, swapped.worker_rx],
+                "engine → worker pipe: its descriptor is the wrong end, not open for reading",
+            ),
+            (
+                flags::FIFO,
+                vec![with_file.worker_rx, file],
+                "worker → engine pipe: its descriptor is a regular file, not a pipe",
+            ),
+        ]
+    };
+    let expected: Vec<&str> = cases.iter().map(|c| c.2).collect();
+    let engine = std::thread::spawn(move || {
+        for (bits, fds, _) in cases {
+            let (mut sock, _) = listener.accept().unwrap();
+            let mut buf = [0u8; MESSAGE_SIZE];
+            sock.read_exact(&mut buf).unwrap();
+            let table = FunctionTable::new(vec![(ECHO, "Echo".into())], 4 << 20).encode();
+            let mut w = Header::new(Kind::Welcome);
+            w.worker_id = 1;
+            w.function_id = ECHO;
+            w.payload_loc = PayloadLocation::Trailing;
+            w.payload_len = table.len() as u32;
+            w.flags = bits;
+            let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+            send_with_fds(&sock, &Message::new(w).to_bytes(), &raw);
+            sock.write_all(&table).unwrap();
+            // The worker gives up without READY: its socket closes.
+            assert_eq!(sock.read(&mut buf).unwrap(), 0);
+        }
+    });
+    let opts = WorkerOptions {
+        ipc_root: paths.root().to_path_buf(),
+        ..WorkerOptions::new("Echo")
+    };
+    for want in expected {
+        let err = gloam_core::Worker::connect(&opts).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ProtocolError, "{err}");
+        assert!(err.to_string().contains(want), "{err}");
+    }
     engine.join().unwrap();
 }

@@ -2,13 +2,13 @@
 //! `Try`, attempts what the input says and answers `ok: ...` when it managed, `denied: ...`
 //! when it did not. Nothing here belongs in a real function.
 //!
-//! Inputs: `read:PATH`, `write:PATH`, `fill:MIB` (that much into `/tmp`), `procs` (how many processes it sees), `kill:PID`
+//! Inputs: `read:PATH`, `write:PATH`, `ls:PATH` (the names in a directory, sorted),
+//! `fill:MIB` (that much into `/tmp`), `procs` (how many processes it sees), `kill:PID`
 //! (SIGTERM), `tcp:HOST:PORT`, `fork:N` (N sleeping children at once), `alloc:MIB` (touches
 //! that much memory; past `memory_limit` the process dies), `hello:FUNCTION` (connects to
 //! `engine.sock` as a worker of FUNCTION, with no secret), `keyctl` (the kernel keyrings),
 //! `self` (its `NoNewPrivs`, `CapEff` and user), `spin:MS` (busy on one CPU for MS ms of wall
-//! time), `ls:DIR` (the names in it), `echo:TEXT` (answers TEXT: large inputs and outputs
-//! cross the sandbox by descriptor).
+//! time), `echo:TEXT` (answers TEXT: large inputs and outputs cross the sandbox by descriptor).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

@@ -1,7 +1,7 @@
 //! The engine's descriptor limit (`RLIMIT_NOFILE`) and how much of it HTTP clients may take.
 //!
 //! Every HTTP connection holds a descriptor, and so do the engine's own files: each worker's
-//! socket (and FIFOs), the log files a restarted worker process is given, shared-memory payload
+//! socket (and pipes), the log files a restarted worker process is given, shared-memory payload
 //! files, the runtime's own. If clients could take every descriptor, the engine could no longer
 //! restart a crashed worker or accept a new one. So at start the engine raises its soft limit
 //! to the hard limit ([`raise_nofile_limit`]), and the gateway's connection cap
@@ -27,7 +27,7 @@ use crate::config::Config;
 /// timers), the listening sockets, the IPC root, stdio, transient payload and log files.
 pub const RESERVE_BASE: usize = 256;
 /// Descriptors kept per logical worker a deployment may run (`max_workers` summed over the
-/// functions): its socket, its FIFO pair or ring region, its process's output pipes and log
+/// functions): its socket, its two pipe ends or ring region, its process's output pipes and log
 /// files (held while it runs: the launcher copies the output), and those of a restart.
 pub const RESERVE_PER_WORKER: usize = 8;
 /// Largest default cap, however high the limit: each open connection costs memory too.

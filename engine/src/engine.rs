@@ -306,7 +306,6 @@ impl Engine {
             tracing::debug!(%worker, "worker {reason}");
         }
         self.apply(actions);
-        gloam_core::channel::remove_fifos(&self.paths, worker.raw());
         self.payloads.drop_of_caller(worker.raw());
     }
 

@@ -3,10 +3,12 @@
 //!
 //! The worker's process is known from the socket's credentials (`SO_PEERCRED`), not from
 //! what it says; its process group tells which of the launcher's processes it belongs to.
-//! With the ring transport, `WELCOME` carries three descriptors: the worker's ring region, its
-//! doorbell region and the engine's doorbell region.
+//! `WELCOME` carries the worker's channel as descriptors: with the ring transport three (the
+//! worker's ring region, its doorbell region and the engine's doorbell region), with the FIFO
+//! transport two (the worker's ends of the two anonymous pipes the engine created for it,
+//! which the engine closes once they are sent: it keeps only its own ends).
 
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::unix::pipe;
 use tokio::net::{UnixListener, UnixStream};
 
-use gloam_core::channel::{create_fifos, open_engine_fifos, remove_fifos};
+use gloam_core::channel::Pipes;
 use gloam_core::protocol::{flags, Header, Hello, Kind, Message, PayloadLocation, MESSAGE_SIZE};
 use gloam_core::{socket, ErrorKind};
 
@@ -116,18 +118,32 @@ async fn handshake(engine: Arc<Engine>, mut sock: UnixStream) {
         Ok(id) => id,
         Err(r) => return reject(&mut sock, r.kind, &r.message).await,
     };
-    let (link, fifo_rx) = match make_link(&engine, &sock, id) {
+    let (link, fifo) = match make_link(&engine, &sock, id) {
         Ok(made) => made,
         Err(text) => {
             engine.lock().release_worker(id);
-            remove_fifos(engine.paths(), id.raw());
             return reject(&mut sock, ErrorKind::Io, &text).await;
         }
+    };
+    let (fifo_rx, worker_ends) = match fifo {
+        Some(f) => (Some(f.rx), Some(f.worker_ends)),
+        None => (None, None),
     };
     engine
         .lock()
         .worker_connected(id, pid, group, &hello.language, link.clone());
-    match welcome(&engine, &mut sock, function.id, id, &link).await {
+    let welcomed = welcome(
+        &engine,
+        &mut sock,
+        function.id,
+        id,
+        &link,
+        worker_ends.as_ref(),
+    )
+    .await;
+    // The worker has its pipe ends now (or never will): the engine keeps only its own.
+    drop(worker_ends);
+    match welcomed {
         Ok(()) => {
             // From the launcher's spawn (sandbox set-up included), else the process's age.
             let cold_start = engine
@@ -153,7 +169,6 @@ async fn handshake(engine: Arc<Engine>, mut sock: UnixStream) {
         Err(text) => {
             tracing::warn!(worker = %id, function = %hello.function, "worker handshake failed: {text}");
             engine.event(|st, now| st.worker_gone(id, "failed its handshake", now));
-            remove_fifos(engine.paths(), id.raw());
         }
     }
 }
@@ -188,12 +203,19 @@ async fn proves_itself(
     }
 }
 
-/// Makes worker `id`'s link: its ring region (a sealed memfd), or its FIFOs.
+/// The FIFO transport's side of a new link: the engine's reading end, and the worker's two
+/// ends that go out with `WELCOME`.
+struct FifoEnds {
+    rx: pipe::Receiver,
+    worker_ends: [OwnedFd; 2],
+}
+
+/// Makes worker `id`'s link: its ring region (a sealed memfd), or its two pipes.
 fn make_link(
     engine: &Engine,
     sock: &UnixStream,
     id: WorkerId,
-) -> Result<(Arc<WorkerLink>, Option<pipe::Receiver>), String> {
+) -> Result<(Arc<WorkerLink>, Option<FifoEnds>), String> {
     let dup = sock
         .as_fd()
         .try_clone_to_owned()
@@ -202,31 +224,29 @@ fn make_link(
         let ring = RingLink::create(id, dup).map_err(|e| e.to_string())?;
         return Ok((Arc::new(WorkerLink::Ring(Arc::new(ring))), None));
     }
-    let paths = engine.paths();
-    create_fifos(paths, id.raw()).map_err(|e| e.to_string())?;
-    // Both ends read-write: no open waits for the worker, and the engine never sees a
-    // spurious end-of-file on `.out` (the socket tells when the worker dies). Opened relative
-    // to the held `fifo/`, without following a link, checked to be FIFOs.
-    let (rx, tx) = open_engine_fifos(paths, id.raw()).map_err(|e| e.to_string())?;
-    let rx = pipe::Receiver::from_owned_fd(rx)
-        .map_err(|e| format!("open {}: {e}", paths.fifo_to_engine(id.raw()).display()))?;
-    let tx = pipe::Sender::from_owned_fd(tx)
-        .map_err(|e| format!("open {}: {e}", paths.fifo_to_worker(id.raw()).display()))?;
-    Ok((
-        Arc::new(WorkerLink::Fifo(FifoLink::new(id, tx, dup))),
-        Some(rx),
-    ))
+    // Anonymous pipes: nothing on disk, reachable only by the descriptors handed out. The
+    // engine's ends go non-blocking into the reactor; the worker tells its death through the
+    // socket, not the pipes (see `transport::fifo_link`).
+    let pipes = Pipes::create().map_err(|e| e.to_string())?;
+    let worker_ends = [pipes.worker_rx, pipes.worker_tx];
+    let rx = pipe::Receiver::from_owned_fd(pipes.engine_rx)
+        .map_err(|e| format!("the worker → engine pipe of worker {id}: {e}"))?;
+    let tx = pipe::Sender::from_owned_fd(pipes.engine_tx)
+        .map_err(|e| format!("the engine → worker pipe of worker {id}: {e}"))?;
+    let link = Arc::new(WorkerLink::Fifo(FifoLink::new(id, tx, dup)));
+    Ok((link, Some(FifoEnds { rx, worker_ends })))
 }
 
-/// Sends `WELCOME` (with the ring region, the worker's doorbell region and the engine's
-/// doorbell region as descriptors, for the ring transport) and the function table, then waits
-/// for `READY`.
+/// Sends `WELCOME` with the worker's channel as descriptors (the ring region, the worker's
+/// doorbell region and the engine's doorbell region; or the worker's two pipe ends, `pipes`)
+/// and the function table, then waits for `READY`.
 async fn welcome(
     engine: &Engine,
     sock: &mut UnixStream,
     function_id: u16,
     id: WorkerId,
     link: &WorkerLink,
+    pipes: Option<&[OwnedFd; 2]>,
 ) -> Result<(), String> {
     let table = engine.table();
     let mut h = Header::new(Kind::Welcome);
@@ -243,7 +263,12 @@ async fn welcome(
                 poller.bell_region().as_raw_fd(),
             ]
         }
-        _ => Vec::new(),
+        (WorkerLink::Fifo(_), _) => {
+            let [rx, tx] = pipes.ok_or("the worker's pipe ends are missing")?;
+            h.flags |= flags::FIFO;
+            vec![rx.as_raw_fd(), tx.as_raw_fd()]
+        }
+        (WorkerLink::Ring(_), None) => return Err("a ring link without the ring poller".into()),
     };
     let mut out = Message::new(h).to_bytes().to_vec();
     out.extend_from_slice(table);

@@ -131,6 +131,14 @@ fn crashed_worker_fails_its_call_and_is_replaced() {
     let r = s.call("Crash", b"");
     assert_eq!(r.status, 502);
     assert_eq!(body_json(&r)["error"], "WORKER_CRASHED");
+    // How it ended comes from its socket (with either transport: a FIFO worker's pipes closing
+    // first must not replace the reason) — its signal, or only that it exited when the
+    // launcher reaped it before the engine could read the exit code.
+    let text = r.text();
+    assert!(
+        text.contains("was killed by SIGABRT") || text.contains(" exited"),
+        "{text}"
+    );
     s.wait_for("a replacement worker", Duration::from_secs(30), || {
         s.function_stat("Crash", "workers") == 1
     });

@@ -6,7 +6,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use gloam_core::protocol::Kind;
@@ -99,27 +98,8 @@ fn a_hung_worker_is_killed_after_its_deadline_and_replaced() {
     s.stop();
 }
 
-/// Bytes waiting in a FIFO, and the pipe's capacity.
-fn fifo_fill(path: &std::path::Path) -> (usize, usize) {
-    use std::os::unix::fs::OpenOptionsExt;
-    // A second reader that reads nothing: it only asks how much waits.
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .unwrap();
-    let mut queued: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int through the pointer, which points at `queued`.
-    let rc = unsafe { libc::ioctl(f.as_raw_fd(), libc::FIONREAD, &mut queued) };
-    assert_eq!(rc, 0, "FIONREAD on {}", path.display());
-    // SAFETY: F_GETPIPE_SZ takes no argument and only returns a size.
-    let capacity = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETPIPE_SZ) };
-    assert!(capacity > 0, "F_GETPIPE_SZ on {}", path.display());
-    (queued as usize, capacity as usize)
-}
-
 /// A worker (played by hand) makes 200 internal calls at once — three times what its ring
-/// (or its FIFO) holds — and reads nothing until all are sent and answered. The answers that
+/// (or its pipe) holds — and reads nothing until all are sent and answered. The answers that
 /// do not fit wait in the engine's backlog for that worker; meanwhile the engine serves other
 /// callers. Then the worker reads: every answer arrives exactly once, with its own payload.
 #[test]
@@ -153,10 +133,10 @@ fn a_worker_that_does_not_read_gets_every_answer_once_from_the_backlog() {
             .wrapping_sub(region.head(Ring::ToWorker));
         assert_eq!(pending, gloam_core::ring::SLOTS, "the ring is full");
     } else {
-        let (queued, capacity) = fifo_fill(&w.paths.fifo_to_worker(w.id));
+        let (queued, capacity) = w.pipe_fill();
         assert!(
             queued + gloam_core::protocol::MESSAGE_SIZE > capacity,
-            "the FIFO is full: {queued} of {capacity} bytes"
+            "the pipe is full: {queued} of {capacity} bytes"
         );
         assert!(capacity < CALLS as usize * gloam_core::protocol::MESSAGE_SIZE);
     }

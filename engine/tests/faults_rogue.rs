@@ -383,7 +383,7 @@ fn thousands_of_malformed_records_cost_only_their_senders_connections() {
     let traffic = Traffic::start(&s);
     traffic.wait_served(&s, 3);
     let fds_before = fds();
-    let fifos_before = s.ipc_files("fifo").len();
+    let root_before = s.ipc_root_entries();
     let mut garbage = Garbage::new(0x5EED_0004);
     let (mut sent, mut top_slot) = (0usize, 0u32);
     for r in 0..ROGUES {
@@ -425,8 +425,95 @@ fn thousands_of_malformed_records_cost_only_their_senders_connections() {
         Duration::from_secs(20),
         || fds() <= fds_before + 8,
     );
-    assert_eq!(s.ipc_files("fifo").len(), fifos_before);
+    assert_eq!(s.ipc_root_entries(), root_before);
     assert_eq!(workers_of(&s, "Hand").len(), 0);
     assert_eq!(s.call("Echo", b"after the flood").text(), "after the flood");
+    s.stop();
+}
+
+/// (e) A worker's channel is its own and has no name: its ring region and doorbells are
+/// memfds, its pipes anonymous, handed to it alone with `WELCOME`. Nothing in the IPC root
+/// leads to any worker's channel — no `fifo/`, no FIFO or ring file anywhere under it — so
+/// a worker that can reach the root (a sandbox shows it `engine.sock`) cannot
+/// open another's channel by a path; and two workers never share a channel.
+#[test]
+fn a_workers_channel_has_no_name_another_worker_could_open() {
+    let _limit = Deadline::new("nameless channels", Duration::from_secs(120));
+    let mut s = rogue_stack();
+    let a = HandWorker::connect(&s, "Hand");
+    let b = HandWorker::connect(&s, "Hand");
+    let inodes = |w: &HandWorker| -> Vec<(u64, u64)> {
+        w.channel_fds()
+            .into_iter()
+            .map(|fd| {
+                let st = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(fd)).unwrap();
+                let link = std::fs::read_link(format!(
+                    "/proc/self/fd/{}",
+                    std::os::fd::AsRawFd::as_raw_fd(fd)
+                ))
+                .unwrap();
+                let link = link.to_string_lossy().into_owned();
+                if a.on_ring() {
+                    assert!(link.starts_with("/memfd:"), "{link}");
+                } else {
+                    let kind = st.st_mode & libc::S_IFMT;
+                    assert_eq!(kind, libc::S_IFIFO, "{link}");
+                    assert!(link.starts_with("pipe:["), "a named FIFO: {link}");
+                }
+                (st.st_dev, st.st_ino)
+            })
+            .collect()
+    };
+    let (of_a, of_b) = (inodes(&a), inodes(&b));
+    assert_eq!(of_a.len(), if a.on_ring() { 3 } else { 2 });
+    assert_eq!(of_a.len(), of_b.len());
+    // The engine's doorbell region is shared by design; everything else is per worker.
+    let shared: Vec<_> = of_a.iter().filter(|i| of_b.contains(i)).collect();
+    assert!(shared.len() <= usize::from(a.on_ring()), "{shared:?}");
+    // Nothing under the IPC root is a channel: only the lock, the socket and payloads.
+    assert_eq!(s.ipc_root_entries(), ["engine.lock", "engine.sock"]);
+    let mut stack = vec![s.ipc_root()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let meta = std::fs::symlink_metadata(e.path()).unwrap();
+            let id = (
+                std::os::unix::fs::MetadataExt::dev(&meta),
+                std::os::unix::fs::MetadataExt::ino(&meta),
+            );
+            assert!(!of_a.contains(&id) && !of_b.contains(&id), "{:?}", e.path());
+            let ty = meta.file_type();
+            assert!(
+                !std::os::unix::fs::FileTypeExt::is_fifo(&ty),
+                "a FIFO in the IPC root: {:?}",
+                e.path()
+            );
+            if ty.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    // Both channels work, each for its own worker: two calls, one to each idle worker.
+    let callers: Vec<_> = (0..2)
+        .map(|_| call_in_background(&s, "Hand", b"whose".to_vec()))
+        .collect();
+    for w in [&a, &b] {
+        let call = w.expect_dispatch(Duration::from_secs(20));
+        w.send(&w.complete_msg(call.header.call_id(), w.id.to_string().as_bytes()));
+    }
+    let mut answers: Vec<String> = callers
+        .into_iter()
+        .map(|c| {
+            let r = c.join().unwrap();
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.text().into_owned()
+        })
+        .collect();
+    answers.sort();
+    let mut ids = vec![a.id.to_string(), b.id.to_string()];
+    ids.sort();
+    assert_eq!(answers, ids);
+    drop((a, b));
+    healthy(&s);
     s.stop();
 }

@@ -8,7 +8,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use gloam_core::channel::Channel;
-use gloam_core::ipc_root::IpcPaths;
 use gloam_core::protocol::{Header, Hello, Kind, Message, MESSAGE_SIZE};
 use gloam_core::ErrorKind;
 use support::{gloam_bin, rust_fn, Stack};
@@ -96,12 +95,13 @@ fn handshake(stack: &Stack, function: &str) -> (UnixStream, Welcome) {
 }
 
 /// After a `WELCOME`: reads the function table, opens the worker's side of its channel (ring
-/// or FIFOs, whichever the engine chose) and sends `READY`.
-fn worker_channel(stack: &Stack, sock: &mut UnixStream, welcome: &Welcome) -> Box<dyn Channel> {
+/// or pipes, whichever the engine chose, from the descriptors that came with it) and sends
+/// `READY`.
+fn worker_channel(sock: &mut UnixStream, welcome: &Welcome) -> Box<dyn Channel> {
+    let mut fds = welcome.fds.iter().map(|fd| fd.try_clone().unwrap());
     let id = welcome.header.worker_id;
     let mut table = vec![0u8; welcome.header.payload_len as usize];
     sock.read_exact(&mut table).unwrap();
-    let paths = IpcPaths::new(stack.ipc_root());
     let ring = welcome.header.flags & gloam_core::protocol::flags::RING != 0;
     let ch: Box<dyn Channel> = if ring {
         let watch = sock.try_clone().unwrap();
@@ -120,7 +120,8 @@ fn worker_channel(stack: &Stack, sock: &mut UnixStream, welcome: &Welcome) -> Bo
             .unwrap(),
         )
     } else {
-        Box::new(gloam_core::channel::FifoChannel::open_worker_side(&paths, id).unwrap())
+        let (rx, tx) = (fds.next().unwrap(), fds.next().unwrap());
+        Box::new(gloam_core::channel::FifoChannel::worker_side(rx, tx).unwrap())
     };
     let mut ready = Header::new(Kind::Ready);
     ready.worker_id = id;
@@ -180,7 +181,7 @@ fn bad_workers_are_refused_or_disconnected_and_the_engine_lives_on() {
     // A worker that completes its handshake, then writes garbage: it alone is disconnected.
     let (mut sock, welcome) = handshake(&s, "Hand");
     assert_eq!(welcome.header.kind, Kind::Welcome);
-    let ch = worker_channel(&s, &mut sock, &welcome);
+    let ch = worker_channel(&mut sock, &welcome);
     s.wait_for("the Hand worker", Duration::from_secs(20), || {
         s.function_stat("Hand", "workers") == 1
     });

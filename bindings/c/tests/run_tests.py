@@ -390,12 +390,8 @@ def main():
                 traceback.print_exc()
         rc = engine.stop()
         engine = None
-        leftovers = [
-            os.path.join(d, f)
-            for d in ("fifo", "shm")
-            if os.path.isdir(os.path.join(tmp, "ipc", d))
-            for f in os.listdir(os.path.join(tmp, "ipc", d))
-        ]
+        ipc = os.path.join(tmp, "ipc")
+        leftovers = os.listdir(ipc) if os.path.isdir(ipc) else []
         reports = sanitizer_reports(os.path.join(tmp, "logs"))
         if reports:
             failed += 1

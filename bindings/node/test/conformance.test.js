@@ -218,11 +218,9 @@ after(async () => {
   clearTimeout(timer)
   try {
     assert.equal(code, 0, `engine exit: ${code ?? signal}; stderr:\n${engine.stderr()}`)
-    for (const sub of ['fifo', 'shm']) {
-      const dir = path.join(tmp, 'ipc', sub)
-      const left = fs.existsSync(dir) ? fs.readdirSync(dir) : []
-      assert.deepEqual(left, [], `${dir} not empty after a clean stop`)
-    }
+    const dir = path.join(tmp, 'ipc')
+    const left = fs.existsSync(dir) ? fs.readdirSync(dir) : []
+    assert.deepEqual(left, [], `${dir} not empty after a clean stop`)
   } finally {
     if (!process.env.GLOAM_TEST_KEEP) fs.rmSync(tmp, { recursive: true, force: true })
   }
@@ -253,7 +251,7 @@ describe('gloam node sdk', () => {
     const input = Buffer.alloc(2 * 1024 * 1024)
     for (let i = 0; i < input.length; i++) input[i] = (i * 31) & 0xff
     assert.deepEqual((await ok('Echo', input)).body, input)
-    // Through an internal call too (Node → Node, input and output both in shm).
+    // Through an internal call too (Node → Node, input and output both by descriptor).
     const big = 'x'.repeat(2 * 1024 * 1024)
     assert.equal((await ok('InvokeOther', `Echo:${big}`)).text, big)
   })

@@ -250,12 +250,8 @@ def engine() -> Iterator[Engine]:
             proc.wait()
             pytest.fail(f"engine did not stop within 30 s of SIGTERM; log:\n{engine_log()}")
         stderr.close()
-        leftovers = [
-            str(p)
-            for sub in ("fifo", "shm")
-            if (tmp / "ipc" / sub).exists()
-            for p in (tmp / "ipc" / sub).iterdir()
-        ]
+        ipc = tmp / "ipc"
+        leftovers = [str(p) for p in ipc.iterdir()] if ipc.exists() else []
         assert code == 0, f"engine exited with {code}; log:\n{engine_log()}"
         assert not leftovers, f"IPC root not cleaned: {leftovers}"
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,20 +1,28 @@
 //! The worker side of the handshake on `<ipc-root>/engine.sock`.
 //!
 //! worker → `HELLO{function, pid, language}`; engine → `WELCOME{worker_id, function_id}` with
-//! the function table trailing (or `REJECT{status, text}`) — with the ring transport, the
-//! worker's ring region, its doorbell region and the engine's doorbell region come with it as
-//! descriptors; the worker opens its channel and sends `READY`. The socket then stays open for
-//! the worker's lifetime: the engine sends it the leases of direct lanes (`LEASE`), and its
-//! closing is how each side learns that the other died.
+//! the function table trailing (or `REJECT{status, text}`). The worker's channel comes with
+//! `WELCOME` as descriptors (`SCM_RIGHTS`), its flags saying which transport:
+//!
+//! - [`flags::RING`]: 3 descriptors — the worker's ring region, its doorbell region and the
+//!   engine's doorbell region (sealed memfds);
+//! - [`flags::FIFO`]: 2 descriptors — the read end of the engine → worker pipe and the write
+//!   end of the worker → engine pipe (anonymous pipes; the engine keeps the other ends).
+//!
+//! Exactly one flag must be set and the count must match; each descriptor is checked to be
+//! what it should be as the channel opens it. The worker then sends `READY`. The socket stays
+//! open for the worker's lifetime: the engine sends it the leases of direct lanes (`LEASE`),
+//! and its closing is how each side learns that the other died.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use crate::channel::FifoChannel;
 use crate::error::{Error, Result};
 use crate::ipc_root::IpcPaths;
-use crate::protocol::{Header, Hello, Kind, Message, PayloadLocation};
+use crate::protocol::{flags, Header, Hello, Kind, Message, PayloadLocation};
 use crate::socket::{Blocking, MessageReader};
 use crate::table::FunctionTable;
 
@@ -25,7 +33,8 @@ const MAX_TABLE_BYTES: u64 = 4 << 20;
 pub(crate) struct Welcome {
     pub(crate) ring: bool,
     /// With the ring transport: the worker's ring region, its doorbell region and the
-    /// engine's doorbell region.
+    /// engine's doorbell region. With the FIFO transport: the read end of engine → worker and
+    /// the write end of worker → engine.
     pub(crate) fds: Vec<OwnedFd>,
     pub(crate) worker_id: u32,
     pub(crate) function_id: u16,
@@ -90,10 +99,20 @@ pub(crate) fn hello(sock: &mut UnixStream, hello: &Hello) -> Result<Welcome> {
     let table = FunctionTable::decode(&table)?;
     sock.set_read_timeout(None)
         .map_err(|e| Error::io("set socket timeout", "engine.sock", e))?;
-    let ring = reply.header.flags & crate::protocol::flags::RING != 0;
-    if ring && fds.len() != 3 {
+    let bits = reply.header.flags;
+    let ring = bits & flags::RING != 0;
+    let (transport, wanted) = match (ring, bits & flags::FIFO != 0) {
+        (true, false) => ("ring", 3),
+        (false, true) => ("FIFO", 2),
+        _ => {
+            return Err(Error::RemoteProtocol(format!(
+                "WELCOME must name one transport (ring or FIFO), its flags are {bits:#06x}"
+            )))
+        }
+    };
+    if fds.len() != wanted {
         return Err(Error::RemoteProtocol(format!(
-            "WELCOME for the ring transport must carry 3 descriptors, it carried {}",
+            "WELCOME for the {transport} transport must carry {wanted} descriptors, it carried {}",
             fds.len()
         )));
     }
@@ -106,7 +125,21 @@ pub(crate) fn hello(sock: &mut UnixStream, hello: &Hello) -> Result<Welcome> {
     })
 }
 
-/// Tells the engine the FIFOs are open.
+impl Welcome {
+    /// The worker's side of the FIFO transport over the two pipe ends that came with
+    /// `WELCOME` (each checked to be a pipe open in its direction).
+    pub(crate) fn fifo_channel(&mut self) -> Result<FifoChannel> {
+        let mut fds = std::mem::take(&mut self.fds).into_iter();
+        match (fds.next(), fds.next()) {
+            (Some(rx), Some(tx)) => FifoChannel::worker_side(rx, tx),
+            _ => Err(Error::RemoteProtocol(
+                "WELCOME for the FIFO transport must carry 2 descriptors".into(),
+            )),
+        }
+    }
+}
+
+/// Tells the engine the worker's channel is open.
 pub(crate) fn ready(sock: &mut UnixStream, worker_id: u32) -> Result<()> {
     let mut h = Header::new(Kind::Ready);
     h.worker_id = worker_id;

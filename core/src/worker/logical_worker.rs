@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::channel::{Channel, FifoChannel, Wait};
+use crate::channel::{Channel, Wait};
 use crate::clock::now_ns;
 use crate::engine_socket::EngineSocket;
 use crate::error::{Error, ErrorKind, Result};
@@ -104,7 +104,7 @@ impl std::fmt::Debug for Worker {
 }
 
 impl Worker {
-    /// Connects to the engine, performs the handshake and opens the worker's FIFOs.
+    /// Connects to the engine, performs the handshake and opens the worker's channel.
     pub fn connect(opts: &WorkerOptions) -> Result<Worker> {
         let paths = IpcPaths::new(&opts.ipc_root);
         let mut sock = handshake::connect(&paths, opts.connect_timeout)?;
@@ -114,7 +114,7 @@ impl Worker {
             language: opts.language.clone(),
             secret: std::env::var(super::ENV_WORKER_SECRET).unwrap_or_default(),
         };
-        let welcome = handshake::hello(&mut sock, &hello)?;
+        let mut welcome = handshake::hello(&mut sock, &hello)?;
         let dup = sock
             .try_clone()
             .map_err(|e| Error::io("dup", paths.socket(), e))?;
@@ -129,7 +129,7 @@ impl Worker {
                 socket.clone(),
             )?)
         } else {
-            Box::new(FifoChannel::open_worker_side(&paths, welcome.worker_id)?)
+            Box::new(welcome.fifo_channel()?)
         };
         handshake::ready(&mut sock, welcome.worker_id)?;
         tracing::debug!(worker_id = welcome.worker_id, function = %opts.function, "worker ready");

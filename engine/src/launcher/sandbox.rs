@@ -7,9 +7,9 @@
 //!   read-only at the same paths;
 //! - a private `/tmp` of `tmp_size` bytes, a fresh `/proc` (its own PID namespace) and a
 //!   minimal `/dev` without `/dev/tty`;
-//! - of the IPC root, only `engine.sock` and `fifo/`; the log directory, the
-//!   configuration file and the other functions' directories are hidden when they lie inside
-//!   something shown.
+//! - of the IPC root, only `engine.sock` (a worker's channel, ring or pipes, its leases and
+//!   its payloads come by descriptor over the socket); the log directory, the configuration
+//!   file and the other functions' directories are hidden when they lie inside something shown.
 //!
 //! Its own user, mount, PID, IPC, UTS and cgroup namespaces (and network, unless `network =
 //! true`), no further user namespaces, every capability dropped, `no_new_privs` (set by the
@@ -111,7 +111,7 @@ pub(super) fn wrap(
             a.pair("--ro-bind", Path::new("/dev/null"), h);
         }
     }
-    // The IPC root: only the socket (and the FIFO directory); payloads come by descriptor.
+    // The IPC root: only the socket (channels and payloads come by descriptor).
     let root = &spec.ipc_root;
     a.one("--tmpfs", root);
     a.pair(
@@ -119,7 +119,6 @@ pub(super) fn wrap(
         &root.join("engine.sock"),
         &root.join("engine.sock"),
     );
-    a.pair("--bind-try", &root.join("fifo"), &root.join("fifo"));
     a.one("--chdir", &spec.dir);
     if let Some(fd) = seccomp_fd {
         a.flags(&["--seccomp", &fd.to_string()]);

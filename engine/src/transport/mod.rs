@@ -1,4 +1,5 @@
-//! How the engine reaches its workers: a link per worker over shared-memory rings or FIFOs.
+//! How the engine reaches its workers: a link per worker over shared-memory rings or a pair of
+//! anonymous pipes (the FIFO transport).
 //!
 //! Transports carry bytes and report what arrives to an [`Inbound`] sink; they know nothing
 //! of the engine's state. A send never blocks and never drops: a message that does not fit
@@ -46,7 +47,7 @@ pub trait Inbound: Send + Sync {
 /// How the engine reaches one worker.
 #[derive(Debug)]
 pub enum WorkerLink {
-    /// Its FIFOs.
+    /// Its two pipes.
     Fifo(FifoLink),
     /// Its ring region (the poller holds it too).
     Ring(Arc<RingLink>),

@@ -26,7 +26,7 @@ pub struct HandWorker {
     pub sock: UnixStream,
     /// The worker id the engine assigned (slot | generation << 16).
     pub id: u32,
-    /// Its channel to the engine (ring or FIFOs, whichever the engine chose).
+    /// Its channel to the engine (ring or pipes, whichever the engine chose).
     pub ch: Box<dyn Channel>,
     /// The engine's function table, from `WELCOME`.
     pub table: FunctionTable,
@@ -37,6 +37,9 @@ pub struct HandWorker {
     region: Option<(OwnedFd, OwnedFd, OwnedFd)>,
     /// Its engine socket as the core's channel holds it (payload descriptors travel on it).
     pub socket: std::sync::Arc<gloam_core::engine_socket::EngineSocket>,
+    /// With the FIFO transport: a duplicate of each pipe end it was given (engine → worker,
+    /// worker → engine), for looking at the pipes from outside the channel.
+    pipes: Option<(OwnedFd, OwnedFd)>,
     /// For a blind worker: the other end of the socket its channel watches.
     _blind: Option<UnixStream>,
     next_seq: u32,
@@ -94,6 +97,7 @@ impl HandWorker {
             sock.try_clone().unwrap().into(),
             id,
         ));
+        let mut pipes = None;
         let (ch, region): (Box<dyn Channel>, _) = if welcome.header.flags & flags::RING != 0 {
             let ring = fds.next().expect("ring region descriptor");
             let bell = fds.next().expect("own doorbell descriptor");
@@ -119,7 +123,15 @@ impl HandWorker {
             .unwrap();
             (Box::new(ch), Some((ring, bell, engine_bell)))
         } else {
-            let ch = gloam_core::channel::FifoChannel::open_worker_side(&paths, id).unwrap();
+            assert_ne!(
+                welcome.header.flags & flags::FIFO,
+                0,
+                "WELCOME names no transport"
+            );
+            let rx = fds.next().expect("engine → worker pipe descriptor");
+            let tx = fds.next().expect("worker → engine pipe descriptor");
+            pipes = Some((rx.try_clone().unwrap(), tx.try_clone().unwrap()));
+            let ch = gloam_core::channel::FifoChannel::worker_side(rx, tx).unwrap();
             (Box::new(ch), None)
         };
         let mut ready = Header::new(Kind::Ready);
@@ -154,14 +166,39 @@ impl HandWorker {
             paths,
             region,
             socket,
+            pipes,
             _blind: blind_end,
             next_seq: 1,
         }
     }
 
-    /// Whether the engine gave this worker a ring region (else it uses FIFOs).
+    /// Whether the engine gave this worker a ring region (else it uses pipes).
     pub fn on_ring(&self) -> bool {
         self.region.is_some()
+    }
+
+    /// The descriptors of the worker's channel as it received them: its ring region and
+    /// doorbell regions, or its two pipe ends.
+    pub fn channel_fds(&self) -> Vec<&OwnedFd> {
+        match (&self.region, &self.pipes) {
+            (Some((a, b, c)), _) => vec![a, b, c],
+            (None, Some((rx, tx))) => vec![rx, tx],
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// FIFO transport: bytes waiting in the engine → worker pipe, and the pipe's capacity.
+    pub fn pipe_fill(&self) -> (usize, usize) {
+        use std::os::fd::AsRawFd;
+        let (rx, _) = self.pipes.as_ref().expect("the FIFO transport");
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int through the pointer, which points at `queued`.
+        let rc = unsafe { libc::ioctl(rx.as_raw_fd(), libc::FIONREAD, &mut queued) };
+        assert_eq!(rc, 0, "FIONREAD on the engine → worker pipe");
+        // SAFETY: F_GETPIPE_SZ takes no argument and only returns a size.
+        let capacity = unsafe { libc::fcntl(rx.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        assert!(capacity > 0, "F_GETPIPE_SZ on the engine → worker pipe");
+        (queued as usize, capacity as usize)
     }
 
     /// The id of function `name` in the engine's table.

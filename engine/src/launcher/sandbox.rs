@@ -183,6 +183,9 @@ pub fn check(config: &Config) -> Result<(), String> {
             f.name
         ));
     }
+    if let Err(e) = super::seccomp::program() {
+        return Err(format!("isolation = \"sandbox\" ({}): {e}", names()));
+    }
     let mut probe = Command::new(BWRAP);
     probe.args([
         "--unshare-all",

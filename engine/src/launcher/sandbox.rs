@@ -177,6 +177,9 @@ pub fn check(config: &Config, plan: &Plan) -> Result<(), String> {
             names()
         ));
     }
+    if let Err(e) = super::seccomp::program() {
+        return Err(format!("isolation = \"sandbox\" ({}): {e}", names()));
+    }
     let mut probe = Command::new(BWRAP);
     probe.args([
         "--unshare-all",

@@ -253,7 +253,7 @@ fn open_log(path: &Path) -> io::Result<File> {
 /// closed: the read end, close-on-exec until the child clears it.
 fn seccomp_pipe() -> io::Result<OwnedFd> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    File::from(write).write_all(&super::seccomp::program())?;
+    File::from(write).write_all(&super::seccomp::program()?)?;
     Ok(read)
 }
 

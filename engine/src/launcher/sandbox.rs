@@ -3,13 +3,13 @@
 //!
 //! What the sandbox shows (see `docs/architecture.md`, "Isolation"):
 //! - `/usr`, `/bin`, `/sbin`, `/lib*`, `/etc`, `/opt` of the host read-only, or the function's
-//!   `rootfs` read-only as `/`; the function's `dir`, its command and `sandbox_paths`
-//!   read-only at the same paths;
+//!   `rootfs` read-only as `/`; the function's `dir`, its command, `sandbox_paths` and its
+//!   command's runtime (`runtime.rs`) read-only at the same, canonical, paths (`views`);
 //! - a private `/tmp` of `tmp_size` bytes, a fresh `/proc` (its own PID namespace) and a
 //!   minimal `/dev` without `/dev/tty`;
 //! - of the IPC root, only `engine.sock`, `shm/` and `fifo/`; the log directory, the
-//!   configuration file and the other functions' directories are hidden when they lie inside
-//!   something shown.
+//!   configuration file, the store of asynchronous calls and the other functions' directories
+//!   are hidden when they lie inside something shown.
 //!
 //! Its own user, mount, PID, IPC, UTS and cgroup namespaces (and network, unless `network =
 //! true`), no further user namespaces, every capability dropped, `no_new_privs` (set by the

@@ -9,7 +9,8 @@
 //!
 //! - for the program and the program its symlinks lead to: `<prefix>` when the program is
 //!   `<prefix>/bin/<name>` and `<prefix>` is a language installation — a virtualenv
-//!   (`pyvenv.cfg`), or an installation with `lib/python*` or `lib/node_modules`;
+//!   (`pyvenv.cfg`), a Python installation (`lib/python3.X/os.py`) or a Node.js one
+//!   (`bin/node` and `lib/node_modules`); not `~/.local`, say, which holds other things too;
 //! - for a virtualenv, the installation it was made from (`home` in `pyvenv.cfg`) and the
 //!   directories its `site-packages/*.pth` files add (editable installs: `pip install -e`,
 //!   `maturin develop`).
@@ -88,7 +89,7 @@ pub(super) fn runtime_paths(program: &Path) -> Vec<RuntimePath> {
             }
         } else if is_python_home(&prefix) {
             push(&mut found, &prefix, "the Python installation");
-        } else if prefix.join("lib/node_modules").is_dir() {
+        } else if is_node_home(&prefix) {
             push(&mut found, &prefix, "the Node.js installation");
         }
     }
@@ -113,16 +114,20 @@ fn prefix_of(program: &Path) -> Option<PathBuf> {
     bin.parent().map(Path::to_path_buf)
 }
 
-/// Whether `prefix/lib` holds a `python3*` directory (a Python installation's standard
-/// library).
+/// Whether `prefix/lib` holds a Python standard library (`python3.X/os.py`, the landmark
+/// CPython looks for): `~/.local`, with only `site-packages` there, is not an installation.
 fn is_python_home(prefix: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir(prefix.join("lib")) else {
         return false;
     };
     entries.flatten().any(|e| {
-        e.file_name().to_string_lossy().starts_with("python")
-            && e.file_type().is_ok_and(|t| t.is_dir())
+        e.file_name().to_string_lossy().starts_with("python") && e.path().join("os.py").is_file()
     })
+}
+
+/// Whether `prefix` is a Node.js installation (`bin/node` beside `lib/node_modules`).
+fn is_node_home(prefix: &Path) -> bool {
+    prefix.join("bin/node").is_file() && prefix.join("lib/node_modules").is_dir()
 }
 
 /// `home` of a virtualenv's `pyvenv.cfg`: the directory of the interpreter it was made from.
@@ -201,6 +206,7 @@ mod tests {
             ],
         );
         std::fs::write(root.join("py/bin/python3.11"), "").unwrap();
+        std::fs::write(root.join("py/lib/python3.11/os.py"), "").unwrap();
         symlink(root.join("py/bin/python3.11"), root.join("py/bin/python3")).unwrap();
         symlink(root.join("py/bin/python3"), root.join("venv/bin/python")).unwrap();
         std::fs::write(
@@ -247,11 +253,21 @@ mod tests {
                 "node/lib/node_modules",
                 "app/bin",
                 "target/debug",
+                "local/bin",
+                "local/lib/python3.11/site-packages",
+                "local/lib/node_modules",
             ],
         );
-        for p in ["node/bin/node", "app/bin/tool", "target/debug/prog"] {
+        for p in [
+            "node/bin/node",
+            "app/bin/tool",
+            "target/debug/prog",
+            "local/bin/tool",
+        ] {
             std::fs::write(root.join(p), "").unwrap();
         }
+        // Like ~/.local: packages installed there, but no interpreter's home.
+        assert!(runtime_paths(&root.join("local/bin/tool")).is_empty());
         let node = runtime_paths(&root.join("node/bin/node"));
         assert_eq!(node.len(), 1);
         assert_eq!(node[0].path, root.join("node"));

@@ -5,13 +5,23 @@
 # -> Store (Rust), prints the answers and each language's round trip (p50/p99 over 1000
 # calls), then stops the stack cleanly.
 #
-# Usage: ci/main.sh [--keep]   (--keep leaves the stack running and prints how to stop it)
+# Usage: ci/main.sh [--keep] [--sandbox]
+#   --keep     leaves the stack running and prints how to stop it
+#   --sandbox  runs every function sandboxed (`gloam up --isolation sandbox`: bubblewrap, see
+#              README "Isolation"); needs an ordinary user (as root, use ci/polyglot-sandbox.sh)
 # Environment: GLOAM_LISTEN (default 127.0.0.1:8080). Build logs: target/main-job/build.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-KEEP=${1:-}
-case "$KEEP" in "" | --keep) ;; *) echo "usage: ci/main.sh [--keep]" >&2; exit 2 ;; esac
+KEEP=""
+UP_ARGS=()
+for arg in "$@"; do
+    case "$arg" in
+        --keep) KEEP=--keep ;;
+        --sandbox) UP_ARGS+=(--isolation sandbox) ;;
+        *) echo "usage: ci/main.sh [--keep] [--sandbox]" >&2; exit 2 ;;
+    esac
+done
 CONFIG=examples/polyglot/gloam.toml
 LISTEN=${GLOAM_LISTEN:-127.0.0.1:8080}
 RUN="$ROOT/target/main-job"
@@ -21,51 +31,12 @@ mkdir -p "$RUN"
 T0=$SECONDS
 
 step() { printf '==> %s\n' "$*"; }
-# Runs a build step with its output in the build log; shows the log's tail when it fails.
-build() {
-    local what=$1; shift
-    local t0=$SECONDS
-    printf '==> build: %-52s' "$what"
-    if ! ( "$@" ) >> "$LOG" 2>&1; then
-        echo "FAILED"; tail -n 40 "$LOG"; echo "(full log: $LOG)"; exit 1
-    fi
-    echo "ok ($((SECONDS - t0)) s)"
-}
 
-VENV="$ROOT/target/venv-python"
-python_pkg() {
-    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-    [ -x "$VENV/bin/maturin" ] ||
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "maturin>=1.5,<2"
-    VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" "$VENV/bin/maturin" develop --quiet \
-        -m bindings/python/Cargo.toml
-    "$VENV/bin/python" -c 'import gloam'
-}
-node_addon() {
-    cd bindings/node
-    [ -d node_modules/@napi-rs/cli ] || npm ci --ignore-scripts --no-audit --no-fund
-    npx --no-install napi build --platform --js index.js --dts index.d.ts
-}
-go_binary() {
-    # Go's build cache does not see a static library named in #cgo LDFLAGS: key the cgo builds
-    # on the library's hash (as bindings/go/test.sh does) so a rebuilt one is never linked stale.
-    CGO_CFLAGS="${CGO_CFLAGS:-} -DGLOAM_LIB_HASH=$(sha256sum target/debug/libgloam.a | cut -c1-16)"
-    export CGO_CFLAGS
-    cd examples/polyglot/go
-    go build -o "$ROOT/target/debug/polyglot-go" .
-}
+ci/build-polyglot.sh "$LOG"
 
-build "Rust workspace (gloam, libgloam.a, polyglot-rust)" \
-    cargo build --workspace --exclude gloam-python --exclude gloam-node
-build "C program (target/debug/polyglot-c)" make -s -C examples/polyglot/c
-build "Go program (target/debug/polyglot-go)" go_binary
-build "Python package (target/venv-python, maturin)" python_pkg
-build "Node.js addon (bindings/node, napi build)" node_addon
-echo "    built in $((SECONDS - T0)) s (log: target/main-job/build.log)"
-
-step "starting: gloam up $CONFIG --listen $LISTEN (engine log: target/main-job/engine.log)"
+step "starting: gloam up $CONFIG --listen $LISTEN ${UP_ARGS[*]} (engine log: target/main-job/engine.log)"
 rm -rf "$RUN/ipc"
-"$ROOT/target/debug/gloam" up "$CONFIG" --listen "$LISTEN" --ipc-root "$RUN/ipc" \
+"$ROOT/target/debug/gloam" up "$CONFIG" --listen "$LISTEN" --ipc-root "$RUN/ipc" "${UP_ARGS[@]}" \
     > "$RUN/stdout.log" 2> "$RUN/engine.log" &
 PID=$!
 stop() {

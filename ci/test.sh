@@ -11,7 +11,7 @@ export CARGO_TERM_COLOR=never
 LOGS="$ROOT/target/test-logs"
 mkdir -p "$LOGS"
 
-SUITES=(lint rust deploy c go python node matrix grpc newcomer browser)
+SUITES=(lint rust deploy c go python node matrix sandbox grpc newcomer browser)
 [ $# -gt 0 ] && SUITES=("$@")
 
 step() { printf '==> %s\n' "$*"; }
@@ -45,6 +45,9 @@ suite_python() { bindings/python/test.sh; }
 suite_node() { bindings/node/test.sh; }
 # Every language calls every language's Echo internally (25 pairs, small and 2 MiB payloads).
 suite_matrix() { ci/matrix/test.sh; }
+# The main job's polyglot stack with every function sandboxed (`gloam up --isolation sandbox`)
+# as an unprivileged user (`nobody` under root), every function called over HTTP.
+suite_sandbox() { ci/polyglot-sandbox.sh; }
 # The gRPC example (Go, Python, Rust services) against grpcurl, Go's grpc package and grpcio.
 suite_grpc() { ci/grpc/test.sh; }
 # A newcomer outside the clone: installed SDKs, `gloam new` + build + up in every language,

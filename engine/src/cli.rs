@@ -146,6 +146,10 @@ pub struct UpArgs {
     /// `[engine] join` does.
     #[arg(long)]
     pub join: Option<String>,
+    /// Run every function's workers this way (`sandbox`: each under bubblewrap, whatever the
+    /// file says; `process` is refused when the file sandboxes a function).
+    #[arg(long, value_name = "process|sandbox")]
+    pub isolation: Option<crate::config::Isolation>,
 }
 
 fn load(args: &UpArgs) -> Result<Config> {
@@ -174,6 +178,20 @@ fn load(args: &UpArgs) -> Result<Config> {
         config.engine.join = Some(crate::config::check_join(join, &args.config, || {
             "--join".to_string()
         })?);
+    }
+    if let Some(mode) = args.isolation {
+        config
+            .override_isolation(mode, "--isolation")
+            .map_err(anyhow::Error::msg)?;
+        crate::console::say(&[format!(
+            "--isolation {}: every function's workers run {} ({} functions)",
+            mode.as_str(),
+            match mode {
+                crate::config::Isolation::Sandbox => "sandboxed",
+                crate::config::Isolation::Process => "as plain processes",
+            },
+            config.functions.len()
+        )]);
     }
     if let Some(root) = &args.ipc_root {
         // Workers run in their own directories: hand them an absolute path.

@@ -572,3 +572,58 @@ fn cgroups_limit_a_plain_process_too() {
     assert_eq!(attempt(&s, "alloc:16"), "ok: touched 16 MiB");
     s.stop();
 }
+
+/// `gloam up --isolation sandbox` sandboxes a function whose file says nothing of isolation,
+/// and refuses to start when the engine's user cannot run its command, naming the command,
+/// where its symlink leads and the user (a virtualenv made from a Python under `/root`).
+#[test]
+fn gloam_up_names_a_command_its_user_cannot_run() {
+    if !sandbox_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::create_dir_all(root.join("private")).expect("mkdir");
+    std::fs::create_dir_all(root.join("venv/bin")).expect("mkdir");
+    std::fs::copy(hostile_bin(), root.join("private/python")).expect("copy");
+    std::os::unix::fs::symlink(root.join("private/python"), root.join("venv/bin/python"))
+        .expect("symlink");
+    std::fs::set_permissions(root.join("private"), std::fs::Permissions::from_mode(0o000))
+        .expect("chmod");
+    let path = root.join("gloam.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[engine]\nipc_root = {:?}\nlisten = \"127.0.0.1:0\"\n[functions.Py]\n\
+             command = \"venv/bin/python\"\n",
+            root.join("ipc").display().to_string()
+        ),
+    )
+    .expect("write");
+    use std::os::unix::process::CommandExt;
+    let mut up = std::process::Command::new(gloam_bin());
+    up.args(["up", "--isolation", "sandbox"]).arg(&path);
+    let uid = engine_user();
+    if let Some(uid) = uid {
+        up.uid(uid).gid(uid);
+    }
+    let out = up.output().expect("run gloam up");
+    std::fs::set_permissions(root.join("private"), std::fs::Permissions::from_mode(0o700))
+        .expect("chmod");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--isolation sandbox: every function's workers run sandboxed (1 functions)"),
+        "{err}"
+    );
+    // SAFETY: geteuid has no preconditions.
+    let uid = uid.unwrap_or_else(|| unsafe { libc::geteuid() });
+    let expected = format!(
+        "functions.Py: its command {} (a link to {}) cannot be run by this engine's user (uid \
+         {uid}): Permission denied",
+        root.join("venv/bin/python").display(),
+        root.join("private/python").display()
+    );
+    assert!(err.contains(&expected), "{err}");
+}

@@ -103,8 +103,9 @@ pub struct IsolationConfig {
     pub rootfs: Option<PathBuf>,
     /// Sandbox only: the size of the private `/tmp` in bytes.
     pub tmp_size: u64,
-    /// Sandbox only: more host paths shown read-only at the same place (absolute), e.g. a
-    /// language runtime under a home directory the sandbox hides.
+    /// More host paths a sandbox shows read-only at the same place (absolute; written
+    /// relative to the function's `dir` or absolute), e.g. a Node.js addon required by a
+    /// relative path. Without effect on plain processes, which see every path.
     pub sandbox_paths: Vec<PathBuf>,
     /// Limits of each worker process (in both modes).
     pub limits: Limits,
@@ -121,6 +122,55 @@ pub(super) struct RawIsolation {
     pub(super) memory_limit: Option<toml::Value>,
     pub(super) cpu_limit: Option<toml::Value>,
     pub(super) pids_limit: Option<u64>,
+}
+
+impl std::str::FromStr for Isolation {
+    type Err = String;
+
+    /// `process` or `sandbox`.
+    fn from_str(text: &str) -> Result<Isolation, String> {
+        mode(text)
+    }
+}
+
+impl super::Config {
+    /// `gloam up --isolation MODE`: every function's workers run in `mode`, whatever the
+    /// file says (`engine.isolation` and each function's `isolation`). `process` is refused
+    /// when the file sandboxes a function: gloam never runs a function less isolated than its
+    /// file says. `flag` names the switch in errors.
+    ///
+    /// ```
+    /// use gloam_engine::config::{Config, Isolation};
+    /// use std::path::Path;
+    ///
+    /// let text = "[functions.A]\ncommand = \"./a\"\n[functions.B]\nisolation = \"process\"\n";
+    /// let mut config = Config::parse(text, Path::new("/srv/gloam.toml")).unwrap();
+    /// config.override_isolation(Isolation::Sandbox, "--isolation").unwrap();
+    /// assert!(config.functions.iter().all(|f| f.isolation.mode == Isolation::Sandbox));
+    /// ```
+    pub fn override_isolation(&mut self, mode: Isolation, flag: &str) -> Result<(), String> {
+        if mode == Isolation::Process {
+            let sandboxed: Vec<&str> = self
+                .functions
+                .iter()
+                .filter(|f| f.isolation.mode == Isolation::Sandbox)
+                .map(|f| f.name.as_str())
+                .collect();
+            if !sandboxed.is_empty() {
+                return Err(format!(
+                    "{flag} process: {} sandboxes {} (isolation = \"sandbox\"); gloam never \
+                     runs a function less isolated than its file says: change the file instead",
+                    self.source.display(),
+                    sandboxed.join(", ")
+                ));
+            }
+        }
+        self.engine.isolation = mode;
+        for f in &mut self.functions {
+            f.isolation.mode = mode;
+        }
+        Ok(())
+    }
 }
 
 /// `engine.isolation`: the default of every function.
@@ -207,7 +257,8 @@ pub(super) fn resolve_isolation(
     sandbox_only("network", raw.network.is_some())?;
     sandbox_only("rootfs", raw.rootfs.is_some())?;
     sandbox_only("tmp_size", raw.tmp_size.is_some())?;
-    sandbox_only("sandbox_paths", raw.sandbox_paths.is_some())?;
+    // `sandbox_paths` only widens what a sandbox shows; a plain process sees everything
+    // anyway, so a file may list them for `gloam up --isolation sandbox`.
 
     let rootfs = match raw.rootfs {
         None => None,
@@ -224,13 +275,10 @@ pub(super) fn resolve_isolation(
     };
     let mut sandbox_paths = Vec::new();
     for (i, p) in raw.sandbox_paths.unwrap_or_default().iter().enumerate() {
-        if !p.is_absolute() {
-            return Err(err(
-                &format!("sandbox_paths[{i}]"),
-                format!("{} is not an absolute path", p.display()),
-            ));
+        if p.as_os_str().is_empty() {
+            return Err(err(&format!("sandbox_paths[{i}]"), "is empty".into()));
         }
-        sandbox_paths.push(absolute(Path::new("/"), p));
+        sandbox_paths.push(absolute(dir, p));
     }
     let memory = match &raw.memory_limit {
         None => None,
@@ -405,10 +453,53 @@ mod tests {
             e.contains("functions.A.pids_limit: must be at least 1"),
             "{e}"
         );
-        let e = error("[functions.A]\nisolation = \"sandbox\"\nsandbox_paths = [\"rel\"]\n");
-        assert!(
-            e.contains("functions.A.sandbox_paths[0]: rel is not an absolute"),
-            "{e}"
+        let e = error("[functions.A]\nisolation = \"sandbox\"\nsandbox_paths = [\"\"]\n");
+        assert!(e.contains("functions.A.sandbox_paths[0]: is empty"), "{e}");
+    }
+
+    #[test]
+    fn sandbox_paths_are_relative_to_dir_and_allowed_in_process_mode() {
+        let c = parse("[functions.A]\ndir = \"app\"\nsandbox_paths = [\"../lib\", \"/opt/x\"]\n")
+            .unwrap();
+        let a = &c.function("A").unwrap().isolation;
+        assert_eq!(a.mode, Isolation::Process);
+        assert_eq!(
+            a.sandbox_paths,
+            vec![
+                PathBuf::from("/etc/gloam/app/../lib"),
+                PathBuf::from("/opt/x")
+            ]
         );
+    }
+
+    #[test]
+    fn the_override_sandboxes_every_function_and_never_lowers_isolation() {
+        let text = "[functions.A]\n[functions.B]\nisolation = \"process\"\n";
+        let mut c = parse(text).unwrap();
+        c.override_isolation(Isolation::Sandbox, "--isolation")
+            .unwrap();
+        assert_eq!(c.engine.isolation, Isolation::Sandbox);
+        assert!(c
+            .functions
+            .iter()
+            .all(|f| f.isolation.mode == Isolation::Sandbox));
+
+        let mut c = parse(text).unwrap();
+        c.override_isolation(Isolation::Process, "--isolation")
+            .unwrap();
+        let mut c = parse("[functions.A]\n[functions.S]\nisolation = \"sandbox\"\n").unwrap();
+        let e = c
+            .override_isolation(Isolation::Process, "--isolation")
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "--isolation process: /etc/gloam/gloam.toml sandboxes S (isolation = \"sandbox\"); \
+             gloam never runs a function less isolated than its file says: change the file instead"
+        );
+        assert_eq!("sandbox".parse::<Isolation>(), Ok(Isolation::Sandbox));
+        assert!("vm"
+            .parse::<Isolation>()
+            .unwrap_err()
+            .contains("\"vm\" is not an isolation"));
     }
 }

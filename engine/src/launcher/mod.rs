@@ -23,6 +23,7 @@
 pub mod cgroup;
 mod output;
 mod process;
+mod runtime;
 mod sandbox;
 mod seccomp;
 mod secret;
@@ -88,7 +89,7 @@ pub struct LaunchSpec {
     /// Process or sandbox, and the limits of each process.
     pub isolation: IsolationConfig,
     /// Paths a sandbox must not show (absolute): the log directory, the configuration file,
-    /// the other functions' directories.
+    /// the store of asynchronous calls, the other functions' directories.
     pub hide: Vec<PathBuf>,
     /// A process none of whose workers has connected by then is killed and reported as
     /// unable to start.
@@ -104,7 +105,13 @@ impl LaunchSpec {
     pub fn from_config(function: &FunctionConfig, config: &Config) -> Option<LaunchSpec> {
         let command = function.command.clone()?;
         let engine = &config.engine;
-        let mut hide = vec![engine.log_dir.clone(), absolute_source(&config.source)];
+        // The store of asynchronous calls (beside the configuration by default) holds every
+        // function's inputs and results.
+        let mut hide = vec![
+            engine.log_dir.clone(),
+            absolute_source(&config.source),
+            config.async_calls.store.clone(),
+        ];
         hide.extend(
             config
                 .functions

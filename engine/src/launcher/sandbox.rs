@@ -3,13 +3,14 @@
 //!
 //! What the sandbox shows (see `docs/architecture.md`, "Isolation"):
 //! - `/usr`, `/bin`, `/sbin`, `/lib*`, `/etc`, `/opt` of the host read-only, or the function's
-//!   `rootfs` read-only as `/`; the function's `dir`, its command and `sandbox_paths`
-//!   read-only at the same paths;
+//!   `rootfs` read-only as `/`; the function's `dir`, its command, `sandbox_paths` and its
+//!   command's runtime (`runtime.rs`) read-only at the same, canonical, paths (`views`);
 //! - a private `/tmp` of `tmp_size` bytes, a fresh `/proc` (its own PID namespace) and a
 //!   minimal `/dev` without `/dev/tty`;
 //! - of the IPC root, only `engine.sock` (a worker's channel, ring or pipes, its leases and
 //!   its payloads come by descriptor over the socket); the log directory, the configuration
-//!   file and the other functions' directories are hidden when they lie inside something shown.
+//!   file, the store of asynchronous calls and the other functions' directories are hidden
+//!   when they lie inside something shown.
 //!
 //! Its own user, mount, PID, IPC, UTS and cgroup namespaces (and network, unless `network =
 //! true`), no further user namespaces, every capability dropped, `no_new_privs` (set by the
@@ -22,8 +23,9 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::runtime::{find_in_path, last_link, runtime_paths};
 use super::{LaunchSpec, Plan};
-use crate::config::{Config, Isolation};
+use crate::config::{Config, FunctionConfig, Isolation};
 
 /// The bubblewrap program.
 pub const BWRAP: &str = "bwrap";
@@ -88,27 +90,24 @@ pub(super) fn wrap(
     a.pair("--ro-bind", Path::new("/dev/null"), Path::new("/dev/tty"));
     a.flags(&["--size", &iso.tmp_size.to_string()]);
     a.one("--tmpfs", Path::new("/tmp"));
-    let mut ro = vec![spec.dir.clone()];
-    if spec.command.is_absolute() && !spec.command.starts_with(&spec.dir) {
-        ro.push(spec.command.clone());
+    let views = views(spec);
+    for v in &views {
+        a.pair("--ro-bind", &v.path, &v.path);
     }
-    ro.extend(iso.sandbox_paths.iter().cloned());
-    for p in &ro {
-        a.pair("--ro-bind", p, p);
-    }
-    shown.extend(ro);
+    shown.extend(views.into_iter().map(|v| v.path));
+    let dir = real(&spec.dir);
     // Hidden things inside what is shown: an empty directory over a directory, /dev/null
     // over a file.
-    for h in &spec.hide {
-        let inside = shown.iter().any(|s| h.starts_with(s) && h != s);
-        let holds_dir = spec.dir.starts_with(h);
+    for h in spec.hide.iter().map(|h| real(h)) {
+        let inside = shown.iter().any(|s| h.starts_with(s) && h != *s);
+        let holds_dir = dir.starts_with(&h);
         if !inside || holds_dir {
             continue;
         }
         if h.is_dir() {
-            a.one("--tmpfs", h);
+            a.one("--tmpfs", &h);
         } else if h.exists() {
-            a.pair("--ro-bind", Path::new("/dev/null"), h);
+            a.pair("--ro-bind", Path::new("/dev/null"), &h);
         }
     }
     // The IPC root: only the socket (channels and payloads come by descriptor).
@@ -119,7 +118,7 @@ pub(super) fn wrap(
         &root.join("engine.sock"),
         &root.join("engine.sock"),
     );
-    a.one("--chdir", &spec.dir);
+    a.one("--chdir", &dir);
     if let Some(fd) = seccomp_fd {
         a.flags(&["--seccomp", &fd.to_string()]);
     }
@@ -127,8 +126,91 @@ pub(super) fn wrap(
     if let (Some(pids), None) = (iso.limits.pids, &spec.cgroup) {
         a.flags(&[PRLIMIT, &format!("--nproc={pids}:{pids}"), "--"]);
     }
-    a.0.push(spec.command.clone().into_os_string());
+    a.0.push(program(&spec.command).into_os_string());
     Some((PathBuf::from(BWRAP), a.0))
+}
+
+/// A host path a sandbox shows read-only at the same place, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct View {
+    /// Canonical (no symlink, `.` or `..` in it), so that it is bound where the worker looks.
+    pub path: PathBuf,
+    /// `its dir`, `its command`, `sandbox_paths`, `the virtualenv of its command`, ...
+    pub what: String,
+}
+
+/// What `spec`'s sandbox shows besides the system directories (or `rootfs`): its `dir`, its
+/// command (found in `PATH` when it is a bare name), `sandbox_paths` and, without `rootfs`,
+/// the command's runtime (`runtime.rs`) when it lies outside the system directories. A path
+/// inside another one shown is left out (the outer bind shows it).
+pub(super) fn views(spec: &LaunchSpec) -> Vec<View> {
+    let mut all = vec![View {
+        path: real(&spec.dir),
+        what: "its dir".into(),
+    }];
+    let command = if spec.command.is_absolute() {
+        Some(program(&spec.command))
+    } else {
+        let path_var = spec
+            .env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| OsString::from(v))
+            .or_else(|| std::env::var_os("PATH"));
+        find_in_path(spec.command.as_os_str(), path_var.as_deref()).map(|p| program(&p))
+    };
+    let rootfs = spec.isolation.rootfs.is_some();
+    if let Some(command) = &command {
+        // A bare name found under /usr is shown with /usr already.
+        if spec.command.is_absolute() || rootfs || !under_system_dirs(command) {
+            all.push(View {
+                path: command.clone(),
+                what: "its command".into(),
+            });
+        }
+    }
+    all.extend(spec.isolation.sandbox_paths.iter().map(|p| View {
+        path: real(p),
+        what: "sandbox_paths".into(),
+    }));
+    if let (Some(command), false) = (&command, rootfs) {
+        for r in runtime_paths(command) {
+            if !under_system_dirs(&r.path) {
+                all.push(View {
+                    path: r.path,
+                    what: format!("{} of its command {}", r.what, command.display()),
+                });
+            }
+        }
+    }
+    let mut views: Vec<View> = Vec::with_capacity(all.len());
+    for v in all {
+        if views.iter().any(|w| v.path.starts_with(&w.path)) {
+            continue;
+        }
+        views.retain(|w| !w.path.starts_with(&v.path));
+        views.push(v);
+    }
+    views
+}
+
+/// `path` canonical when it exists (else as it is: bwrap then names it).
+fn real(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The path the sandbox runs `command` by: its directory canonical, its file name kept (a
+/// virtualenv's `bin/python` must stay itself, not the interpreter it links to, for Python to
+/// find `pyvenv.cfg`). A bare name stays a bare name (looked up in `PATH` inside).
+fn program(command: &Path) -> PathBuf {
+    match (command.parent(), command.file_name()) {
+        (Some(dir), Some(name)) if command.is_absolute() => real(dir).join(name),
+        _ => command.to_path_buf(),
+    }
+}
+
+fn under_system_dirs(path: &Path) -> bool {
+    SYSTEM_DIRS.iter().any(|d| path.starts_with(d))
 }
 
 #[derive(Default)]
@@ -177,6 +259,7 @@ pub fn check(config: &Config, plan: &Plan) -> Result<(), String> {
             names()
         ));
     }
+    readable_views(config, &sandboxed)?;
     if let Err(e) = super::seccomp::program() {
         return Err(format!("isolation = \"sandbox\" ({}): {e}", names()));
     }
@@ -232,6 +315,58 @@ pub fn check(config: &Config, plan: &Plan) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks that the engine's user can read everything the sandboxes of `sandboxed` show: bwrap
+/// binds them as that user, and a worker that cannot reach its runtime only fails later, less
+/// clearly.
+fn readable_views(config: &Config, sandboxed: &[&FunctionConfig]) -> Result<(), String> {
+    use nix::unistd::{access, AccessFlags};
+    for f in sandboxed {
+        let Some(spec) = LaunchSpec::from_config(f, config) else {
+            continue;
+        };
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        if spec.command.is_absolute() {
+            let command = program(&spec.command);
+            if let Err(e) = access(&command, AccessFlags::X_OK) {
+                let target = last_link(&command);
+                let via = if target == command {
+                    String::new()
+                } else {
+                    format!(" (a link to {})", target.display())
+                };
+                return Err(format!(
+                    "functions.{}: its command {}{via} cannot be run by this engine's user \
+                     (uid {uid}): {}; make it readable to that user (every directory above \
+                     it too), or run gloam as a user who can",
+                    f.name,
+                    command.display(),
+                    e.desc()
+                ));
+            }
+        }
+        for v in views(&spec) {
+            let needs = if v.path.is_dir() || v.what == "its command" {
+                AccessFlags::R_OK | AccessFlags::X_OK
+            } else {
+                AccessFlags::R_OK
+            };
+            if let Err(e) = access(&v.path, needs) {
+                return Err(format!(
+                    "functions.{}: its sandbox shows {} ({}), which this engine's user (uid \
+                     {uid}) cannot reach: {}; make it readable to that user (every directory \
+                     above it too), or run gloam as a user who can read it",
+                    f.name,
+                    v.path.display(),
+                    v.what,
+                    e.desc()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks that the limits of `config` can be enforced as `plan` says: without a usable cgroup,
 /// `cpu_limit` cannot be, nor `pids_limit` on a plain process, and a configured
 /// `engine.cgroup_parent` must be usable. The error names the key, the cause and the fix.
@@ -273,4 +408,132 @@ pub fn check_limits(config: &Config, plan: &Plan) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::IsolationConfig;
+
+    /// A sandboxed spec whose paths go through `..`, as `gloam.toml`'s relative paths do.
+    fn spec(root: &Path, command: &str, sandbox_paths: Vec<PathBuf>) -> LaunchSpec {
+        LaunchSpec {
+            function: "F".into(),
+            function_id: 1,
+            command: root.join("app/..").join(command),
+            args: Vec::new(),
+            env: Vec::new(),
+            dir: root.join("app/../app"),
+            processes: 1,
+            workers_per_process: 1,
+            ipc_root: root.join("ipc"),
+            log_dir: root.join("logs"),
+            debug: false,
+            isolation: IsolationConfig {
+                mode: Isolation::Sandbox,
+                sandbox_paths,
+                ..Default::default()
+            },
+            hide: vec![root.join("app/../app/gloam.toml")],
+            cgroup: None,
+            start_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn a_sandbox_shows_the_virtualenv_of_its_command_and_binds_canonical_paths() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(tmp.path()).unwrap();
+        for d in [
+            "app/sub",
+            "venv/bin",
+            "venv/lib/python3.11/site-packages",
+            "src",
+        ] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("app/gloam.toml"), "").unwrap();
+        // A virtualenv of the system's Python (shown anyway) with an editable package.
+        symlink("/usr/bin/python3", root.join("venv/bin/python")).unwrap();
+        std::fs::write(root.join("venv/pyvenv.cfg"), "home = /usr/bin\n").unwrap();
+        std::fs::write(
+            root.join("venv/lib/python3.11/site-packages/pkg.pth"),
+            format!("{}\n", root.join("src").display()),
+        )
+        .unwrap();
+        let s = spec(&root, "venv/bin/python", vec![root.join("app/sub")]);
+
+        let views = views(&s);
+        let shown: Vec<(&Path, &str)> = views
+            .iter()
+            .map(|v| (v.path.as_path(), v.what.as_str()))
+            .collect();
+        let command = format!("of its command {}", root.join("venv/bin/python").display());
+        assert_eq!(
+            shown,
+            vec![
+                (root.join("app").as_path(), "its dir"),
+                (
+                    root.join("venv").as_path(),
+                    format!("the virtualenv {command}").as_str()
+                ),
+                (
+                    root.join("src").as_path(),
+                    format!("a directory a .pth file of the virtualenv adds {command}").as_str()
+                ),
+            ]
+        );
+
+        let (program, args) = wrap(&s, None).unwrap();
+        assert_eq!(program, PathBuf::from(BWRAP));
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let has = |pair: &[String]| args.windows(pair.len()).any(|w| w == pair);
+        let app = root.join("app").display().to_string();
+        let toml = root.join("app/gloam.toml").display().to_string();
+        assert!(has(&["--chdir".into(), app]), "{args:?}");
+        assert!(
+            has(&["--ro-bind".into(), "/dev/null".into(), toml]),
+            "{args:?}"
+        );
+        assert_eq!(
+            args.last().map(String::as_str),
+            Some(root.join("venv/bin/python").to_str().unwrap())
+        );
+        assert!(!args.iter().any(|a| a.contains("..")), "{args:?}");
+    }
+
+    #[test]
+    fn a_bare_command_outside_the_system_directories_is_shown() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(tmp.path()).unwrap();
+        std::fs::create_dir_all(root.join("app")).unwrap();
+        std::fs::create_dir_all(root.join("tools/bin")).unwrap();
+        let tool = root.join("tools/bin/tool");
+        std::fs::write(&tool, "").unwrap();
+        let exec = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
+        std::fs::set_permissions(&tool, exec).unwrap();
+        let mut s = spec(&root, "x", Vec::new());
+        s.command = PathBuf::from("tool");
+        s.env = vec![(
+            "PATH".into(),
+            format!("/usr/bin:{}", root.join("tools/bin").display()),
+        )];
+        let views = views(&s);
+        assert_eq!(views.len(), 2, "{views:?}");
+        assert_eq!(views[1].path, tool);
+        assert_eq!(views[1].what, "its command");
+        // A bare name found in /usr/bin needs nothing more.
+        s.command = PathBuf::from("sh");
+        assert_eq!(views_of(&s), vec![root.join("app")]);
+    }
+
+    fn views_of(s: &LaunchSpec) -> Vec<PathBuf> {
+        views(s).into_iter().map(|v| v.path).collect()
+    }
 }

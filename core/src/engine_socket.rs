@@ -54,16 +54,24 @@ impl Inbox {
         Some(self.payloads.remove(at))
     }
 
-    /// Files everything readable now. `Err` only when the socket failed or closed.
-    fn read_all(&mut self, sock: BorrowedFd<'_>, me: u32) -> Result<()> {
-        loop {
-            match self.reader.read(sock, Blocking::No) {
-                Ok(Some(got)) => self.file(got, me),
-                Ok(None) => return Err(Error::Shutdown("the engine closed its socket".into())),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(Error::io("read", "engine socket", e)),
+    /// Files one message if one is readable now; `Ok(false)` when none is. `Err` only when the
+    /// socket failed or closed.
+    fn read_one(&mut self, sock: BorrowedFd<'_>, me: u32) -> Result<bool> {
+        match self.reader.read(sock, Blocking::No) {
+            Ok(Some(got)) => {
+                self.file(got, me);
+                Ok(true)
             }
+            Ok(None) => Err(Error::Shutdown("the engine closed its socket".into())),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(Error::io("read", "engine socket", e)),
         }
+    }
+
+    /// Files everything readable now.
+    fn read_all(&mut self, sock: BorrowedFd<'_>, me: u32) -> Result<()> {
+        while self.read_one(sock, me)? {}
+        Ok(())
     }
 
     fn file(&mut self, got: socket::Received, me: u32) {
@@ -169,9 +177,10 @@ impl EngineSocket {
         loop {
             {
                 let mut inbox = lock(&self.inbox);
+                // Records come in the order of the messages naming them: read only as far as
+                // this one.
                 let mut found = inbox.remove_payload(call, side);
-                if found.is_none() {
-                    inbox.read_all(self.fd.as_fd(), self.me)?;
+                while found.is_none() && inbox.read_one(self.fd.as_fd(), self.me)? {
                     found = inbox.remove_payload(call, side);
                 }
                 if let Some(r) = found {

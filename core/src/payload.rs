@@ -1,7 +1,7 @@
 //! Payloads past the 960-byte inline area: sealed memfds handed over by descriptor.
 //!
-//! The sender of a large payload writes it into a fresh memfd, seals it against writing,
-//! shrinking and growing, and sends the descriptor on its engine socket with a `PAYLOAD`
+//! The sender of a large payload writes it into a fresh memfd, seals it against shrinking,
+//! growing and further writes (`F_SEAL_FUTURE_WRITE`), and sends the descriptor on its engine socket with a `PAYLOAD`
 //! record (a message of kind [`Kind::Payload`]: the call id, which side of the call, the
 //! length) *before* the ring or FIFO message that names it (`payload_loc` =
 //! [`PayloadLocation::Descriptor`]). The receiver takes the record for that (call, side) from
@@ -10,12 +10,19 @@
 //! Routing: a worker's records go to the engine; the engine keeps the descriptor with the call
 //! and passes the same descriptor on to the worker the payload is for (the callee of an
 //! internal call, the caller of an answer). The answer of a direct-lane call is the one record
-//! the engine forwards on receipt ([`flags::LANE`]): the callee sends it after the answer,
-//! the engine checks that the sender serves a lease of the call's caller and passes it on.
+//! the engine forwards at once ([`flags::LANE`]): the callee sends it after the answer, then
+//! the same record as a message on its own ring, which makes the engine take it, check that
+//! the sender serves a lease of the call's caller and pass it on. Records never wake the
+//! engine on their own: it reads the socket only when a message names a record.
 //!
 //! Received descriptors are peer input: [`check`] refuses anything but a sealed memfd of the
-//! length the message claims. Sealed, it cannot shrink under a mapping (no `SIGBUS`) nor change
-//! after the check.
+//! length the message claims. Sealed, it cannot shrink under a mapping (no `SIGBUS`), and
+//! neither `write` nor a new writable mapping can change it. Not `F_SEAL_WRITE`: adding that
+//! seal waits for the kernel to drain its per-CPU page lists (`memfd_wait_for_pins`), which
+//! measured 60 µs of latency per 4 KiB call on a 2-vCPU machine. So a hostile sender that mapped
+//! its memfd writable *before* sealing can still change it: the engine and callers copy what
+//! they read (`read`), and only a callee maps its input ([`map`]), which, from a hostile caller,
+//! it must treat like any input that caller controls.
 
 use std::fs::File;
 use std::io;
@@ -40,8 +47,11 @@ pub enum PayloadSide {
     Output,
 }
 
-/// The seals every payload carries.
-const SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+/// The seals every payload carries: no shrinking (no `SIGBUS` for a mapping), no growing, no
+/// writes by `write` or new writable mappings.
+const SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_FUTURE_WRITE;
+/// What a received payload must carry: no shrinking, no growing, and no writes (either seal).
+const SIZE_SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
 
 /// Refuses `size` bytes when they exceed `limit`.
 pub fn check_size(size: usize, limit: u64) -> Result<()> {
@@ -65,18 +75,19 @@ pub fn create(data: &[u8], limit: u64) -> Result<OwnedFd> {
     let file = File::from(fd);
     file.write_all_at(data, 0)
         .map_err(|e| Error::io("write payload", WHAT, e))?;
-    let seals = SealFlag::from_bits_truncate(SEALS) | SealFlag::F_SEAL_SEAL;
+    let seals = SealFlag::from_bits_retain(SEALS) | SealFlag::F_SEAL_SEAL;
     fcntl(file.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals))
         .map_err(|e| Error::errno("seal payload", WHAT, e))?;
     Ok(file.into())
 }
 
-/// Checks that `fd` is a memfd sealed against writing, shrinking and growing that holds
-/// exactly `len` bytes.
+/// Checks that `fd` is a memfd sealed against shrinking, growing and writes (`F_SEAL_WRITE` or
+/// `F_SEAL_FUTURE_WRITE`) that holds exactly `len` bytes.
 pub fn check(fd: BorrowedFd<'_>, len: u32) -> Result<()> {
     let seals = fcntl(fd.as_raw_fd(), FcntlArg::F_GET_SEALS)
         .map_err(|e| Error::RemoteProtocol(format!("payload is not sealed shared memory ({e})")))?;
-    if seals & SEALS != SEALS {
+    let no_writes = seals & (libc::F_SEAL_WRITE | libc::F_SEAL_FUTURE_WRITE) != 0;
+    if seals & SIZE_SEALS != SIZE_SEALS || !no_writes {
         return Err(Error::RemoteProtocol(
             "payload is not sealed against writing, shrinking and growing".into(),
         ));
@@ -228,6 +239,9 @@ mod tests {
         let fd = create(&[7u8; 4096], 1 << 20).unwrap();
         let file = File::from(fd.try_clone().unwrap());
         assert!(file.write_all_at(&[1], 0).is_err(), "write after sealing");
+        // SAFETY: a shared writable mapping of a memfd we own; it must be refused.
+        let writable = unsafe { memmap2::MmapMut::map_mut(&file) };
+        assert!(writable.is_err(), "a writable mapping after sealing");
         assert!(file.set_len(10).is_err(), "shrink after sealing");
         assert!(file.set_len(10_000).is_err(), "grow after sealing");
         assert_eq!(read(&fd, 4096).unwrap(), vec![7u8; 4096]);

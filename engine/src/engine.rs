@@ -511,6 +511,16 @@ impl Engine {
         let lane = h.flags & flags::LANE != 0;
         // The payload it names came first on its socket: taken and checked before anyone
         // acts on the message (a bad one is the worker's fault; it is dropped).
+        if h.kind == Kind::Payload {
+            // The answer of a direct-lane call went to its caller without the engine; its
+            // payload's descriptor comes here, for the caller.
+            if !lane {
+                return Err("a PAYLOAD message on a worker channel must be a lane answer's".into());
+            }
+            let record = socket.take_lane_answer(h.call_id())?;
+            self.forward_lane_payload(worker, record);
+            return Ok(());
+        }
         let payload = match (h.payload_loc, h.kind) {
             (PayloadLocation::Descriptor, _) if lane => {
                 return Err("a lane record cannot carry a payload".into())
@@ -613,10 +623,6 @@ impl Inbound for Engine {
         bytes: &[u8; MESSAGE_SIZE],
     ) -> Result<(), String> {
         self.on_message(worker, socket, bytes)
-    }
-
-    fn lane_payloads(&self, worker: WorkerId, records: Vec<gloam_core::payload::Record>) {
-        self.forward_lane_payloads(worker, records);
     }
 
     fn disconnected(&self, worker: WorkerId, reason: &str) {

@@ -118,32 +118,30 @@ impl Engine {
         }
     }
 
-    /// Forwards the payloads of direct-lane answers worker `callee` sent to the holders of its
-    /// leases. A record for anyone else is dropped: a worker cannot send payloads to workers
-    /// whose calls it does not serve.
-    pub(crate) fn forward_lane_payloads(&self, callee: WorkerId, records: Vec<Record>) {
-        for r in records {
-            let holder = WorkerId::from_raw(r.call.caller());
-            let link = holder.and_then(|holder| {
-                let st = self.lock();
-                st.lease_between(holder, callee)
-                    .then(|| st.worker(holder).map(|w| w.sender.clone()))
-                    .flatten()
-            });
-            let (Some(holder), Some(link)) = (holder, link) else {
-                tracing::warn!(worker = %callee, call = %r.call, "dropped a lane answer's payload: it serves no lease of that call's caller");
-                continue;
-            };
-            if r.side != PayloadSide::Output || payload::check(r.fd.as_fd(), r.len).is_err() {
-                tracing::warn!(worker = %callee, call = %r.call, "dropped a bad lane answer's payload");
-                continue;
-            }
-            if let Err(why) =
-                link.socket()
-                    .send_payload(holder.raw(), r.call, PayloadSide::Output, r.len, &r.fd)
-            {
-                tracing::warn!(worker = %holder, call = %r.call, "could not forward a lane answer's payload: {why}");
-            }
+    /// Forwards `r`, the payload of a direct-lane answer worker `callee` sent, to the holder
+    /// of its lease. A record for anyone else is dropped: a worker cannot send payloads to
+    /// workers whose calls it does not serve.
+    pub(crate) fn forward_lane_payload(&self, callee: WorkerId, r: Record) {
+        let holder = WorkerId::from_raw(r.call.caller());
+        let link = holder.and_then(|holder| {
+            let st = self.lock();
+            st.lease_between(holder, callee)
+                .then(|| st.worker(holder).map(|w| w.sender.clone()))
+                .flatten()
+        });
+        let (Some(holder), Some(link)) = (holder, link) else {
+            tracing::warn!(worker = %callee, call = %r.call, "dropped a lane answer's payload: it serves no lease of that call's caller");
+            return;
+        };
+        if payload::check(r.fd.as_fd(), r.len).is_err() {
+            tracing::warn!(worker = %callee, call = %r.call, "dropped a bad lane answer's payload");
+            return;
+        }
+        if let Err(why) =
+            link.socket()
+                .send_payload(holder.raw(), r.call, PayloadSide::Output, r.len, &r.fd)
+        {
+            tracing::warn!(worker = %holder, call = %r.call, "could not forward a lane answer's payload: {why}");
         }
     }
 }

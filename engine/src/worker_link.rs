@@ -320,7 +320,7 @@ async fn serve(
         }
         None => {
             let reason = tokio::select! {
-                reason = transport::watch_socket(&sock, link.socket(), engine.as_ref(), id, &peer) => reason,
+                reason = transport::watch_socket(sock, &peer) => reason,
                 _ = link.kicked() => "was dropped by the engine".to_string(),
             };
             engine.disconnect_worker(id, &reason);

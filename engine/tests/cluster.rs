@@ -120,7 +120,7 @@ fn three_engines_share_the_calls_and_internal_calls_stay_on_their_node() {
         // A payload in many chunks, both ways.
         let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let r = client.post("/function/Echo", &big).expect("big call");
-        assert_eq!(r.status, 200);
+        assert_eq!(r.status, 200, "{}", r.text());
         assert!(r.body == big, "the big payload came back changed");
 
         // The deadline travels as a budget: the engine answers 504 at it.

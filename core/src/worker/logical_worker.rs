@@ -328,7 +328,19 @@ impl Worker {
         if call.msg.header.flags & flags::LANE != 0 {
             let delivered = self.channel.answer_lane(h, &bytes)?;
             match output {
-                Some(fd) if delivered => send_output(&fd, true),
+                Some(fd) if delivered => {
+                    // The descriptor, then a message on this worker's own channel that makes
+                    // the engine take it and pass it to the caller.
+                    send_output(&fd, true)?;
+                    let announce = payload::record(
+                        h.call_id(),
+                        PayloadSide::Output,
+                        h.payload_len,
+                        self.id,
+                        true,
+                    );
+                    self.channel.send(&announce.to_bytes())
+                }
                 _ => Ok(()),
             }
         } else {

@@ -187,6 +187,8 @@ pub async fn serve(
     let mut buf = [0u8; MESSAGE_SIZE];
     let mut filled = 0usize;
     let mut open = true;
+    let watch = super::watch_socket(sock, &peer);
+    tokio::pin!(watch);
     let reason = loop {
         tokio::select! {
             biased;
@@ -199,7 +201,7 @@ pub async fn serve(
                     Err(reason) => break reason,
                 }
             }
-            reason = super::watch_socket(&sock, link.socket(), sink.as_ref(), worker, &peer) => break reason,
+            reason = &mut watch => break reason,
             _ = link.kicked() => break "was dropped by the engine".to_string(),
         }
     };

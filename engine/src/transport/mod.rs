@@ -37,8 +37,6 @@ pub trait Inbound: Send + Sync {
         socket: &PeerSocket,
         bytes: &[u8; MESSAGE_SIZE],
     ) -> Result<(), String>;
-    /// The payloads of direct-lane answers worker `worker` sent, for their callers.
-    fn lane_payloads(&self, worker: WorkerId, records: Vec<gloam_core::payload::Record>);
     /// Worker `worker` is gone (its socket closed, it broke the protocol, or it was
     /// dropped), for `reason`.
     fn disconnected(&self, worker: WorkerId, reason: &str);
@@ -100,33 +98,29 @@ impl WorkerLink {
 /// A shared handle on a worker's link (the state keeps one per worker).
 pub type WorkerSender = Arc<WorkerLink>;
 
-/// Reads a worker's socket after its handshake until it closes (its process died or it
-/// closed the worker), and resolves with the reason. What comes on it: `PAYLOAD` records, read
-/// into the socket's list (the answers of direct-lane calls are handed to `sink` to forward);
-/// anything else ends the worker.
-pub async fn watch_socket(
-    sock: &tokio::net::UnixStream,
-    socket: &PeerSocket,
-    sink: &dyn Inbound,
-    worker: WorkerId,
-    peer: &Peer,
-) -> String {
+/// Resolves when a worker's socket closes (its process died or it closed the worker), with
+/// the reason. The socket is watched for its end only (`EPOLLPRI` interest, so `EPOLLHUP` and
+/// `EPOLLERR`): the `PAYLOAD` records a worker sends on it are taken by whoever handles the ring
+/// or pipe message naming them, and never wake an I/O thread on their own.
+pub async fn watch_socket(sock: tokio::net::UnixStream, peer: &Peer) -> String {
+    use tokio::io::unix::AsyncFd;
+    use tokio::io::Interest;
+    let sock = match sock.into_std() {
+        Ok(s) => s,
+        Err(e) => return format!("socket could not be watched: {e}"),
+    };
+    // SAFETY: `sock` is an owned, open socket that the `AsyncFd` owns until it is dropped, and
+    // a `UnixStream`'s `as_raw_fd` always returns that same descriptor.
+    let watched = match unsafe { AsyncFd::register_with_interest(sock, Interest::PRIORITY) } {
+        Ok(w) => w,
+        Err(e) => return format!("socket could not be watched: {e}"),
+    };
     loop {
-        if sock.readable().await.is_err() {
-            return "lost its socket".to_string();
-        }
-        let read = sock.try_io(tokio::io::Interest::READABLE, || match socket.read_now() {
-            Ok(peer_socket::Read::Drained) => Err(std::io::ErrorKind::WouldBlock.into()),
-            other => Ok(other),
-        });
-        let lane = socket.take_lane_answers();
-        if !lane.is_empty() {
-            sink.lane_payloads(worker, lane);
-        }
-        match read {
-            Ok(Ok(_closed)) => return peer.how_it_ended().unwrap_or_else(|| "exited".to_string()),
-            Ok(Err(broke)) => return broke,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        match watched.ready(Interest::PRIORITY).await {
+            Ok(ready) if ready.ready().is_read_closed() || ready.ready().is_error() => {
+                return peer.how_it_ended().unwrap_or_else(|| "exited".to_string())
+            }
+            Ok(mut ready) => ready.clear_ready(),
             Err(e) => return format!("socket failed: {e}"),
         }
     }

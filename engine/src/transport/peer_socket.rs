@@ -3,11 +3,12 @@
 //! worker sends.
 //!
 //! Nothing here blocks. A worker sends a payload's record before the ring or FIFO message that
-//! names it, so the thread handling that message finds the record with a non-blocking read
-//! ([`PeerSocket::take_payload`]); the socket watcher reads whatever else comes (the answers of
-//! direct-lane calls, which the engine forwards, and the socket's end). Records nobody took
-//! yet wait in a short list; a worker that sends more than [`MAX_PENDING`] of them without the
-//! messages naming them is broken or hostile, and is dropped.
+//! names it (for the answer of a direct-lane call, a `PAYLOAD` message with the `LANE` flag),
+//! so the thread handling that message finds the record with a non-blocking read
+//! ([`PeerSocket::take_payload`], [`PeerSocket::take_lane_answer`]); nothing else reads the
+//! socket, and a record alone wakes no thread. Records read while looking for another wait in
+//! a short list; a worker that sends more than [`MAX_PENDING`] of them without the messages
+//! naming them is broken or hostile, and is dropped.
 
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::sync::{Mutex, MutexGuard};
@@ -48,15 +49,6 @@ impl std::fmt::Display for Unsent {
             Unsent::Broken(why) => f.write_str(why),
         }
     }
-}
-
-/// What a read of the socket found.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Read {
-    /// Everything there now was read.
-    Drained,
-    /// The worker closed the socket.
-    Closed,
 }
 
 /// One worker's socket, as the engine holds it (a duplicate of the handshake's descriptor).
@@ -124,72 +116,64 @@ impl PeerSocket {
         self.send(&msg, &[fd.as_raw_fd()])
     }
 
-    /// Reads everything the socket holds now into the list. `Err`: the worker broke the
-    /// protocol (something other than a record, or too many records nobody asked for).
-    pub fn read_now(&self) -> Result<Read, String> {
-        lock(&self.inbox).read_now(self.fd.as_fd())
-    }
-
     /// The record of (`call`, `side`): from the list, or read now. `Err` when the worker did
     /// not send it (or broke the protocol).
     pub fn take_payload(&self, call: CallId, side: PayloadSide) -> Result<Record, String> {
-        let mut inbox = lock(&self.inbox);
-        if let Some(r) = inbox.remove(call, side) {
-            return Ok(r);
-        }
-        inbox.read_now(self.fd.as_fd())?;
-        inbox.remove(call, side).ok_or_else(|| {
-            format!("sent no descriptor for the {side:?} payload of call {call} it announced")
+        self.take(call, side, false).map_err(|e| {
+            e.unwrap_or_else(|| {
+                format!("sent no descriptor for the {side:?} payload of call {call} it announced")
+            })
         })
     }
 
-    /// Takes the records of direct-lane answers read so far (the engine forwards them).
-    pub fn take_lane_answers(&self) -> Vec<Record> {
+    /// The record of the answer of direct-lane call `call` (which the engine forwards to the
+    /// call's caller).
+    pub fn take_lane_answer(&self, call: CallId) -> Result<Record, String> {
+        self.take(call, PayloadSide::Output, true).map_err(|e| {
+            e.unwrap_or_else(|| format!("sent no descriptor for the lane answer of call {call}"))
+        })
+    }
+
+    /// `Err(None)`: not there; `Err(Some(why))`: the worker broke the protocol.
+    fn take(&self, call: CallId, side: PayloadSide, lane: bool) -> Result<Record, Option<String>> {
         let mut inbox = lock(&self.inbox);
-        if !inbox.pending.iter().any(|r| r.lane) {
-            return Vec::new();
+        let wanted = |r: &Record| r.lane == lane && r.call == call && r.side == side;
+        if let Some(at) = inbox.pending.iter().position(wanted) {
+            return Ok(inbox.pending.remove(at));
         }
-        let (lane, rest) = std::mem::take(&mut inbox.pending)
-            .into_iter()
-            .partition(|r| r.lane);
-        inbox.pending = rest;
-        lane
+        loop {
+            match inbox.read_one(self.fd.as_fd()).map_err(Some)? {
+                Some(r) if wanted(&r) => return Ok(r),
+                Some(r) => {
+                    if inbox.pending.len() >= MAX_PENDING {
+                        return Err(Some(format!(
+                            "sent more than {MAX_PENDING} payload descriptors no message named"
+                        )));
+                    }
+                    inbox.pending.push(r);
+                }
+                None => return Err(None),
+            }
+        }
     }
 }
 
 impl Inbox {
-    fn remove(&mut self, call: CallId, side: PayloadSide) -> Option<Record> {
-        let at = self
-            .pending
-            .iter()
-            .position(|r| !r.lane && r.call == call && r.side == side)?;
-        Some(self.pending.remove(at))
-    }
-
-    fn read_now(&mut self, sock: std::os::fd::BorrowedFd<'_>) -> Result<Read, String> {
-        loop {
-            let got = match self.reader.read(sock, Blocking::No) {
-                Ok(Some(got)) => got,
-                Ok(None) => return Ok(Read::Closed),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(Read::Drained),
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(Read::Closed),
-                Err(e) => return Err(format!("its socket failed: {e}")),
-            };
-            let is_record = got.bytes[0] == PROTOCOL_VERSION
-                && Kind::from_u8(got.bytes[1]) == Some(Kind::Payload);
-            let record = is_record
-                .then(|| payload::read_record(&got.bytes, got.fds))
-                .flatten();
-            let Some(record) = record else {
-                return Err("sent something other than a PAYLOAD record on its socket".into());
-            };
-            if self.pending.len() >= MAX_PENDING {
-                return Err(format!(
-                    "sent more than {MAX_PENDING} payload descriptors no message named"
-                ));
-            }
-            self.pending.push(record);
-        }
+    /// Reads one record if one is there now (`None` when nothing is).
+    fn read_one(&mut self, sock: std::os::fd::BorrowedFd<'_>) -> Result<Option<Record>, String> {
+        let got = match self.reader.read(sock, Blocking::No) {
+            Ok(Some(got)) => got,
+            Ok(None) => return Err("closed its socket".into()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(format!("its socket failed: {e}")),
+        };
+        let is_record =
+            got.bytes[0] == PROTOCOL_VERSION && Kind::from_u8(got.bytes[1]) == Some(Kind::Payload);
+        is_record
+            .then(|| payload::read_record(&got.bytes, got.fds))
+            .flatten()
+            .map(Some)
+            .ok_or_else(|| "sent something other than a PAYLOAD record on its socket".into())
     }
 }
 
@@ -224,10 +208,13 @@ mod tests {
             .unwrap();
         let r = engine.take_payload(a, PayloadSide::Input).unwrap();
         assert_eq!(payload::read(&r.fd, r.len).unwrap(), data);
-        let lane = engine.take_lane_answers();
-        assert_eq!(lane.len(), 1);
-        assert_eq!((lane[0].call, lane[0].side), (a, PayloadSide::Output));
+        // The lane answer is only ever taken as one.
         assert!(engine.take_payload(a, PayloadSide::Output).is_err());
+        let lane = engine.take_lane_answer(a).unwrap();
+        assert_eq!(
+            (lane.call, lane.side, lane.lane),
+            (a, PayloadSide::Output, true)
+        );
         assert!(engine.take_payload(b, PayloadSide::Input).is_ok());
         // And back to the worker.
         engine
@@ -238,7 +225,8 @@ mod tests {
             .unwrap();
         assert_eq!(payload::read(&got, 5000).unwrap(), data);
         drop(worker);
-        assert_eq!(engine.read_now(), Ok(Read::Closed));
+        let err = engine.take_payload(a, PayloadSide::Input).unwrap_err();
+        assert!(err.contains("closed its socket"), "{err}");
     }
 
     #[test]
@@ -250,7 +238,9 @@ mod tests {
                 .send_payload(CallId::new(7, i), PayloadSide::Input, 2000, &fd, false)
                 .unwrap();
         }
-        let err = engine.read_now().unwrap_err();
+        let err = engine
+            .take_payload(CallId::new(7, 999), PayloadSide::Input)
+            .unwrap_err();
         assert!(err.contains("more than 64"), "{err}");
 
         let (worker, engine) = pair();
@@ -258,7 +248,9 @@ mod tests {
             gloam_core::protocol::Message::new(gloam_core::protocol::Header::new(Kind::Dispatch))
                 .to_bytes();
         socket::send_with_fds(worker.fd(), &other, &[], false).unwrap();
-        let err = engine.read_now().unwrap_err();
+        let err = engine
+            .take_payload(CallId::new(7, 1), PayloadSide::Input)
+            .unwrap_err();
         assert!(err.contains("other than a PAYLOAD record"), "{err}");
     }
 }

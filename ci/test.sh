@@ -24,7 +24,7 @@ suite_lint() {
 suite_rust() {
     # The gRPC tests call the engine with grpcurl (built from the Go module proxy, once).
     ci/install-grpcurl.sh || return 1
-    # engine/tests/isolation.rs runs real sandboxes: bubblewrap from Debian, and a failure
+    # engine/tests/isolation*.rs run real sandboxes and cgroups: bubblewrap from Debian, and a failure
     # (not a skip) when it is missing.
     ci/install-sandbox.sh || return 1
     export GLOAM_TEST_SANDBOX=1

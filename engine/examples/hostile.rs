@@ -1,4 +1,4 @@
-//! A hostile function for the isolation tests (`engine/tests/isolation.rs`): its one handler,
+//! A hostile function for the isolation tests (`engine/tests/isolation.rs`, `isolation_cgroups.rs`): its one handler,
 //! `Try`, attempts what the input says and answers `ok: ...` when it managed, `denied: ...`
 //! when it did not. Nothing here belongs in a real function.
 //!

@@ -1,5 +1,5 @@
 //! The engine: owns the state, carries out what the state decides, runs the timers, and
-//! receives what workers send (it is the transports' [`Inbound`] sink).
+//! receives what workers send (it is the transports' [`Inbound`] sink, in `inbound.rs`).
 //!
 //! Every event takes the state's lock once, gets the actions, releases the lock and carries
 //! them out. Carrying out an action never calls back into the state; when it learns something
@@ -17,14 +17,14 @@ use tokio::sync::{oneshot, Notify};
 use gloam_core::clock::now_ns;
 use gloam_core::ipc_root::IpcPaths;
 use gloam_core::payload::PayloadSide;
-use gloam_core::protocol::{flags, Kind, Message, PayloadLocation, MESSAGE_SIZE};
+use gloam_core::protocol::PayloadLocation;
 use gloam_core::table::FunctionTable;
 
 use crate::config::{Config, FunctionConfig, Transport};
 use crate::launcher::{Launcher, ProcessExit};
 use crate::payloads::Payloads;
 use crate::state::{self, Action, LeaseId, Outcome, State, WorkerId};
-use crate::transport::{Inbound, PeerSocket, RingPoller, WorkerSender};
+use crate::transport::{Inbound, RingPoller, WorkerSender};
 
 /// How often idle pools are checked for shrinking (and leased callees for overdue calls).
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
@@ -283,32 +283,6 @@ impl Engine {
         lock(&self.launchers).drain().map(|(_, l)| l).collect()
     }
 
-    /// Removes worker `worker` (gone or misbehaving): fails its call, stops reading its link,
-    /// removes its files. Idempotent.
-    pub(crate) fn disconnect_worker(&self, worker: WorkerId, reason: &str) {
-        if let Some(p) = &self.poller {
-            if let Err(bad) = p.remove(self, worker) {
-                tracing::warn!(%worker, "while disconnecting: {bad}");
-            }
-        }
-        let actions = {
-            let mut st = self.lock();
-            let actions = st.worker_gone(worker, reason, now_ns());
-            self.after(&mut st);
-            actions
-        };
-        let crashed = actions
-            .iter()
-            .any(|a| matches!(a, Action::Send { .. } | Action::Reply { .. }));
-        if crashed {
-            tracing::warn!(%worker, "worker {reason} while running a call");
-        } else {
-            tracing::debug!(%worker, "worker {reason}");
-        }
-        self.apply(actions);
-        self.payloads.drop_of_caller(worker.raw());
-    }
-
     /// Stops the ring poller thread.
     pub fn stop_poller(&self) {
         if let Some(p) = &self.poller {
@@ -498,65 +472,6 @@ impl Engine {
         }
     }
 
-    /// Handles one message from worker `worker`. An error disconnects that worker.
-    fn on_message(
-        &self,
-        worker: WorkerId,
-        socket: &PeerSocket,
-        bytes: &[u8; MESSAGE_SIZE],
-    ) -> Result<(), String> {
-        let msg =
-            Message::decode(bytes, self.config.engine.max_payload).map_err(|e| e.to_string())?;
-        let h = &msg.header;
-        let lane = h.flags & flags::LANE != 0;
-        // The payload it names came first on its socket: taken and checked before anyone
-        // acts on the message (a bad one is the worker's fault; it is dropped).
-        if h.kind == Kind::Payload {
-            // The answer of a direct-lane call went to its caller without the engine; its
-            // payload's descriptor comes here, for the caller.
-            if !lane {
-                return Err("a PAYLOAD message on a worker channel must be a lane answer's".into());
-            }
-            let record = socket.take_lane_answer(h.call_id())?;
-            self.forward_lane_payload(worker, record);
-            return Ok(());
-        }
-        let payload = match (h.payload_loc, h.kind) {
-            (PayloadLocation::Descriptor, _) if lane => {
-                return Err("a lane record cannot carry a payload".into())
-            }
-            (PayloadLocation::Descriptor, Kind::Invoke) => Some(PayloadSide::Input),
-            (PayloadLocation::Descriptor, Kind::Complete) => Some(PayloadSide::Output),
-            (PayloadLocation::Descriptor, other) => {
-                return Err(format!("{other:?} cannot carry a payload"))
-            }
-            _ => None,
-        };
-        if let Some(side) = payload {
-            self.receive_payload(worker, socket, &msg, side)?;
-        }
-        let (id, kind) = (h.call_id(), h.kind);
-        let now = now_ns();
-        let actions = {
-            let mut st = self.lock();
-            let actions = match kind {
-                Kind::Complete | Kind::Failed if lane => st.lane_tally(worker, &msg, now),
-                Kind::Complete | Kind::Failed => st.worker_answered(worker, Box::new(msg), now),
-                Kind::Invoke => st.admit_internal(worker, Box::new(msg), now),
-                other => Err(format!("unexpected {other:?} message on a worker channel")),
-            };
-            self.after(&mut st);
-            actions
-        };
-        let actions = actions.inspect_err(|_| {
-            if let Some(side) = payload {
-                self.payloads.drop_payload(id, side);
-            }
-        })?;
-        self.apply(actions);
-        Ok(())
-    }
-
     /// Stops admitting calls and waits (bounded) until the calls in flight have ended; those
     /// still running at the end of the period end with `SHUTDOWN`. Returns how many did.
     pub async fn drain(&self, limit: Duration) -> usize {
@@ -612,27 +527,6 @@ impl Engine {
             .collect();
         found.sort();
         found
-    }
-}
-
-impl Inbound for Engine {
-    fn message(
-        &self,
-        worker: WorkerId,
-        socket: &PeerSocket,
-        bytes: &[u8; MESSAGE_SIZE],
-    ) -> Result<(), String> {
-        self.on_message(worker, socket, bytes)
-    }
-
-    fn disconnected(&self, worker: WorkerId, reason: &str) {
-        let link = self.lock().worker(worker).map(|w| Arc::clone(&w.sender));
-        // First the reason the worker goes, then the link's reader task stops (the kick ends
-        // its socket watch; the disconnection it reports then finds the worker gone).
-        self.disconnect_worker(worker, reason);
-        if let Some(link) = link {
-            link.kick();
-        }
     }
 }
 

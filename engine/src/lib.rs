@@ -13,6 +13,7 @@ pub mod engine;
 pub mod external;
 pub mod find;
 pub mod gateway;
+pub mod inbound;
 pub mod lanes;
 pub mod launcher;
 pub mod limiter;

@@ -4,6 +4,7 @@
 
 pub mod grpc;
 pub mod hand;
+pub mod hostile;
 pub mod observe;
 pub mod process;
 

@@ -1,6 +1,7 @@
 //! A hostile function for the isolation tests (`engine/tests/isolation.rs`,
-//! `isolation_cgroups.rs`): its one handler, `Try`, attempts what the input says and answers `ok: ...` when it managed, `denied: ...`
-//! when it did not. Nothing here belongs in a real function.
+//! `isolation_cgroups.rs`): its one handler, `Try`, attempts what the input says and answers
+//! `ok: ...` when it managed, `denied: ...` when it did not. Nothing here belongs in a real
+//! function.
 //!
 //! Inputs: `read:PATH`, `write:PATH`, `ls:PATH` (the names in a directory, sorted),
 //! `fill:MIB` (that much into `/tmp`), `procs` (how many processes it sees), `kill:PID`

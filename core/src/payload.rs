@@ -116,6 +116,12 @@ impl PayloadView {
     }
 }
 
+impl AsRef<[u8]> for PayloadView {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
 /// Maps a received payload of `len` bytes read-only, after [`check`].
 pub fn map(fd: &OwnedFd, len: u32) -> Result<PayloadView> {
     check(fd.as_fd(), len)?;

@@ -173,11 +173,7 @@ impl Engine {
             PayloadLocation::Descriptor => {
                 let id = msg.header.call_id();
                 // Sealed and checked when the answer came: it reads whole.
-                let out = self
-                    .payloads()
-                    .read(id, PayloadSide::Output)
-                    .map(Bytes::from);
-                out.map_err(|e| {
+                self.payloads().bytes(id, PayloadSide::Output).map_err(|e| {
                     Refusal::new(
                         ErrorKind::WorkerCrashed,
                         format!("the worker's output could not be read: {e}"),

@@ -23,6 +23,11 @@ use crate::engine::Engine;
 use crate::state::WorkerId;
 use crate::transport::{PeerSocket, WorkerLink};
 
+/// Payloads from this size on are mapped rather than copied when the engine reads them:
+/// measured on a 1 MiB echo, p50 1.98 vs 2.28 ms and 8 % less CPU per call; at 100 KiB the
+/// mapping cost more CPU than the copy (+9 %), so smaller ones are copied.
+const MAP_FROM: u32 = 512 << 10;
+
 /// One payload in hand.
 #[derive(Debug)]
 struct Held {
@@ -53,12 +58,18 @@ impl Payloads {
             .map(|h| (h.fd, h.len))
     }
 
-    /// Reads the payload of (`call`, `side`) into a buffer and drops it.
-    pub fn read(&self, call: CallId, side: PayloadSide) -> gloam_core::Result<Vec<u8>> {
+    /// The payload of (`call`, `side`), out of the table, as bytes: copied when small, mapped
+    /// when large (a copy of a megabyte costs more than a mapping). Sealed against shrinking,
+    /// so the mapping cannot fault; a worker that changes its own output through a mapping it
+    /// made before sealing garbles only its own answer.
+    pub fn bytes(&self, call: CallId, side: PayloadSide) -> gloam_core::Result<bytes::Bytes> {
         let (fd, len) = self.take(call, side).ok_or_else(|| {
             gloam_core::Error::Internal(format!("the {side:?} payload of call {call} is gone"))
         })?;
-        payload::read(&fd, len)
+        if len < MAP_FROM {
+            return payload::read(&fd, len).map(bytes::Bytes::from);
+        }
+        payload::map(&fd, len).map(bytes::Bytes::from_owner)
     }
 
     /// Drops the payload of (`call`, `side`), if held.

@@ -4,7 +4,7 @@
 One engine (`target/debug/gloam up`), one config with ten functions: `<Lang>InvokeOther` and
 `<Lang>Echo` for Python, Go, Node, C and Rust, served by the hello examples. For each of the 25
 (caller, callee) pairs it POSTs `<Callee>Echo:<payload>` to `<Caller>InvokeOther`, with a small
-binary payload (with ':' and non-UTF-8 bytes in it) and a 2 MiB one (through shm both ways),
+binary payload (with ':' and non-UTF-8 bytes in it) and a 2 MiB one (by descriptor both ways),
 and checks the answer is byte-exact. Prints one line per pair and "N passed, N failed".
 
 Usage: ci/matrix/matrix.py   (ci/matrix/test.sh builds what it needs first)

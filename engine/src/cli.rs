@@ -82,6 +82,10 @@ pub enum Command {
         /// With --nightcore: the function library serving a function (`NAME=PATH.so`).
         #[arg(long = "so", value_name = "NAME=PATH")]
         libraries: Vec<String>,
+        /// Check it as `gloam up --isolation` would run it (every function sandboxed, or every
+        /// function a plain process).
+        #[arg(long, value_name = "process|sandbox")]
+        isolation: Option<crate::config::Isolation>,
     },
     /// Run the `build` commands of a deployment file (what `gloam up` runs before starting).
     Build {
@@ -297,7 +301,8 @@ pub fn run(cli: Cli) -> Result<()> {
             config,
             nightcore,
             libraries,
-        } => crate::validate::run(&config, nightcore, &libraries),
+            isolation,
+        } => crate::validate::run(&config, nightcore, &libraries, isolation),
         Command::Build { config } => {
             let config = Config::load(&config)?;
             let ran = crate::builds::run_all(&config, false)?;

@@ -11,8 +11,13 @@ use anyhow::{bail, Result};
 use crate::config::{Config, FunctionConfig};
 
 /// Runs `gloam validate`.
-pub fn run(path: &Path, nightcore: bool, libraries: &[String]) -> Result<()> {
-    let config = if nightcore {
+pub fn run(
+    path: &Path,
+    nightcore: bool,
+    libraries: &[String],
+    isolation: Option<crate::config::Isolation>,
+) -> Result<()> {
+    let mut config = if nightcore {
         let (mut config, warnings) = Config::from_nightcore_json(path)?;
         for w in warnings {
             println!("note: {w}");
@@ -27,6 +32,15 @@ pub fn run(path: &Path, nightcore: bool, libraries: &[String]) -> Result<()> {
     } else {
         Config::load(path)?
     };
+    if let Some(mode) = isolation {
+        config
+            .override_isolation(mode, "--isolation")
+            .map_err(anyhow::Error::msg)?;
+        println!(
+            "--isolation {}: checked as every function would run",
+            mode.as_str()
+        );
+    }
     let (lines, problems) = report(&config);
     for l in &lines {
         println!("{l}");

@@ -42,7 +42,7 @@ fn calls_internal_calls_payloads_and_errors() {
     let r = s.call("Fanout", b"x");
     assert_eq!(r.text(), "x#0;x#1;x#2");
 
-    // Inline edge and 1 MiB through shm, in and out, byte-exact; and through an internal call.
+    // Inline edge and 1 MiB by descriptor, in and out, byte-exact; and through an internal call.
     for size in [960usize, 961, 1 << 20] {
         let data: Vec<u8> = (0..size).map(|i| (i * 7 + size) as u8).collect();
         let r = s.call("Echo", &data);

@@ -248,7 +248,8 @@ fn gloam_up_refuses_what_it_cannot_enforce() {
 
 /// `gloam up --isolation sandbox` sandboxes a function whose file says nothing of isolation,
 /// and refuses to start when the engine's user cannot run its command, naming the command,
-/// where its symlink leads and the user (a virtualenv made from a Python under `/root`).
+/// where its symlink leads and the user (a virtualenv made from a Python under `/root`);
+/// `gloam validate --isolation sandbox` says the same.
 #[test]
 fn gloam_up_names_a_command_its_user_cannot_run() {
     if !sandbox_available() {
@@ -282,9 +283,24 @@ fn gloam_up_names_a_command_its_user_cannot_run() {
         up.uid(uid).gid(uid);
     }
     let out = up.output().expect("run gloam up");
+    // `gloam validate --isolation sandbox` checks the file as that `up` runs it.
+    let mut validate = std::process::Command::new(gloam_bin());
+    validate
+        .args(["validate", "--isolation", "sandbox"])
+        .arg(&path);
+    if let Some(uid) = uid {
+        validate.uid(uid).gid(uid);
+    }
+    let checked = validate.output().expect("run gloam validate");
     std::fs::set_permissions(root.join("private"), std::fs::Permissions::from_mode(0o700))
         .expect("chmod");
     assert!(!out.status.success());
+    assert!(!checked.status.success());
+    let checked = format!(
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("--isolation sandbox: every function's workers run sandboxed (1 functions)"),
@@ -299,4 +315,6 @@ fn gloam_up_names_a_command_its_user_cannot_run() {
         root.join("private/python").display()
     );
     assert!(err.contains(&expected), "{err}");
+    assert!(checked.contains("--isolation sandbox"), "{checked}");
+    assert!(checked.contains(&expected), "{checked}");
 }

@@ -74,9 +74,10 @@ impl Engine {
             }
             _ => None,
         };
-        if let Some(side) = payload {
-            self.receive_payload(worker, socket, &msg, side)?;
-        }
+        let received = match payload {
+            Some(side) => Some((side, self.receive_payload(worker, socket, &msg, side)?)),
+            None => None,
+        };
         let (id, kind) = (h.call_id(), h.kind);
         let now = now_ns();
         let actions = {
@@ -90,11 +91,11 @@ impl Engine {
             self.after(&mut st);
             actions
         };
-        let actions = actions.inspect_err(|_| {
-            if let Some(side) = payload {
-                self.payloads().drop_payload(id, side);
-            }
-        })?;
+        // Held before anything goes out: the actions may answer the caller, who reads it.
+        let actions = actions?;
+        if let Some((side, (fd, len))) = received {
+            self.payloads().put(id, side, fd, len);
+        }
         self.apply(actions);
         Ok(())
     }

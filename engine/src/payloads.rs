@@ -90,14 +90,16 @@ impl Payloads {
 
 impl Engine {
     /// Takes the payload `msg` names (its `INVOKE` input or `COMPLETE` output) from worker
-    /// `worker`'s socket, checks it and holds it. `Err`: the worker broke the protocol.
+    /// `worker`'s socket and checks it. `Err`: the worker broke the protocol. The caller holds
+    /// it ([`Payloads::put`]) only once the state accepted the message: a worker answering a
+    /// call that is not its own must not replace that call's payload, even for a moment.
     pub(crate) fn receive_payload(
         &self,
         worker: WorkerId,
         socket: &PeerSocket,
         msg: &Message,
         side: PayloadSide,
-    ) -> Result<(), String> {
+    ) -> Result<(OwnedFd, u32), String> {
         let (call, len) = (msg.header.call_id(), msg.header.payload_len);
         let r = socket.take_payload(call, side)?;
         if r.len != len || r.worker != worker.raw() {
@@ -107,8 +109,7 @@ impl Engine {
             ));
         }
         payload::check(r.fd.as_fd(), len).map_err(|e| format!("sent a bad payload: {e}"))?;
-        self.payloads().put(call, side, r.fd, len);
-        Ok(())
+        Ok((r.fd, len))
     }
 
     /// Before `msg` goes to worker `to` over `link`: sends it the payload `msg` names (a

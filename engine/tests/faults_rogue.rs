@@ -153,12 +153,19 @@ fn a_worker_answering_others_calls_or_forging_callers_is_dropped_alone() {
     });
     let good_caller = call_in_background(&s, "Hand", b"for the good one".to_vec());
     let good_call = good.expect_dispatch(Duration::from_secs(20));
-    let forged = rogue.complete_msg(good_call.header.call_id(), b"forged");
-    rogue.send(&forged);
+    // Its answer carries a payload by descriptor: the engine must not hold it for that call,
+    // not even until it finds the answer is not the rogue's to give.
+    let id = good_call.header.call_id();
+    rogue.complete_by_descriptor(id, &[b'f'; 5000]);
     dropped_and_its_caller_failed(&s, rogue.id, rogue_caller, "does not run");
-    good.send(&good.complete_msg(good_call.header.call_id(), b"genuine"));
+    assert_eq!(s.metric("gloam_payloads_held{}"), Some(0.0));
+    good.complete_by_descriptor(id, &[b'g'; 5000]);
     let r = good_caller.join().unwrap();
-    assert_eq!((r.status, r.text().as_ref()), (200, "genuine"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.body == [b'g'; 5000],
+        "the caller got another answer than its worker's"
+    );
     traffic.wait_served(&s, 5);
 
     // An INVOKE in the good worker's name (its id as the caller, so its call id too).

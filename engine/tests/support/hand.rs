@@ -255,6 +255,28 @@ impl HandWorker {
         Message::with_inline(h, output).unwrap()
     }
 
+    /// Answers `call` with `output` passed by descriptor, as the core does past the inline
+    /// area: the sealed memfd on the socket, then the `COMPLETE` naming it.
+    pub fn complete_by_descriptor(&self, call: CallId, output: &[u8]) {
+        let fd = gloam_core::payload::create(output, u64::MAX).unwrap();
+        let len = output.len() as u32;
+        self.socket
+            .send_payload(
+                call,
+                gloam_core::payload::PayloadSide::Output,
+                len,
+                &fd,
+                false,
+            )
+            .unwrap();
+        let mut h = Header::new(Kind::Complete);
+        h.set_call_id(call);
+        h.worker_id = self.id;
+        h.payload_loc = gloam_core::protocol::PayloadLocation::Descriptor;
+        h.payload_len = len;
+        self.send(&Message::new(h));
+    }
+
     /// Raw access to the ring region (ring transport only).
     pub fn region(&self) -> RawRegion {
         let (ring, _, _) = self.region.as_ref().expect("the ring transport");

@@ -194,7 +194,12 @@ impl HttpClient {
 
     fn connect(&mut self) -> io::Result<&mut BufReader<TcpStream>> {
         if self.conn.is_none() {
-            let stream = TcpStream::connect(&self.addrs[..])?;
+            let stream = loop {
+                match TcpStream::connect(&self.addrs[..]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other?,
+                }
+            };
             stream.set_nodelay(true)?;
             stream.set_read_timeout(self.read_timeout)?;
             stream.set_write_timeout(self.read_timeout)?;
@@ -255,9 +260,14 @@ impl HttpClient {
             }
             return Err((e, false));
         }
-        // Distinguish "closed before answering" from a broken response.
-        match conn.fill_buf() {
-            Ok([]) => {
+        // Distinguish "closed before answering" from a broken response. `fill_buf` does not
+        // retry a read a signal interrupted (the rest of the reading does).
+        let mut filled = conn.fill_buf().map(|b| b.is_empty());
+        while matches!(&filled, Err(e) if e.kind() == io::ErrorKind::Interrupted) {
+            filled = conn.fill_buf().map(|b| b.is_empty());
+        }
+        match filled {
+            Ok(true) => {
                 return Err((
                     io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -266,7 +276,7 @@ impl HttpClient {
                     false,
                 ))
             }
-            Ok(_) => {}
+            Ok(false) => {}
             Err(e) => return Err((e, false)),
         }
         read_response(conn, head_only).map_err(|e| (e, true))

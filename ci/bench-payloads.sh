@@ -32,7 +32,6 @@ mkdir -p "$RES"
 OUT="$RES/results.jsonl"
 : > "$OUT"
 TMP="$(mktemp -d -p /dev/shm gloam-bench.XXXXXX)"
-ECHO_PID=""
 cleanup() {
   if [[ -n "$ECHO_PID" ]]; then kill "$ECHO_PID" 2>/dev/null || true; fi
   stop_stack
@@ -77,15 +76,7 @@ for r in $(seq "$ROUNDS"); do
   if [[ -n "$BASE" ]]; then
     gloam_side baseline "$BASE" "$r"
   else
-    "$NEW/echo-http" > "$TMP/echo.out" &
-    ECHO_PID=$!
-    ECHO=""
-    for _ in $(seq 100); do
-      ECHO="$(sed -n 's/^listening \(http:[^ ]*\).*/\1/p' "$TMP/echo.out")"
-      [[ -n "$ECHO" ]] && break
-      sleep 0.1
-    done
-    [[ -n "$ECHO" ]] || { echo "echo-http did not start" >&2; exit 1; }
+    start_echo "$NEW" "$TMP"
     measure baseline "$r" "$ECHO/" "$ECHO_PID"
     kill "$ECHO_PID"; wait "$ECHO_PID" 2>/dev/null || true; ECHO_PID=""
   fi

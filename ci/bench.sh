@@ -32,7 +32,6 @@ HELLO="$ROOT/target/release/hello-rust"
 BASE="$ROOT/target/release"
 
 TMP="$(mktemp -d -t gloam-bench.XXXXXX)"
-ECHO_PID=""
 cleanup() {
   [[ -n "$ECHO_PID" ]] && kill "$ECHO_PID" 2>/dev/null || true
   stop_stack
@@ -74,15 +73,7 @@ fi
 echo "== starting gloam up" >&2
 start_stack "$GLOAM" "$TMP/gloam.toml" "$TMP"
 
-"$BASE/echo-http" > "$TMP/echo.out" &
-ECHO_PID=$!
-ECHO=""
-for _ in $(seq 100); do
-  ECHO="$(sed -n 's/^listening \(http:[^ ]*\).*/\1/p' "$TMP/echo.out")"
-  [[ -n "$ECHO" ]] && break
-  sleep 0.1
-done
-[[ -n "$ECHO" ]] || { echo "echo-http did not start" >&2; exit 1; }
+start_echo "$BASE" "$TMP"
 echo "== gloam at $URL (pid $ENGINE_PID), echo baseline at $ECHO (pid $ECHO_PID)" >&2
 
 OUT="$TMP/results.jsonl"

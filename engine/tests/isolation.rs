@@ -74,13 +74,7 @@ fn a_sandboxed_function_cannot_escape() {
     assert!(keys.contains("Operation not permitted"), "{keys}");
 
     // A fork bomb stops at pids_limit.
-    let bomb = denied(&s, "fork:200");
-    let started: usize = bomb
-        .trim_start_matches("denied: ")
-        .split(' ')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("a count");
+    let (started, bomb) = fork_bomb(&s, 200);
     assert!(started < 24, "{bomb}");
 
     // The engine socket: neither as another function nor as itself without its secret.

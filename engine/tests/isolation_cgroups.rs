@@ -114,13 +114,7 @@ fn cgroups_enforce_a_sandboxs_limits() {
     let pid = pid_of(&s, "Hostile");
 
     // A fork bomb stops at pids.max (the sandbox's bwrap processes count too).
-    let bomb = denied(&s, "fork:200");
-    let started: usize = bomb
-        .trim_start_matches("denied: ")
-        .split(' ')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("a count");
+    let (started, bomb) = fork_bomb(&s, 200);
     assert!(started < 24, "{bomb}");
     let pids = group_dir(pid, "pids");
     assert_eq!(

@@ -102,3 +102,16 @@ pub fn pid_of(s: &Stack, function: &str) -> u64 {
         .and_then(|w| w["pid"].as_u64())
         .expect("a worker pid")
 }
+
+/// `Hostile` starts `n` sleeping children at once and is stopped by a limit: how many it
+/// started, and its whole answer.
+pub fn fork_bomb(s: &Stack, n: usize) -> (usize, String) {
+    let bomb = denied(s, &format!("fork:{n}"));
+    let started = bomb
+        .trim_start_matches("denied: ")
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a count");
+    (started, bomb)
+}
